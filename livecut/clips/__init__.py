@@ -1,0 +1,1 @@
+"""Clip planning (pure) and clip jobs."""

@@ -1,0 +1,1 @@
+"""The network side of recording: fetching playlists and segments from origins."""

@@ -1,0 +1,1 @@
+"""PyAV: probing segments, remuxing clips, synthetic test media."""

@@ -1,0 +1,1 @@
+"""Durable segment files and the SQLite index over them."""
