@@ -1,0 +1,7 @@
+"""`python -m livecut`."""
+
+import sys
+
+from livecut.cli import main
+
+sys.exit(main())

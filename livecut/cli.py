@@ -1,0 +1,224 @@
+"""The `livecut` command: serve, demo, check-config, clip."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+
+from livecut import __version__
+from livecut.config import ConfigError, StreamConfig, default_config, load_config, parse_duration
+from livecut.daemon import Daemon
+
+log = logging.getLogger("livecut")
+
+CLIP_POLL_S = 0.5
+CLIP_WAIT_LIMIT_S = 300.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "check-config":
+        return _check_config(Path(args.file))
+    if args.command == "serve":
+        return _serve(Path(args.config))
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "clip":
+        return asyncio.run(_clip(args))
+    parser.print_help()
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="livecut", description="Record live HLS streams and cut clips by wall-clock time."
+    )
+    parser.add_argument("--version", action="version", version=f"livecut {__version__}")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the daemon from a config file")
+    serve.add_argument("--config", required=True, help="TOML config file")
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file")
+    demo = sub.add_parser("demo", help="record a built-in synthetic live stream and serve the API")
+    demo.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
+    demo.add_argument("--data", help="data directory (default: a new temporary directory)")
+    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    clip = sub.add_parser("clip", help="ask a running daemon for a clip and download it")
+    clip.add_argument("--server", default="http://127.0.0.1:8080")
+    clip.add_argument("--stream", required=True)
+    clip.add_argument("--last", help='the last DURATION up to now, e.g. "10s"')
+    clip.add_argument("--start-ms", type=int)
+    clip.add_argument("--end-ms", type=int)
+    clip.add_argument("--name")
+    clip.add_argument("--api-key")
+    clip.add_argument("-o", "--output", default="clip.mp4")
+    return parser
+
+
+def _check_config(path: Path) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(
+        f"{path}: ok: {len(config.streams)} stream(s), API on "
+        f"{config.server.listen_host}:{config.server.listen_port}, data in {config.server.data_dir}"
+    )
+    return 0
+
+
+def _serve(path: Path) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return asyncio.run(_run_until_signal(Daemon(config), duration_s=None))
+
+
+async def _run_until_signal(daemon: Daemon, *, duration_s: float | None) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await daemon.start()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        await daemon.stop()
+        return 1
+    try:
+        if duration_s is None:
+            await stop.wait()
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), duration_s)
+    finally:
+        log.info("stopping")
+        await daemon.stop()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    data = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="livecut-demo-"))
+    return asyncio.run(_demo_async(data, args.port, args.duration))
+
+
+async def _demo_async(data: Path, port: int, duration_s: float | None) -> int:
+    from livecut.origin import LiveOrigin
+
+    origin = LiveOrigin()
+    origin_url = await origin.start()
+    master_url = origin_url.replace("index.m3u8", "master.m3u8")
+    base = default_config(data)
+    config = replace(
+        base,
+        server=replace(base.server, listen_host="127.0.0.1", listen_port=port),
+        streams=(
+            StreamConfig(
+                id="demo",
+                url=master_url,
+                retention_s=3600.0,
+                session_gap_s=30.0,
+                headers=(),
+                enabled=True,
+            ),
+        ),
+    )
+    api = f"http://127.0.0.1:{port}"
+    print(
+        f"""
+livecut demo: recording the synthetic live stream "demo" from {master_url}
+  data directory: {data}
+  API:            {api}   (metrics at {api}/metrics)
+
+Clip the last 10 seconds and download it as clip.mp4 (try it now, or any time later):
+
+  livecut clip --server {api} --stream demo --last 10s -o clip.mp4
+
+or with curl:
+
+  now=$(date +%s%3N); curl -s -X POST {api}/v1/clips -H 'Content-Type: application/json' \\
+    -d "{{\\"stream\\":\\"demo\\",\\"start_ms\\":$((now-10000)),\\"end_ms\\":$now}}"
+  curl -s {api}/v1/clips/<id>                        # until "state": "ready"
+  curl -o clip.mp4 {api}/v1/clips/<id>/clip.mp4
+
+Ctrl-C stops the demo.
+""",
+        flush=True,
+    )
+    try:
+        return await _run_until_signal(Daemon(config), duration_s=duration_s)
+    finally:
+        await origin.stop()
+
+
+async def _clip(args: argparse.Namespace) -> int:
+    now_ms = int(time.time() * 1000)
+    if args.last is not None:
+        try:
+            last_ms = round(parse_duration(args.last, key="--last") * 1000)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        start_ms, end_ms = now_ms - last_ms, now_ms
+    elif args.start_ms is not None and args.end_ms is not None:
+        start_ms, end_ms = args.start_ms, args.end_ms
+    else:
+        print("give --last DURATION, or both --start-ms and --end-ms", file=sys.stderr)
+        return 2
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    body: dict[str, object] = {"stream": args.stream, "start_ms": start_ms, "end_ms": end_ms}
+    if args.name:
+        body["name"] = args.name
+    server = args.server.rstrip("/")
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(f"{server}/v1/clips", json=body) as response:
+            created = await response.json()
+            if response.status != 202:
+                print(f"refused ({response.status}):", *created.get("errors", []), sep="\n  ")
+                return 1
+        clip_id = created["id"]
+        print(f"clip {clip_id}: {created['state']}", flush=True)
+        clip = created
+        for _ in range(int(CLIP_WAIT_LIMIT_S / CLIP_POLL_S)):
+            if clip["state"] in ("ready", "failed"):
+                break
+            await asyncio.sleep(CLIP_POLL_S)
+            async with http.get(f"{server}/v1/clips/{clip_id}") as response:
+                clip = await response.json()
+        if clip["state"] != "ready":
+            print(f"clip {clip_id}: {clip['state']}: {clip.get('error')}", file=sys.stderr)
+            return 1
+        output = Path(args.output)
+        async with http.get(f"{server}/v1/clips/{clip_id}/clip.mp4") as response:
+            response.raise_for_status()
+            with open(output, "wb") as fh:
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    fh.write(chunk)
+    print(
+        f"clip {clip_id}: ready: {output} ({clip['size_bytes']} bytes, "
+        f"{clip['duration_ms']} ms from {clip['start_ms']} to {clip['end_ms']})"
+    )
+    for note in clip.get("notes", []):
+        print(f"  note: {note}")
+    return 0

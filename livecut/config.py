@@ -1,0 +1,743 @@
+"""Read the TOML config into frozen records, reporting every mistake by its key path."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Final, TypeVar
+from urllib.parse import urlsplit
+
+from livecut import __version__
+
+__all__ = [
+    "ClipsConfig",
+    "Config",
+    "ConfigError",
+    "IngestConfig",
+    "ServerConfig",
+    "StreamConfig",
+    "default_config",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "parse_stream",
+]
+
+_T = TypeVar("_T")
+
+DURATION_HINT: Final = 'use seconds as a number or a string like "90s", "15m", "24h", "7d"'
+
+_TOP_KEYS: Final = ("server", "clips", "ingest", "streams")
+_SERVER_KEYS: Final = ("listen", "data_dir", "api_keys", "public_url")
+_CLIPS_KEYS: Final = ("workers", "max_wait", "max_duration", "keep")
+_INGEST_KEYS: Final = (
+    "max_concurrent_downloads",
+    "segment_timeout",
+    "playlist_timeout",
+    "user_agent",
+)
+_STREAM_KEYS: Final = ("id", "url", "retention", "session_gap", "headers", "enabled")
+
+_DEFAULT_LISTEN_HOST: Final = "127.0.0.1"
+_DEFAULT_LISTEN_PORT: Final = 8080
+_DEFAULT_DATA_DIR: Final = "./livecut-data"
+_MIN_API_KEY_LENGTH: Final = 16
+
+_MINUTE: Final = 60.0
+_HOUR: Final = 3600.0
+_DAY: Final = 86400.0
+
+_STREAM_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_STREAM_ID_HINT: Final = (
+    'use 1 to 63 lowercase letters, digits, "_" or "-", starting with a letter or digit'
+)
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_WHITESPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+_LISTEN_HINT: Final = 'use "host:port", e.g. "127.0.0.1:8080", "[::1]:8080" or "localhost:8080"'
+_URL_HINT: Final = "use an http:// or https:// URL"
+
+_DURATION_TEXT = re.compile(r"(?:\s*[0-9]+(?:\.[0-9]+)?\s*(?:ms|d|h|m|s))+\s*")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|d|h|m|s)")
+_UNIT_SECONDS: Final = {"d": _DAY, "h": _HOUR, "m": _MINUTE, "s": 1.0, "ms": 0.001}
+_UNIT_ORDER: Final = ("d", "h", "m", "s", "ms")
+_TOML_POSITION = re.compile(
+    r"^(?P<what>.*) \(at (?P<where>line \d+, column \d+|end of document)\)$"
+)
+
+
+class ConfigError(ValueError):
+    """Every mistake found in one config; each message names its key path and the fix."""
+
+    def __init__(self, errors: Sequence[str], *, source: str | None = None) -> None:
+        self.errors: list[str] = list(errors)
+        self.source = source
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        prefix = f"{self.source}: " if self.source else ""
+        return "\n".join(prefix + error for error in self.errors)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerConfig:
+    """The HTTP API: where it listens, where data lives, who may call it."""
+
+    listen_host: str  # an IPv6 address is kept without brackets, ready for bind()
+    listen_port: int
+    data_dir: Path
+    api_keys: tuple[str, ...] = field(repr=False)
+    public_url: str | None  # without a trailing "/"; None means derive it from listen
+
+    def base_url(self, bound_port: int | None = None) -> str:
+        """The URL prefix for links in API responses; `bound_port` replaces a listen port 0."""
+        if self.public_url is not None:
+            return self.public_url
+        host = self.listen_host
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = None
+        if address is not None and address.is_unspecified:
+            host = "127.0.0.1" if address.version == 4 else "::1"
+        if ":" in host:
+            host = "[" + host.replace("%", "%25") + "]"
+        port = self.listen_port if bound_port is None else bound_port
+        return f"http://{host}:{port}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClipsConfig:
+    """The clip job queue."""
+
+    workers: int
+    max_wait_s: float
+    max_duration_ms: int
+    keep_s: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class IngestConfig:
+    """How the recorders talk to origins."""
+
+    max_concurrent_downloads: int
+    segment_timeout_s: float
+    playlist_timeout_s: float
+    user_agent: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StreamConfig:
+    """One configured source."""
+
+    id: str
+    url: str
+    retention_s: float
+    session_gap_s: float
+    headers: tuple[tuple[str, str], ...] = field(repr=False)  # may carry credentials
+    enabled: bool
+
+    def headers_dict(self) -> dict[str, str]:
+        """The extra request headers, in file order."""
+        return dict(self.headers)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Config:
+    """The whole daemon configuration."""
+
+    server: ServerConfig
+    clips: ClipsConfig
+    ingest: IngestConfig
+    streams: tuple[StreamConfig, ...]
+
+
+def load_config(path: Path) -> Config:
+    """Read and check a TOML config file; raise ConfigError listing every mistake."""
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(["file not found"], source=source) from None
+    except IsADirectoryError:
+        raise ConfigError(["is a directory, not a config file"], source=source) from None
+    except PermissionError:
+        raise ConfigError(["cannot read the file: permission denied"], source=source) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError([f"cannot read the file: {reason}"], source=source) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        message = f"line {line}: not valid UTF-8; save the file as UTF-8"
+        raise ConfigError([message], source=source) from None
+    try:
+        data = tomllib.loads(text.removeprefix("\ufeff"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_describe_toml_error(exc)], source=source) from None
+    return parse_config(data, source=source)
+
+
+def parse_config(data: Mapping[str, object], *, source: str = "<config>") -> Config:
+    """Check decoded TOML (or equivalent JSON) and build the Config records."""
+    errors: list[str] = []
+    _check_keys(data, "", _TOP_KEYS, "at the top level", errors)
+    server = _read_server(_Section(_top_table(data, "server", errors), "server", errors))
+    clips = _read_clips(_Section(_top_table(data, "clips", errors), "clips", errors))
+    ingest = _read_ingest(_Section(_top_table(data, "ingest", errors), "ingest", errors))
+    streams = _read_streams(data.get("streams"), errors)
+    if errors:
+        raise ConfigError(errors, source=source)
+    return Config(server=server, clips=clips, ingest=ingest, streams=streams)
+
+
+def parse_stream(data: Mapping[str, object], *, key: str = "") -> StreamConfig:
+    """Check one stream table (e.g. a JSON body of the API); `key` prefixes error paths."""
+    errors: list[str] = []
+    stream = _read_stream(_Section(data, key, errors))
+    if errors:
+        raise ConfigError(errors)
+    return stream
+
+
+def parse_duration(value: object, *, key: str) -> float:
+    """Seconds from a number >= 0 or a string like "500ms", "90s", "1h30m", "7d"."""
+    seconds: float | None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        seconds = None
+    elif isinstance(value, str):
+        seconds = _duration_from_text(value)
+    else:
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+    if seconds is None:
+        raise ConfigError([f"{key}: {_show(value)} is not a duration; {DURATION_HINT}"])
+    if not math.isfinite(seconds):
+        raise ConfigError([f"{key}: {_show(value)} is not a finite duration; {DURATION_HINT}"])
+    if seconds < 0:
+        raise ConfigError([f"{key}: {_show(value)} is negative; {DURATION_HINT}"])
+    return seconds
+
+
+def default_config(data_dir: Path) -> Config:
+    """Every default, no streams, data under `data_dir` (the demo adds its own stream)."""
+    config = parse_config({}, source="<defaults>")
+    server = dataclasses.replace(config.server, data_dir=data_dir)
+    return dataclasses.replace(config, server=server)
+
+
+# --- sections -------------------------------------------------------------------------
+
+
+def _read_server(section: _Section) -> ServerConfig:
+    section.check_keys(_SERVER_KEYS, "[server]")
+    host, port = section.read("listen", (_DEFAULT_LISTEN_HOST, _DEFAULT_LISTEN_PORT), _parse_listen)
+    data_dir = section.read("data_dir", Path(_DEFAULT_DATA_DIR), _parse_data_dir)
+    no_keys: tuple[str, ...] = ()
+    api_keys = section.read("api_keys", no_keys, _parse_api_keys)
+    public_url = section.read("public_url", None, _parse_public_url)
+    needs_keys = not api_keys and not _is_loopback(host)
+    if needs_keys and section.valid("listen") and section.valid("api_keys"):
+        listen = section.data.get("listen")
+        section.errors.append(
+            f"{section.key('api_keys')}: required when {section.key('listen')} is not a "
+            f"loopback address (127.0.0.0/8, ::1 or localhost), and it is {_show(listen)}; "
+            f"add at least one random key of {_MIN_API_KEY_LENGTH} or more characters "
+            '(e.g. from: python -c "import secrets; print(secrets.token_urlsafe(32))") '
+            'or listen on "127.0.0.1:8080"'
+        )
+    return ServerConfig(
+        listen_host=host,
+        listen_port=port,
+        data_dir=data_dir,
+        api_keys=api_keys,
+        public_url=public_url,
+    )
+
+
+def _read_clips(section: _Section) -> ClipsConfig:
+    section.check_keys(_CLIPS_KEYS, "[clips]")
+    workers = section.integer("workers", 2, low=1, high=32)
+    max_wait = section.duration("max_wait", 60.0, low=0.0, high=_HOUR, allowed="from 0s to 1h")
+    max_duration = section.duration(
+        "max_duration", 3 * _HOUR, low=1.0, high=_DAY, allowed="from 1s to 24h"
+    )
+    keep = section.duration("keep", 7 * _DAY, low=_MINUTE, allowed="of at least 1m")
+    return ClipsConfig(
+        workers=workers,
+        max_wait_s=max_wait,
+        max_duration_ms=round(max_duration * 1000),
+        keep_s=keep,
+    )
+
+
+def _read_ingest(section: _Section) -> IngestConfig:
+    section.check_keys(_INGEST_KEYS, "[ingest]")
+    downloads = section.integer("max_concurrent_downloads", 4, low=1, high=64)
+    segment_timeout = section.duration(
+        "segment_timeout", 10.0, low=0.1, high=10 * _MINUTE, allowed="from 100ms to 10m"
+    )
+    playlist_timeout = section.duration(
+        "playlist_timeout", 5.0, low=0.1, high=10 * _MINUTE, allowed="from 100ms to 10m"
+    )
+    user_agent = section.read("user_agent", f"livecut/{__version__}", _parse_user_agent)
+    return IngestConfig(
+        max_concurrent_downloads=downloads,
+        segment_timeout_s=segment_timeout,
+        playlist_timeout_s=playlist_timeout,
+        user_agent=user_agent,
+    )
+
+
+def _read_streams(value: object, errors: list[str]) -> tuple[StreamConfig, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, Mapping):
+        errors.append(
+            "streams: a single table is not an array of tables; "
+            "write each stream as a [[streams]] block"
+        )
+        return ()
+    if not isinstance(value, list | tuple):
+        errors.append(
+            f"streams: {_show(value)} is not an array of tables; "
+            "write each stream as a [[streams]] block"
+        )
+        return ()
+    streams: list[StreamConfig] = []
+    first_use: dict[str, str] = {}
+    for index, item in enumerate(value):
+        key = f"streams[{index}]"
+        if not isinstance(item, Mapping):
+            errors.append(
+                f"{key}: {_show(item)} is not a table; write each stream as a [[streams]] block"
+            )
+            continue
+        section = _Section(item, key, errors)
+        stream = _read_stream(section)
+        if section.valid("id") and "id" in item:
+            if stream.id in first_use:
+                errors.append(
+                    f"{key}.id: {_show(stream.id)} is already used by {first_use[stream.id]}; "
+                    "stream ids must be unique"
+                )
+            else:
+                first_use[stream.id] = key
+        streams.append(stream)
+    return tuple(streams)
+
+
+def _read_stream(section: _Section) -> StreamConfig:
+    section.check_keys(_STREAM_KEYS, "[[streams]]")
+    stream_id = section.read("id", "", _parse_stream_id)
+    if "id" not in section.data:
+        section.errors.append(f"{section.key('id')}: required; {_STREAM_ID_HINT}")
+    url = section.read("url", "", _parse_stream_url)
+    if "url" not in section.data:
+        section.errors.append(
+            f"{section.key('url')}: required; {_URL_HINT} of a master or media playlist"
+        )
+    retention = section.duration("retention", _DAY, low=_MINUTE, allowed="of at least 1m")
+    session_gap = section.duration("session_gap", 30.0, low=1.0, allowed="of at least 1s")
+    no_headers: tuple[tuple[str, str], ...] = ()
+    headers = section.read("headers", no_headers, _parse_headers)
+    enabled = section.boolean("enabled", True)
+    return StreamConfig(
+        id=stream_id,
+        url=url,
+        retention_s=retention,
+        session_gap_s=session_gap,
+        headers=headers,
+        enabled=enabled,
+    )
+
+
+class _Section:
+    """One table being read: collects errors instead of stopping at the first."""
+
+    def __init__(self, data: Mapping[str, object], path: str, errors: list[str]) -> None:
+        self.data = data
+        self.path = path
+        self.errors = errors
+        self._invalid: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return _join_key(self.path, name)
+
+    def valid(self, name: str) -> bool:
+        return name not in self._invalid
+
+    def check_keys(self, allowed: Sequence[str], where: str) -> None:
+        _check_keys(self.data, self.path, allowed, f"in {where}", self.errors)
+
+    def read(self, name: str, default: _T, parse: Callable[[object, str], _T]) -> _T:
+        if name not in self.data:
+            return default
+        try:
+            return parse(self.data[name], self.key(name))
+        except ConfigError as exc:
+            self.errors.extend(exc.errors)
+            self._invalid.add(name)
+            return default
+
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        return self.read(name, default, lambda value, key: _parse_int(value, key, low, high))
+
+    def boolean(self, name: str, default: bool) -> bool:
+        return self.read(name, default, _parse_bool)
+
+    def duration(
+        self,
+        name: str,
+        default: float,
+        *,
+        low: float,
+        high: float | None = None,
+        allowed: str,
+    ) -> float:
+        def parse(value: object, key: str) -> float:
+            seconds = parse_duration(value, key=key)
+            if seconds < low or (high is not None and seconds > high):
+                raise ConfigError(
+                    [f"{key}: {_show(value)} is out of range; use a duration {allowed}"]
+                )
+            return seconds
+
+        return self.read(name, default, parse)
+
+
+# --- values ---------------------------------------------------------------------------
+
+
+def _parse_int(value: object, key: str, low: int, high: int) -> int:
+    allowed = f"use a whole number from {low} to {high}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError([f"{key}: {_show(value)} is not an integer; {allowed}"])
+    if not low <= value <= high:
+        raise ConfigError([f"{key}: {value} is out of range; {allowed}"])
+    return value
+
+
+def _parse_bool(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError([f"{key}: {_show(value)} is not a boolean; use true or false"])
+    return value
+
+
+def _parse_listen(value: object, key: str) -> tuple[str, int]:
+    if not isinstance(value, str):
+        raise ConfigError([f"{key}: {_show(value)} is not a string; {_LISTEN_HINT}"])
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0 or value[end + 1 : end + 2] != ":":
+            raise ConfigError([f"{key}: {_show(value)} is not host:port; {_LISTEN_HINT}"])
+        host, port_text = value[1:end], value[end + 2 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(
+                [f"{key}: {_show(host)} in brackets is not an IPv6 address; {_LISTEN_HINT}"]
+            ) from None
+    else:
+        host, colon, port_text = value.rpartition(":")
+        if not colon or not host:
+            raise ConfigError([f"{key}: {_show(value)} is not host:port; {_LISTEN_HINT}"])
+        if ":" in host:
+            raise ConfigError(
+                [f"{key}: {_show(value)} has an IPv6 address without brackets; {_LISTEN_HINT}"]
+            )
+        if re.fullmatch(r"[0-9.]+", host):
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ConfigError(
+                    [f"{key}: {_show(host)} is not an IPv4 address; {_LISTEN_HINT}"]
+                ) from None
+        elif not _is_hostname(host):
+            raise ConfigError(
+                [
+                    f"{key}: {_show(host)} is not an IPv4 address, [IPv6] address or host name; "
+                    + _LISTEN_HINT
+                ]
+            )
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or int(port_text) > 65535:
+        raise ConfigError(
+            [f"{key}: port {_show(port_text)} is not a number from 0 to 65535; {_LISTEN_HINT}"]
+        )
+    return host, int(port_text)
+
+
+def _parse_data_dir(value: object, key: str) -> Path:
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ConfigError(
+            [f'{key}: {_show(value)} is not a directory path; use a string like "/var/lib/livecut"']
+        )
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:
+        raise ConfigError(
+            [
+                f"{key}: {_show(value)} starts with ~ but the home directory is unknown; "
+                "use an absolute path"
+            ]
+        ) from None
+
+
+def _parse_api_keys(value: object, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise ConfigError(
+            [
+                f"{key}: {_show(value)} is not an array; use a list of strings like "
+                '["<random key of 16 or more characters>"]'
+            ]
+        )
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(value):
+        item_key = f"{key}[{index}]"
+        # Never echo a key: error output ends up in logs.
+        if not isinstance(item, str):
+            errors.append(f"{item_key}: {_kind(item)} is not a string; use a string key")
+        elif len(item) < _MIN_API_KEY_LENGTH:
+            errors.append(
+                f"{item_key}: a key of {len(item)} characters is too short; "
+                f"use a random key of at least {_MIN_API_KEY_LENGTH} characters"
+            )
+        elif _WHITESPACE_OR_CONTROL.search(item):
+            errors.append(
+                f"{item_key}: the key contains spaces or control characters; "
+                "use printable characters only, e.g. letters, digits, '-' and '_'"
+            )
+        elif item in seen:
+            errors.append(f"{item_key}: the same key as {key}[{seen[item]}]; list each key once")
+        else:
+            seen[item] = index
+    if errors:
+        raise ConfigError(errors)
+    return tuple(seen)
+
+
+def _parse_public_url(value: object, key: str) -> str | None:
+    if value == "":
+        return None
+    url = _parse_http_url(value, key, "")
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            [
+                f"{key}: {_show(value)} has a query or fragment; use a base URL like "
+                '"https://clips.example.com" or "https://example.com/livecut"'
+            ]
+        )
+    return url.rstrip("/")
+
+
+def _parse_stream_id(value: object, key: str) -> str:
+    if not isinstance(value, str) or not _STREAM_ID.fullmatch(value):
+        raise ConfigError([f"{key}: {_show(value)} is not a valid stream id; {_STREAM_ID_HINT}"])
+    return value
+
+
+def _parse_stream_url(value: object, key: str) -> str:
+    return _parse_http_url(value, key, " of a master or media playlist")
+
+
+def _parse_http_url(value: object, key: str, what: str) -> str:
+    hint = _URL_HINT + what
+    if not isinstance(value, str):
+        raise ConfigError([f"{key}: {_show(value)} is not a string; {hint}"])
+    if _WHITESPACE_OR_CONTROL.search(value):
+        raise ConfigError([f"{key}: {_show(value)} contains spaces or control characters; {hint}"])
+    parts = urlsplit(value)
+    scheme = parts.scheme.lower()
+    if not scheme or not value.lower().startswith(scheme + "://"):
+        raise ConfigError([f"{key}: {_show(value)} is not an absolute URL; {hint}"])
+    if scheme not in ("http", "https"):
+        raise ConfigError([f"{key}: {_show(value)} has scheme {_show(scheme)}; {hint}"])
+    if not parts.hostname:
+        raise ConfigError([f"{key}: {_show(value)} has no host; {hint}"])
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        raise ConfigError(
+            [f"{key}: {_show(value)} has an invalid port; {hint} with a port from 1 to 65535"]
+        ) from None
+    return value
+
+
+def _parse_headers(value: object, key: str) -> tuple[tuple[str, str], ...]:
+    hint = 'use a table of strings, e.g. { Authorization = "Bearer ...", Referer = "..." }'
+    if not isinstance(value, Mapping):
+        raise ConfigError([f"{key}: {_show(value)} is not a table; {hint}"])
+    errors: list[str] = []
+    pairs: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for name, header_value in value.items():
+        header_key = _join_key(key, str(name))
+        # Header values often carry credentials: describe them, never echo them.
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            errors.append(
+                f"{header_key}: not a valid header name; "
+                "use letters, digits and !#$%&'*+-.^_`|~ only"
+            )
+        elif name.lower() in seen:
+            errors.append(
+                f"{header_key}: the same header as {_join_key(key, seen[name.lower()])} "
+                "(header names ignore case); set each header once"
+            )
+        elif not isinstance(header_value, str):
+            errors.append(f"{header_key}: {_kind(header_value)} is not a string; {hint}")
+        elif _CONTROL.search(header_value):
+            errors.append(
+                f"{header_key}: the value contains line breaks or control characters; "
+                "use a single line of text"
+            )
+        else:
+            seen[name.lower()] = name
+            pairs.append((name, header_value))
+    if errors:
+        raise ConfigError(errors)
+    return tuple(pairs)
+
+
+def _parse_user_agent(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value.strip() or _CONTROL.search(value):
+        raise ConfigError(
+            [
+                f"{key}: {_show(value)} is not a usable User-Agent; use one line of text like "
+                f'"livecut/{__version__}"'
+            ]
+        )
+    return value
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _top_table(data: Mapping[str, object], name: str, errors: list[str]) -> Mapping[str, object]:
+    value = data.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        errors.append(
+            f"{name}: {_show(value)} is not a table; write it as [{name}] followed by its keys"
+        )
+        return {}
+    return value
+
+
+def _check_keys(
+    data: Mapping[str, object],
+    path: str,
+    allowed: Sequence[str],
+    where: str,
+    errors: list[str],
+) -> None:
+    for name in data:
+        if name in allowed:
+            continue
+        close = difflib.get_close_matches(str(name), allowed, n=1)
+        suggestion = f' (did you mean "{close[0]}"?)' if close else ""
+        errors.append(
+            f"{_join_key(path, str(name))}: unknown key{suggestion}; "
+            f"allowed keys {where} are {', '.join(allowed)}"
+        )
+
+
+def _join_key(path: str, name: str) -> str:
+    part = name if _BARE_KEY.fullmatch(name) else json.dumps(name, ensure_ascii=False)
+    return f"{path}.{part}" if path else part
+
+
+def _duration_from_text(text: str) -> float | None:
+    if not _DURATION_TEXT.fullmatch(text):
+        return None
+    seconds = 0.0
+    previous = -1
+    for match in _DURATION_PART.finditer(text):
+        rank = _UNIT_ORDER.index(match.group(2))
+        if rank <= previous:  # "30s1m" or "1m1m" is more likely a typo than intended
+            return None
+        previous = rank
+        seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return seconds
+
+
+def _is_hostname(host: str) -> bool:
+    name = host.removesuffix(".")
+    if not name or len(name) > 253:
+        return False
+    return all(_HOSTNAME_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().removesuffix(".") == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _describe_toml_error(exc: tomllib.TOMLDecodeError) -> str:
+    message = str(exc)
+    match = _TOML_POSITION.match(message)
+    if match is None:
+        return f"TOML syntax error: {message}"
+    what = match.group("what")
+    return f"TOML syntax error at {match.group('where')}: {what[:1].lower()}{what[1:]}"
+
+
+def _show(value: object) -> str:
+    """A value as the user wrote it, in TOML-ish spelling, short enough for one line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        return text if len(text) <= 80 else text[:76] + '..."'
+    if isinstance(value, int | float):
+        text = repr(value)
+        return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
+    return _kind(value)
+
+
+def _kind(value: object) -> str:
+    """What sort of value this is, without showing it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, datetime):
+        return "a date-time"
+    if isinstance(value, date):
+        return "a date"
+    if isinstance(value, time):
+        return "a time"
+    return f"a {type(value).__name__}"

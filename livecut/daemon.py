@@ -1,0 +1,171 @@
+"""The daemon: owns the store, the recorders, the clip jobs, retention and the API server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from livecut import metrics
+from livecut.api.app import ApiContext, make_app
+from livecut.clips.jobs import ClipJobs
+from livecut.config import Config, StreamConfig
+from livecut.ingest.recorder import Recorder
+from livecut.store.store import Store
+
+log = logging.getLogger(__name__)
+
+RETENTION_EVERY_S = 30.0
+RETENTION_BATCH = 500
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetentionReport:
+    segments_removed: int
+    clips_removed: int
+
+
+class Daemon:
+    """Start, run, stop: every long-lived task below is owned and stopped from here."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = Store(config.server.data_dir)
+        self.jobs = ClipJobs(self.store, config.clips, clock=clock)
+        self.recorders: dict[str, Recorder] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._retention: asyncio.Task[None] | None = None
+        self._uninstall_metrics: Callable[[], None] | None = None
+        self.base_url = ""
+
+    async def start(self) -> str:
+        """Bring everything up; returns the API's base URL."""
+        removed = self.store.reconcile()
+        if removed:
+            log.info("removed %d orphan file(s) left by an interrupted write", len(removed))
+        now_ms = int(self.clock() * 1000)
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
+            auto_decompress=True,
+        )
+        for stream in self.config.streams:
+            self.store.index.ensure_stream(stream.id, stream.url, now_ms)
+            if stream.enabled:
+                self.recorders[stream.id] = self._recorder(stream)
+        self._uninstall_metrics = metrics.install_state_collector(
+            metrics.StateCollector(
+                live_edges=self.store.index.stream_live_edges,
+                clip_states=self.store.index.clip_state_counts,
+                queue_depth=self.jobs.queue_depth,
+                clock=self.clock,
+            )
+        )
+        self.jobs.start()
+        for recorder in self.recorders.values():
+            recorder.start()
+        self._retention = asyncio.create_task(self._retain_forever(), name="retention")
+        app = make_app(
+            ApiContext(
+                config=self.config,
+                store=self.store,
+                jobs=self.jobs,
+                recorders=self.recorders,
+                clock=self.clock,
+            )
+        )
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        server = self.config.server
+        site = web.TCPSite(self._runner, server.listen_host, server.listen_port)
+        await site.start()
+        port = _bound_port(self._runner, server.listen_port)
+        self.base_url = server.base_url(port)
+        log.info("livecut API on %s, recording %d stream(s)", self.base_url, len(self.recorders))
+        return self.base_url
+
+    def add_stream(self, stream: StreamConfig) -> Recorder:
+        self.store.index.ensure_stream(stream.id, stream.url, int(self.clock() * 1000))
+        recorder = self._recorder(stream)
+        self.recorders[stream.id] = recorder
+        recorder.start()
+        return recorder
+
+    def _recorder(self, stream: StreamConfig) -> Recorder:
+        assert self._http is not None
+        return Recorder(
+            stream, store=self.store, http=self._http, ingest=self.config.ingest, clock=self.clock
+        )
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for recorder in self.recorders.values():
+            await recorder.stop()
+        await self.jobs.stop()
+        if self._retention is not None:
+            self._retention.cancel()
+            await asyncio.gather(self._retention, return_exceptions=True)
+            self._retention = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self._uninstall_metrics is not None:
+            self._uninstall_metrics()
+            self._uninstall_metrics = None
+        self.store.close()
+
+    # retention -------------------------------------------------------------------
+    async def _retain_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RETENTION_EVERY_S)
+            try:
+                self.retain()
+            except OSError:
+                log.exception("retention pass failed; trying again in %ss", RETENTION_EVERY_S)
+
+    def retain(self) -> RetentionReport:
+        """Drop segments older than each stream's retention, except what clip jobs still read."""
+        now_ms = int(self.clock() * 1000)
+        segments_removed = 0
+        for stream in self.config.streams:
+            cutoff = now_ms - round(stream.retention_s * 1000)
+            busy = self.jobs.active_ranges(stream.id)
+            while True:
+                old = self.store.index.segments_before(stream.id, cutoff, limit=RETENTION_BATCH)
+                doomed = [
+                    s for s in old if not any(s.start_ms < e and s.end_ms > b for b, e in busy)
+                ]
+                if not doomed:
+                    break
+                # Row first, then file: a crash in between leaves an orphan, never a dangling row.
+                self.store.index.delete_segments([s.id for s in doomed])
+                self.store.remove_files([s.path for s in doomed])
+                segments_removed += len(doomed)
+                if len(old) < RETENTION_BATCH:
+                    break
+            self.store.index.forget_emptied(stream.id, cutoff)
+        clips_removed = 0
+        keep_cutoff = now_ms - round(self.config.clips.keep_s * 1000)
+        for clip in self.store.index.clips_finished_before(keep_cutoff):
+            self.jobs.delete(clip.id)
+            clips_removed += 1
+        if segments_removed or clips_removed:
+            log.info(
+                "retention removed %d segment(s) and %d clip(s)", segments_removed, clips_removed
+            )
+        return RetentionReport(segments_removed=segments_removed, clips_removed=clips_removed)
+
+
+def _bound_port(runner: web.AppRunner, configured: int) -> int:
+    for site_address in runner.addresses:
+        if isinstance(site_address, tuple) and len(site_address) >= 2:
+            return int(site_address[1])
+    return configured

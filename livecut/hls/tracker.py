@@ -1,0 +1,278 @@
+"""Turn successive snapshots of one media playlist into new segments, gaps, resets and ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from livecut.hls.playlist import ByteRange, MediaPlaylist, PlaylistSegment
+
+# Two copies of one segment may resolve slightly different PDTs when only some
+# segments carry the tag (EXTINF is rounded); a restarted encoder is seconds apart.
+_SAME_PDT_TOLERANCE_MS: Final = 1000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewSegment:
+    segment: PlaylistSegment
+    start_ms: int  # wall start: its pdt_ms, or for playlists without PDT an arrival-clock estimate
+    clock: Literal["origin", "local"]
+    first_seen_ms: int  # fetched_at of the snapshot where it first appeared
+    expires_at_ms: int  # estimate of when it leaves the playlist; bounds fetch retries
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Gap:
+    epoch: int
+    first_seq: int  # first missing media sequence number
+    last_seq: int  # last missing media sequence number (inclusive)
+    start_ms: int  # wall time where the hole begins
+    end_ms: int  # wall time where it ends (>= start_ms)
+    reason: Literal["expired", "tagged_gap"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrackerUpdate:
+    new: tuple[NewSegment, ...]  # in media-sequence order, none ever emitted before
+    gaps: tuple[Gap, ...]  # in media-sequence order
+    reset: bool  # a new encoder: the caller starts a new session before storing `new`
+    ended: bool  # EXT-X-ENDLIST seen (reported once)
+    changed: bool  # new segments, new gaps, a reset or the end appeared
+    reload_after_ms: int  # RFC 8216 §6.3.4; 0 once the playlist has ended
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Identity:
+    uri: str
+    byterange: ByteRange | None
+    duration_ms: int
+    pdt_ms: int | None
+
+    @classmethod
+    def of(cls, seg: PlaylistSegment) -> _Identity:
+        return cls(
+            uri=seg.uri, byterange=seg.byterange, duration_ms=seg.duration_ms, pdt_ms=seg.pdt_ms
+        )
+
+    def same_as(self, other: _Identity) -> bool:
+        if (self.uri, self.byterange, self.duration_ms) != (
+            other.uri,
+            other.byterange,
+            other.duration_ms,
+        ):
+            return False
+        if self.pdt_ms is None or other.pdt_ms is None:
+            return self.pdt_ms is other.pdt_ms
+        return abs(self.pdt_ms - other.pdt_ms) <= _SAME_PDT_TOLERANCE_MS
+
+
+class MediaTracker:
+    """Remembers what one media playlist has already yielded; never yields it twice."""
+
+    def __init__(self) -> None:
+        self._loaded = False
+        self._last_seq: int | None = None  # highest seq consumed (emitted or covered by a gap)
+        self._last_epoch = 0
+        self._last_end_ms = 0  # wall end of the last consumed segment
+        self._media_sequence: int | None = None  # of the previous non-empty snapshot
+        self._discontinuity_sequence: int | None = None
+        self._ended_reported = False
+        self._last_change_ms: int | None = None
+        self._window: dict[int, _Identity] = {}  # the last accepted snapshot, by seq
+
+    @property
+    def last_change_ms(self) -> int | None:
+        """fetched_at of the last snapshot that brought a new segment."""
+        return self._last_change_ms
+
+    @property
+    def last_seq(self) -> int | None:
+        """Highest media sequence number consumed: emitted, or covered by a Gap."""
+        return self._last_seq
+
+    def silent_for_ms(self, now_ms: int) -> int:
+        if self._last_change_ms is None:
+            return 0
+        return max(0, now_ms - self._last_change_ms)
+
+    def update(self, playlist: MediaPlaylist, fetched_at_ms: int) -> TrackerUpdate:
+        first_load = not self._loaded
+        self._loaded = True
+        reset = False
+        stale = False
+        # Empty snapshots say nothing about the encoder; keep comparing with real ones.
+        if playlist.segments and self._went_back(playlist):
+            stale = self._is_stale_copy(playlist)
+            reset = not stale
+            if reset:
+                self._forget()
+        if playlist.segments and not stale:
+            self._media_sequence = playlist.media_sequence
+            self._discontinuity_sequence = playlist.discontinuity_sequence
+            self._window = {seg.seq: _Identity.of(seg) for seg in playlist.segments}
+
+        if self._last_seq is None:
+            new, gaps = self._take_all(playlist, fetched_at_ms)
+        else:
+            new, gaps = self._take_after(playlist, fetched_at_ms, self._last_seq)
+
+        ended = playlist.ended and not self._ended_reported
+        self._ended_reported = self._ended_reported or playlist.ended
+        if new:
+            self._last_change_ms = fetched_at_ms
+        changed = bool(new or gaps or reset or ended)
+        if playlist.ended:
+            reload_after_ms = 0
+        elif changed or first_load:
+            reload_after_ms = playlist.target_duration_ms
+        else:
+            reload_after_ms = playlist.target_duration_ms // 2
+        return TrackerUpdate(
+            new=tuple(new),
+            gaps=tuple(gaps),
+            reset=reset,
+            ended=ended,
+            changed=changed,
+            reload_after_ms=reload_after_ms,
+        )
+
+    def _forget(self) -> None:
+        self._last_seq = None
+        self._last_epoch = 0
+        self._last_end_ms = 0
+        self._ended_reported = False
+
+    def _went_back(self, playlist: MediaPlaylist) -> bool:
+        if self._last_seq is None or self._media_sequence is None:
+            return False
+        return (
+            playlist.segments[-1].seq < self._last_seq
+            or playlist.media_sequence < self._media_sequence
+            or (
+                self._discontinuity_sequence is not None
+                and playlist.discontinuity_sequence < self._discontinuity_sequence
+            )
+        )
+
+    def _is_stale_copy(self, playlist: MediaPlaylist) -> bool:
+        """An older copy of the last playlist (a lagging CDN edge), not a new encoder.
+
+        It is one when it overlaps the last accepted snapshot and every shared sequence
+        number names the same segment (URI, byte range, duration, PDT). A restarted
+        encoder that reuses names shows itself by its PDTs, or by starting further back
+        than one window; a stale edge lags by a reload or two.
+        """
+        shared = 0
+        for seg in playlist.segments:
+            known = self._window.get(seg.seq)
+            if known is None:
+                continue
+            if not known.same_as(_Identity.of(seg)):
+                return False
+            shared += 1
+        return shared > 0
+
+    def _take_all(
+        self, playlist: MediaPlaylist, fetched_at_ms: int
+    ) -> tuple[list[NewSegment], list[Gap]]:
+        """First snapshot (or after a reset): the whole window is new."""
+        segments = playlist.segments
+        if not segments:
+            return [], []
+        if playlist.has_pdt:
+            start_ms = _pdt(segments[0])
+        else:
+            # Arrival clock: the live edge (end of the last segment) is now.
+            start_ms = fetched_at_ms - sum(seg.duration_ms for seg in segments)
+        self._last_epoch = segments[0].epoch
+        return self._consume(playlist, 0, start_ms, fetched_at_ms)
+
+    def _take_after(
+        self, playlist: MediaPlaylist, fetched_at_ms: int, last_seq: int
+    ) -> tuple[list[NewSegment], list[Gap]]:
+        segments = playlist.segments
+        index = next((i for i, seg in enumerate(segments) if seg.seq > last_seq), None)
+        if index is None:
+            return [], []
+        first = segments[index]
+        gaps: list[Gap] = []
+        if playlist.has_pdt:
+            start_ms = _pdt(first)
+        else:
+            start_ms = self._last_end_ms
+            if first.seq > last_seq + 1:
+                # The expired segments took time we cannot sum; carrying forward would
+                # make the hole zero-length, so place the window on the arrival clock.
+                live_edge_start = fetched_at_ms - sum(seg.duration_ms for seg in segments[index:])
+                start_ms = max(start_ms, live_edge_start)
+        if first.seq > last_seq + 1:
+            gaps.append(
+                Gap(
+                    epoch=self._last_epoch,
+                    first_seq=last_seq + 1,
+                    last_seq=first.seq - 1,
+                    start_ms=self._last_end_ms,
+                    end_ms=max(self._last_end_ms, start_ms),
+                    reason="expired",
+                )
+            )
+        new, tagged = self._consume(playlist, index, start_ms, fetched_at_ms)
+        return new, gaps + tagged
+
+    def _consume(
+        self, playlist: MediaPlaylist, index: int, start_ms: int, fetched_at_ms: int
+    ) -> tuple[list[NewSegment], list[Gap]]:
+        """Emit segments[index:], the first starting at start_ms; GAP segments become Gaps."""
+        clock: Literal["origin", "local"] = "origin" if playlist.has_pdt else "local"
+        new: list[NewSegment] = []
+        gaps: list[Gap] = []
+        elapsed_ms = sum(seg.duration_ms for seg in playlist.segments[:index])
+        for seg in playlist.segments[index:]:
+            if playlist.has_pdt:
+                start_ms = _pdt(seg)
+            elapsed_ms += seg.duration_ms
+            end_ms = start_ms + seg.duration_ms
+            if seg.gap:
+                last = gaps[-1] if gaps else None
+                if last is not None and last.last_seq == seg.seq - 1 and last.epoch == seg.epoch:
+                    gaps[-1] = Gap(
+                        epoch=last.epoch,
+                        first_seq=last.first_seq,
+                        last_seq=seg.seq,
+                        start_ms=last.start_ms,
+                        end_ms=max(last.end_ms, end_ms),
+                        reason="tagged_gap",
+                    )
+                else:
+                    gaps.append(
+                        Gap(
+                            epoch=seg.epoch,
+                            first_seq=seg.seq,
+                            last_seq=seg.seq,
+                            start_ms=start_ms,
+                            end_ms=max(start_ms, end_ms),
+                            reason="tagged_gap",
+                        )
+                    )
+            else:
+                new.append(
+                    NewSegment(
+                        segment=seg,
+                        start_ms=start_ms,
+                        clock=clock,
+                        first_seen_ms=fetched_at_ms,
+                        # It scrolls out once everything up to and including it has.
+                        expires_at_ms=fetched_at_ms + elapsed_ms,
+                    )
+                )
+            self._last_seq = seg.seq
+            self._last_epoch = seg.epoch
+            self._last_end_ms = end_ms
+            start_ms = end_ms
+        return new, gaps
+
+
+def _pdt(seg: PlaylistSegment) -> int:
+    # The parser resolves a PDT for every segment of a playlist that has any.
+    assert seg.pdt_ms is not None
+    return seg.pdt_ms

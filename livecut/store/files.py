@@ -1,0 +1,78 @@
+"""Segment and clip files under the data directory: atomic writes, layout, orphan sweep."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TMP_SUFFIX = ".part"
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def safe_name(name: str) -> str:
+    """A path component that cannot climb out of its folder."""
+    cleaned = _SAFE.sub("_", name).lstrip(".")
+    return cleaned or "_"
+
+
+def segment_relpath(stream_id: str, session_id: str, rendition: str, name: str) -> str:
+    return "/".join(
+        ("streams", safe_name(stream_id), safe_name(session_id), safe_name(rendition), name)
+    )
+
+
+def write_atomic(root: Path, relpath: str, data: bytes) -> None:
+    """Write, fsync, rename, fsync the folder: after this returns the file is durable.
+
+    Blocking; call it from a worker thread. A crash leaves at most a `.part` file,
+    which start-up reconciliation removes.
+    """
+    final = root / relpath
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.name + TMP_SUFFIX)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove %s: %s", path, exc)
+
+
+def sweep_orphans(root: Path, known: set[str]) -> list[str]:
+    """Remove media files under root/streams that no index row names; returns what went.
+
+    Blocking; runs once at start-up before ingest begins, so nothing is being written.
+    """
+    removed: list[str] = []
+    base = root / "streams"
+    if not base.is_dir():
+        return removed
+    for dirpath, _dirs, files in os.walk(base):
+        for name in files:
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            if rel not in known:
+                remove_quietly(full)
+                removed.append(rel)
+    # Empty folders left behind by retention or by the sweep itself.
+    for dirpath, _dirs, _files in sorted(os.walk(base), key=lambda w: -len(w[0])):
+        if dirpath != str(base) and not os.listdir(dirpath):
+            os.rmdir(dirpath)
+    return removed

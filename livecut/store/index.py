@@ -1,0 +1,499 @@
+"""The SQLite index of streams, sessions, renditions, segments, gaps, clips: all SQL is here."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from livecut.store.records import (
+    ClipRow,
+    ClipState,
+    GapRow,
+    RenditionRow,
+    SegmentRow,
+    SessionRow,
+)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS streams (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    stream_id TEXT NOT NULL REFERENCES streams(id),
+    state TEXT NOT NULL CHECK (state IN ('live', 'ended')),
+    clock TEXT NOT NULL CHECK (clock IN ('origin', 'local')),
+    started_ms INTEGER NOT NULL,
+    ended_ms INTEGER,
+    end_reason TEXT,
+    live_edge_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS sessions_by_stream ON sessions (stream_id, started_ms);
+CREATE TABLE IF NOT EXISTS renditions (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    uri TEXT NOT NULL,
+    bandwidth INTEGER,
+    resolution TEXT,
+    codecs TEXT,
+    UNIQUE (session_id, name)
+);
+CREATE TABLE IF NOT EXISTS segments (
+    id INTEGER PRIMARY KEY,
+    rendition_id INTEGER NOT NULL REFERENCES renditions(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    init_path TEXT,
+    ref_pts_s REAL NOT NULL,
+    keyframes_ms TEXT NOT NULL,
+    has_video INTEGER NOT NULL,
+    has_audio INTEGER NOT NULL,
+    UNIQUE (rendition_id, seq)
+);
+CREATE INDEX IF NOT EXISTS segments_by_time ON segments (rendition_id, start_ms);
+CREATE TABLE IF NOT EXISTS gaps (
+    id INTEGER PRIMARY KEY,
+    rendition_id INTEGER NOT NULL REFERENCES renditions(id) ON DELETE CASCADE,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    first_seq INTEGER,
+    last_seq INTEGER,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gaps_by_time ON gaps (rendition_id, start_ms);
+CREATE TABLE IF NOT EXISTS clips (
+    id TEXT PRIMARY KEY,
+    stream_id TEXT NOT NULL,
+    session_id TEXT,
+    name TEXT,
+    state TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    error TEXT,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS clips_by_created ON clips (created_ms, id);
+"""
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+class Index:
+    """One connection, used from the event loop thread only: the single writer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL survives a process crash (SIGKILL) with every committed row intact;
+        # on power loss the last commits may be lost, leaving orphan files that
+        # start-up reconciliation removes. Never a row without its file.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def size_bytes(self) -> int:
+        page_count = self._scalar("PRAGMA page_count")
+        page_size = self._scalar("PRAGMA page_size")
+        return int(page_count or 0) * int(page_size or 0)
+
+    def _scalar(self, sql: str, params: Sequence[object] = ()) -> Any:
+        row = self._db.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    # streams ---------------------------------------------------------------
+    def ensure_stream(self, stream_id: str, url: str, now_ms: int) -> None:
+        self._db.execute(
+            "INSERT INTO streams (id, url, created_ms) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET url = excluded.url",
+            (stream_id, url, now_ms),
+        )
+
+    # sessions --------------------------------------------------------------
+    def open_session(self, stream_id: str, *, clock: str, started_ms: int) -> SessionRow:
+        session_id = new_id("ses")
+        self._db.execute(
+            "INSERT INTO sessions (id, stream_id, state, clock, started_ms) "
+            "VALUES (?, ?, 'live', ?, ?)",
+            (session_id, stream_id, clock, started_ms),
+        )
+        session = self.session(session_id)
+        assert session is not None
+        return session
+
+    def end_session(self, session_id: str, *, ended_ms: int, reason: str) -> None:
+        self._db.execute(
+            "UPDATE sessions SET state = 'ended', ended_ms = ?, end_reason = ? "
+            "WHERE id = ? AND state = 'live'",
+            (ended_ms, reason, session_id),
+        )
+
+    def session(self, session_id: str) -> SessionRow | None:
+        row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return None if row is None else _session(row)
+
+    def live_session(self, stream_id: str) -> SessionRow | None:
+        row = self._db.execute(
+            "SELECT * FROM sessions WHERE stream_id = ? AND state = 'live' "
+            "ORDER BY started_ms DESC LIMIT 1",
+            (stream_id,),
+        ).fetchone()
+        return None if row is None else _session(row)
+
+    def sessions(self, stream_id: str, *, limit: int = 100) -> list[SessionRow]:
+        rows = self._db.execute(
+            "SELECT * FROM sessions WHERE stream_id = ? ORDER BY started_ms DESC LIMIT ?",
+            (stream_id, limit),
+        ).fetchall()
+        return [_session(r) for r in rows]
+
+    def stream_live_edges(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT stream_id, MAX(live_edge_ms) FROM sessions "
+            "WHERE live_edge_ms IS NOT NULL GROUP BY stream_id"
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    # renditions ------------------------------------------------------------
+    def add_rendition(
+        self,
+        session_id: str,
+        *,
+        name: str,
+        uri: str,
+        bandwidth: int | None = None,
+        resolution: str | None = None,
+        codecs: str | None = None,
+    ) -> RenditionRow:
+        self._db.execute(
+            "INSERT OR IGNORE INTO renditions"
+            " (session_id, name, uri, bandwidth, resolution, codecs) VALUES (?, ?, ?, ?, ?, ?)",
+            (session_id, name, uri, bandwidth, resolution, codecs),
+        )
+        row = self._db.execute(
+            "SELECT * FROM renditions WHERE session_id = ? AND name = ?", (session_id, name)
+        ).fetchone()
+        return _rendition(row)
+
+    def renditions(self, session_id: str) -> list[RenditionRow]:
+        rows = self._db.execute(
+            "SELECT * FROM renditions WHERE session_id = ? ORDER BY id", (session_id,)
+        ).fetchall()
+        return [_rendition(r) for r in rows]
+
+    # segments and gaps ------------------------------------------------------
+    def add_segment(
+        self,
+        *,
+        rendition_id: int,
+        seq: int,
+        epoch: int,
+        start_ms: int,
+        end_ms: int,
+        path: str,
+        size: int,
+        init_path: str | None,
+        ref_pts_s: float,
+        keyframes_ms: Iterable[int],
+        has_video: bool,
+        has_audio: bool,
+    ) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO segments (rendition_id, seq, epoch, start_ms, end_ms, path, size,"
+                " init_path, ref_pts_s, keyframes_ms, has_video, has_audio)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rendition_id,
+                    seq,
+                    epoch,
+                    start_ms,
+                    end_ms,
+                    path,
+                    size,
+                    init_path,
+                    ref_pts_s,
+                    json.dumps(list(keyframes_ms)),
+                    int(has_video),
+                    int(has_audio),
+                ),
+            )
+            self._db.execute(
+                "UPDATE sessions SET live_edge_ms = MAX(COALESCE(live_edge_ms, 0), ?) "
+                "WHERE id = (SELECT session_id FROM renditions WHERE id = ?)",
+                (end_ms, rendition_id),
+            )
+
+    def has_segment(self, rendition_id: int, seq: int) -> bool:
+        return (
+            self._scalar(
+                "SELECT 1 FROM segments WHERE rendition_id = ? AND seq = ?", (rendition_id, seq)
+            )
+            is not None
+        )
+
+    def last_segment(self, rendition_id: int) -> SegmentRow | None:
+        row = self._db.execute(
+            "SELECT * FROM segments WHERE rendition_id = ? ORDER BY seq DESC LIMIT 1",
+            (rendition_id,),
+        ).fetchone()
+        return None if row is None else _segment(row)
+
+    def add_gap(self, gap: GapRow) -> None:
+        self._db.execute(
+            "INSERT INTO gaps (rendition_id, start_ms, end_ms, first_seq, last_seq, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (gap.rendition_id, gap.start_ms, gap.end_ms, gap.first_seq, gap.last_seq, gap.reason),
+        )
+
+    def gaps(self, rendition_ids: Sequence[int], start_ms: int, end_ms: int) -> list[GapRow]:
+        if not rendition_ids:
+            return []
+        marks = ",".join("?" * len(rendition_ids))
+        rows = self._db.execute(
+            f"SELECT * FROM gaps WHERE rendition_id IN ({marks}) AND start_ms < ? AND end_ms > ? "
+            "ORDER BY start_ms",
+            (*rendition_ids, end_ms, start_ms),
+        ).fetchall()
+        return [
+            GapRow(
+                rendition_id=r["rendition_id"],
+                start_ms=r["start_ms"],
+                end_ms=r["end_ms"],
+                first_seq=r["first_seq"],
+                last_seq=r["last_seq"],
+                reason=r["reason"],
+            )
+            for r in rows
+        ]
+
+    def stream_segments(
+        self, stream_id: str, start_ms: int, end_ms: int, *, session_id: str | None = None
+    ) -> list[SegmentRow]:
+        """Segments of each session's main rendition that overlap [start_ms, end_ms)."""
+        # The main rendition of a session is its first (the recorded video variant).
+        rows = self._db.execute(
+            "SELECT seg.* FROM segments seg "
+            "JOIN renditions r ON r.id = seg.rendition_id "
+            "JOIN sessions s ON s.id = r.session_id "
+            "WHERE s.stream_id = ? AND (? IS NULL OR s.id = ?) "
+            "AND r.id = (SELECT MIN(id) FROM renditions WHERE session_id = s.id) "
+            "AND seg.start_ms < ? AND seg.end_ms > ? "
+            "ORDER BY seg.start_ms, seg.id",
+            (stream_id, session_id, session_id, end_ms, start_ms),
+        ).fetchall()
+        return [_segment(r) for r in rows]
+
+    def recorded_spans(self, stream_id: str) -> list[tuple[int, int]]:
+        rows = self._db.execute(
+            "SELECT started_ms, live_edge_ms FROM sessions "
+            "WHERE stream_id = ? AND live_edge_ms IS NOT NULL ORDER BY started_ms",
+            (stream_id,),
+        ).fetchall()
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    def segments_before(self, stream_id: str, cutoff_ms: int, *, limit: int) -> list[SegmentRow]:
+        rows = self._db.execute(
+            "SELECT seg.* FROM segments seg JOIN renditions r ON r.id = seg.rendition_id "
+            "JOIN sessions s ON s.id = r.session_id "
+            "WHERE s.stream_id = ? AND seg.end_ms <= ? ORDER BY seg.start_ms LIMIT ?",
+            (stream_id, cutoff_ms, limit),
+        ).fetchall()
+        return [_segment(r) for r in rows]
+
+    def delete_segments(self, segment_ids: Sequence[int]) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in segment_ids])
+
+    def forget_emptied(self, stream_id: str, cutoff_ms: int) -> int:
+        """Drop ended sessions older than cutoff whose segments are all gone."""
+        cur = self._db.execute(
+            "DELETE FROM sessions WHERE stream_id = ? AND state = 'ended' AND "
+            "COALESCE(live_edge_ms, started_ms) <= ? AND NOT EXISTS (SELECT 1 FROM segments seg "
+            "JOIN renditions r ON r.id = seg.rendition_id WHERE r.session_id = sessions.id)",
+            (stream_id, cutoff_ms),
+        )
+        return cur.rowcount
+
+    def first_segment_start(self, session_id: str) -> int | None:
+        value = self._scalar(
+            "SELECT MIN(seg.start_ms) FROM segments seg JOIN renditions r "
+            "ON r.id = seg.rendition_id WHERE r.session_id = ?",
+            (session_id,),
+        )
+        return None if value is None else int(value)
+
+    def segment_counts(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT s.stream_id, COUNT(seg.id) FROM segments seg JOIN renditions r "
+            "ON r.id = seg.rendition_id JOIN sessions s ON s.id = r.session_id "
+            "GROUP BY s.stream_id"
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def all_media_paths(self) -> set[str]:
+        paths = {r[0] for r in self._db.execute("SELECT path FROM segments")}
+        paths |= {r[0] for r in self._db.execute("SELECT DISTINCT init_path FROM segments") if r[0]}
+        return paths
+
+    # clips -----------------------------------------------------------------
+    def add_clip(self, clip: ClipRow) -> None:
+        self._db.execute(
+            "INSERT INTO clips (id, stream_id, session_id, name, state, start_ms, end_ms,"
+            " created_ms, updated_ms, error, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                clip.id,
+                clip.stream_id,
+                clip.session_id,
+                clip.name,
+                clip.state,
+                clip.start_ms,
+                clip.end_ms,
+                clip.created_ms,
+                clip.updated_ms,
+                clip.error,
+                None if clip.result is None else json.dumps(clip.result),
+            ),
+        )
+
+    def update_clip(
+        self,
+        clip_id: str,
+        *,
+        state: ClipState,
+        now_ms: int,
+        error: str | None = None,
+        result: dict[str, object] | None = None,
+    ) -> None:
+        self._db.execute(
+            "UPDATE clips SET state = ?, updated_ms = ?, error = ?, "
+            "result = COALESCE(?, result) WHERE id = ?",
+            (state, now_ms, error, None if result is None else json.dumps(result), clip_id),
+        )
+
+    def clip(self, clip_id: str) -> ClipRow | None:
+        row = self._db.execute("SELECT * FROM clips WHERE id = ?", (clip_id,)).fetchone()
+        return None if row is None else _clip(row)
+
+    def clips(self, *, after: tuple[int, str] | None, limit: int) -> list[ClipRow]:
+        """Newest first; `after` is the (created_ms, id) of the last clip of the previous page."""
+        if after is None:
+            rows = self._db.execute(
+                "SELECT * FROM clips ORDER BY created_ms DESC, id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM clips WHERE (created_ms, id) < (?, ?) "
+                "ORDER BY created_ms DESC, id DESC LIMIT ?",
+                (after[0], after[1], limit),
+            ).fetchall()
+        return [_clip(r) for r in rows]
+
+    def unfinished_clips(self) -> list[ClipRow]:
+        rows = self._db.execute(
+            "SELECT * FROM clips WHERE state IN ('queued', 'waiting', 'processing') "
+            "ORDER BY created_ms"
+        ).fetchall()
+        return [_clip(r) for r in rows]
+
+    def clips_finished_before(self, cutoff_ms: int) -> list[ClipRow]:
+        rows = self._db.execute(
+            "SELECT * FROM clips WHERE state IN ('ready', 'failed') AND updated_ms < ?",
+            (cutoff_ms,),
+        ).fetchall()
+        return [_clip(r) for r in rows]
+
+    def delete_clip(self, clip_id: str) -> None:
+        self._db.execute("DELETE FROM clips WHERE id = ?", (clip_id,))
+
+    def clip_state_counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT state, COUNT(*) FROM clips GROUP BY state").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+
+def _session(row: sqlite3.Row) -> SessionRow:
+    return SessionRow(
+        id=row["id"],
+        stream_id=row["stream_id"],
+        state=row["state"],
+        clock=row["clock"],
+        started_ms=row["started_ms"],
+        ended_ms=row["ended_ms"],
+        end_reason=row["end_reason"],
+        live_edge_ms=row["live_edge_ms"],
+    )
+
+
+def _rendition(row: sqlite3.Row) -> RenditionRow:
+    return RenditionRow(
+        id=row["id"],
+        session_id=row["session_id"],
+        name=row["name"],
+        uri=row["uri"],
+        bandwidth=row["bandwidth"],
+        resolution=row["resolution"],
+        codecs=row["codecs"],
+    )
+
+
+def _segment(row: sqlite3.Row) -> SegmentRow:
+    return SegmentRow(
+        id=row["id"],
+        rendition_id=row["rendition_id"],
+        seq=row["seq"],
+        epoch=row["epoch"],
+        start_ms=row["start_ms"],
+        end_ms=row["end_ms"],
+        path=row["path"],
+        size=row["size"],
+        init_path=row["init_path"],
+        ref_pts_s=row["ref_pts_s"],
+        keyframes_ms=tuple(int(k) for k in json.loads(row["keyframes_ms"])),
+        has_video=bool(row["has_video"]),
+        has_audio=bool(row["has_audio"]),
+    )
+
+
+def _clip(row: sqlite3.Row) -> ClipRow:
+    result = row["result"]
+    return ClipRow(
+        id=row["id"],
+        stream_id=row["stream_id"],
+        session_id=row["session_id"],
+        name=row["name"],
+        state=row["state"],
+        start_ms=row["start_ms"],
+        end_ms=row["end_ms"],
+        created_ms=row["created_ms"],
+        updated_ms=row["updated_ms"],
+        error=row["error"],
+        result=None if result is None else cast(dict[str, object], json.loads(result)),
+    )

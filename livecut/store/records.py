@@ -1,0 +1,75 @@
+"""Plain records read from and written to the index; shared by store, planner and API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+SessionState = Literal["live", "ended"]
+ClipState = Literal["queued", "waiting", "processing", "ready", "failed"]
+CLIP_STATES: tuple[ClipState, ...] = ("queued", "waiting", "processing", "ready", "failed")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionRow:
+    id: str
+    stream_id: str
+    state: SessionState
+    clock: Literal["origin", "local"]
+    started_ms: int  # wall time of the first recorded media
+    ended_ms: int | None
+    end_reason: str | None
+    live_edge_ms: int | None  # end of the last recorded segment
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RenditionRow:
+    id: int
+    session_id: str
+    name: str
+    uri: str
+    bandwidth: int | None
+    resolution: str | None
+    codecs: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SegmentRow:
+    id: int
+    rendition_id: int
+    seq: int
+    epoch: int
+    start_ms: int  # wall time of `ref_pts_s` (the segment's PDT)
+    end_ms: int
+    path: str  # relative to the data directory
+    size: int
+    init_path: str | None  # fMP4 init section, relative to the data directory
+    ref_pts_s: float  # media time (seconds, in the segment's own timeline) that start_ms marks
+    keyframes_ms: tuple[int, ...] = field(default=())  # wall times of video keyframes
+    has_video: bool = True
+    has_audio: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GapRow:
+    rendition_id: int
+    start_ms: int
+    end_ms: int
+    first_seq: int | None
+    last_seq: int | None
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClipRow:
+    id: str
+    stream_id: str
+    session_id: str | None
+    name: str | None
+    state: ClipState
+    start_ms: int  # as requested
+    end_ms: int
+    created_ms: int
+    updated_ms: int
+    error: str | None
+    result: dict[str, object] | None  # what was delivered, once ready

@@ -1,0 +1,72 @@
+"""The store as the rest of the daemon sees it: durable writes, the index, live-edge notices."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+
+from livecut.store import files
+from livecut.store.index import Index
+
+log = logging.getLogger(__name__)
+
+
+class EdgeWatch:
+    """Wakes whoever waits on a stream when its recording grows or its session ends."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def changed(self, stream_id: str) -> None:
+        event = self._events.pop(stream_id, None)
+        if event is not None:
+            event.set()
+
+    async def wait(self, stream_id: str, timeout_s: float) -> bool:
+        """True if the stream changed within timeout_s."""
+        event = self._events.setdefault(stream_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout=max(0.0, timeout_s))
+        except TimeoutError:
+            return False
+        return True
+
+
+class Store:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / "clips").mkdir(exist_ok=True)
+        self.index = Index(data_dir / "index.sqlite3")
+        self.edges = EdgeWatch()
+
+    def close(self) -> None:
+        self.index.close()
+
+    def path(self, relpath: str) -> Path:
+        return self.root / relpath
+
+    async def write(self, relpath: str, data: bytes) -> None:
+        await asyncio.to_thread(files.write_atomic, self.root, relpath, data)
+
+    def clip_dir(self, clip_id: str) -> Path:
+        return self.root / "clips" / files.safe_name(clip_id)
+
+    def reconcile(self) -> list[str]:
+        """Start-up: remove media files no index row names (partial or never indexed)."""
+        removed = files.sweep_orphans(self.root, self.index.all_media_paths())
+        if removed:
+            log.info("start-up reconciliation removed %d orphan file(s)", len(removed))
+        return removed
+
+    def remove_files(self, relpaths: list[str]) -> None:
+        for relpath in relpaths:
+            files.remove_quietly(self.root / relpath)
+
+    def remove_clip_files(self, clip_id: str) -> None:
+        shutil.rmtree(self.clip_dir(clip_id), ignore_errors=True)
+
+    def disk_free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
