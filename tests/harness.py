@@ -1,0 +1,93 @@
+"""Test helpers: a daemon against a live origin on 127.0.0.1, waiting on it, decoding clips."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import av
+
+from livecut.config import Config, StreamConfig, default_config
+from livecut.daemon import Daemon
+from livecut.media.synth import read_frame_number
+
+
+def daemon_config(
+    data_dir: Path, origin_url: str, *, stream_id: str = "cam", session_gap_s: float = 30.0
+) -> Config:
+    base = default_config(data_dir)
+    return replace(
+        base,
+        server=replace(base.server, listen_host="127.0.0.1", listen_port=0),
+        clips=replace(base.clips, max_wait_s=20.0),
+        streams=(
+            StreamConfig(
+                id=stream_id,
+                url=origin_url,
+                retention_s=3600.0,
+                session_gap_s=session_gap_s,
+                headers=(),
+                enabled=True,
+            ),
+        ),
+    )
+
+
+@asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Daemon]:
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+async def until(
+    daemon: Daemon, stream_id: str, predicate: Callable[[], bool], *, timeout_s: float
+) -> None:
+    """Wait, on the store's own change notices, until predicate() holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        left = deadline - loop.time()
+        if left <= 0:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await daemon.store.edges.wait(stream_id, min(left, 1.0))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DecodedClip:
+    frames: list[tuple[float, int]]  # (presentation time in s, barcode frame number)
+    audio_start_s: float | None
+    audio_end_s: float | None
+    video_end_s: float
+
+
+def decode_clip(path: Path) -> DecodedClip:
+    frames: list[tuple[float, int]] = []
+    audio_start = audio_end = None
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        for frame in container.decode(video):
+            assert frame.pts is not None and frame.time_base is not None
+            frames.append((float(frame.pts * frame.time_base), read_frame_number(frame)))
+    with av.open(str(path)) as container:
+        if container.streams.audio:
+            for aframe in container.decode(container.streams.audio[0]):
+                assert aframe.pts is not None and aframe.time_base is not None
+                start = float(aframe.pts * aframe.time_base)
+                end = start + aframe.samples / aframe.sample_rate
+                audio_start = start if audio_start is None else min(audio_start, start)
+                audio_end = end if audio_end is None else max(audio_end, end)
+    frames.sort()
+    frame_s = 0.04
+    return DecodedClip(
+        frames=frames,
+        audio_start_s=audio_start,
+        audio_end_s=audio_end,
+        video_end_s=frames[-1][0] + frame_s if frames else 0.0,
+    )
