@@ -56,7 +56,7 @@ SESSIONS_STARTED = Counter(
     registry=REGISTRY,
 )
 CLIP_JOBS = Counter(
-    "livecut_clip_jobs_total",
+    "livecut_clip_jobs_finished_total",
     "Clip jobs that finished, by outcome (ready, failed).",
     ["outcome"],
     registry=REGISTRY,

@@ -39,8 +39,8 @@ def daemon_config(
 @asynccontextmanager
 async def running(config: Config) -> AsyncIterator[Daemon]:
     daemon = Daemon(config)
-    await daemon.start()
     try:
+        await daemon.start()
         yield daemon
     finally:
         await daemon.stop()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from livecut.origin import LiveOrigin
 
+from livecut.origin import LiveOrigin
 from tests.harness import daemon_config, running, until
 
 NOW = int(time.time() * 1000)

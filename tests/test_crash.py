@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from livecut.origin import LiveOrigin
-
 from livecut.store.index import Index
 from tests.harness import daemon_config, running, until
 

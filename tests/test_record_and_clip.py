@@ -7,9 +7,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from livecut.origin import LiveOrigin
 
 from livecut.daemon import Daemon
+from livecut.origin import LiveOrigin
 from tests.harness import daemon_config, decode_clip, running, until
 
 FRAME_MS = 40  # the synthetic stream is 25 fps

@@ -78,7 +78,10 @@ class MediaTracker:
         self._discontinuity_sequence: int | None = None
         self._ended_reported = False
         self._last_change_ms: int | None = None
-        self._window: dict[int, _Identity] = {}  # the last accepted snapshot, by seq
+        # Segments of the recent snapshots by seq, about two windows' worth: enough to
+        # recognise a stale copy, too little to mistake a restart from seq 0 for one.
+        self._known: dict[int, _Identity] = {}
+        self._longest_window = 0
 
     @property
     def last_change_ms(self) -> int | None:
@@ -106,10 +109,8 @@ class MediaTracker:
             reset = not stale
             if reset:
                 self._forget()
-        if playlist.segments and not stale:
-            self._media_sequence = playlist.media_sequence
-            self._discontinuity_sequence = playlist.discontinuity_sequence
-            self._window = {seg.seq: _Identity.of(seg) for seg in playlist.segments}
+        if playlist.segments:
+            self._remember(playlist, newest=not stale)
 
         if self._last_seq is None:
             new, gaps = self._take_all(playlist, fetched_at_ms)
@@ -141,6 +142,21 @@ class MediaTracker:
         self._last_epoch = 0
         self._last_end_ms = 0
         self._ended_reported = False
+        self._known.clear()
+        self._longest_window = 0
+
+    def _remember(self, playlist: MediaPlaylist, *, newest: bool) -> None:
+        if newest:
+            self._media_sequence = playlist.media_sequence
+            self._discontinuity_sequence = playlist.discontinuity_sequence
+        for seg in playlist.segments:
+            self._known[seg.seq] = _Identity.of(seg)
+        self._longest_window = max(self._longest_window, len(playlist.segments))
+        edge = playlist.segments[-1].seq
+        if self._last_seq is not None:
+            edge = max(edge, self._last_seq)
+        oldest = edge - 2 * self._longest_window
+        self._known = {seq: known for seq, known in self._known.items() if seq > oldest}
 
     def _went_back(self, playlist: MediaPlaylist) -> bool:
         if self._last_seq is None or self._media_sequence is None:
@@ -155,16 +171,16 @@ class MediaTracker:
         )
 
     def _is_stale_copy(self, playlist: MediaPlaylist) -> bool:
-        """An older copy of the last playlist (a lagging CDN edge), not a new encoder.
+        """An older copy of the playlist (a lagging CDN edge), not a new encoder.
 
-        It is one when it overlaps the last accepted snapshot and every shared sequence
-        number names the same segment (URI, byte range, duration, PDT). A restarted
-        encoder that reuses names shows itself by its PDTs, or by starting further back
-        than one window; a stale edge lags by a reload or two.
+        It is one when it overlaps the recent snapshots and every shared sequence number
+        names the same segment (URI, byte range, duration, PDT). A restarted encoder that
+        reuses names shows itself by its PDTs, or by starting further back than a window;
+        a stale edge lags by a reload or two.
         """
         shared = 0
         for seg in playlist.segments:
-            known = self._window.get(seg.seq)
+            known = self._known.get(seg.seq)
             if known is None:
                 continue
             if not known.same_as(_Identity.of(seg)):

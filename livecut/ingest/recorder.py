@@ -71,7 +71,10 @@ class _Recording:
 
     session: SessionRow
     rendition: RenditionRow
-    inits: dict[tuple[str, int | None], tuple[str, bytes]] = field(default_factory=dict)
+    # One fetch per init section, shared by every download that needs it.
+    inits: dict[tuple[str, int | None], asyncio.Task[tuple[str, bytes]]] = field(
+        default_factory=dict
+    )
 
 
 class Recorder:
@@ -144,7 +147,12 @@ class Recorder:
                 await sleep_backoff(attempt, limit_s=max(2.0, self.stream.session_gap_s / 4))
                 attempt += 1
                 continue
-            reload_ms = await self._take(playlist, began)
+            try:
+                reload_ms = await self._take(playlist, began)
+            except OSError as exc:
+                # Disk full or unwritable: keep trying, the origin may still be readable later.
+                self._error("storage", f"cannot store media: {exc}")
+                reload_ms = 1000
             wait_ms = began + reload_ms - self._now_ms()
             if wait_ms > 0:
                 await asyncio.sleep(wait_ms / 1000)
@@ -317,9 +325,17 @@ class Recorder:
 
     async def _init_section(self, init: InitSection, recording: _Recording) -> tuple[str, bytes]:
         key = (init.uri, None if init.byterange is None else init.byterange.offset)
-        cached = recording.inits.get(key)
-        if cached is not None:
-            return cached
+        task = recording.inits.get(key)
+        if task is None or (task.done() and task.exception() is not None):
+            name = f"init-{len(recording.inits)}.mp4"
+            task = asyncio.create_task(self._fetch_init(init, recording, name))
+            recording.inits[key] = task
+        # shield: one waiter being cancelled must not cancel the fetch the others share.
+        return await asyncio.shield(task)
+
+    async def _fetch_init(
+        self, init: InitSection, recording: _Recording, name: str
+    ) -> tuple[str, bytes]:
         fetched = await fetch(
             self.http,
             init.uri,
@@ -331,10 +347,9 @@ class Recorder:
             self.stream.id,
             recording.session.id,
             recording.rendition.name,
-            f"init-{len(recording.inits)}.mp4",
+            name,
         )
         await self.store.write(relpath, fetched.body)
-        recording.inits[key] = (relpath, fetched.body)
         return relpath, fetched.body
 
     def _commit(self, downloaded: _Downloaded, recording: _Recording) -> None:

@@ -16,7 +16,7 @@ class ProbeError(ValueError):
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SegmentProbe:
     ref_pts_s: float  # earliest presentation time of any packet: what the segment's PDT marks
-    duration_s: float  # from ref_pts_s to the end of the last packet
+    duration_s: float  # from ref_pts_s to the end of the last video frame (or audio frame)
     keyframes_s: tuple[float, ...]  # video keyframe times, relative to ref_pts_s
     first_video_s: float | None  # first video frame, relative to ref_pts_s
     has_video: bool
@@ -43,7 +43,7 @@ def _probe(container: av.container.InputContainer) -> SegmentProbe:
     if not any(k in ("video", "audio") for k in kinds.values()):
         raise ProbeError("no audio or video stream")
     starts: list[float] = []
-    ends: list[float] = []
+    ends: dict[str, float] = {}
     keyframes: list[float] = []
     video_first: float | None = None
     seen_video = seen_audio = False
@@ -58,7 +58,7 @@ def _probe(container: av.container.InputContainer) -> SegmentProbe:
             packet.stream_index, 0.0
         )
         starts.append(pts)
-        ends.append(pts + duration)
+        ends[kind] = max(ends.get(kind, pts), pts + duration)
         if kind == "video":
             seen_video = True
             video_first = pts if video_first is None else min(video_first, pts)
@@ -71,7 +71,8 @@ def _probe(container: av.container.InputContainer) -> SegmentProbe:
     ref = min(starts)
     return SegmentProbe(
         ref_pts_s=ref,
-        duration_s=max(ends) - ref,
+        # Audio frames straddle segment boundaries; the video frames say where it ends.
+        duration_s=ends.get("video", ends.get("audio", ref)) - ref,
         keyframes_s=tuple(sorted(k - ref for k in keyframes)),
         first_video_s=None if video_first is None else video_first - ref,
         has_video=seen_video,

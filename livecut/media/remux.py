@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,6 @@ class _Track:
     first_ms: float | None = None
     end_ms: float | None = None
     packets: int = 0
-    held: list[tuple[Packet[Any], float]] = field(default_factory=list)
     frame_ms: float = 0.0  # fallback duration for packets that carry none (TS video)
 
 
@@ -75,13 +74,13 @@ def remux_mp4(parts: Sequence[RemuxPart], *, clip_start_ms: int, output: Path) -
     try:
         with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
             tracks: dict[str, _Track] = {}
+            last = len(parts) - 1
             for index, part in enumerate(parts):
                 with _open_part(part) as source:
                     if index == 0:
                         tracks = _add_tracks(out, source)
-                    _copy_part(source, part, tracks, out, clip_start_ms, index == 0)
-            for track in tracks.values():
-                track.held.clear()  # frames after the end that nothing before the end needed
+                    cut_ms = _cut_point(part) if index == last else part.to_ms
+                    _copy_part(source, part, tracks, out, clip_start_ms, index == 0, cut_ms)
             if not any(t.packets for t in tracks.values()):
                 raise RemuxError("the selected range holds no packets")
         os.replace(tmp, output)
@@ -127,6 +126,36 @@ def _add_tracks(out: OutputContainer, source: InputContainer) -> dict[str, _Trac
     return tracks
 
 
+def _wall_ms(part: RemuxPart, packet: Packet[Any]) -> float:
+    assert packet.pts is not None and packet.time_base is not None
+    return part.start_ms + (float(packet.pts * packet.time_base) - part.ref_pts_s) * 1000.0
+
+
+def _cut_point(part: RemuxPart) -> float:
+    """Where the clip really ends: past to_ms by however many frames B-frame reordering needs.
+
+    Video frames presented before to_ms may reference frames presented after it, which
+    come earlier in decode order; those must be kept, and with them every frame
+    presented before them, so the clip has no hole. Audio is cut at the same instant.
+    """
+    with _open_part(part) as source:
+        video = next((s for s in source.streams if s.type == "video"), None)
+        if video is None:
+            return part.to_ms
+        frame_ms = float(1000 / video.average_rate) if video.average_rate else 0.0
+        end = needed_end = float(part.to_ms)
+        for packet in source.demux(video):
+            if packet.pts is None or packet.time_base is None:
+                continue
+            wall = _wall_ms(part, packet)
+            duration_ms = float((packet.duration or 0) * packet.time_base) * 1000
+            end = max(end, wall + (duration_ms or frame_ms))
+            # Once a frame presented before to_ms is decoded, all decoded before it is needed.
+            if wall < part.to_ms - 0.5:
+                needed_end = end
+        return needed_end
+
+
 def _copy_part(
     source: InputContainer,
     part: RemuxPart,
@@ -134,6 +163,7 @@ def _copy_part(
     out: OutputContainer,
     clip_start_ms: int,
     first: bool,
+    cut_ms: float,
 ) -> None:
     kinds = {s.index: s.type for s in source.streams}
     started = {kind: not first for kind in tracks}
@@ -142,21 +172,12 @@ def _copy_part(
         if kind not in tracks or packet.pts is None or packet.dts is None:
             continue
         track = tracks[kind]
-        tb = packet.time_base
-        wall_ms = part.start_ms + (float(packet.pts * tb) - part.ref_pts_s) * 1000.0
-        if wall_ms < part.from_ms - 0.5:
+        wall_ms = _wall_ms(part, packet)
+        if wall_ms < part.from_ms - 0.5 or wall_ms >= cut_ms - 0.5:
             continue
         if kind == "video" and not started[kind] and not packet.is_keyframe:
             continue  # decoding must begin at the keyframe the plan chose
         started[kind] = True
-        if wall_ms >= part.to_ms - 0.5:
-            if kind == "video":
-                # It may still be a reference for an earlier-presented B-frame: hold it.
-                track.held.append((packet, wall_ms))
-            continue
-        for held_packet, held_wall in track.held:
-            _write(out, track, held_packet, held_wall, clip_start_ms)
-        track.held.clear()
         _write(out, track, packet, wall_ms, clip_start_ms)
 
 
