@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -95,18 +97,22 @@ def _serve(path: Path) -> int:
     return asyncio.run(_run_until_signal(Daemon(config), duration_s=None))
 
 
-async def _run_until_signal(daemon: Daemon, *, duration_s: float | None) -> int:
+async def _run_until_signal(
+    daemon: Daemon, *, duration_s: float | None, on_started: Callable[[str], None] | None = None
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await daemon.start()
+        base_url = await daemon.start()
     except OSError as exc:
         log.error("cannot start: %s", exc)
         await daemon.stop()
         return 1
     try:
+        if on_started is not None:
+            on_started(base_url)
         if duration_s is None:
             await stop.wait()
         else:
@@ -124,6 +130,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 async def _demo_async(data: Path, port: int, duration_s: float | None) -> int:
+    # The demo origin is product code, but only the demo needs it (and its encoder).
     from livecut.origin import LiveOrigin
 
     origin = LiveOrigin()
@@ -144,16 +151,17 @@ async def _demo_async(data: Path, port: int, duration_s: float | None) -> int:
             ),
         ),
     )
-    api = f"http://127.0.0.1:{port}"
-    print(
-        f"""
+
+    def tell(api: str) -> None:
+        print(
+            f"""
 livecut demo: recording the synthetic live stream "demo" from {master_url}
   data directory: {data}
   API:            {api}   (metrics at {api}/metrics)
 
 Clip the last 10 seconds and download it as clip.mp4 (try it now, or any time later):
 
-  livecut clip --server {api} --stream demo --last 10s -o clip.mp4
+  {_self_command()} clip --server {api} --stream demo --last 10s -o clip.mp4
 
 or with curl:
 
@@ -164,12 +172,22 @@ or with curl:
 
 Ctrl-C stops the demo.
 """,
-        flush=True,
-    )
+            flush=True,
+        )
+
     try:
-        return await _run_until_signal(Daemon(config), duration_s=duration_s)
+        return await _run_until_signal(Daemon(config), duration_s=duration_s, on_started=tell)
     finally:
         await origin.stop()
+
+
+def _self_command() -> str:
+    """How to run this same livecut from another terminal: bare if it is on PATH."""
+    invoked = Path(sys.argv[0]).resolve()
+    on_path = shutil.which("livecut")
+    if on_path is not None and Path(on_path).resolve() == invoked:
+        return "livecut"
+    return str(invoked) if invoked.name == "livecut" else f"{sys.executable} -m livecut"
 
 
 async def _clip(args: argparse.Namespace) -> int:

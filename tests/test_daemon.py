@@ -1,0 +1,157 @@
+"""Daemon-wide behaviour: metrics, API keys, retention, the stream views."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from livecut.clips.jobs import ClipRequest
+from livecut.daemon import Daemon
+from livecut.origin import LiveOrigin
+from tests.harness import daemon_config, running, until
+
+
+def session_ended(daemon: Daemon) -> bool:
+    sessions = daemon.store.index.sessions("cam")
+    return bool(sessions) and sessions[0].state == "ended"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+async def test_metrics_and_stream_views(data_dir: Path) -> None:
+    origin = LiveOrigin(prefill=3, end_after=3)
+    url = await origin.start()
+    try:
+        async with running(daemon_config(data_dir, url, stream_id="m1")) as daemon:
+            await until(
+                daemon,
+                "m1",
+                lambda: (
+                    bool(daemon.store.index.sessions("m1"))
+                    and daemon.store.index.sessions("m1")[0].state == "ended"
+                ),
+                timeout_s=20,
+            )
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{daemon.base_url}/metrics") as response:
+                    assert response.status == 200
+                    values = samples(await response.text())
+                async with http.get(f"{daemon.base_url}/v1/streams/m1") as response:
+                    stream = await response.json()
+                async with http.get(f"{daemon.base_url}/v1/streams/m1/sessions") as response:
+                    sessions = (await response.json())["sessions"]
+                async with http.get(f"{daemon.base_url}/v1/sessions/{sessions[0]['id']}") as r:
+                    session = await r.json()
+                async with http.get(f"{daemon.base_url}/healthz") as response:
+                    assert (await response.json())["status"] == "ok"
+    finally:
+        await origin.stop()
+    stream_label = (("stream", "m1"),)
+    assert values[("livecut_segments_ingested_total", stream_label)] == 3
+    assert values[("livecut_ingested_bytes_total", stream_label)] > 10_000
+    assert values[("livecut_ingest_lag_seconds_count", stream_label)] == 3
+    assert values[("livecut_live_edge_age_seconds", stream_label)] >= 0
+    assert ("livecut_clip_jobs", (("state", "ready"),)) in values
+    assert values[("livecut_index_bytes", ())] > 0
+    assert stream["state"] == "ended" and stream["segments_recorded"] == 3
+    assert stream["live_edge_ms"] == origin.segment_pdt_ms(3)
+    assert len(sessions) == 1 and sessions[0]["end_reason"] == "endlist"
+    assert sessions[0]["start_ms"] == origin.segment_pdt_ms(0)
+    assert session["clock"] == "origin" and session["renditions"][0]["name"] == "main"
+
+
+async def test_api_keys_guard_the_api_but_not_health(data_dir: Path) -> None:
+    origin = LiveOrigin(prefill=1, end_after=1)
+    url = await origin.start()
+    config = daemon_config(data_dir, url)
+    key = "k" * 32
+    config = replace(config, server=replace(config.server, api_keys=(key,)))
+    try:
+        async with running(config) as daemon, aiohttp.ClientSession() as http:
+            async with http.get(f"{daemon.base_url}/v1/streams") as response:
+                assert response.status == 401
+                assert "API key" in (await response.json())["errors"][0]
+            wrong = {"Authorization": "Bearer " + "x" * 32}
+            async with http.get(f"{daemon.base_url}/v1/streams", headers=wrong) as response:
+                assert response.status == 401
+            right = {"Authorization": f"Bearer {key}"}
+            async with http.get(f"{daemon.base_url}/v1/streams", headers=right) as response:
+                assert response.status == 200
+            async with http.get(f"{daemon.base_url}/healthz") as response:
+                assert response.status == 200
+    finally:
+        await origin.stop()
+
+
+async def test_retention_removes_old_segments_but_not_what_a_job_reads(data_dir: Path) -> None:
+    origin = LiveOrigin(prefill=4, end_after=4)
+    url = await origin.start()
+    offset = [0.0]
+    config = daemon_config(data_dir, url)
+    config = replace(config, streams=(replace(config.streams[0], retention_s=60.0),))
+    try:
+        daemon = Daemon(config, clock=lambda: time.time() + offset[0])
+        try:
+            await daemon.start()
+            await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=20)
+            segments = daemon.store.index.stream_segments("cam", 0, 2**62)
+            assert len(segments) == 4
+            assert daemon.retain().segments_removed == 0, "nothing is older than 60 s yet"
+            # A queued job (no worker takes it) over the third segment protects it.
+            await daemon.jobs.stop()
+            daemon.jobs.submit(
+                ClipRequest(
+                    stream_id="cam",
+                    session_id=None,
+                    start_ms=segments[2].start_ms + 100,
+                    end_ms=segments[2].end_ms - 100,
+                    name=None,
+                )
+            )
+            offset[0] = 3600.0
+            report = daemon.retain()
+            assert report.segments_removed == 3
+            left = daemon.store.index.stream_segments("cam", 0, 2**62)
+            assert [s.seq for s in left] == [segments[2].seq]
+            for gone in (segments[0], segments[1], segments[3]):
+                assert not (data_dir / gone.path).exists()
+            assert (data_dir / segments[2].path).exists()
+        finally:
+            await daemon.stop()
+    finally:
+        await origin.stop()
+
+
+async def test_restart_resumes_unfinished_clips(data_dir: Path) -> None:
+    origin = LiveOrigin(prefill=3, end_after=3)
+    url = await origin.start()
+    try:
+        async with running(daemon_config(data_dir, url)) as daemon:
+            await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=20)
+            await daemon.jobs.stop()  # no workers: the job stays queued
+            clip = daemon.jobs.submit(
+                ClipRequest(
+                    stream_id="cam",
+                    session_id=None,
+                    start_ms=origin.segment_pdt_ms(0),
+                    end_ms=origin.segment_pdt_ms(2),
+                    name=None,
+                )
+            )
+            assert clip.state == "queued"
+        async with running(daemon_config(data_dir, url)) as daemon:
+            done = await daemon.jobs.wait_finished(clip.id, timeout_s=30)
+            assert done is not None and done.state == "ready"
+            assert done.result is not None and done.result["start_ms"] == origin.segment_pdt_ms(0)
+    finally:
+        await origin.stop()
