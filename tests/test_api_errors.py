@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from livecut.api.app import OPENAPI, routes
 from livecut.origin import LiveOrigin
 from tests.harness import daemon_config, running, until
 
@@ -130,3 +132,9 @@ async def test_clip_not_ready_is_409_and_deleted_clip_is_gone(daemon_url: str) -
             assert response.status == 204
         async with http.get(f"{daemon_url}/v1/clips/{clip_id}") as response:
             await expect_error(response, 404, "unknown clip")
+
+
+def test_openapi_document_lists_exactly_the_routes() -> None:
+    spec = json.loads(OPENAPI.read_text())
+    documented = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
+    assert documented == {(method, path) for method, path, _ in routes()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 
@@ -102,7 +103,7 @@ async def test_a_playlist_without_pdt_uses_the_arrival_clock(data_dir: Path) -> 
             segments = daemon.store.index.stream_segments("cam", 0, 2**62)
             # The newest segment ends about when it was fetched; each follows the last.
             assert abs(segments[-1].end_ms - before) < 2000
-            for earlier, later in zip(segments, segments[1:], strict=False):
+            for earlier, later in itertools.pairwise(segments):
                 assert later.start_ms == earlier.start_ms + 2000
     finally:
         await origin.stop()

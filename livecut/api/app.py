@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 64 * 1024
+OPEN_PATHS = ("/healthz", "/metrics", "/openapi.json")
+OPENAPI = Path(__file__).with_name("openapi.json")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -47,18 +50,27 @@ def make_app(ctx: ApiContext) -> web.Application:
         middlewares=[_errors, _auth(ctx.config.server.api_keys)], client_max_size=MAX_BODY
     )
     app[CTX] = ctx
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", prometheus)
-    app.router.add_get("/v1/streams", list_streams)
-    app.router.add_get("/v1/streams/{id}", get_stream)
-    app.router.add_get("/v1/streams/{id}/sessions", list_sessions)
-    app.router.add_get("/v1/sessions/{id}", get_session)
-    app.router.add_post("/v1/clips", create_clip)
-    app.router.add_get("/v1/clips", list_clips)
-    app.router.add_get("/v1/clips/{id}", get_clip)
-    app.router.add_delete("/v1/clips/{id}", delete_clip)
-    app.router.add_get(f"/v1/clips/{{id}}/{CLIP_FILE}", clip_file)
+    for method, path, handler in routes():
+        app.router.add_route(method, path, handler)
     return app
+
+
+def routes() -> list[tuple[str, str, Handler]]:
+    """Every route the API serves; openapi.json documents exactly these (a test checks)."""
+    return [
+        ("GET", "/healthz", healthz),
+        ("GET", "/metrics", prometheus),
+        ("GET", "/openapi.json", openapi),
+        ("GET", "/v1/streams", list_streams),
+        ("GET", "/v1/streams/{id}", get_stream),
+        ("GET", "/v1/streams/{id}/sessions", list_sessions),
+        ("GET", "/v1/sessions/{id}", get_session),
+        ("POST", "/v1/clips", create_clip),
+        ("GET", "/v1/clips", list_clips),
+        ("GET", "/v1/clips/{id}", get_clip),
+        ("DELETE", "/v1/clips/{id}", delete_clip),
+        ("GET", f"/v1/clips/{{id}}/{CLIP_FILE}", clip_file),
+    ]
 
 
 def error(status: int, *messages: str, **extra: object) -> web.Response:
@@ -87,7 +99,7 @@ def _auth(keys: tuple[str, ...]) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not encoded or request.path in ("/healthz", "/metrics"):
+        if not encoded or request.path in OPEN_PATHS:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
@@ -126,6 +138,10 @@ async def prometheus(request: web.Request) -> web.Response:
     metrics.DISK_FREE_BYTES.set(ctx.store.disk_free_bytes())
     body = generate_latest(metrics.REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(OPENAPI, headers={"Content-Type": "application/json"})
 
 
 # streams and sessions -------------------------------------------------------------------
