@@ -7,8 +7,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from livecut.daemon import Daemon
+from livecut.media.synth import write_hls_fixture
 from livecut.origin import LiveOrigin
 from tests.harness import daemon_config, decode_clip, running, until
 
@@ -173,3 +175,39 @@ async def test_http_range_requests(data_dir: Path) -> None:
             assert data.index(b"moov") < data.index(b"mdat")
     finally:
         await origin.stop()
+
+
+async def test_a_static_video_only_vod_playlist(data_dir: Path, tmp_path: Path) -> None:
+    """A finished VOD written by the fixtures script, served as plain files."""
+    playlist = write_hls_fixture(tmp_path / "vod", segments=3, audio=False)
+    pdt0 = 1_767_225_600_000
+    app = web.Application()
+    app.router.add_static("/vod", playlist.parent)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        config = daemon_config(data_dir, f"http://127.0.0.1:{port}/vod/{playlist.name}")
+        async with running(config) as daemon:
+
+            def ended() -> bool:
+                sessions = daemon.store.index.sessions("cam")
+                return bool(sessions) and sessions[0].state == "ended"
+
+            await until(daemon, "cam", ended, timeout_s=20)
+            status, body = await post_clip(
+                daemon.base_url, {"stream": "cam", "start_ms": pdt0 + 2100, "end_ms": pdt0 + 5000}
+            )
+            assert status == 202, body
+            clip = await daemon.jobs.wait_finished(str(body["id"]), timeout_s=30)
+            assert clip is not None and clip.state == "ready" and clip.result is not None
+            assert [t["kind"] for t in clip.result["tracks"]] == ["video"]  # type: ignore[union-attr]
+            target = await fetch_clip_file(daemon.base_url, clip.id, tmp_path / "vod.mp4")
+            decoded = decode_clip(target)
+            assert decoded.audio_start_s is None
+            assert decoded.frames[0][1] == 50  # the keyframe at 2.000 s
+            assert decoded.frames[-1][1] >= 124
+    finally:
+        await runner.cleanup()
