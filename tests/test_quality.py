@@ -22,7 +22,11 @@ def tool(name: str) -> str:
 @pytest.mark.parametrize(
     "command",
     [
-        ["ruff", "check", "livecut", "tests", "fixtures", "bench"],
+        [
+            "ruff",
+            "check",
+            *[d for d in ("livecut", "tests", "fixtures", "bench") if (ROOT / d).is_dir()],
+        ],
         ["ruff", "format", "--check", "livecut"],
         ["mypy"],
     ],
