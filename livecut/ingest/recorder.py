@@ -369,6 +369,7 @@ class Recorder:
             keyframes_ms=[start_ms + round(k * 1000) for k in probe.keyframes_s],
             has_video=probe.has_video,
             has_audio=probe.has_audio,
+            indexed_ms=self._now_ms(),
         )
         recording.session = _with_edge(recording.session, start_ms + duration_ms)
         self.status.segments += 1

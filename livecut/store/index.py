@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS segments (
     keyframes_ms TEXT NOT NULL,
     has_video INTEGER NOT NULL,
     has_audio INTEGER NOT NULL,
+    indexed_ms INTEGER NOT NULL,
     UNIQUE (rendition_id, seq)
 );
 CREATE INDEX IF NOT EXISTS segments_by_time ON segments (rendition_id, start_ms);
@@ -223,13 +224,14 @@ class Index:
         keyframes_ms: Iterable[int],
         has_video: bool,
         has_audio: bool,
+        indexed_ms: int,
     ) -> None:
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO segments (rendition_id, seq, epoch, start_ms, end_ms, path, size,"
-                " init_path, ref_pts_s, keyframes_ms, has_video, has_audio)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " init_path, ref_pts_s, keyframes_ms, has_video, has_audio, indexed_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rendition_id,
                     seq,
@@ -243,6 +245,7 @@ class Index:
                     json.dumps(list(keyframes_ms)),
                     int(has_video),
                     int(has_audio),
+                    indexed_ms,
                 ),
             )
             self._db.execute(
