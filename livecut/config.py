@@ -13,10 +13,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from livecut import __version__
+from livecut.hls.playlist import RenditionFilter
+
+# "best", "all", or filters of which any may match.
+RenditionSpec = Literal["best", "all"] | tuple[RenditionFilter, ...]
 
 __all__ = [
     "ClipsConfig",
@@ -44,8 +48,22 @@ _INGEST_KEYS: Final = (
     "segment_timeout",
     "playlist_timeout",
     "user_agent",
+    "max_segment_bytes",
 )
-_STREAM_KEYS: Final = ("id", "url", "retention", "session_gap", "headers", "enabled")
+_STREAM_KEYS: Final = (
+    "id",
+    "url",
+    "retention",
+    "session_gap",
+    "headers",
+    "enabled",
+    "renditions",
+)
+_FILTER_KEYS: Final = ("max_height", "min_height", "max_bandwidth", "name")
+_RENDITIONS_HINT: Final = (
+    'use "best", "all", or a list of filters like [{ max_height = 720 }, { name = "audio-aud-en" }]'
+    f" with keys {', '.join(_FILTER_KEYS)}"
+)
 
 _DEFAULT_LISTEN_HOST: Final = "127.0.0.1"
 _DEFAULT_LISTEN_PORT: Final = 8080
@@ -135,6 +153,7 @@ class IngestConfig:
     segment_timeout_s: float
     playlist_timeout_s: float
     user_agent: str
+    max_segment_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -147,6 +166,7 @@ class StreamConfig:
     session_gap_s: float
     headers: tuple[tuple[str, str], ...] = field(repr=False)  # may carry credentials
     enabled: bool
+    renditions: RenditionSpec = "best"  # which renditions of a master playlist to record
 
     def headers_dict(self) -> dict[str, str]:
         """The extra request headers, in file order."""
@@ -295,11 +315,15 @@ def _read_ingest(section: _Section) -> IngestConfig:
         "playlist_timeout", 5.0, low=0.1, high=10 * _MINUTE, allowed="from 100ms to 10m"
     )
     user_agent = section.read("user_agent", f"livecut/{__version__}", _parse_user_agent)
+    max_segment_bytes = section.integer(
+        "max_segment_bytes", 64 * 1024 * 1024, low=1024, high=4 * 1024**3
+    )
     return IngestConfig(
         max_concurrent_downloads=downloads,
         segment_timeout_s=segment_timeout,
         playlist_timeout_s=playlist_timeout,
         user_agent=user_agent,
+        max_segment_bytes=max_segment_bytes,
     )
 
 
@@ -356,6 +380,8 @@ def _read_stream(section: _Section) -> StreamConfig:
     no_headers: tuple[tuple[str, str], ...] = ()
     headers = section.read("headers", no_headers, _parse_headers)
     enabled = section.boolean("enabled", True)
+    default_spec: RenditionSpec = "best"
+    renditions = section.read("renditions", default_spec, _parse_renditions)
     return StreamConfig(
         id=stream_id,
         url=url,
@@ -363,7 +389,55 @@ def _read_stream(section: _Section) -> StreamConfig:
         session_gap_s=session_gap,
         headers=headers,
         enabled=enabled,
+        renditions=renditions,
     )
+
+
+def _parse_renditions(value: object, key: str) -> RenditionSpec:
+    if value in ("best", "all"):
+        return "best" if value == "best" else "all"
+    if not isinstance(value, list) or not value:
+        raise ConfigError([f"{key}: {_show(value)} is not a rendition choice; {_RENDITIONS_HINT}"])
+    filters: list[RenditionFilter] = []
+    errors: list[str] = []
+    for index, item in enumerate(value):
+        item_key = f"{key}[{index}]"
+        if not isinstance(item, Mapping):
+            errors.append(f"{item_key}: {_show(item)} is not a table; {_RENDITIONS_HINT}")
+            continue
+        section = _Section(item, item_key, errors)
+        section.check_keys(_FILTER_KEYS, "a rendition filter")
+        max_height = section.read("max_height", None, _parse_height)
+        min_height = section.read("min_height", None, _parse_height)
+        max_bandwidth = section.read("max_bandwidth", None, _parse_bandwidth)
+        name = section.read("name", None, _parse_filter_name)
+        if not item:
+            errors.append(f"{item_key}: an empty filter matches everything; {_RENDITIONS_HINT}")
+        filters.append(
+            RenditionFilter(
+                max_height=max_height,
+                min_height=min_height,
+                max_bandwidth=max_bandwidth,
+                name=name,
+            )
+        )
+    if errors:
+        raise ConfigError(errors)
+    return tuple(filters)
+
+
+def _parse_height(value: object, key: str) -> int | None:
+    return _parse_int(value, key, 1, 100_000)
+
+
+def _parse_bandwidth(value: object, key: str) -> int | None:
+    return _parse_int(value, key, 1, 1 << 40)
+
+
+def _parse_filter_name(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError([f"{key}: {_show(value)} is not a rendition name (a non-empty string)"])
+    return value
 
 
 class _Section:

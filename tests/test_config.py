@@ -274,12 +274,13 @@ def test_parse_stream_for_api_bodies() -> None:
         (
             {"ingest": {"timeout": 1}},
             "ingest.timeout",
-            "max_concurrent_downloads, segment_timeout, playlist_timeout, user_agent",
+            "max_concurrent_downloads, segment_timeout, playlist_timeout, user_agent,"
+            " max_segment_bytes",
         ),
         (
             {"streams": [stream(retension="1h")]},
             "streams[0].retension",
-            "id, url, retention, session_gap, headers, enabled",
+            "id, url, retention, session_gap, headers, enabled, renditions",
         ),
     ],
 )
@@ -669,3 +670,29 @@ def test_example_config_mentions_every_key() -> None:
         *config_module._STREAM_KEYS,
     ):
         assert re.search(rf"^#? ?{name} = ", text, re.MULTILINE), name
+
+
+def test_rendition_choices() -> None:
+    from livecut.config import parse_config
+    from livecut.hls.playlist import RenditionFilter
+
+    def renditions(value: object) -> object:
+        config = parse_config(
+            {"streams": [{"id": "a", "url": "http://o/x.m3u8", "renditions": value}]}
+        )
+        return config.streams[0].renditions
+
+    assert renditions("all") == "all"
+    assert renditions([{"max_height": 720}, {"name": "audio-aud-en"}]) == (
+        RenditionFilter(max_height=720),
+        RenditionFilter(name="audio-aud-en"),
+    )
+    for bad, fragment in [
+        ("some", 'use "best", "all"'),
+        ([{"max_hieght": 720}], "streams[0].renditions[0].max_hieght: unknown key"),
+        ([{"max_height": "720"}], "streams[0].renditions[0].max_height"),
+        ([{}], "an empty filter matches everything"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            renditions(bad)
+        assert any(fragment in e for e in caught.value.errors), caught.value.errors

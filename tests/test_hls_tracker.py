@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from livecut.hls.playlist import MediaPlaylist, PlaylistSegment
-from livecut.hls.tracker import Gap, MediaTracker, NewSegment, TrackerUpdate
+from livecut.hls.tracker import Gap, MediaTracker, NewSegment, PdtJump, TrackerUpdate
 
 T0 = 1_700_000_000_000
 DUR = 6000
@@ -22,6 +23,7 @@ def seg(
     gap: bool = False,
     epoch: int = 0,
     name: str = "seg",
+    discontinuity: bool = False,
 ) -> PlaylistSegment:
     return PlaylistSegment(
         seq=seq,
@@ -30,7 +32,7 @@ def seg(
         duration_ms=duration_ms,
         pdt_ms=pdt_ms,
         pdt_tagged=pdt_ms is not None,
-        discontinuity=False,
+        discontinuity=discontinuity,
         init=None,
         byterange=None,
         gap=gap,
@@ -135,7 +137,14 @@ def test_unchanged_reload_waits_half_the_target_duration() -> None:
     tracker.update(live(10, 14), 1_000)
     update = tracker.update(live(10, 14), 7_000)
     assert update == TrackerUpdate(
-        new=(), gaps=(), reset=False, ended=False, changed=False, reload_after_ms=DUR // 2
+        new=(),
+        gaps=(),
+        reset=False,
+        ended=False,
+        changed=False,
+        reload_after_ms=DUR // 2,
+        pdt_jumps=(),
+        next_msn=15,
     )
     assert tracker.last_change_ms == 1_000
     assert tracker.silent_for_ms(10_000) == 9_000
@@ -269,7 +278,13 @@ def test_stale_copy_from_a_lagging_edge_is_not_a_reset() -> None:
     tracker.update(live(101, 105), 7_000)
     stale = tracker.update(live(100, 104), 10_000)
     assert stale == TrackerUpdate(
-        new=(), gaps=(), reset=False, ended=False, changed=False, reload_after_ms=DUR // 2
+        new=(),
+        gaps=(),
+        reset=False,
+        ended=False,
+        changed=False,
+        reload_after_ms=DUR // 2,
+        next_msn=106,
     )
     assert seqs(tracker.update(live(102, 106), 13_000)) == [106]
 
@@ -357,6 +372,184 @@ def test_gap_segments_advance_the_local_clock() -> None:
     assert update.gaps[0].end_ms == 18_000
 
 
+def test_next_msn_follows_what_was_consumed() -> None:
+    tracker = MediaTracker()
+    assert tracker.update(media(media_sequence=5), 1_000).next_msn is None
+    assert tracker.update(live(10, 14), 2_000).next_msn == 15
+    assert tracker.update(live(10, 14), 3_000).next_msn == 15
+    # A GAP segment at the edge is consumed too; so are expired ones.
+    assert tracker.update(live(12, 16, gaps=frozenset({16})), 4_000).next_msn == 17
+    assert tracker.update(live(30, 31), 5_000).next_msn == 32
+    reset = tracker.update(live(0, 1, name="new", origin_ms=T0 + 10**7), 6_000)
+    assert reset.reset
+    assert reset.next_msn == 2
+
+
+def jumpy(*pdts: int, first: int = 10, epochs: tuple[int, ...] = ()) -> MediaPlaylist:
+    """Consecutive 6 s segments from seq `first` with the given PDTs (and epochs)."""
+    return media(
+        *(
+            seg(first + i, pdt_ms=pdt, epoch=epochs[i] if epochs else 0)
+            for i, pdt in enumerate(pdts)
+        )
+    )
+
+
+def test_forward_pdt_jump_is_reported_and_becomes_a_gap() -> None:
+    tracker = MediaTracker()
+    update = tracker.update(jumpy(T0, T0 + DUR, T0 + 60_000, T0 + 66_000), 1_000)
+    assert seqs(update) == [10, 11, 12, 13]
+    assert update.pdt_jumps == (PdtJump(seq=12, expected_ms=T0 + 2 * DUR, actual_ms=T0 + 60_000),)
+    assert update.gaps == (
+        Gap(
+            epoch=0,
+            first_seq=12,
+            last_seq=11,  # no segment is missing, only time
+            start_ms=T0 + 2 * DUR,
+            end_ms=T0 + 60_000,
+            reason="pdt_jump",
+        ),
+    )
+    assert [n.start_ms for n in update.new] == [T0, T0 + DUR, T0 + 60_000, T0 + 66_000]
+    assert not any(n.discontinuity for n in update.new)
+
+
+def test_forward_pdt_jump_between_snapshots() -> None:
+    tracker = MediaTracker()
+    tracker.update(jumpy(T0, T0 + DUR), 1_000)
+    update = tracker.update(jumpy(T0 + DUR, T0 + 30_000, first=11), 7_000)
+    assert seqs(update) == [12]
+    assert update.pdt_jumps == (PdtJump(seq=12, expected_ms=T0 + 2 * DUR, actual_ms=T0 + 30_000),)
+    assert [(g.reason, g.start_ms, g.end_ms) for g in update.gaps] == [
+        ("pdt_jump", T0 + 2 * DUR, T0 + 30_000)
+    ]
+
+
+def test_backward_pdt_jump_is_only_reported() -> None:
+    tracker = MediaTracker()
+    update = tracker.update(jumpy(T0, T0 + DUR, T0 - 3_600_000, T0 - 3_594_000), 1_000)
+    assert seqs(update) == [10, 11, 12, 13]
+    assert update.pdt_jumps == (
+        PdtJump(seq=12, expected_ms=T0 + 2 * DUR, actual_ms=T0 - 3_600_000),
+    )
+    assert update.gaps == ()
+    assert not update.reset
+
+
+def test_small_pdt_drift_is_not_a_jump() -> None:
+    tracker = MediaTracker()
+    # Within max(1 s, target duration) either way: encoder jitter, not a new clock.
+    update = tracker.update(jumpy(T0, T0 + DUR + DUR, T0 + 2 * DUR, T0 + 3 * DUR + 5), 1_000)
+    assert update.pdt_jumps == ()
+    assert update.gaps == ()
+    short = media(
+        seg(0, duration_ms=500, pdt_ms=T0),
+        seg(1, duration_ms=500, pdt_ms=T0 + 1_500),
+        seg(2, duration_ms=500, pdt_ms=T0 + 3_001),
+        target_ms=500,
+    )
+    # A 500 ms target still tolerates 1 s; 1001 ms is a jump.
+    assert MediaTracker().update(short, 1_000).pdt_jumps == (
+        PdtJump(seq=2, expected_ms=T0 + 2_000, actual_ms=T0 + 3_001),
+    )
+
+
+def test_no_pdt_jump_across_a_discontinuity() -> None:
+    tracker = MediaTracker()
+    update = tracker.update(jumpy(T0, T0 + DUR, T0 + 10**7, T0 - 10**7, epochs=(0, 0, 1, 2)), 1_000)
+    assert update.pdt_jumps == ()
+    assert update.gaps == ()
+    assert [n.discontinuity for n in update.new] == [False, False, True, True]
+
+
+def test_pdt_jumps_across_expired_segments() -> None:
+    tracker = MediaTracker()
+    tracker.update(jumpy(T0, T0 + DUR), 1_000)
+    # Forward: the expired segments may have taken the time; the expired gap covers it.
+    forward = tracker.update(jumpy(T0 + 10**6, first=20), 7_000)
+    assert forward.pdt_jumps == ()
+    assert [(g.reason, g.start_ms, g.end_ms) for g in forward.gaps] == [
+        ("expired", T0 + 2 * DUR, T0 + 10**6)
+    ]
+    # Backward: no amount of expired segments takes negative time.
+    backward = tracker.update(jumpy(T0, first=30), 13_000)
+    assert backward.pdt_jumps == (PdtJump(seq=30, expected_ms=T0 + 10**6 + DUR, actual_ms=T0),)
+    assert [g.reason for g in backward.gaps] == ["expired"]
+
+
+def test_gap_segment_after_a_pdt_jump_is_its_own_gap() -> None:
+    tracker = MediaTracker()
+    update = tracker.update(
+        media(
+            seg(1, pdt_ms=T0),
+            seg(2, pdt_ms=T0 + 60_000, gap=True),
+            seg(3, pdt_ms=T0 + 60_000 + DUR, gap=True),
+            seg(4, pdt_ms=T0 + 60_000 + 2 * DUR),
+        ),
+        1_000,
+    )
+    assert [(g.reason, g.first_seq, g.last_seq, g.start_ms, g.end_ms) for g in update.gaps] == [
+        ("pdt_jump", 2, 1, T0 + DUR, T0 + 60_000),
+        ("tagged_gap", 2, 3, T0 + 60_000, T0 + 60_000 + 2 * DUR),
+    ]
+    assert seqs(update) == [1, 4]
+
+
+def test_discontinuity_flags() -> None:
+    tracker = MediaTracker()
+    first = tracker.update(
+        media(
+            seg(10, pdt_ms=T0, epoch=3, discontinuity=True),
+            seg(11, pdt_ms=T0 + DUR, epoch=3),
+            seg(12, pdt_ms=T0 + 2 * DUR, epoch=4, discontinuity=True),
+            seg(13, pdt_ms=T0 + 3 * DUR, epoch=4),
+            discontinuity_sequence=2,
+        ),
+        1_000,
+    )
+    # The first segment carries the tag itself; 12 starts a new epoch.
+    assert [n.discontinuity for n in first.new] == [True, False, True, False]
+    # The tagged segment (seq 14) expired unseen: seq 20 is in epoch 5 all the same.
+    later = tracker.update(
+        media(
+            seg(20, pdt_ms=T0 + 10 * DUR, epoch=5),
+            seg(21, pdt_ms=T0 + 11 * DUR, epoch=5),
+            discontinuity_sequence=5,
+        ),
+        60_000,
+    )
+    assert [n.discontinuity for n in later.new] == [True, False]
+    assert [g.epoch for g in later.gaps] == [4]
+
+
+def test_discontinuity_carried_by_a_gap_segment_flags_the_next_emitted_one() -> None:
+    tracker = MediaTracker()
+    update = tracker.update(
+        media(
+            seg(1, pdt_ms=T0, epoch=0),
+            seg(2, pdt_ms=T0 + DUR, epoch=1, discontinuity=True, gap=True),
+            seg(3, pdt_ms=T0 + 2 * DUR, epoch=1),
+            seg(4, pdt_ms=T0 + 3 * DUR, epoch=1),
+        ),
+        1_000,
+    )
+    assert [(n.segment.seq, n.discontinuity) for n in update.new] == [
+        (1, False),
+        (3, True),
+        (4, False),
+    ]
+
+
+def test_discontinuity_without_pdt() -> None:
+    tracker = MediaTracker()
+    tracker.update(live(0, 1, pdt=False), 12_000)
+    update = tracker.update(
+        media(seg(1), seg(2, epoch=1, discontinuity=True), seg(3, epoch=1)), 24_000
+    )
+    assert [(n.segment.seq, n.discontinuity) for n in update.new] == [(2, True), (3, False)]
+    assert update.pdt_jumps == ()
+
+
 # --- properties ---
 
 
@@ -368,10 +561,21 @@ class Scenario:
     has_pdt: bool
     windows: list[tuple[int, int]]  # (first index, last index) into the timeline
     fetch_times: list[int]
+    # Per segment: how far its PDT leaps past where the previous one ended (0: none),
+    # and whether an EXT-X-DISCONTINUITY precedes it.
+    jumps: list[int] | None = None
+    discontinuities: list[bool] | None = None
+
+    def pdt(self, index: int) -> int:
+        leaps = sum(self.jumps[: index + 1]) if self.jumps else 0
+        return T0 + sum(self.durations[:index]) + leaps
+
+    def epoch(self, index: int) -> int:
+        return sum(self.discontinuities[: index + 1]) if self.discontinuities else 0
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, *, replays: bool) -> Scenario:
+def scenarios(draw: st.DrawFn, *, replays: bool, jumps: bool = False) -> Scenario:
     length = draw(st.integers(1, 80))
     durations = draw(st.lists(st.integers(0, 10_000), min_size=length, max_size=length))
     flag = st.sampled_from([False] * 5 + [True]) if draw(st.booleans()) else st.just(False)
@@ -403,29 +607,42 @@ def scenarios(draw: st.DrawFn, *, replays: bool) -> Scenario:
     fetch_times: list[int] = []
     for edge, extra in zip(edges, jitter, strict=True):
         fetch_times.append(max([T0 + edge + extra, *fetch_times[-1:]]))
+    # Leaps beyond the tracker's tolerance (the 10 s target duration), or none at all.
+    leap = st.sampled_from([0, 0, 0, 10_001]) | st.integers(10_001, 10**7)
     return Scenario(
         first_seq=draw(st.integers(0, 10**9)),
         durations=durations,
         gap_flags=gap_flags,
-        has_pdt=draw(st.booleans()),
+        has_pdt=jumps or draw(st.booleans()),
         windows=windows,
         fetch_times=fetch_times,
+        jumps=[0, *draw(st.lists(leap, min_size=length - 1, max_size=length - 1))]
+        if jumps
+        else None,
+        discontinuities=draw(
+            st.lists(st.sampled_from([False] * 4 + [True]), min_size=length, max_size=length)
+        )
+        if jumps
+        else None,
     )
 
 
 def snapshot(scenario: Scenario, first: int, last: int) -> MediaPlaylist:
     segments = []
     for index in range(first, last + 1):
-        pdt = T0 + sum(scenario.durations[:index]) if scenario.has_pdt else None
         segments.append(
             seg(
                 scenario.first_seq + index,
                 duration_ms=scenario.durations[index],
-                pdt_ms=pdt,
+                pdt_ms=scenario.pdt(index) if scenario.has_pdt else None,
                 gap=scenario.gap_flags[index],
+                epoch=scenario.epoch(index),
+                discontinuity=bool(scenario.discontinuities and scenario.discontinuities[index]),
             )
         )
-    return media(*segments, target_ms=10_000)
+    # DISCONTINUITY-SEQUENCE counts the tags of the segments already gone.
+    before = scenario.epoch(first) - (segments[0].discontinuity if segments else 0)
+    return media(*segments, target_ms=10_000, discontinuity_sequence=before)
 
 
 def run(scenario: Scenario) -> tuple[list[NewSegment], list[Gap], list[TrackerUpdate]]:
@@ -506,3 +723,40 @@ def test_any_snapshot_sequence_never_emits_a_segment_twice_within_a_session(
         assert not seen & set(batch)
         assert len(set(batch)) == len(batch)
         seen |= set(batch)
+
+
+@settings(max_examples=300)
+@given(scenarios(replays=False, jumps=True))
+def test_forward_pdt_jumps_never_make_coverage_overlap(scenario: Scenario) -> None:
+    """Emitted segments and gaps tile the timeline: leaps become gaps, never overlaps."""
+    emitted, gaps, updates = run(scenario)
+    check_coverage(scenario, emitted, gaps)
+    assert not any(u.reset for u in updates)
+    assert scenario.jumps is not None
+    assert scenario.discontinuities is not None
+    # In timeline order: a pdt_jump gap sits before the segment that leapt.
+    pieces = sorted(
+        [(n.segment.seq, 1, n.start_ms, n.start_ms + n.segment.duration_ms) for n in emitted]
+        + [(g.first_seq, 0 if g.reason == "pdt_jump" else 1, g.start_ms, g.end_ms) for g in gaps]
+    )
+    for (_, _, _, previous_end), (seq, _, start, end) in itertools.pairwise(pieces):
+        assert start <= end
+        index = seq - scenario.first_seq
+        if scenario.epoch(index) == scenario.epoch(index - 1):
+            assert start == previous_end, f"hole or overlap before seq {seq}"
+        else:
+            # A new epoch takes PDT afresh: no jump is reported, a leap leaves a hole.
+            assert start >= previous_end, f"overlap at the discontinuity before seq {seq}"
+    jumps = [j for u in updates for j in u.pdt_jumps]
+    jump_gaps = [g for g in gaps if g.reason == "pdt_jump"]
+    assert len(jump_gaps) == len(jumps)
+    for jump, gap in zip(jumps, jump_gaps, strict=True):
+        index = jump.seq - scenario.first_seq
+        assert jump.actual_ms - jump.expected_ms == scenario.jumps[index] > 0
+        assert not scenario.discontinuities[index]
+        assert (gap.first_seq, gap.last_seq) == (jump.seq, jump.seq - 1)
+        assert (gap.start_ms, gap.end_ms) == (jump.expected_ms, jump.actual_ms)
+    flagged = {n.segment.seq for n in emitted if n.discontinuity}
+    for previous, new in itertools.pairwise(emitted):
+        epoch_changed = previous.segment.epoch != new.segment.epoch
+        assert (new.segment.seq in flagged) == (epoch_changed or new.segment.discontinuity)

@@ -1,8 +1,8 @@
-"""Turn successive snapshots of one media playlist into new segments, gaps, resets and ends."""
+"""Turn successive snapshots of one media playlist into new segments, gaps, resets, ends, jumps."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from livecut.hls.playlist import ByteRange, MediaPlaylist, PlaylistSegment
@@ -10,6 +10,9 @@ from livecut.hls.playlist import ByteRange, MediaPlaylist, PlaylistSegment
 # Two copies of one segment may resolve slightly different PDTs when only some
 # segments carry the tag (EXTINF is rounded); a restarted encoder is seconds apart.
 _SAME_PDT_TOLERANCE_MS: Final = 1000
+# A PDT that strays from where the previous segment ended by more than this (or the
+# target duration, if longer) is a clock jump, not rounding or an encoder's jitter.
+_MIN_PDT_JUMP_MS: Final = 1000
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -19,6 +22,9 @@ class NewSegment:
     clock: Literal["origin", "local"]
     first_seen_ms: int  # fetched_at of the snapshot where it first appeared
     expires_at_ms: int  # estimate of when it leaves the playlist; bounds fetch retries
+    # A new discontinuity epoch begins with it: its timestamps do not follow on from the
+    # previous emitted segment's (also when the DISCONTINUITY tag itself expired unseen).
+    discontinuity: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -28,7 +34,19 @@ class Gap:
     last_seq: int  # last missing media sequence number (inclusive)
     start_ms: int  # wall time where the hole begins
     end_ms: int  # wall time where it ends (>= start_ms)
-    reason: Literal["expired", "tagged_gap"]
+    # expired: segments left the playlist before we saw them; tagged_gap: EXT-X-GAP;
+    # pdt_jump: the origin's clock leapt forward between two consecutive segments (no
+    # segment is missing: first_seq is the segment after the leap, last_seq = first_seq - 1).
+    reason: Literal["expired", "tagged_gap", "pdt_jump"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PdtJump:
+    """Within one epoch, a segment's PDT is not where the previous one ended."""
+
+    seq: int  # the segment whose PDT jumped
+    expected_ms: int  # where the previous segment ended (emitted or EXT-X-GAP)
+    actual_ms: int  # its PDT; below expected_ms the clock went back (start a new session)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -39,6 +57,17 @@ class TrackerUpdate:
     ended: bool  # EXT-X-ENDLIST seen (reported once)
     changed: bool  # new segments, new gaps, a reset or the end appeared
     reload_after_ms: int  # RFC 8216 §6.3.4; 0 once the playlist has ended
+    pdt_jumps: tuple[PdtJump, ...] = ()  # in media-sequence order; forward ones are also Gaps
+    next_msn: int | None = None  # last consumed seq + 1: the _HLS_msn of a blocking reload
+
+
+@dataclass(kw_only=True, slots=True)
+class _Batch:
+    """What one update takes from a snapshot."""
+
+    new: list[NewSegment] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)  # media-sequence order
+    jumps: list[PdtJump] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -74,6 +103,7 @@ class MediaTracker:
         self._last_seq: int | None = None  # highest seq consumed (emitted or covered by a gap)
         self._last_epoch = 0
         self._last_end_ms = 0  # wall end of the last consumed segment
+        self._last_emitted_epoch: int | None = None  # of the last NewSegment this session
         self._media_sequence: int | None = None  # of the previous non-empty snapshot
         self._discontinuity_sequence: int | None = None
         self._ended_reported = False
@@ -113,9 +143,10 @@ class MediaTracker:
             self._remember(playlist, newest=not stale)
 
         if self._last_seq is None:
-            new, gaps = self._take_all(playlist, fetched_at_ms)
+            batch = self._take_all(playlist, fetched_at_ms)
         else:
-            new, gaps = self._take_after(playlist, fetched_at_ms, self._last_seq)
+            batch = self._take_after(playlist, fetched_at_ms, self._last_seq)
+        new, gaps = batch.new, batch.gaps
 
         ended = playlist.ended and not self._ended_reported
         self._ended_reported = self._ended_reported or playlist.ended
@@ -135,12 +166,15 @@ class MediaTracker:
             ended=ended,
             changed=changed,
             reload_after_ms=reload_after_ms,
+            pdt_jumps=tuple(batch.jumps),
+            next_msn=None if self._last_seq is None else self._last_seq + 1,
         )
 
     def _forget(self) -> None:
         self._last_seq = None
         self._last_epoch = 0
         self._last_end_ms = 0
+        self._last_emitted_epoch = None
         self._ended_reported = False
         self._known.clear()
         self._longest_window = 0
@@ -188,30 +222,28 @@ class MediaTracker:
             shared += 1
         return shared > 0
 
-    def _take_all(
-        self, playlist: MediaPlaylist, fetched_at_ms: int
-    ) -> tuple[list[NewSegment], list[Gap]]:
+    def _take_all(self, playlist: MediaPlaylist, fetched_at_ms: int) -> _Batch:
         """First snapshot (or after a reset): the whole window is new."""
         segments = playlist.segments
+        batch = _Batch()
         if not segments:
-            return [], []
+            return batch
         if playlist.has_pdt:
             start_ms = _pdt(segments[0])
         else:
             # Arrival clock: the live edge (end of the last segment) is now.
             start_ms = fetched_at_ms - sum(seg.duration_ms for seg in segments)
         self._last_epoch = segments[0].epoch
-        return self._consume(playlist, 0, start_ms, fetched_at_ms)
+        self._consume(playlist, 0, start_ms, fetched_at_ms, batch)
+        return batch
 
-    def _take_after(
-        self, playlist: MediaPlaylist, fetched_at_ms: int, last_seq: int
-    ) -> tuple[list[NewSegment], list[Gap]]:
+    def _take_after(self, playlist: MediaPlaylist, fetched_at_ms: int, last_seq: int) -> _Batch:
         segments = playlist.segments
+        batch = _Batch()
         index = next((i for i, seg in enumerate(segments) if seg.seq > last_seq), None)
         if index is None:
-            return [], []
+            return batch
         first = segments[index]
-        gaps: list[Gap] = []
         if playlist.has_pdt:
             start_ms = _pdt(first)
         else:
@@ -222,7 +254,7 @@ class MediaTracker:
                 live_edge_start = fetched_at_ms - sum(seg.duration_ms for seg in segments[index:])
                 start_ms = max(start_ms, live_edge_start)
         if first.seq > last_seq + 1:
-            gaps.append(
+            batch.gaps.append(
                 Gap(
                     epoch=self._last_epoch,
                     first_seq=last_seq + 1,
@@ -232,25 +264,71 @@ class MediaTracker:
                     reason="expired",
                 )
             )
-        new, tagged = self._consume(playlist, index, start_ms, fetched_at_ms)
-        return new, gaps + tagged
+        self._consume(playlist, index, start_ms, fetched_at_ms, batch)
+        return batch
+
+    def _pdt_jump(
+        self, playlist: MediaPlaylist, seg: PlaylistSegment, start_ms: int
+    ) -> PdtJump | None:
+        """Whether seg's PDT leaves where the previous consumed segment ended.
+
+        Only within an epoch: a discontinuity may take up any new clock. Across expired
+        segments the time they took is unknown, so only a step back can be told apart.
+        """
+        if (
+            not playlist.has_pdt
+            or self._last_seq is None
+            or seg.seq <= self._last_seq
+            or seg.epoch != self._last_epoch
+        ):
+            return None
+        threshold = max(_MIN_PDT_JUMP_MS, playlist.target_duration_ms)
+        expected_ms = self._last_end_ms
+        backward = start_ms < expected_ms - threshold
+        forward = seg.seq == self._last_seq + 1 and start_ms > expected_ms + threshold
+        if not (backward or forward):
+            return None
+        return PdtJump(seq=seg.seq, expected_ms=expected_ms, actual_ms=start_ms)
 
     def _consume(
-        self, playlist: MediaPlaylist, index: int, start_ms: int, fetched_at_ms: int
-    ) -> tuple[list[NewSegment], list[Gap]]:
+        self,
+        playlist: MediaPlaylist,
+        index: int,
+        start_ms: int,
+        fetched_at_ms: int,
+        batch: _Batch,
+    ) -> None:
         """Emit segments[index:], the first starting at start_ms; GAP segments become Gaps."""
         clock: Literal["origin", "local"] = "origin" if playlist.has_pdt else "local"
-        new: list[NewSegment] = []
-        gaps: list[Gap] = []
+        gaps = batch.gaps
         elapsed_ms = sum(seg.duration_ms for seg in playlist.segments[:index])
         for seg in playlist.segments[index:]:
             if playlist.has_pdt:
                 start_ms = _pdt(seg)
+            jump = self._pdt_jump(playlist, seg, start_ms)
+            if jump is not None:
+                batch.jumps.append(jump)
+                if jump.actual_ms > jump.expected_ms:
+                    gaps.append(
+                        Gap(
+                            epoch=seg.epoch,
+                            first_seq=seg.seq,
+                            last_seq=seg.seq - 1,  # nothing is missing but time
+                            start_ms=jump.expected_ms,
+                            end_ms=jump.actual_ms,
+                            reason="pdt_jump",
+                        )
+                    )
             elapsed_ms += seg.duration_ms
             end_ms = start_ms + seg.duration_ms
             if seg.gap:
                 last = gaps[-1] if gaps else None
-                if last is not None and last.last_seq == seg.seq - 1 and last.epoch == seg.epoch:
+                if (
+                    last is not None
+                    and last.reason == "tagged_gap"
+                    and last.last_seq == seg.seq - 1
+                    and last.epoch == seg.epoch
+                ):
                     gaps[-1] = Gap(
                         epoch=last.epoch,
                         first_seq=last.first_seq,
@@ -271,7 +349,8 @@ class MediaTracker:
                         )
                     )
             else:
-                new.append(
+                previous_epoch = self._last_emitted_epoch
+                batch.new.append(
                     NewSegment(
                         segment=seg,
                         start_ms=start_ms,
@@ -279,13 +358,17 @@ class MediaTracker:
                         first_seen_ms=fetched_at_ms,
                         # It scrolls out once everything up to and including it has.
                         expires_at_ms=fetched_at_ms + elapsed_ms,
+                        # By epoch, not only the tag: the tagged segment may have expired
+                        # or been a GAP, and the epoch number still tells.
+                        discontinuity=seg.discontinuity
+                        or (previous_epoch is not None and previous_epoch != seg.epoch),
                     )
                 )
+                self._last_emitted_epoch = seg.epoch
             self._last_seq = seg.seq
             self._last_epoch = seg.epoch
             self._last_end_ms = end_ms
             start_ms = end_ms
-        return new, gaps
 
 
 def _pdt(seg: PlaylistSegment) -> int:

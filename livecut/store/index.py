@@ -43,9 +43,12 @@ CREATE TABLE IF NOT EXISTS renditions (
     session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
     name TEXT NOT NULL,
     uri TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'video',
+    main INTEGER NOT NULL DEFAULT 1,
     bandwidth INTEGER,
     resolution TEXT,
     codecs TEXT,
+    language TEXT,
     UNIQUE (session_id, name)
 );
 CREATE TABLE IF NOT EXISTS segments (
@@ -188,14 +191,17 @@ class Index:
         *,
         name: str,
         uri: str,
+        kind: str = "video",
+        main: bool = True,
         bandwidth: int | None = None,
         resolution: str | None = None,
         codecs: str | None = None,
+        language: str | None = None,
     ) -> RenditionRow:
         self._db.execute(
-            "INSERT OR IGNORE INTO renditions"
-            " (session_id, name, uri, bandwidth, resolution, codecs) VALUES (?, ?, ?, ?, ?, ?)",
-            (session_id, name, uri, bandwidth, resolution, codecs),
+            "INSERT OR IGNORE INTO renditions (session_id, name, uri, kind, main, bandwidth,"
+            " resolution, codecs, language) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (session_id, name, uri, kind, int(main), bandwidth, resolution, codecs, language),
         )
         row = self._db.execute(
             "SELECT * FROM renditions WHERE session_id = ? AND name = ?", (session_id, name)
@@ -301,13 +307,11 @@ class Index:
         self, stream_id: str, start_ms: int, end_ms: int, *, session_id: str | None = None
     ) -> list[SegmentRow]:
         """Segments of each session's main rendition that overlap [start_ms, end_ms)."""
-        # The main rendition of a session is its first (the recorded video variant).
         rows = self._db.execute(
             "SELECT seg.* FROM segments seg "
             "JOIN renditions r ON r.id = seg.rendition_id "
             "JOIN sessions s ON s.id = r.session_id "
-            "WHERE s.stream_id = ? AND (? IS NULL OR s.id = ?) "
-            "AND r.id = (SELECT MIN(id) FROM renditions WHERE session_id = s.id) "
+            "WHERE s.stream_id = ? AND (? IS NULL OR s.id = ?) AND r.main = 1 "
             "AND seg.start_ms < ? AND seg.end_ms > ? "
             "ORDER BY seg.start_ms, seg.id",
             (stream_id, session_id, session_id, end_ms, start_ms),
@@ -353,6 +357,14 @@ class Index:
             (session_id,),
         )
         return None if value is None else int(value)
+
+    def rendition_segment_counts(self, session_id: str) -> dict[int, int]:
+        rows = self._db.execute(
+            "SELECT seg.rendition_id, COUNT(*) FROM segments seg JOIN renditions r "
+            "ON r.id = seg.rendition_id WHERE r.session_id = ? GROUP BY seg.rendition_id",
+            (session_id,),
+        ).fetchall()
+        return {int(r[0]): int(r[1]) for r in rows}
 
     def segment_counts(self) -> dict[str, int]:
         rows = self._db.execute(
@@ -461,9 +473,12 @@ def _rendition(row: sqlite3.Row) -> RenditionRow:
         session_id=row["session_id"],
         name=row["name"],
         uri=row["uri"],
+        kind=row["kind"],
+        main=bool(row["main"]),
         bandwidth=row["bandwidth"],
         resolution=row["resolution"],
         codecs=row["codecs"],
+        language=row["language"],
     )
 
 

@@ -28,9 +28,12 @@ class RenditionRow:
     session_id: str
     name: str
     uri: str
+    kind: str  # video, audio, subtitles
+    main: bool  # the rendition clips are cut from
     bandwidth: int | None
     resolution: str | None
     codecs: str | None
+    language: str | None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

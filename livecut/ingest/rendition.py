@@ -1,0 +1,402 @@
+"""One rendition's recorder: reloads its media playlist, fetches segments, commits in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+
+from livecut import metrics
+from livecut.config import IngestConfig
+from livecut.hls.playlist import (
+    ByteRange,
+    InitSection,
+    MasterPlaylist,
+    MediaPlaylist,
+    PlaylistError,
+    PlaylistSegment,
+    blocking_reload_url,
+    parse_playlist,
+    segment_iv,
+)
+from livecut.hls.tracker import Gap, MediaTracker, NewSegment
+from livecut.ingest.crypto import DecryptError, decrypt_aes128
+from livecut.ingest.fetch import FetchError, fetch, sleep_backoff
+from livecut.ingest.sessions import RenditionTarget, SessionKeeper
+from livecut.media.probe import ProbeError, SegmentProbe, probe_segment
+from livecut.store import files
+from livecut.store.records import RenditionRow
+
+log = logging.getLogger(__name__)
+
+SEGMENT_ATTEMPTS = 5
+# After EXT-X-ENDLIST the origin is only watched for a new broadcast, not hammered.
+ENDED_RELOAD_MS = 5000
+SUPPORTED_KEYS = ("AES-128",)
+
+
+class UnsupportedStream(Exception):
+    """The playlist uses something we cannot record (e.g. SAMPLE-AES); retrying will not help."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Downloaded:
+    new: NewSegment
+    relpath: str
+    size: int
+    probe: SegmentProbe | None  # None for subtitles, which PyAV need not read
+    init_relpath: str | None
+
+
+class RenditionWorker:
+    """Owns one media playlist's ingest task; the stream's Recorder starts and stops it."""
+
+    def __init__(
+        self,
+        target: RenditionTarget,
+        *,
+        keeper: SessionKeeper,
+        http: aiohttp.ClientSession,
+        ingest: IngestConfig,
+        headers: dict[str, str],
+    ) -> None:
+        self.target = target
+        self.keeper = keeper
+        self.http = http
+        self.ingest = ingest
+        self.headers = headers
+        self.stream_id = keeper.stream.id
+        self.playlist_failures = 0  # consecutive; the Recorder re-reads the master on many
+        self._tracker = MediaTracker()
+        self._task: asyncio.Task[None] | None = None
+        self._downloads = asyncio.Semaphore(ingest.max_concurrent_downloads)
+        self._resume_after_seq: int | None = None
+        self._session_id: str | None = None  # the session this rendition last committed into
+        self._inits: dict[InitKey, asyncio.Task[bytes]] = {}
+        self._keys: dict[str, asyncio.Task[bytes]] = {}
+        self._stored_inits: dict[tuple[str, InitKey], asyncio.Task[str]] = {}
+        self._init_files = 0
+        self._target_ms = 2000
+
+    # lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        self._resume_after_seq = self.keeper.resume_after_seq(self.target.name)
+        if self._resume_after_seq is not None and self.keeper.current is not None:
+            self._session_id = self.keeper.current.id
+        self._task = asyncio.create_task(
+            self._run(), name=f"rendition:{self.stream_id}/{self.target.name}"
+        )
+        self._task.add_done_callback(self._log_death)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for cache in (self._inits, self._keys, self._stored_inits):
+            for task in cache.values():
+                task.cancel()
+
+    def _log_death(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "recorder for %s/%s died",
+                self.stream_id,
+                self.target.name,
+                exc_info=task.exception(),
+            )
+            self.keeper.error("crash", f"recorder crashed: {task.exception()!r}")
+
+    # the loop --------------------------------------------------------------------------
+    async def _run(self) -> None:
+        attempt = 0
+        playlist: MediaPlaylist | None = None
+        while True:
+            began = self.keeper.now_ms()
+            url = self._next_url(playlist)
+            try:
+                playlist = await self._load(url, blocking=url != self.target.uri)
+                attempt = 0
+                self.playlist_failures = 0
+            except (FetchError, PlaylistError, UnsupportedStream) as exc:
+                kind = exc.kind if isinstance(exc, FetchError) else "playlist"
+                self.keeper.error(kind, str(exc))
+                self.playlist_failures += 1
+                self.keeper.check_silence()
+                playlist = None
+                await sleep_backoff(attempt, limit_s=max(2.0, self.keeper.stream.session_gap_s / 4))
+                attempt += 1
+                continue
+            try:
+                reload_ms = await self._take(playlist, began)
+            except OSError as exc:
+                # Disk full or unwritable: keep going, the origin may be readable later.
+                self.keeper.error("storage", f"cannot store media: {exc}")
+                reload_ms = 1000
+            wait_ms = began + reload_ms - self.keeper.now_ms()
+            if wait_ms > 0:
+                await asyncio.sleep(wait_ms / 1000)
+
+    def _next_url(self, playlist: MediaPlaylist | None) -> str:
+        """A blocking reload for the next segment when the origin offers it (LL-HLS)."""
+        if (
+            playlist is not None
+            and not playlist.ended
+            and playlist.server_control is not None
+            and playlist.server_control.can_block_reload
+            and self._tracker.last_seq is not None
+        ):
+            return blocking_reload_url(self.target.uri, self._tracker.last_seq + 1)
+        return self.target.uri
+
+    async def _load(self, url: str, *, blocking: bool) -> MediaPlaylist:
+        # A blocking reload is held by the origin for up to a few target durations.
+        timeout = self.ingest.playlist_timeout_s + (3 * self._target_ms / 1000 if blocking else 0)
+        fetched = await fetch(self.http, url, headers=self.headers, timeout_s=timeout)
+        parsed = parse_playlist(fetched.body.decode("utf-8", "replace"), fetched.url)
+        if isinstance(parsed, MasterPlaylist):
+            raise PlaylistError(f"{url}: expected a media playlist, got a master playlist")
+        if parsed.encryption is not None and parsed.encryption not in SUPPORTED_KEYS:
+            raise UnsupportedStream(
+                f"{url}: EXT-X-KEY METHOD={parsed.encryption} is not supported; "
+                f"supported: NONE, {', '.join(SUPPORTED_KEYS)}"
+            )
+        return parsed
+
+    async def _take(self, playlist: MediaPlaylist, fetched_at_ms: int) -> int:
+        """Feed one snapshot through the tracker and record what it reports."""
+        update = self._tracker.update(playlist, fetched_at_ms)
+        self._target_ms = max(1000, playlist.target_duration_ms)
+        if update.reset:
+            self.keeper.reset(self.target.name, self._session_id, "reset")
+        if any(j.actual_ms < j.expected_ms for j in update.pdt_jumps):
+            # The origin's clock went backwards: times would overlap what is recorded.
+            self.keeper.reset(self.target.name, self._session_id, "clock_jump")
+        new = list(update.new)
+        if self._resume_after_seq is not None:
+            new = self._after_resume(new)
+        for gap in update.gaps:
+            self.keeper.gap(self.target.name, gap)
+        if new:
+            await self._download_and_commit(new)
+        if update.ended:
+            self.keeper.ended(self.target.name)
+        else:
+            self.keeper.check_silence()
+        if playlist.ended:
+            return ENDED_RELOAD_MS
+        if self._next_url(playlist) != self.target.uri:
+            return 0  # the blocking reload itself waits for the next segment
+        return max(update.reload_after_ms, 100)
+
+    def _after_resume(self, new: list[NewSegment]) -> list[NewSegment]:
+        """First snapshot after a restart: skip what is stored, note what was missed."""
+        last = self._resume_after_seq
+        self._resume_after_seq = None
+        assert last is not None
+        if new and new[-1].segment.seq < last:
+            # The origin restarted its sequence while we were down: a new encoder.
+            self.keeper.reset(self.target.name, self._session_id, "reset")
+            return new
+        fresh = [n for n in new if n.segment.seq > last]
+        if fresh and fresh[0].segment.seq > last + 1 and self.keeper.current is not None:
+            edge = self.keeper.current.live_edge_ms or fresh[0].start_ms
+            self.keeper.gap(
+                self.target.name,
+                Gap(
+                    epoch=fresh[0].segment.epoch,
+                    first_seq=last + 1,
+                    last_seq=fresh[0].segment.seq - 1,
+                    start_ms=min(edge, fresh[0].start_ms),
+                    end_ms=fresh[0].start_ms,
+                    reason="expired",
+                ),
+            )
+        return fresh
+
+    # downloading and committing ----------------------------------------------------------
+    async def _download_and_commit(self, new: list[NewSegment]) -> None:
+        tasks = [asyncio.create_task(self._download(n)) for n in new]
+        try:
+            # Downloads run concurrently; rows go into the index strictly in order.
+            for n, task in zip(new, tasks, strict=True):
+                downloaded = await task
+                if downloaded is None:
+                    self._lost(n)
+                    continue
+                self._commit(downloaded)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def _lost(self, new: NewSegment) -> None:
+        segment = new.segment
+        self._rendition_row(new)  # a hole is still part of this session
+        self.keeper.gap(
+            self.target.name,
+            Gap(
+                epoch=segment.epoch,
+                first_seq=segment.seq,
+                last_seq=segment.seq,
+                start_ms=new.start_ms,
+                end_ms=new.start_ms + segment.duration_ms,
+                reason="expired",
+            ),
+            reason="download_failed",
+        )
+
+    def _rendition_row(self, new: NewSegment) -> RenditionRow:
+        row = self.keeper.rendition_row(self.target, clock=new.clock, start_ms=new.start_ms)
+        self._session_id = row.session_id
+        return row
+
+    async def _download(self, new: NewSegment) -> _Downloaded | None:
+        segment = new.segment
+        init_section = segment.init
+        init: bytes | None = None
+        async with self._downloads:
+            for attempt in range(SEGMENT_ATTEMPTS):
+                try:
+                    if init_section is not None:
+                        init = await shared(
+                            self._inits,
+                            _init_key(init_section),
+                            lambda: self._fetch_small(init_section.uri, init_section.byterange),
+                        )
+                    fetched = await fetch(
+                        self.http,
+                        segment.uri,
+                        headers=self.headers,
+                        timeout_s=self.ingest.segment_timeout_s,
+                        byterange=segment.byterange,
+                        max_bytes=self.ingest.max_segment_bytes,
+                    )
+                    body = await self._decrypted(segment, fetched.body)
+                    probe = None
+                    if self.target.kind != "subtitles":
+                        probe = await asyncio.to_thread(probe_segment, body, init)
+                    break
+                except FetchError as exc:
+                    self.keeper.error(exc.kind, str(exc))
+                    left_s = (new.expires_at_ms - self.keeper.now_ms()) / 1000
+                    if not exc.retryable or attempt == SEGMENT_ATTEMPTS - 1 or left_s <= 0:
+                        return None
+                    await sleep_backoff(attempt, limit_s=left_s)
+                except (ProbeError, DecryptError) as exc:
+                    # Kept out of the index: a clip must never trip over it.
+                    self.keeper.error("unreadable_media", f"{segment.uri}: {exc}")
+                    return None
+            else:
+                return None
+        row = self._rendition_row(new)
+        extension = _extension(self.target.kind, init_section is not None)
+        relpath = files.segment_relpath(
+            self.stream_id,
+            row.session_id,
+            self.target.name,
+            f"{segment.epoch}-{segment.seq}.{extension}",
+        )
+        init_relpath = None
+        if init_section is not None and init is not None:
+            init_bytes = init
+            init_relpath = await shared(
+                self._stored_inits,
+                (row.session_id, _init_key(init_section)),
+                lambda: self._store_init(row, init_bytes),
+            )
+        await self.keeper.store.write(relpath, body)
+        return _Downloaded(
+            new=new, relpath=relpath, size=len(body), probe=probe, init_relpath=init_relpath
+        )
+
+    async def _decrypted(self, segment: PlaylistSegment, body: bytes) -> bytes:
+        key = segment.key
+        if key is None:
+            return body
+        if key.uri is None:
+            raise DecryptError(f"EXT-X-KEY METHOD={key.method} has no URI")
+        key_uri = key.uri
+        # The key stays in memory only: it is never written to disk.
+        secret = await shared(self._keys, key_uri, lambda: self._fetch_small(key_uri, None))
+        return decrypt_aes128(body, secret, segment_iv(segment))
+
+    async def _fetch_small(self, uri: str, byterange: ByteRange | None) -> bytes:
+        fetched = await fetch(
+            self.http,
+            uri,
+            headers=self.headers,
+            timeout_s=self.ingest.segment_timeout_s,
+            byterange=byterange,
+            max_bytes=self.ingest.max_segment_bytes,
+        )
+        return fetched.body
+
+    async def _store_init(self, row: RenditionRow, data: bytes) -> str:
+        self._init_files += 1
+        relpath = files.segment_relpath(
+            self.stream_id, row.session_id, self.target.name, f"init-{self._init_files}.mp4"
+        )
+        await self.keeper.store.write(relpath, data)
+        return relpath
+
+    def _commit(self, downloaded: _Downloaded) -> None:
+        new, probe = downloaded.new, downloaded.probe
+        row = self._rendition_row(new)
+        start_ms = new.start_ms
+        if probe is not None and probe.duration_s > 0:
+            duration_ms = round(probe.duration_s * 1000)
+        else:
+            duration_ms = new.segment.duration_ms
+        now = self.keeper.now_ms()
+        self.keeper.store.index.add_segment(
+            rendition_id=row.id,
+            seq=new.segment.seq,
+            epoch=new.segment.epoch,
+            start_ms=start_ms,
+            end_ms=start_ms + duration_ms,
+            path=downloaded.relpath,
+            size=downloaded.size,
+            init_path=downloaded.init_relpath,
+            ref_pts_s=0.0 if probe is None else probe.ref_pts_s,
+            keyframes_ms=[]
+            if probe is None
+            else [start_ms + round(k * 1000) for k in probe.keyframes_s],
+            has_video=probe is not None and probe.has_video,
+            has_audio=probe is not None and probe.has_audio,
+            indexed_ms=now,
+        )
+        self.keeper.committed(self.target.name, end_ms=start_ms + duration_ms, size=downloaded.size)
+        metrics.INGEST_LAG.labels(self.stream_id).observe(
+            max(0.0, (now - new.first_seen_ms) / 1000)
+        )
+
+
+InitKey = tuple[str, int | None]
+K = TypeVar("K")
+T = TypeVar("T")
+
+
+async def shared(
+    cache: dict[K, asyncio.Task[T]], key: K, start: Callable[[], Coroutine[Any, Any, T]]
+) -> T:
+    """One fetch per key, awaited by every download that needs it; a failed one is retried."""
+    task = cache.get(key)
+    if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+        task = asyncio.create_task(start())
+        cache[key] = task
+    # shield: one waiter being cancelled must not cancel the fetch the others share.
+    return await asyncio.shield(task)
+
+
+def _init_key(init: InitSection) -> InitKey:
+    return (init.uri, None if init.byterange is None else init.byterange.offset)
+
+
+def _extension(kind: str, fragmented: bool) -> str:
+    if kind == "subtitles":
+        return "vtt"
+    return "m4s" if fragmented else "ts"

@@ -1,0 +1,216 @@
+"""A stream's sessions and status: when a broadcast begins and ends, across all its renditions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from livecut import metrics
+from livecut.config import StreamConfig
+from livecut.hls.tracker import Gap
+from livecut.store.records import GapRow, RenditionRow, SessionRow
+from livecut.store.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RenditionTarget:
+    """One media playlist to record, as chosen from the stream's master playlist."""
+
+    name: str
+    uri: str
+    kind: str  # video, audio, subtitles
+    main: bool  # the video rendition clips are cut from
+    bandwidth: int | None = None
+    resolution: str | None = None
+    codecs: str | None = None
+    language: str | None = None
+
+
+@dataclass(kw_only=True, slots=True)
+class StreamStatus:
+    state: str = "connecting"  # connecting, recording, stalled, ended, failing
+    last_error: str | None = None
+    last_error_ms: int | None = None
+    media_url: str | None = None
+    segments: int = 0
+    gaps: int = 0
+    errors: int = 0
+    renditions: dict[str, str] = field(default_factory=dict)  # name -> media playlist URL
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "last_error": self.last_error,
+            "last_error_ms": self.last_error_ms,
+            "media_playlist": self.media_url,
+            "renditions": dict(self.renditions),
+            "segments_recorded": self.segments,
+            "gaps": self.gaps,
+            "errors": self.errors,
+        }
+
+
+class SessionKeeper:
+    """The one place a stream's sessions open and end; renditions report to it."""
+
+    def __init__(self, stream: StreamConfig, store: Store, clock: Callable[[], float]) -> None:
+        self.stream = stream
+        self.store = store
+        self.clock = clock
+        self.status = StreamStatus()
+        self.current: SessionRow | None = None
+        self._renditions: dict[str, RenditionRow] = {}  # name -> row in the current session
+        self._ended: set[str] = set()  # renditions that saw EXT-X-ENDLIST this session
+        self.active: set[str] = set()  # renditions being recorded
+        self._last_commit_ms: int | None = None
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # start-up ---------------------------------------------------------------------
+    def resume(self) -> None:
+        """After a restart: keep the live session if the origin may still be in it."""
+        session = self.store.index.live_session(self.stream.id)
+        if session is None:
+            return
+        edge = session.live_edge_ms or session.started_ms
+        if self.now_ms() - edge <= self.stream.session_gap_s * 1000:
+            self.current = session
+            self._renditions = {r.name: r for r in self.store.index.renditions(session.id)}
+            self._last_commit_ms = self.now_ms()
+            log.info("stream %s: resuming session %s", self.stream.id, session.id)
+        else:
+            self.store.index.end_session(session.id, ended_ms=edge, reason="restart")
+
+    def resume_after_seq(self, name: str) -> int | None:
+        """The last sequence number this rendition stored in a resumed session."""
+        row = self._renditions.get(name)
+        if row is None:
+            return None
+        last = self.store.index.last_segment(row.id)
+        return None if last is None else last.seq
+
+    # what renditions report -----------------------------------------------------------
+    def rendition_row(self, target: RenditionTarget, *, clock: str, start_ms: int) -> RenditionRow:
+        """The row a rendition commits into, opening a session if none is live."""
+        if self.current is None:
+            self.current = self.store.index.open_session(
+                self.stream.id, clock=clock, started_ms=start_ms
+            )
+            self._renditions = {}
+            self._ended = set()
+            metrics.SESSIONS_STARTED.labels(self.stream.id).inc()
+            log.info("stream %s: session %s started", self.stream.id, self.current.id)
+        row = self._renditions.get(target.name)
+        if row is None:
+            row = self.store.index.add_rendition(
+                self.current.id,
+                name=target.name,
+                uri=target.uri,
+                kind=target.kind,
+                main=target.main,
+                bandwidth=target.bandwidth,
+                resolution=target.resolution,
+                codecs=target.codecs,
+                language=target.language,
+            )
+            self._renditions[target.name] = row
+        return row
+
+    def committed(self, name: str, *, end_ms: int, size: int) -> None:
+        assert self.current is not None
+        self.current = replace(
+            self.current, live_edge_ms=max(end_ms, self.current.live_edge_ms or 0)
+        )
+        self._last_commit_ms = self.now_ms()
+        self.status.segments += 1
+        self.status.state = "recording"
+        metrics.SEGMENTS_INGESTED.labels(self.stream.id).inc()
+        metrics.BYTES_INGESTED.labels(self.stream.id).inc(size)
+        self.store.edges.changed(self.stream.id)
+
+    def contributed(self, name: str, session_id: str | None) -> bool:
+        """Whether this rendition has committed into the given (current) session."""
+        return (
+            self.current is not None and self.current.id == session_id and name in self._renditions
+        )
+
+    def reset(self, name: str, session_id: str | None, reason: str) -> None:
+        """A rendition saw a new encoder (or a clock going backwards): a new session begins.
+
+        Only if that rendition was part of the current session: the first rendition to
+        notice ends it, the others then simply record into the next one.
+        """
+        if self.current is not None and self.current.id == session_id:
+            self.end(reason, self.current.live_edge_ms or self.now_ms())
+
+    def ended(self, name: str) -> None:
+        self._ended.add(name)
+        if not self.active <= self._ended:
+            return  # other renditions are still going
+        self.status.state = "ended"
+        if self.current is not None:
+            self.end("endlist", self.current.live_edge_ms or self.now_ms())
+
+    def check_silence(self) -> None:
+        if self.current is None:
+            return
+        now = self.now_ms()
+        last = self._last_commit_ms or self.current.started_ms
+        silent_ms = now - last
+        if silent_ms > self.stream.session_gap_s * 1000:
+            self.end("silence", self.current.live_edge_ms or self.current.started_ms)
+            self.status.state = "stalled"
+        elif silent_ms > 3 * 2000 and self.status.state == "recording":
+            self.status.state = "stalled"
+
+    def end(self, reason: str, ended_ms: int) -> None:
+        if self.current is None:
+            return
+        self.store.index.end_session(self.current.id, ended_ms=ended_ms, reason=reason)
+        log.info("stream %s: session %s ended (%s)", self.stream.id, self.current.id, reason)
+        self.current = None
+        self._renditions = {}
+        self._ended = set()
+        self.store.edges.changed(self.stream.id)
+
+    def gap(self, name: str, gap: Gap, *, reason: str | None = None) -> None:
+        row = self._renditions.get(name)
+        if row is None:
+            return  # nothing recorded yet in this session: there is nothing to have a hole in
+        why = reason or gap.reason
+        self.store.index.add_gap(
+            GapRow(
+                rendition_id=row.id,
+                start_ms=gap.start_ms,
+                end_ms=gap.end_ms,
+                first_seq=gap.first_seq,
+                last_seq=gap.last_seq,
+                reason=why,
+            )
+        )
+        self.status.gaps += 1
+        metrics.GAPS.labels(self.stream.id, why).inc()
+        metrics.GAP_SECONDS.labels(self.stream.id).inc(max(0, gap.end_ms - gap.start_ms) / 1000)
+        log.warning(
+            "stream %s/%s: gap %s..%s (seq %s-%s, %s)",
+            self.stream.id,
+            name,
+            gap.start_ms,
+            gap.end_ms,
+            gap.first_seq,
+            gap.last_seq,
+            why,
+        )
+
+    def error(self, kind: str, message: str) -> None:
+        self.status.errors += 1
+        self.status.last_error = message
+        self.status.last_error_ms = self.now_ms()
+        if self.status.state == "connecting":
+            self.status.state = "failing"
+        metrics.ORIGIN_ERRORS.labels(self.stream.id, kind).inc()
+        log.warning("stream %s: %s: %s", self.stream.id, kind, message)
