@@ -183,6 +183,34 @@ def test_video_only_stream_has_no_audio_track() -> None:
     assert stream.codecs == "avc1.64001e"
 
 
+def test_audio_only_stream_keeps_the_segment_timeline() -> None:
+    stream = SyntheticStream(video=False, container="fmp4")
+    try:
+        init = stream.init_section or b""
+        segments = [stream.next_segment() for _ in range(2)]
+    finally:
+        stream.close()
+    assert stream.codecs == "mp4a.40.2" and stream.bandwidth == 160_000
+    assert [s.first_frame for s in segments] == [0, FRAMES]
+    decoded = decode(init + segments[1].data)
+    assert decoded.stream_types == ["audio"] and not decoded.frames
+    assert segment_start(1) <= decoded.audio_pts[0] < segment_start(1) + AUDIO_FRAME
+    with pytest.raises(ValueError, match="at least one"):
+        SyntheticStream(video=False, audio=False)
+
+
+def test_first_frame_numbers_pictures_but_not_timestamps() -> None:
+    stream = SyntheticStream(first_frame=3 * FRAMES).restarted(5 * FRAMES)
+    try:
+        segment = stream.next_segment()
+    finally:
+        stream.close()
+    assert (segment.index, segment.first_frame) == (0, 5 * FRAMES)
+    decoded = decode(segment.data)
+    assert decoded.frames[0] == (OFFSET, 5 * FRAMES)
+    assert [n for _, n in decoded.frames] == list(range(5 * FRAMES, 6 * FRAMES))
+
+
 def test_rejects_segment_length_that_is_not_whole_gops() -> None:
     with pytest.raises(ValueError, match="segment_ms"):
         SyntheticStream(segment_ms=1500)

@@ -60,7 +60,7 @@ class Recorder:
 
     @property
     def status(self) -> StreamStatus:
-        return self.keeper.status
+        return self.keeper.refresh_state()
 
     # lifecycle ---------------------------------------------------------------------
     def start(self) -> None:

@@ -171,6 +171,7 @@ class RenditionWorker:
         """Feed one snapshot through the tracker and record what it reports."""
         update = self._tracker.update(playlist, fetched_at_ms)
         self._target_ms = max(1000, playlist.target_duration_ms)
+        self.keeper.target_ms = max(self.keeper.target_ms, self._target_ms)
         if update.reset:
             self.keeper.reset(self.target.name, self._session_id, "reset")
         if any(j.actual_ms < j.expected_ms for j in update.pdt_jumps):
@@ -225,15 +226,15 @@ class RenditionWorker:
             # Downloads run concurrently; rows go into the index strictly in order.
             for n, task in zip(new, tasks, strict=True):
                 downloaded = await task
-                if downloaded is None:
-                    self._lost(n)
+                if isinstance(downloaded, str):
+                    self._lost(n, downloaded)
                     continue
                 self._commit(downloaded)
         finally:
             for task in tasks:
                 task.cancel()
 
-    def _lost(self, new: NewSegment) -> None:
+    def _lost(self, new: NewSegment, reason: str) -> None:
         segment = new.segment
         self._rendition_row(new)  # a hole is still part of this session
         self.keeper.gap(
@@ -246,7 +247,7 @@ class RenditionWorker:
                 end_ms=new.start_ms + segment.duration_ms,
                 reason="expired",
             ),
-            reason="download_failed",
+            reason=reason,
         )
 
     def _rendition_row(self, new: NewSegment) -> RenditionRow:
@@ -254,7 +255,8 @@ class RenditionWorker:
         self._session_id = row.session_id
         return row
 
-    async def _download(self, new: NewSegment) -> _Downloaded | None:
+    async def _download(self, new: NewSegment) -> _Downloaded | str:
+        """The stored segment, or why it could not be had (the gap's reason)."""
         segment = new.segment
         init_section = segment.init
         init: bytes | None = None
@@ -284,14 +286,14 @@ class RenditionWorker:
                     self.keeper.error(exc.kind, str(exc))
                     left_s = (new.expires_at_ms - self.keeper.now_ms()) / 1000
                     if not exc.retryable or attempt == SEGMENT_ATTEMPTS - 1 or left_s <= 0:
-                        return None
+                        return "download_failed"
                     await sleep_backoff(attempt, limit_s=left_s)
                 except (ProbeError, DecryptError) as exc:
                     # Kept out of the index: a clip must never trip over it.
                     self.keeper.error("unreadable_media", f"{segment.uri}: {exc}")
-                    return None
+                    return "unreadable"
             else:
-                return None
+                return "download_failed"
         row = self._rendition_row(new)
         extension = _extension(self.target.kind, init_section is not None)
         relpath = files.segment_relpath(

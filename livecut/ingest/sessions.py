@@ -66,6 +66,8 @@ class SessionKeeper:
         self._ended: set[str] = set()  # renditions that saw EXT-X-ENDLIST this session
         self.active: set[str] = set()  # renditions being recorded
         self._last_commit_ms: int | None = None
+        self._all_ended = False
+        self.target_ms = 2000  # the longest target duration among the renditions
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -120,14 +122,38 @@ class SessionKeeper:
             self._renditions[target.name] = row
         return row
 
+    def refresh_state(self) -> StreamStatus:
+        """Derive the stream's state from what happened last, rather than track it by hand."""
+        now = self.now_ms()
+        last_commit = self._last_commit_ms
+        last_error = self.status.last_error_ms
+        # Three target durations without a new segment is what players call a stall.
+        fresh = (
+            self.current is not None
+            and last_commit is not None
+            and now - last_commit <= 3 * self.target_ms
+        )
+        if self._all_ended and not fresh:
+            state = "ended"
+        elif fresh:
+            state = "recording"
+        elif last_error is not None and (last_commit is None or last_error > last_commit):
+            state = "failing"
+        elif last_commit is None:
+            state = "connecting"
+        else:
+            state = "stalled"
+        self.status.state = state
+        return self.status
+
     def committed(self, name: str, *, end_ms: int, size: int) -> None:
         assert self.current is not None
         self.current = replace(
             self.current, live_edge_ms=max(end_ms, self.current.live_edge_ms or 0)
         )
         self._last_commit_ms = self.now_ms()
+        self._all_ended = False
         self.status.segments += 1
-        self.status.state = "recording"
         metrics.SEGMENTS_INGESTED.labels(self.stream.id).inc()
         metrics.BYTES_INGESTED.labels(self.stream.id).inc(size)
         self.store.edges.changed(self.stream.id)
@@ -151,7 +177,7 @@ class SessionKeeper:
         self._ended.add(name)
         if not self.active <= self._ended:
             return  # other renditions are still going
-        self.status.state = "ended"
+        self._all_ended = True
         if self.current is not None:
             self.end("endlist", self.current.live_edge_ms or self.now_ms())
 
@@ -163,9 +189,6 @@ class SessionKeeper:
         silent_ms = now - last
         if silent_ms > self.stream.session_gap_s * 1000:
             self.end("silence", self.current.live_edge_ms or self.current.started_ms)
-            self.status.state = "stalled"
-        elif silent_ms > 3 * 2000 and self.status.state == "recording":
-            self.status.state = "stalled"
 
     def end(self, reason: str, ended_ms: int) -> None:
         if self.current is None:
@@ -210,7 +233,5 @@ class SessionKeeper:
         self.status.errors += 1
         self.status.last_error = message
         self.status.last_error_ms = self.now_ms()
-        if self.status.state == "connecting":
-            self.status.state = "failing"
         metrics.ORIGIN_ERRORS.labels(self.stream.id, kind).inc()
         log.warning("stream %s: %s: %s", self.stream.id, kind, message)

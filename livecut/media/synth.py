@@ -85,7 +85,9 @@ class SyntheticStream:
     """An endless stream; each call to next_segment encodes the next segment in order.
 
     Encoders are opened once and never restarted, so timestamps run on continuously and
-    AAC priming silence appears only at the very start.
+    AAC priming silence appears only at the very start. first_frame numbers the first
+    frame (barcode and beep phase) while timestamps still start at STREAM_OFFSET_S: that
+    is an encoder restarted mid-broadcast, whose pictures still tell the wall time.
     """
 
     def __init__(
@@ -98,10 +100,16 @@ class SyntheticStream:
         audio: bool = True,
         container: Container = "ts",
         video_bitrate: int | None = None,
+        video: bool = True,
+        first_frame: int = 0,
     ) -> None:
         _validate(segment_ms=segment_ms, fps=fps, width=width, height=height)
         if container not in ("ts", "fmp4"):
             raise ValueError(f"container must be 'ts' or 'fmp4', got {container!r}")
+        if not (video or audio):
+            raise ValueError("video and audio are both False: a stream needs at least one")
+        if first_frame < 0:
+            raise ValueError(f"first_frame must be >= 0, got {first_frame}")
         if video_bitrate is not None and video_bitrate < 50_000:
             raise ValueError(f"video_bitrate must be None or >= 50000 bit/s, got {video_bitrate}")
         self.segment_ms = segment_ms
@@ -109,17 +117,20 @@ class SyntheticStream:
         self.width = width
         self.height = height
         self.audio = audio
+        self.video = video
         self.container: Container = container
         self.video_bitrate = video_bitrate
+        self.first_frame = first_frame
         self._frames_per_segment = segment_ms * fps // 1000
         self._samples_per_segment = segment_ms * AUDIO_RATE // 1000
         self._level = _h264_level(width, height, fps, video_bitrate)
         self._picture = _Picture(width, height, noisy=video_bitrate is not None)
-        self._sound = _Sound()
+        self._sound = _Sound(first_sample=first_frame * AUDIO_RATE // fps)
         self._encoders = _Encoders(
             fps=fps,
             width=width,
             height=height,
+            video=video,
             audio=audio,
             global_header=container == "fmp4",
             video_bitrate=video_bitrate,
@@ -141,19 +152,41 @@ class SyntheticStream:
     @property
     def codecs(self) -> str:
         """RFC 6381 codecs string for a master playlist, e.g. 'avc1.64001e,mp4a.40.2'."""
-        video = f"avc1.6400{self._level:02x}"
-        return f"{video},mp4a.40.2" if self.audio else video
+        codecs = [f"avc1.6400{self._level:02x}"] if self.video else []
+        if self.audio:
+            codecs.append("mp4a.40.2")
+        return ",".join(codecs)
 
     @property
     def bandwidth(self) -> int:
         """Peak bits/s for EXT-X-STREAM-INF; generous, since players only rank variants by it."""
-        if self.video_bitrate is not None:
+        if not self.video:
+            video = 0
+        elif self.video_bitrate is not None:
             video = self.video_bitrate * 5 // 4
         else:
             # crf 23 spends under 0.02 bit/pixel on this picture; 0.2 also covers the TS
             # overhead of many tiny audio packets with room to spare.
             video = self.width * self.height * self.fps // 5
         return video + (_AUDIO_BITRATE * 5 // 4 if self.audio else 0)
+
+    @property
+    def frames_per_segment(self) -> int:
+        return self._frames_per_segment
+
+    def restarted(self, first_frame: int) -> SyntheticStream:
+        """A fresh encoder with these settings, its frames numbered from first_frame."""
+        return SyntheticStream(
+            segment_ms=self.segment_ms,
+            fps=self.fps,
+            width=self.width,
+            height=self.height,
+            audio=self.audio,
+            container=self.container,
+            video_bitrate=self.video_bitrate,
+            video=self.video,
+            first_frame=first_frame,
+        )
 
     def next_segment(self) -> SynthSegment:
         index = self._next_index
@@ -172,7 +205,7 @@ class SyntheticStream:
             index=index,
             data=data,
             duration_ms=self.segment_ms,
-            first_frame=index * self._frames_per_segment,
+            first_frame=self.first_frame + index * self._frames_per_segment,
         )
 
     def close(self) -> None:
@@ -186,15 +219,21 @@ class SyntheticStream:
         # wait for a particular pts; AAC output is monotonic, so one packet past the end
         # proves every earlier one is out.
         video_done = (
-            sum(1 for p in self._video_queue if _pts(p) < video_end) == self._frames_per_segment
+            not self.video
+            or sum(1 for p in self._video_queue if _pts(p) < video_end) == self._frames_per_segment
         )
         audio_done = not self.audio or any(_pts(p) >= audio_end for p in self._audio_queue)
         return video_done and audio_done
 
     def _encode_gop(self) -> None:
         video = self._encoders.video
+        if video is None:
+            # Audio alone still advances one GOP's worth of time, so segments cut the same.
+            self._next_frame += self.fps
+            self._encode_audio_until(self._next_frame * AUDIO_RATE // self.fps)
+            return
         for n in range(self._next_frame, self._next_frame + self.fps):
-            frame = self._picture.frame(n)
+            frame = self._picture.frame(self.first_frame + n)
             frame.pts = _video_pts(self.fps, n)
             frame.time_base = Fraction(1, self.fps)
             for packet in video.encode(frame):
@@ -220,13 +259,10 @@ class SyntheticStream:
 
     def _add_streams(self, output: OutputContainer) -> dict[int, int]:
         """Streams copied from the encoders; returns encoder stream index -> output index."""
-        mapping = {
-            self._encoders.video.index: output.add_stream_from_template(self._encoders.video).index
-        }
-        if self._encoders.audio is not None:
-            stream = output.add_stream_from_template(self._encoders.audio)
-            mapping[self._encoders.audio.index] = stream.index
-        return mapping
+        templates: list[Stream] = [
+            s for s in (self._encoders.video, self._encoders.audio) if s is not None
+        ]
+        return {t.index: output.add_stream_from_template(t).index for t in templates}
 
     def _mux_ts(self, packets: list[Packet[Stream]]) -> bytes:
         buffer = io.BytesIO()
@@ -369,6 +405,7 @@ class _Encoders:
         fps: int,
         width: int,
         height: int,
+        video: bool,
         audio: bool,
         global_header: bool,
         video_bitrate: int | None,
@@ -377,6 +414,21 @@ class _Encoders:
         # An mp4 template makes PyAV set GLOBAL_HEADER, so x264 fills extradata for avcC;
         # an mpegts one leaves SPS/PPS in band on every keyframe, as TS segments need.
         self._template = av.open(io.BytesIO(), "w", format="mp4" if global_header else "mpegts")
+        self.video: VideoStream | None = None
+        self.audio: AudioStream | None = None
+        if video:
+            self.video = self._add_video(fps, width, height, video_bitrate, level)
+        if audio:
+            sound = self._template.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
+            sound.bit_rate = _AUDIO_BITRATE
+            self.audio = sound
+        # Opens the encoders and copies their parameters (size, extradata) onto the
+        # streams; add_stream_from_template reads the stream side, not the codec context.
+        self._template.start_encoding()
+
+    def _add_video(
+        self, fps: int, width: int, height: int, video_bitrate: int | None, level: int
+    ) -> VideoStream:
         options = {
             "preset": "veryfast",
             "profile": "high",
@@ -398,15 +450,7 @@ class _Encoders:
         video.width = width
         video.height = height
         video.pix_fmt = "yuv420p"
-        self.video: VideoStream = video
-        self.audio: AudioStream | None = None
-        if audio:
-            sound = self._template.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
-            sound.bit_rate = _AUDIO_BITRATE
-            self.audio = sound
-        # Opens the encoders and copies their parameters (size, extradata) onto the
-        # streams; add_stream_from_template reads the stream side, not the codec context.
-        self._template.start_encoding()
+        return video
 
     def close(self) -> None:
         self._template.close()
@@ -471,9 +515,13 @@ class _Picture:
 
 
 class _Sound:
-    """Silence with a 375 Hz beep in the first 100 ms of every second; payloads built once."""
+    """Silence with a 375 Hz beep in the first 100 ms of every second; payloads built once.
 
-    def __init__(self) -> None:
+    Seconds count from first_sample, so a restarted encoder keeps beeping on the second.
+    """
+
+    def __init__(self, *, first_sample: int = 0) -> None:
+        self._first_sample = first_sample
         # fltp is native-endian float, which is exactly what array("f") holds.
         self._beep = array(
             "f",
@@ -486,7 +534,8 @@ class _Sound:
 
     def frame(self, sample: int) -> av.AudioFrame:
         frame = av.AudioFrame(format="fltp", layout="stereo", samples=AUDIO_FRAME_SAMPLES)
-        payload = self._beep if sample % AUDIO_RATE < BEEP_WINDOW_SAMPLES else self._silence
+        second_phase = (self._first_sample + sample) % AUDIO_RATE
+        payload = self._beep if second_phase < BEEP_WINDOW_SAMPLES else self._silence
         for plane in frame.planes:
             plane.update(payload)
         frame.sample_rate = AUDIO_RATE
