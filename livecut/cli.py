@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     clip.add_argument("--start-ms", type=int)
     clip.add_argument("--end-ms", type=int)
     clip.add_argument("--name")
+    clip.add_argument("--accuracy", choices=["frame", "keyframe"], default="frame")
     clip.add_argument("--api-key")
     clip.add_argument("-o", "--output", default="clip.mp4")
     return parser
@@ -205,7 +206,12 @@ async def _clip(args: argparse.Namespace) -> int:
         print("give --last DURATION, or both --start-ms and --end-ms", file=sys.stderr)
         return 2
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    body: dict[str, object] = {"stream": args.stream, "start_ms": start_ms, "end_ms": end_ms}
+    body: dict[str, object] = {
+        "stream": args.stream,
+        "start_ms": start_ms,
+        "end_ms": end_ms,
+        "accuracy": args.accuracy,
+    }
     if args.name:
         body["name"] = args.name
     server = args.server.rstrip("/")
@@ -228,13 +234,14 @@ async def _clip(args: argparse.Namespace) -> int:
             print(f"clip {clip_id}: {clip['state']}: {clip.get('error')}", file=sys.stderr)
             return 1
         output = Path(args.output)
-        async with http.get(f"{server}/v1/clips/{clip_id}/clip.mp4") as response:
+        mp4 = clip["files"]["mp4"]
+        async with http.get(f"{server}{mp4['url']}") as response:
             response.raise_for_status()
             with open(output, "wb") as fh:
                 async for chunk in response.content.iter_chunked(1 << 16):
                     fh.write(chunk)
     print(
-        f"clip {clip_id}: ready: {output} ({clip['size_bytes']} bytes, "
+        f"clip {clip_id}: ready: {output} ({mp4['size_bytes']} bytes, "
         f"{clip['duration_ms']} ms from {clip['start_ms']} to {clip['end_ms']})"
     )
     for note in clip.get("notes", []):

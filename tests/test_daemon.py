@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from livecut.clips.jobs import ClipRequest
+from livecut.clips.jobs import ClipRequest, Window
 from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
 from tests.harness import daemon_config, running, until
@@ -113,9 +113,11 @@ async def test_retention_removes_old_segments_but_not_what_a_job_reads(data_dir:
                 ClipRequest(
                     stream_id="cam",
                     session_id=None,
-                    start_ms=segments[2].start_ms + 100,
-                    end_ms=segments[2].end_ms - 100,
-                    name=None,
+                    windows=(
+                        Window(
+                            start_ms=segments[2].start_ms + 100, end_ms=segments[2].end_ms - 100
+                        ),
+                    ),
                 )
             )
             offset[0] = 3600.0
@@ -143,9 +145,9 @@ async def test_restart_resumes_unfinished_clips(data_dir: Path) -> None:
                 ClipRequest(
                     stream_id="cam",
                     session_id=None,
-                    start_ms=origin.segment_pdt_ms(0),
-                    end_ms=origin.segment_pdt_ms(2),
-                    name=None,
+                    windows=(
+                        Window(start_ms=origin.segment_pdt_ms(0), end_ms=origin.segment_pdt_ms(2)),
+                    ),
                 )
             )
             assert clip.state == "queued"

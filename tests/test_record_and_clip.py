@@ -66,8 +66,9 @@ def check_clip(
     # Every frame sits at its own wall time relative to the first.
     for t, n in clip.frames:
         assert abs(t * 1000 - (wall_of(origin, n) - expected_start_ms)) < 1.5
+    # The last frame shown is the one covering end_ms - 1.
     last_wall_end = wall_of(origin, numbers[-1]) + FRAME_MS
-    assert end_ms <= last_wall_end <= end_ms + 3 * FRAME_MS
+    assert end_ms <= last_wall_end < end_ms + FRAME_MS
     # Audio is there and covers the video, within one AAC frame (21.3 ms) at each end.
     assert clip.audio_start_s is not None and clip.audio_end_s is not None
     assert abs(clip.audio_start_s) <= 0.0214
@@ -88,7 +89,14 @@ async def test_live_clip_waits_for_the_edge_then_starts_on_the_keyframe(
             start = now_ms() - 6000 + 130  # not on a keyframe
             end = start + 10_000  # 4 s past now: past the live edge
             status, body = await post_clip(
-                daemon.base_url, {"stream": "cam", "start_ms": start, "end_ms": end, "name": "goal"}
+                daemon.base_url,
+                {
+                    "stream": "cam",
+                    "start_ms": start,
+                    "end_ms": end,
+                    "name": "goal",
+                    "accuracy": "keyframe",
+                },
             )
             assert status == 202, body
             assert body["state"] == "waiting"
@@ -120,7 +128,7 @@ async def test_clip_after_the_session_ended(data_dir: Path, tmp_path: Path) -> N
             assert session.end_reason == "endlist"
             assert session.started_ms == origin.segment_pdt_ms(0)
             assert session.live_edge_ms == origin.segment_pdt_ms(6)
-            start = origin.segment_pdt_ms(1) + 1520
+            start = origin.segment_pdt_ms(1) + 1530  # 10 ms into a frame, mid-GOP
             end = origin.segment_pdt_ms(4) + 300
             status, body = await post_clip(
                 daemon.base_url, {"session": session.id, "start_ms": start, "end_ms": end}
@@ -130,7 +138,9 @@ async def test_clip_after_the_session_ended(data_dir: Path, tmp_path: Path) -> N
             assert clip is not None and clip.state == "ready", clip
             assert clip.result is not None and clip.result["holes"] == []
             target = await fetch_clip_file(daemon.base_url, clip.id, tmp_path / "ended.mp4")
-            check_clip(origin, target, expected_start_ms=start - 520, end_ms=end)
+            # Frame accuracy (the default): the first frame is the one covering start.
+            check_clip(origin, target, expected_start_ms=start - 10, end_ms=end)
+            assert clip.result["start_ms"] == start - 10
 
             # A range that runs past the end is cut where the recording ends, and says so.
             status, body = await post_clip(
@@ -207,7 +217,7 @@ async def test_a_static_video_only_vod_playlist(data_dir: Path, tmp_path: Path) 
             target = await fetch_clip_file(daemon.base_url, clip.id, tmp_path / "vod.mp4")
             decoded = decode_clip(target)
             assert decoded.audio_start_s is None
-            assert decoded.frames[0][1] == 50  # the keyframe at 2.000 s
+            assert decoded.frames[0][1] == 52  # the frame covering 2.100 s (2.080-2.120)
             assert decoded.frames[-1][1] >= 124
     finally:
         await runner.cleanup()

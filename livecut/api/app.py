@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from livecut import metrics
 from livecut.api.validate import ClipLimits, Invalid, clip_request, page_limit
-from livecut.clips.jobs import CLIP_FILE, ClipJobs, QueueFull
+from livecut.clips.jobs import ClipJobs, QueueFull
 from livecut.clips.planner import nearest_spans
 from livecut.config import Config
 from livecut.store.records import ClipRow, SessionRow
@@ -64,12 +64,19 @@ def routes() -> list[tuple[str, str, Handler]]:
         ("GET", "/v1/streams", list_streams),
         ("GET", "/v1/streams/{id}", get_stream),
         ("GET", "/v1/streams/{id}/sessions", list_sessions),
+        ("GET", "/v1/streams/{id}/timeline", stream_timeline),
         ("GET", "/v1/sessions/{id}", get_session),
+        ("POST", "/v1/sessions/{id}/export", export_session),
         ("POST", "/v1/clips", create_clip),
         ("GET", "/v1/clips", list_clips),
         ("GET", "/v1/clips/{id}", get_clip),
         ("DELETE", "/v1/clips/{id}", delete_clip),
-        ("GET", f"/v1/clips/{{id}}/{CLIP_FILE}", clip_file),
+        (
+            "GET",
+            r"/v1/clips/{id}/{file:(?:clip|w\d+)\.(?:mp4|vtt)|(?:index|w\d+)\.m3u8}",
+            clip_file,
+        ),
+        ("GET", r"/v1/clips/{id}/media/{name:(?:init-)?\d+\.(?:ts|m4s|mp4|vtt)}", clip_media),
     ]
 
 
@@ -220,6 +227,92 @@ async def get_session(request: web.Request) -> web.Response:
     return web.json_response({**_session_json(session), "renditions": renditions})
 
 
+TIMELINE_DEFAULT_MS = 24 * 3600 * 1000
+TIMELINE_LIMIT = 5000
+
+
+async def stream_timeline(request: web.Request) -> web.Response:
+    """Recorded ranges and gaps of a stream between from_ms and to_ms (default: the last day)."""
+    ctx = _ctx(request)
+    stream_id = request.match_info["id"]
+    _known_stream(ctx, stream_id)
+    to_ms = _query_ms(request, "to_ms", _now_ms(ctx))
+    from_ms = _query_ms(request, "from_ms", to_ms - TIMELINE_DEFAULT_MS)
+    if from_ms >= to_ms:
+        raise Invalid([f"from_ms ({from_ms}) must be before to_ms ({to_ms})"], status=400)
+    spans, gaps = ctx.store.index.timeline(stream_id, from_ms, to_ms, limit=TIMELINE_LIMIT)
+    return web.json_response(
+        {
+            "stream": stream_id,
+            "from_ms": from_ms,
+            "to_ms": to_ms,
+            "ranges": [{"start_ms": s, "end_ms": e, "session": sid} for s, e, sid in spans],
+            "gaps": [
+                {"start_ms": g.start_ms, "end_ms": g.end_ms, "reason": g.reason} for g in gaps
+            ],
+            "truncated": len(spans) == TIMELINE_LIMIT or len(gaps) == TIMELINE_LIMIT,
+        }
+    )
+
+
+def _query_ms(request: web.Request, key: str, default: int) -> int:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    if not raw.lstrip("-").isdigit():
+        raise Invalid(
+            [f"{key} must be an integer Unix time in milliseconds, not {raw!r}"], status=400
+        )
+    return int(raw)
+
+
+EXPORT_FIELDS = ("start_ms", "end_ms", "formats", "accuracy", "name", "rendition")
+
+
+async def export_session(request: web.Request) -> web.Response:
+    """A whole session, or a slice of it, through the clip machinery (no length limit)."""
+    ctx = _ctx(request)
+    session = ctx.store.index.session(request.match_info["id"])
+    if session is None:
+        return error(404, f"unknown session {request.match_info['id']!r}")
+    body = await _json_body(request, empty_ok=True)
+    if not isinstance(body, dict):
+        return error(400, "the body must be a JSON object (or empty for the whole session)")
+    unknown = sorted(set(body) - set(EXPORT_FIELDS))
+    if unknown:
+        return error(
+            422, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(EXPORT_FIELDS)}"
+        )
+    first = ctx.store.index.first_segment_start(session.id)
+    edge = session.live_edge_ms
+    if first is None or edge is None:
+        return error(422, f"session {session.id} has no recorded media to export")
+    clip_body = {"session": session.id, "start_ms": first, "end_ms": edge, **body}
+    req = clip_request(
+        clip_body,
+        streams=ctx.recorders.keys(),
+        session_owner=lambda sid: session.stream_id if sid == session.id else None,
+        limits=ClipLimits(now_ms=_now_ms(ctx), max_duration_ms=max(edge - first, 1), max_wait_ms=0),
+    )
+    try:
+        clip = ctx.jobs.submit(req)
+    except QueueFull as exc:
+        return error(503, str(exc))
+    return web.json_response(
+        _clip_json(clip), status=202, headers={"Location": f"/v1/clips/{clip.id}"}
+    )
+
+
+async def _json_body(request: web.Request, *, empty_ok: bool = False) -> object:
+    raw = await request.read()
+    if not raw.strip() and empty_ok:
+        return {}
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Invalid([f"the body is not valid JSON: {exc}"], status=400) from exc
+
+
 # clips ------------------------------------------------------------------------------------
 def _clip_json(clip: ClipRow) -> dict[str, object]:
     body: dict[str, object] = {
@@ -236,17 +329,18 @@ def _clip_json(clip: ClipRow) -> dict[str, object]:
     }
     if clip.result is not None:
         body.update(clip.result)
-    if clip.state == "ready":
-        body["links"] = {"self": f"/v1/clips/{clip.id}", "mp4": f"/v1/clips/{clip.id}/{CLIP_FILE}"}
+    if clip.state == "ready" and isinstance(clip.result, dict):
+        files = clip.result.get("files")
+        if isinstance(files, dict):
+            links = {kind: f["url"] for kind, f in files.items() if isinstance(f, dict)}
+            body["links"] = {"self": f"/v1/clips/{clip.id}", **links}
+    body["options"] = clip.options or {}
     return body
 
 
 async def create_clip(request: web.Request) -> web.Response:
     ctx = _ctx(request)
-    try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return error(400, f"the body is not valid JSON: {exc}")
+    body = await _json_body(request)
     now = _now_ms(ctx)
     clips_config = ctx.config.clips
 
@@ -336,21 +430,48 @@ async def delete_clip(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".vtt": "text/vtt",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+}
+
+
 async def clip_file(request: web.Request) -> web.StreamResponse:
+    """A clip's own output: clip.mp4, index.m3u8, clip.vtt, or wN.* for a window."""
     ctx = _ctx(request)
     clip = ctx.store.index.clip(request.match_info["id"])
     if clip is None:
         return error(404, f"unknown clip {request.match_info['id']!r}")
     if clip.state != "ready":
         return error(409, f"clip {clip.id} is {clip.state}, not ready", state=clip.state)
-    path = ctx.store.clip_dir(clip.id) / CLIP_FILE
+    name = request.match_info["file"]
+    path = ctx.store.clip_dir(clip.id) / name
     if not path.is_file():
-        return error(410, f"the file of clip {clip.id} is gone")
-    filename = (clip.name or clip.id).replace('"', "")
+        return error(404, f"clip {clip.id} has no file {name!r}; its files are in its links")
+    headers = {"Content-Type": CONTENT_TYPES.get(path.suffix, "application/octet-stream")}
+    if path.suffix == ".mp4":
+        filename = (clip.name or clip.id).replace('"', "")
+        headers["Content-Disposition"] = f'inline; filename="{filename}.mp4"'
+    return web.FileResponse(path, headers=headers)
+
+
+async def clip_media(request: web.Request) -> web.StreamResponse:
+    """A stored segment (or its init section) that an HLS clip's playlist names."""
+    ctx = _ctx(request)
+    clip_id, name = request.match_info["id"], request.match_info["name"]
+    is_init = name.startswith("init-")
+    number = name.removeprefix("init-").split(".", 1)[0]
+    segment = ctx.store.index.pinned_segment(clip_id, int(number)) if number.isdigit() else None
+    if segment is None:
+        return error(404, f"clip {clip_id!r} has no media {name!r}")
+    relpath = segment.init_path if is_init else segment.path
+    if relpath is None:
+        return error(404, f"segment {segment.id} has no init section")
+    path = ctx.store.path(relpath)
+    suffix = ".mp4" if is_init else path.suffix
     return web.FileResponse(
-        path,
-        headers={
-            "Content-Type": "video/mp4",
-            "Content-Disposition": f'inline; filename="{filename}.mp4"',
-        },
+        path, headers={"Content-Type": CONTENT_TYPES.get(suffix, "application/octet-stream")}
     )

@@ -5,10 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from livecut.clips.jobs import ClipRequest
+from livecut.clips.jobs import FORMATS, ClipRequest, Window
 
 MIN_CLIP_MS = 500
-CLIP_FIELDS = ("stream", "session", "start_ms", "end_ms", "name")
+MAX_WINDOWS = 10
+ACCURACIES = ("frame", "keyframe")
+CLIP_FIELDS = (
+    "stream",
+    "session",
+    "start_ms",
+    "end_ms",
+    "windows",
+    "name",
+    "accuracy",
+    "formats",
+    "rendition",
+)
 NAME_MAX = 200
 # Unix ms between 2000-01-01 and 2100-01-01: catches seconds or microseconds sent by mistake.
 EARLIEST_MS = 946_684_800_000
@@ -43,50 +55,124 @@ def clip_request(
     unknown = sorted(set(body) - set(CLIP_FIELDS))
     if unknown:
         errors.append(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(CLIP_FIELDS)}")
-    start = _unix_ms(body, "start_ms", errors)
-    end = _unix_ms(body, "end_ms", errors)
+    windows = _windows(body, limits, errors)
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or len(name) > NAME_MAX):
         errors.append(f"name must be a string of at most {NAME_MAX} characters")
+    accuracy = body.get("accuracy", "frame")
+    if accuracy not in ACCURACIES:
+        errors.append(f"accuracy must be one of {', '.join(ACCURACIES)}, not {accuracy!r}")
+    formats = _formats(body.get("formats", ["mp4"]), errors)
+    rendition = body.get("rendition", "best")
+    if not isinstance(rendition, str) or not rendition:
+        errors.append('rendition must be a rendition name (see GET /v1/sessions/{id}) or "best"')
     stream_id, session_id = _target(body, streams, session_owner, errors)
-    if start is not None and end is not None:
-        length = end - start
-        if length <= 0:
-            errors.append(f"end_ms ({end}) must be after start_ms ({start})")
-        elif length < MIN_CLIP_MS:
-            errors.append(f"the range is {length} ms; a clip must be at least {MIN_CLIP_MS} ms")
-        elif length > limits.max_duration_ms:
-            errors.append(
-                f"the range is {length} ms; a clip may be at most {limits.max_duration_ms} ms"
-                " (clips.max_duration)"
-            )
-        ahead = end - limits.now_ms
-        if ahead > limits.max_wait_ms:
-            errors.append(
-                f"end_ms is {ahead} ms in the future; a clip waits at most "
-                f"{limits.max_wait_ms} ms for the live edge (clips.max_wait)"
-            )
     if errors:
         only_unknown = len(errors) == 1 and errors[0].startswith(
             ("unknown stream", "unknown session")
         )
-        status = 404 if only_unknown else 422
-        raise Invalid(errors, status=status)
-    assert start is not None and end is not None and stream_id is not None
+        raise Invalid(errors, status=404 if only_unknown else 422)
+    assert stream_id is not None and windows
     return ClipRequest(
         stream_id=stream_id,
         session_id=session_id,
-        start_ms=start,
-        end_ms=end,
+        windows=tuple(windows),
         name=name if isinstance(name, str) else None,
+        accuracy="keyframe" if accuracy == "keyframe" else "frame",
+        formats=tuple(formats),
+        rendition=rendition if isinstance(rendition, str) else "best",
     )
 
 
-def _unix_ms(body: Mapping[str, object], key: str, errors: list[str]) -> int | None:
-    if key not in body:
+def _windows(body: Mapping[str, object], limits: ClipLimits, errors: list[str]) -> list[Window]:
+    raw = body.get("windows")
+    if raw is None:
+        window = _window(body, "", limits, errors)
+        return [] if window is None else [window]
+    if "start_ms" in body or "end_ms" in body:
+        errors.append("give either start_ms and end_ms, or windows, not both")
+        return []
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_WINDOWS:
+        errors.append(
+            f"windows must be a list of 1 to {MAX_WINDOWS} objects "
+            '{"start_ms": ..., "end_ms": ..., "label": ...}'
+        )
+        return []
+    windows: list[Window] = []
+    for n, item in enumerate(raw):
+        where = f"windows[{n}]."
+        if not isinstance(item, dict):
+            errors.append(f"windows[{n}] must be an object with start_ms, end_ms and label")
+            continue
+        extra = sorted(set(item) - {"start_ms", "end_ms", "label"})
+        if extra:
+            errors.append(
+                f"{where[:-1]}: unknown field(s) {', '.join(extra)}; allowed: "
+                "start_ms, end_ms, label"
+            )
+        window = _window(item, where, limits, errors)
+        if window is not None:
+            windows.append(window)
+    return windows
+
+
+def _window(
+    body: Mapping[str, object], where: str, limits: ClipLimits, errors: list[str]
+) -> Window | None:
+    start = _unix_ms(body, "start_ms", errors, where)
+    end = _unix_ms(body, "end_ms", errors, where)
+    label = body.get("label")
+    if label is not None and (not isinstance(label, str) or len(label) > NAME_MAX):
+        errors.append(f"{where}label must be a string of at most {NAME_MAX} characters")
+        label = None
+    if start is None or end is None:
+        return None
+    length = end - start
+    if length <= 0:
+        errors.append(f"{where}end_ms ({end}) must be after {where}start_ms ({start})")
+        return None
+    if length < MIN_CLIP_MS:
+        errors.append(f"{where}the range is {length} ms; a clip must be at least {MIN_CLIP_MS} ms")
+        return None
+    if length > limits.max_duration_ms:
+        errors.append(
+            f"{where}the range is {length} ms; a clip may be at most {limits.max_duration_ms} ms"
+            " (clips.max_duration)"
+        )
+        return None
+    ahead = end - limits.now_ms
+    if ahead > limits.max_wait_ms:
+        errors.append(
+            f"{where}end_ms is {ahead} ms in the future; a clip waits at most "
+            f"{limits.max_wait_ms} ms for the live edge (clips.max_wait)"
+        )
+        return None
+    return Window(start_ms=start, end_ms=end, label=label if isinstance(label, str) else None)
+
+
+def _formats(value: object, errors: list[str]) -> list[str]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(f not in FORMATS for f in value)
+        or len(set(value)) != len(value)
+    ):
+        errors.append(
+            f"formats must be a non-empty list of distinct values from {', '.join(FORMATS)}"
+        )
+        return []
+    return [str(f) for f in value]
+
+
+def _unix_ms(
+    body: Mapping[str, object], key: str, errors: list[str], where: str = ""
+) -> int | None:
+    key = f"{where}{key}"
+    name = key.rsplit(".", 1)[-1]
+    if name not in body:
         errors.append(f"{key} is required: an integer Unix time in milliseconds")
         return None
-    value = body[key]
+    value = body[name]
     if isinstance(value, bool) or not isinstance(value, int):
         errors.append(f"{key} must be an integer Unix time in milliseconds, not {value!r}")
         return None

@@ -9,13 +9,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from livecut import metrics
+from livecut.clips.hls import vod_playlist
 from livecut.clips.planner import ClipPlan, NothingRecorded, plan_clip
 from livecut.config import ClipsConfig
 from livecut.media.remux import RemuxError, RemuxPart, remux_mp4
 from livecut.store.index import new_id
-from livecut.store.records import ClipRow, ClipState
+from livecut.store.records import ClipRow, ClipState, SegmentRow
 from livecut.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -23,20 +25,74 @@ log = logging.getLogger(__name__)
 # How far before a clip's start to look for the keyframe it must begin at.
 KEYFRAME_LOOKBACK_MS = 30_000
 QUEUE_LIMIT = 1000
-CLIP_FILE = "clip.mp4"
 
 
 class QueueFull(RuntimeError):
     """Too many clips are waiting for a worker: the caller should retry later."""
 
 
+Accuracy = Literal["frame", "keyframe"]
+FORMATS = ("mp4", "hls")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ClipRequest:
-    stream_id: str
-    session_id: str | None
+class Window:
     start_ms: int
     end_ms: int
-    name: str | None
+    label: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClipRequest:
+    """A validated clip job: one or more windows of one stream (or session)."""
+
+    stream_id: str
+    session_id: str | None
+    windows: tuple[Window, ...]
+    name: str | None = None
+    accuracy: Accuracy = "frame"
+    formats: tuple[str, ...] = ("mp4",)
+    rendition: str = "best"  # a rendition name, or the session's main video rendition
+
+    @property
+    def start_ms(self) -> int:
+        return min(w.start_ms for w in self.windows)
+
+    @property
+    def end_ms(self) -> int:
+        return max(w.end_ms for w in self.windows)
+
+    def options(self) -> dict[str, object]:
+        """What the clips table keeps beside the span, to cut the job again after a restart."""
+        return {
+            "windows": [
+                {"start_ms": w.start_ms, "end_ms": w.end_ms, "label": w.label} for w in self.windows
+            ],
+            "accuracy": self.accuracy,
+            "formats": list(self.formats),
+            "rendition": self.rendition,
+        }
+
+    @staticmethod
+    def of(clip: ClipRow) -> ClipRequest:
+        options = clip.options or {}
+        raw_windows = options.get("windows")
+        windows = tuple(
+            Window(start_ms=int(w["start_ms"]), end_ms=int(w["end_ms"]), label=w.get("label"))
+            for w in (raw_windows if isinstance(raw_windows, list) else [])
+        ) or (Window(start_ms=clip.start_ms, end_ms=clip.end_ms),)
+        accuracy = options.get("accuracy")
+        formats = options.get("formats")
+        rendition = options.get("rendition")
+        return ClipRequest(
+            stream_id=clip.stream_id,
+            session_id=clip.session_id,
+            windows=windows,
+            name=clip.name,
+            accuracy="keyframe" if accuracy == "keyframe" else "frame",
+            formats=tuple(str(f) for f in formats) if isinstance(formats, list) else ("mp4",),
+            rendition=rendition if isinstance(rendition, str) else "best",
+        )
 
 
 class ClipJobs:
@@ -99,6 +155,7 @@ class ClipJobs:
             updated_ms=now,
             error=None,
             result=None,
+            options=request.options(),
         )
         self.store.index.add_clip(clip)
         return self._admit(clip)
@@ -218,39 +275,125 @@ class ClipJobs:
         metrics.CLIP_READY_SECONDS.observe(max(0.0, (self._now_ms() - clip.created_ms) / 1000))
 
     async def _cut(self, clip: ClipRow) -> dict[str, object]:
-        segments = self.store.index.stream_segments(
-            clip.stream_id,
-            clip.start_ms - KEYFRAME_LOOKBACK_MS,
-            clip.end_ms,
-            session_id=clip.session_id,
-        )
-        plan = plan_clip(segments, clip.start_ms, clip.end_ms)
+        request = ClipRequest.of(clip)
         folder = self.store.clip_dir(clip.id)
         folder.mkdir(parents=True, exist_ok=True)
-        output = folder / CLIP_FILE
-        parts = [
-            RemuxPart(
-                path=self.store.path(p.segment.path),
-                init_path=None
-                if p.segment.init_path is None
-                else self.store.path(p.segment.init_path),
-                start_ms=p.segment.start_ms,
-                ref_pts_s=p.segment.ref_pts_s,
-                from_ms=p.from_ms,
-                to_ms=p.to_ms,
-            )
-            for p in plan.parts
+        single = len(request.windows) == 1
+        windows = [
+            await self._cut_window(clip, request, window, folder, "clip" if single else f"w{n}")
+            for n, window in enumerate(request.windows)
         ]
-        tracks = await asyncio.to_thread(
-            remux_mp4, parts, clip_start_ms=plan.start_ms, output=output
+        result: dict[str, object] = {"windows": windows}
+        if single:
+            # One window: its results are the clip's, as a caller of a plain clip expects.
+            result.update({k: v for k, v in windows[0].items() if k != "label"})
+        return result
+
+    async def _cut_window(
+        self, clip: ClipRow, request: ClipRequest, window: Window, folder: Path, stem: str
+    ) -> dict[str, object]:
+        rendition = None if request.rendition == "best" else request.rendition
+        segments = self.store.index.stream_segments(
+            clip.stream_id,
+            window.start_ms - KEYFRAME_LOOKBACK_MS,
+            window.end_ms,
+            session_id=clip.session_id,
+            rendition=rendition,
         )
-        digest = await asyncio.to_thread(_sha256, output)
-        return _result(plan, tracks_dicts=[t.as_dict() for t in tracks], output=output, sha=digest)
+        plan = plan_clip(segments, window.start_ms, window.end_ms)
+        body: dict[str, object] = {
+            "label": window.label,
+            "start_ms": plan.start_ms,
+            "end_ms": plan.end_ms,
+            "duration_ms": plan.end_ms - plan.start_ms,
+            "holes": [{"start_ms": s, "end_ms": e} for s, e in plan.holes],
+            "segments": len(plan.parts),
+            "notes": _notes(plan),
+        }
+        files: dict[str, object] = {}
+        if "hls" in request.formats:
+            name = "index.m3u8" if stem == "clip" else f"{stem}.m3u8"
+            files["hls"] = await self._write_hls(clip.id, plan, folder / name)
+            # Instant clips are segment-accurate: they show whole stored segments.
+            first, last = plan.parts[0].segment, plan.parts[-1].segment
+            body.update(start_ms=first.start_ms, end_ms=last.end_ms)
+            body["duration_ms"] = last.end_ms - first.start_ms
+        if "mp4" in request.formats:
+            start = plan.start_ms
+            if request.accuracy == "frame":
+                start = max(window.start_ms, plan.start_ms)
+            output = folder / f"{stem}.mp4"
+            presented = await asyncio.to_thread(
+                remux_mp4,
+                self._parts(plan),
+                start_ms=start,
+                end_ms=plan.end_ms,
+                output=output,
+                audio_parts=self._alternate_audio(clip, plan),
+            )
+            files["mp4"] = await _file_entry(clip.id, output)
+            body.update(
+                start_ms=round(presented.start_ms),
+                end_ms=round(presented.end_ms),
+                duration_ms=round(presented.end_ms) - round(presented.start_ms),
+                tracks=[t.as_dict() for t in presented.tracks],
+            )
+        body["files"] = files
+        return body
+
+    def _parts(self, plan: ClipPlan) -> list[RemuxPart]:
+        return [self._part(p.segment, p.from_ms, p.to_ms) for p in plan.parts]
+
+    def _part(self, segment: SegmentRow, from_ms: int, to_ms: int) -> RemuxPart:
+        return RemuxPart(
+            path=self.store.path(segment.path),
+            init_path=None if segment.init_path is None else self.store.path(segment.init_path),
+            start_ms=segment.start_ms,
+            ref_pts_s=segment.ref_pts_s,
+            from_ms=from_ms,
+            to_ms=to_ms,
+        )
+
+    def _alternate_audio(self, clip: ClipRow, plan: ClipPlan) -> list[RemuxPart]:
+        """Audio from an alternate-audio rendition, when the video carries none."""
+        if any(p.segment.has_audio for p in plan.parts):
+            return []
+        audio = self.store.index.stream_segments(
+            clip.stream_id, plan.start_ms, plan.end_ms, session_id=clip.session_id, kind="audio"
+        )
+        return [
+            self._part(s, max(s.start_ms, plan.start_ms), min(s.end_ms, plan.end_ms)) for s in audio
+        ]
+
+    async def _write_hls(self, clip_id: str, plan: ClipPlan, target: Path) -> dict[str, object]:
+        segments = [p.segment for p in plan.parts]
+        self.store.index.pin_segments(clip_id, [s.id for s in segments])
+        text = vod_playlist(
+            segments,
+            segment_url=lambda s: f"media/{s.id}{Path(s.path).suffix}",
+            init_url=lambda path: f"media/init-{_init_segment(segments, path)}.mp4",
+            holes=plan.holes,
+        )
+        await self.store.write_file(target, text.encode())
+        return await _file_entry(clip_id, target)
 
 
-def _result(
-    plan: ClipPlan, *, tracks_dicts: list[dict[str, object]], output: Path, sha: str
-) -> dict[str, object]:
+async def _file_entry(clip_id: str, path: Path) -> dict[str, object]:
+    digest = await asyncio.to_thread(_sha256, path)
+    return {
+        "name": path.name,
+        "url": f"/v1/clips/{clip_id}/{path.name}",
+        "size_bytes": path.stat().st_size,
+        "sha256": digest,
+    }
+
+
+def _init_segment(segments: list[SegmentRow], init_path: str) -> int:
+    """HLS clips name an init section by the first segment that uses it."""
+    return next(s.id for s in segments if s.init_path == init_path)
+
+
+def _notes(plan: ClipPlan) -> list[str]:
     notes: list[str] = []
     if plan.starts_late:
         notes.append("the recording begins after the requested start")
@@ -258,21 +401,7 @@ def _result(
         notes.append("the recording ends before the requested end")
     if plan.holes:
         notes.append(f"{len(plan.holes)} unrecorded stretch(es) inside the range were skipped")
-    # Report what the file holds: the end of its last video frame (or audio frame).
-    by_kind = {t["kind"]: t.get("end_ms") for t in tracks_dicts}
-    delivered_end = by_kind.get("video", by_kind.get("audio"))
-    end_ms = delivered_end if isinstance(delivered_end, int) else plan.end_ms
-    return {
-        "start_ms": plan.start_ms,
-        "end_ms": end_ms,
-        "duration_ms": end_ms - plan.start_ms,
-        "size_bytes": output.stat().st_size,
-        "sha256": sha,
-        "tracks": tracks_dicts,
-        "holes": [{"start_ms": s, "end_ms": e} for s, e in plan.holes],
-        "segments": len(plan.parts),
-        "notes": notes,
-    }
+    return notes
 
 
 def _sha256(path: Path) -> str:

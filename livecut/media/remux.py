@@ -1,4 +1,11 @@
-"""Copy the packets a clip plan selects into one MP4, rebased to start at 0, without re-encoding."""
+"""Copy the packets a clip plan selects into one MP4, frame-accurate, without re-encoding.
+
+The first presented frame is placed at t=0. Decoding starts at the keyframe before it:
+those pre-roll frames get negative timestamps, and libavformat writes an edit list that
+hides them. After the last presented frame, reference frames that B-frames before it
+need are kept too and hidden by shortening the edit list (media/mp4edit.py). Every
+frame keeps its wall-clock offset from the first; audio is cut at the same instants.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,8 @@ from av.packet import Packet
 from av.stream import Stream
 from av.video.stream import VideoStream
 
+from livecut.media.mp4edit import trim_track_durations
+
 
 class RemuxError(RuntimeError):
     """The stored media could not be turned into a clip."""
@@ -29,8 +38,8 @@ class RemuxPart:
     init_path: Path | None
     start_ms: int  # wall time of ref_pts_s
     ref_pts_s: float
-    from_ms: int
-    to_ms: int
+    from_ms: int  # copy media presented at or after this wall time (the first part: its keyframe)
+    to_ms: int  # ...and before this one
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -39,14 +48,29 @@ class TrackInfo:
     codec: str
     width: int | None = None
     height: int | None = None
+    fps: float | None = None
     sample_rate: int | None = None
     channels: int | None = None
-    packets: int = 0
-    first_ms: int | None = None  # wall time of the first presented frame / audio frame
-    end_ms: int | None = None  # wall time where the last one ends
+    frames: int = 0  # presented frames (video) or packets (audio)
+    first_ms: float | None = None  # wall time of the first presented frame / audio sample
+    end_ms: float | None = None  # wall time where presentation ends
 
     def as_dict(self) -> dict[str, object]:
-        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+        body: dict[str, object] = {}
+        for key in self.__slots__:
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = round(value) if key in ("first_ms", "end_ms") else value
+        return body
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Presented:
+    """What the MP4 shows: the wall-clock span of its first and last frames."""
+
+    start_ms: float  # wall time of the first presented frame (t=0 in the file)
+    end_ms: float  # wall time where the last presented frame ends
+    tracks: tuple[TrackInfo, ...]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -54,35 +78,68 @@ class _Track:
     """Output-side state for one kind of stream (one video, one audio)."""
 
     out: Stream
-    info: TrackInfo
-    last_dts: int | None = None  # in out-stream ticks of its own time base, per packet time base
-    first_ms: float | None = None
-    end_ms: float | None = None
-    packets: int = 0
-    frame_ms: float = 0.0  # fallback duration for packets that carry none (TS video)
+    kind: str
+    codec: str
+    width: int | None
+    height: int | None
+    fps: float | None
+    sample_rate: int | None
+    channels: int | None
+    frame_ms: float  # fallback duration for packets that carry none (TS video)
+    last_dts: int | None = None
+    frames: int = 0
 
 
-def remux_mp4(parts: Sequence[RemuxPart], *, clip_start_ms: int, output: Path) -> list[TrackInfo]:
-    """Write the clip to `output` (via a temporary name); blocking, run it in a thread.
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Bounds:
+    zero_ms: float  # wall time of the first presented frame
+    end_ms: float  # wall time where presentation ends
+    copy_until_ms: float  # video frames presented before this are copied (references)
 
-    Memory stays bounded by one segment: parts are opened one at a time and packets
-    are streamed to the muxer.
+
+def remux_mp4(
+    parts: Sequence[RemuxPart],
+    *,
+    start_ms: int,
+    end_ms: int,
+    output: Path,
+    audio_parts: Sequence[RemuxPart] = (),
+) -> Presented:
+    """Write the frames covering [start_ms, end_ms) to `output`; blocking, run it in a thread.
+
+    The first frame shown is the one covering start_ms, the last the one covering
+    end_ms - 1. `audio_parts` are segments of an alternate-audio rendition, muxed
+    beside video that has no audio of its own. Memory stays bounded by one segment:
+    parts are opened one at a time, interleaved by time, and streamed to the muxer.
     """
     if not parts:
         raise RemuxError("nothing to remux")
     tmp = output.with_name(output.name + ".part")
     try:
+        bounds = _bounds(parts, start_ms, end_ms)
         with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
             tracks: dict[str, _Track] = {}
-            last = len(parts) - 1
+            pending_audio = list(audio_parts)
             for index, part in enumerate(parts):
                 with _open_part(part) as source:
                     if index == 0:
                         tracks = _add_tracks(out, source)
-                    cut_ms = _cut_point(part) if index == last else part.to_ms
-                    _copy_part(source, part, tracks, out, clip_start_ms, index == 0, cut_ms)
-            if not any(t.packets for t in tracks.values()):
+                        if pending_audio and "audio" not in tracks:
+                            with _open_part(pending_audio[0]) as audio:
+                                tracks.update(_add_tracks(out, audio, kinds=("audio",)))
+                    _copy_part(source, part, tracks, out, bounds, first=index == 0)
+                # Alternate audio follows the video segment by segment, so the muxer's
+                # interleaving queue never holds more than about one segment.
+                while pending_audio and (
+                    index == len(parts) - 1 or pending_audio[0].start_ms < part.to_ms
+                ):
+                    audio_part = pending_audio.pop(0)
+                    with _open_part(audio_part) as audio:
+                        _copy_part(audio, audio_part, tracks, out, bounds, first=False)
+            if not any(t.frames for t in tracks.values()):
                 raise RemuxError("the selected range holds no packets")
+        length_s = (bounds.end_ms - bounds.zero_ms) / 1000
+        trim_track_durations(tmp, [length_s] * len(tracks))
         os.replace(tmp, output)
     except av.error.FFmpegError as exc:
         tmp.unlink(missing_ok=True)
@@ -90,7 +147,8 @@ def remux_mp4(parts: Sequence[RemuxPart], *, clip_start_ms: int, output: Path) -
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return [_finished_info(t) for t in tracks.values()]
+    infos = tuple(_info(t, bounds) for t in tracks.values())
+    return Presented(start_ms=bounds.zero_ms, end_ms=bounds.end_ms, tracks=infos)
 
 
 def _open_part(part: RemuxPart) -> InputContainer:
@@ -100,60 +158,90 @@ def _open_part(part: RemuxPart) -> InputContainer:
     return av.open(io.BytesIO(data), mode="r")
 
 
-def _add_tracks(out: OutputContainer, source: InputContainer) -> dict[str, _Track]:
-    tracks: dict[str, _Track] = {}
-    for stream in source.streams:
-        kind = stream.type
-        if kind not in ("video", "audio") or kind in tracks:
-            continue
-        out_stream = out.add_stream_from_template(stream)
-        if isinstance(stream, VideoStream):
-            vctx = stream.codec_context
-            info = TrackInfo(kind=kind, codec=vctx.name, width=vctx.width, height=vctx.height)
-        elif isinstance(stream, AudioStream):
-            actx = stream.codec_context
-            info = TrackInfo(
-                kind=kind, codec=actx.name, sample_rate=actx.sample_rate, channels=actx.channels
-            )
-        else:
-            continue
-        rate = stream.average_rate if kind == "video" else None
-        tracks[kind] = _Track(
-            out=out_stream, info=info, frame_ms=float(1000 / rate) if rate else 0.0
-        )
-    if not tracks:
-        raise RemuxError("the first segment has no audio or video stream")
-    return tracks
-
-
 def _wall_ms(part: RemuxPart, packet: Packet[Any]) -> float:
     assert packet.pts is not None and packet.time_base is not None
     return part.start_ms + (float(packet.pts * packet.time_base) - part.ref_pts_s) * 1000.0
 
 
-def _cut_point(part: RemuxPart) -> float:
-    """Where the clip really ends: past to_ms by however many frames B-frame reordering needs.
-
-    Video frames presented before to_ms may reference frames presented after it, which
-    come earlier in decode order; those must be kept, and with them every frame
-    presented before them, so the clip has no hole. Audio is cut at the same instant.
-    """
+def _video_frames(part: RemuxPart) -> list[tuple[float, float]]:
+    """(wall time, duration) of each video frame of a part, in decode order."""
+    frames: list[tuple[float, float]] = []
     with _open_part(part) as source:
         video = next((s for s in source.streams if s.type == "video"), None)
         if video is None:
-            return part.to_ms
+            return frames
         frame_ms = float(1000 / video.average_rate) if video.average_rate else 0.0
-        end = needed_end = float(part.to_ms)
         for packet in source.demux(video):
             if packet.pts is None or packet.time_base is None:
                 continue
-            wall = _wall_ms(part, packet)
             duration_ms = float((packet.duration or 0) * packet.time_base) * 1000
-            end = max(end, wall + (duration_ms or frame_ms))
-            # Once a frame presented before to_ms is decoded, all decoded before it is needed.
-            if wall < part.to_ms - 0.5:
-                needed_end = end
-        return needed_end
+            frames.append((_wall_ms(part, packet), duration_ms or frame_ms))
+    return frames
+
+
+def _bounds(parts: Sequence[RemuxPart], start_ms: int, end_ms: int) -> _Bounds:
+    """Find the frames covering start_ms and end_ms - 1, by reading the edge segments."""
+    first = [f for f in _video_frames(parts[0]) if f[0] >= parts[0].from_ms - 0.5]
+    if len(parts) > 1 and not any(w > start_ms for w, _ in first):
+        first += _video_frames(parts[1])
+    covering = [w for w, _ in first if w <= start_ms + 0.5]
+    if first:
+        zero = max(covering) if covering else min(w for w, _ in first)
+    else:
+        zero = float(max(start_ms, parts[0].from_ms))  # audio only: cut at the instant
+    last = _video_frames(parts[-1])
+    if not last:
+        end = float(min(end_ms, parts[-1].to_ms))
+        return _Bounds(zero_ms=zero, end_ms=end, copy_until_ms=end)
+    shown = [(w, d) for w, d in last if w <= end_ms - 1 + 0.5]
+    end = max(w + d for w, d in shown) if shown else float(end_ms)
+    # Frames decoded before the last shown one are needed, whenever they are presented.
+    copy_until = end
+    decoded_end = 0.0
+    for wall, duration in last:
+        decoded_end = max(decoded_end, wall + duration)
+        if wall < end - 0.5:
+            copy_until = max(copy_until, decoded_end)
+    return _Bounds(zero_ms=zero, end_ms=max(end, zero), copy_until_ms=copy_until)
+
+
+def _add_tracks(
+    out: OutputContainer, source: InputContainer, *, kinds: Sequence[str] = ("video", "audio")
+) -> dict[str, _Track]:
+    tracks: dict[str, _Track] = {}
+    for stream in source.streams:
+        if stream.type in tracks or stream.type not in kinds:
+            continue
+        if isinstance(stream, VideoStream):
+            ctx = stream.codec_context
+            rate = stream.average_rate
+            tracks["video"] = _Track(
+                out=out.add_stream_from_template(stream),
+                kind="video",
+                codec=ctx.name,
+                width=ctx.width,
+                height=ctx.height,
+                fps=None if not rate else round(float(rate), 3),
+                sample_rate=None,
+                channels=None,
+                frame_ms=float(1000 / rate) if rate else 0.0,
+            )
+        elif isinstance(stream, AudioStream):
+            actx = stream.codec_context
+            tracks["audio"] = _Track(
+                out=out.add_stream_from_template(stream),
+                kind="audio",
+                codec=actx.name,
+                width=None,
+                height=None,
+                fps=None,
+                sample_rate=actx.sample_rate,
+                channels=actx.channels,
+                frame_ms=0.0,
+            )
+    if not tracks:
+        raise RemuxError("the first segment has no audio or video stream")
+    return tracks
 
 
 def _copy_part(
@@ -161,9 +249,9 @@ def _copy_part(
     part: RemuxPart,
     tracks: dict[str, _Track],
     out: OutputContainer,
-    clip_start_ms: int,
+    bounds: _Bounds,
+    *,
     first: bool,
-    cut_ms: float,
 ) -> None:
     kinds = {s.index: s.type for s in source.streams}
     started = {kind: not first for kind in tracks}
@@ -173,21 +261,25 @@ def _copy_part(
             continue
         track = tracks[kind]
         wall_ms = _wall_ms(part, packet)
-        if wall_ms < part.from_ms - 0.5 or wall_ms >= cut_ms - 0.5:
-            continue
-        if kind == "video" and not started[kind] and not packet.is_keyframe:
-            continue  # decoding must begin at the keyframe the plan chose
+        duration_ms = float((packet.duration or 0) * packet.time_base) * 1000 or track.frame_ms
+        if kind == "video":
+            if wall_ms < part.from_ms - 0.5 or wall_ms >= bounds.copy_until_ms - 0.5:
+                continue
+            if not started[kind] and not packet.is_keyframe:
+                continue  # decoding must begin at the keyframe the plan chose
+        elif wall_ms + duration_ms <= bounds.zero_ms + 0.5 or wall_ms >= bounds.end_ms - 0.5:
+            continue  # audio outside the presented span (the edit list trims the edges)
         started[kind] = True
-        _write(out, track, packet, wall_ms, clip_start_ms)
+        _write(out, track, packet, wall_ms, bounds)
 
 
 def _write(
-    out: OutputContainer, track: _Track, packet: Packet[Any], wall_ms: float, clip_start_ms: int
+    out: OutputContainer, track: _Track, packet: Packet[Any], wall_ms: float, bounds: _Bounds
 ) -> None:
     tb = packet.time_base
     assert packet.pts is not None and packet.dts is not None
     reorder = packet.pts - packet.dts
-    pts = round(Fraction(round((wall_ms - clip_start_ms) * 1000), 1_000_000) / tb)
+    pts = round(Fraction(round((wall_ms - bounds.zero_ms) * 1000), 1_000_000) / tb)
     dts = pts - reorder
     if track.last_dts is not None and dts <= track.last_dts:
         # Joins whose PDTs overlap slightly must still give the muxer rising DTS.
@@ -197,24 +289,21 @@ def _write(
     packet.pts, packet.dts = pts, dts
     packet.stream = track.out
     packet.time_base = tb
-    duration_ms = float((packet.duration or 0) * tb) * 1000.0 or track.frame_ms
-    track.first_ms = wall_ms if track.first_ms is None else min(track.first_ms, wall_ms)
-    end = wall_ms + duration_ms
-    track.end_ms = end if track.end_ms is None else max(track.end_ms, end)
-    track.packets += 1
+    if track.kind == "audio" or bounds.zero_ms - 0.5 <= wall_ms < bounds.end_ms - 0.5:
+        track.frames += 1
     out.mux(packet)
 
 
-def _finished_info(track: _Track) -> TrackInfo:
-    info = track.info
+def _info(track: _Track, bounds: _Bounds) -> TrackInfo:
     return TrackInfo(
-        kind=info.kind,
-        codec=info.codec,
-        width=info.width,
-        height=info.height,
-        sample_rate=info.sample_rate,
-        channels=info.channels,
-        packets=track.packets,
-        first_ms=None if track.first_ms is None else round(track.first_ms),
-        end_ms=None if track.end_ms is None else round(track.end_ms),
+        kind=track.kind,
+        codec=track.codec,
+        width=track.width,
+        height=track.height,
+        fps=track.fps,
+        sample_rate=track.sample_rate,
+        channels=track.channels,
+        frames=track.frames,
+        first_ms=bounds.zero_ms,
+        end_ms=bounds.end_ms,
     )

@@ -19,6 +19,8 @@ from livecut.store.records import (
 )
 
 SCHEMA_VERSION = 1
+# Segments closer than this are one recorded span (origins' PDTs jitter a little).
+SPAN_JOIN_MS = 100
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,6 +81,15 @@ CREATE TABLE IF NOT EXISTS gaps (
     reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gaps_by_time ON gaps (rendition_id, start_ms);
+-- Contiguous recorded stretches per rendition, kept up to date on every insert so the
+-- timeline of a month of history is a few rows, not a scan of a million segments.
+CREATE TABLE IF NOT EXISTS spans (
+    id INTEGER PRIMARY KEY,
+    rendition_id INTEGER NOT NULL REFERENCES renditions(id) ON DELETE CASCADE,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spans_by_rendition ON spans (rendition_id, end_ms);
 CREATE TABLE IF NOT EXISTS clips (
     id TEXT PRIMARY KEY,
     stream_id TEXT NOT NULL,
@@ -90,8 +101,15 @@ CREATE TABLE IF NOT EXISTS clips (
     created_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL,
     error TEXT,
-    result TEXT
+    result TEXT,
+    options TEXT
 );
+CREATE TABLE IF NOT EXISTS clip_segments (
+    clip_id TEXT NOT NULL REFERENCES clips(id) ON DELETE CASCADE,
+    segment_id INTEGER NOT NULL,
+    PRIMARY KEY (clip_id, segment_id)
+);
+CREATE INDEX IF NOT EXISTS clip_segments_by_segment ON clip_segments (segment_id);
 CREATE INDEX IF NOT EXISTS clips_by_created ON clips (created_ms, id);
 """
 
@@ -177,6 +195,13 @@ class Index:
         ).fetchall()
         return [_session(r) for r in rows]
 
+    def sessions_in_opening_order(self, stream_id: str) -> list[SessionRow]:
+        """Every session of a stream, oldest opened first (a clock jump can start earlier)."""
+        rows = self._db.execute(
+            "SELECT * FROM sessions WHERE stream_id = ? ORDER BY rowid", (stream_id,)
+        ).fetchall()
+        return [_session(r) for r in rows]
+
     def stream_live_edges(self) -> dict[str, int]:
         rows = self._db.execute(
             "SELECT stream_id, MAX(live_edge_ms) FROM sessions "
@@ -259,6 +284,43 @@ class Index:
                 "WHERE id = (SELECT session_id FROM renditions WHERE id = ?)",
                 (end_ms, rendition_id),
             )
+            self._extend_span(rendition_id, start_ms, end_ms)
+
+    def _extend_span(self, rendition_id: int, start_ms: int, end_ms: int) -> None:
+        last = self._db.execute(
+            "SELECT id, start_ms, end_ms FROM spans WHERE rendition_id = ? "
+            "ORDER BY end_ms DESC LIMIT 1",
+            (rendition_id,),
+        ).fetchone()
+        if last is not None and last["start_ms"] <= start_ms <= last["end_ms"] + SPAN_JOIN_MS:
+            self._db.execute(
+                "UPDATE spans SET end_ms = MAX(end_ms, ?) WHERE id = ?", (end_ms, last["id"])
+            )
+        else:
+            self._db.execute(
+                "INSERT INTO spans (rendition_id, start_ms, end_ms) VALUES (?, ?, ?)",
+                (rendition_id, start_ms, end_ms),
+            )
+
+    def timeline(
+        self, stream_id: str, from_ms: int, to_ms: int, *, limit: int
+    ) -> tuple[list[tuple[int, int, str]], list[GapRow]]:
+        """Recorded spans (start, end, session) and gaps of the main renditions in a window."""
+        spans = self._db.execute(
+            "SELECT sp.start_ms, sp.end_ms, r.session_id FROM spans sp "
+            "JOIN renditions r ON r.id = sp.rendition_id JOIN sessions s ON s.id = r.session_id "
+            "WHERE s.stream_id = ? AND r.main = 1 AND sp.start_ms < ? AND sp.end_ms > ? "
+            "ORDER BY sp.start_ms LIMIT ?",
+            (stream_id, to_ms, from_ms, limit),
+        ).fetchall()
+        gaps = self._db.execute(
+            "SELECT g.* FROM gaps g JOIN renditions r ON r.id = g.rendition_id "
+            "JOIN sessions s ON s.id = r.session_id "
+            "WHERE s.stream_id = ? AND r.main = 1 AND g.start_ms < ? AND g.end_ms > ? "
+            "ORDER BY g.start_ms LIMIT ?",
+            (stream_id, to_ms, from_ms, limit),
+        ).fetchall()
+        return [(int(r[0]), int(r[1]), str(r[2])) for r in spans], [_gap(g) for g in gaps]
 
     def has_segment(self, rendition_id: int, seq: int) -> bool:
         return (
@@ -274,6 +336,27 @@ class Index:
             (rendition_id,),
         ).fetchone()
         return None if row is None else _segment(row)
+
+    def rendition_segments(self, rendition_id: int) -> list[SegmentRow]:
+        """Every segment of one rendition, in media-sequence order."""
+        rows = self._db.execute(
+            "SELECT * FROM segments WHERE rendition_id = ? ORDER BY seq", (rendition_id,)
+        ).fetchall()
+        return [_segment(r) for r in rows]
+
+    def indexed_times(self, rendition_id: int) -> dict[int, int]:
+        """seq -> when each segment of a rendition was indexed (Unix ms), for lag checks."""
+        rows = self._db.execute(
+            "SELECT seq, indexed_ms FROM segments WHERE rendition_id = ?", (rendition_id,)
+        ).fetchall()
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    def rendition_gaps(self, rendition_id: int) -> list[GapRow]:
+        """Every gap of one rendition (zero-length ones included), in the order recorded."""
+        rows = self._db.execute(
+            "SELECT * FROM gaps WHERE rendition_id = ? ORDER BY id", (rendition_id,)
+        ).fetchall()
+        return [_gap(r) for r in rows]
 
     def add_gap(self, gap: GapRow) -> None:
         self._db.execute(
@@ -291,30 +374,39 @@ class Index:
             "ORDER BY start_ms",
             (*rendition_ids, end_ms, start_ms),
         ).fetchall()
-        return [
-            GapRow(
-                rendition_id=r["rendition_id"],
-                start_ms=r["start_ms"],
-                end_ms=r["end_ms"],
-                first_seq=r["first_seq"],
-                last_seq=r["last_seq"],
-                reason=r["reason"],
-            )
-            for r in rows
-        ]
+        return [_gap(r) for r in rows]
 
     def stream_segments(
-        self, stream_id: str, start_ms: int, end_ms: int, *, session_id: str | None = None
+        self,
+        stream_id: str,
+        start_ms: int,
+        end_ms: int,
+        *,
+        session_id: str | None = None,
+        rendition: str | None = None,
+        kind: str | None = None,
     ) -> list[SegmentRow]:
-        """Segments of each session's main rendition that overlap [start_ms, end_ms)."""
+        """Segments overlapping [start_ms, end_ms) of one rendition per session.
+
+        That rendition is the named one, else the first of the given kind, else the
+        session's main (video) rendition.
+        """
+        params: tuple[str, ...] = ()
+        if rendition is not None:
+            which, params = "r.name = ?", (rendition,)
+        elif kind is not None:
+            which = "r.id = (SELECT MIN(id) FROM renditions WHERE session_id = s.id AND kind = ?)"
+            params = (kind,)
+        else:
+            which = "r.main = 1"
         rows = self._db.execute(
             "SELECT seg.* FROM segments seg "
             "JOIN renditions r ON r.id = seg.rendition_id "
             "JOIN sessions s ON s.id = r.session_id "
-            "WHERE s.stream_id = ? AND (? IS NULL OR s.id = ?) AND r.main = 1 "
+            f"WHERE s.stream_id = ? AND (? IS NULL OR s.id = ?) AND {which} "
             "AND seg.start_ms < ? AND seg.end_ms > ? "
             "ORDER BY seg.start_ms, seg.id",
-            (stream_id, session_id, session_id, end_ms, start_ms),
+            (stream_id, session_id, session_id, *params, end_ms, start_ms),
         ).fetchall()
         return [_segment(r) for r in rows]
 
@@ -327,10 +419,13 @@ class Index:
         return [(int(r[0]), int(r[1])) for r in rows]
 
     def segments_before(self, stream_id: str, cutoff_ms: int, *, limit: int) -> list[SegmentRow]:
+        """Retention's candidates: old segments that no HLS clip serves."""
         rows = self._db.execute(
             "SELECT seg.* FROM segments seg JOIN renditions r ON r.id = seg.rendition_id "
             "JOIN sessions s ON s.id = r.session_id "
-            "WHERE s.stream_id = ? AND seg.end_ms <= ? ORDER BY seg.start_ms LIMIT ?",
+            "WHERE s.stream_id = ? AND seg.end_ms <= ? "
+            "AND NOT EXISTS (SELECT 1 FROM clip_segments cs WHERE cs.segment_id = seg.id) "
+            "ORDER BY seg.start_ms LIMIT ?",
             (stream_id, cutoff_ms, limit),
         ).fetchall()
         return [_segment(r) for r in rows]
@@ -338,7 +433,36 @@ class Index:
     def delete_segments(self, segment_ids: Sequence[int]) -> None:
         with self._db:
             self._db.execute("BEGIN")
+            touched = (
+                {
+                    int(r[0])
+                    for r in self._db.execute(
+                        f"SELECT DISTINCT rendition_id FROM segments WHERE id IN "
+                        f"({','.join('?' * len(segment_ids))})",
+                        tuple(segment_ids),
+                    )
+                }
+                if segment_ids
+                else set()
+            )
             self._db.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in segment_ids])
+            for rendition_id in touched:
+                self._shrink_spans(rendition_id)
+
+    def _shrink_spans(self, rendition_id: int) -> None:
+        """After retention: spans start where their oldest remaining segment does."""
+        for span in self._db.execute(
+            "SELECT id, start_ms, end_ms FROM spans WHERE rendition_id = ?", (rendition_id,)
+        ).fetchall():
+            first = self._scalar(
+                "SELECT MIN(start_ms) FROM segments WHERE rendition_id = ? "
+                "AND start_ms >= ? AND start_ms <= ?",
+                (rendition_id, span["start_ms"], span["end_ms"]),
+            )
+            if first is None:
+                self._db.execute("DELETE FROM spans WHERE id = ?", (span["id"],))
+            elif first != span["start_ms"]:
+                self._db.execute("UPDATE spans SET start_ms = ? WHERE id = ?", (first, span["id"]))
 
     def forget_emptied(self, stream_id: str, cutoff_ms: int) -> int:
         """Drop ended sessions older than cutoff whose segments are all gone."""
@@ -383,7 +507,8 @@ class Index:
     def add_clip(self, clip: ClipRow) -> None:
         self._db.execute(
             "INSERT INTO clips (id, stream_id, session_id, name, state, start_ms, end_ms,"
-            " created_ms, updated_ms, error, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_ms, updated_ms, error, result, options)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 clip.id,
                 clip.stream_id,
@@ -396,6 +521,7 @@ class Index:
                 clip.updated_ms,
                 clip.error,
                 None if clip.result is None else json.dumps(clip.result),
+                None if clip.options is None else json.dumps(clip.options),
             ),
         )
 
@@ -449,6 +575,21 @@ class Index:
     def delete_clip(self, clip_id: str) -> None:
         self._db.execute("DELETE FROM clips WHERE id = ?", (clip_id,))
 
+    def pin_segments(self, clip_id: str, segment_ids: Sequence[int]) -> None:
+        """An HLS clip serves stored segments: retention must keep them while it exists."""
+        self._db.executemany(
+            "INSERT OR IGNORE INTO clip_segments (clip_id, segment_id) VALUES (?, ?)",
+            [(clip_id, s) for s in segment_ids],
+        )
+
+    def pinned_segment(self, clip_id: str, segment_id: int) -> SegmentRow | None:
+        row = self._db.execute(
+            "SELECT seg.* FROM segments seg JOIN clip_segments cs ON cs.segment_id = seg.id "
+            "WHERE cs.clip_id = ? AND seg.id = ?",
+            (clip_id, segment_id),
+        ).fetchone()
+        return None if row is None else _segment(row)
+
     def clip_state_counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM clips GROUP BY state").fetchall()
         return {r[0]: int(r[1]) for r in rows}
@@ -500,8 +641,20 @@ def _segment(row: sqlite3.Row) -> SegmentRow:
     )
 
 
+def _gap(row: sqlite3.Row) -> GapRow:
+    return GapRow(
+        rendition_id=row["rendition_id"],
+        start_ms=row["start_ms"],
+        end_ms=row["end_ms"],
+        first_seq=row["first_seq"],
+        last_seq=row["last_seq"],
+        reason=row["reason"],
+    )
+
+
 def _clip(row: sqlite3.Row) -> ClipRow:
     result = row["result"]
+    options = row["options"]
     return ClipRow(
         id=row["id"],
         stream_id=row["stream_id"],
@@ -514,4 +667,5 @@ def _clip(row: sqlite3.Row) -> ClipRow:
         updated_ms=row["updated_ms"],
         error=row["error"],
         result=None if result is None else cast(dict[str, object], json.loads(result)),
+        options=None if options is None else cast(dict[str, Any], json.loads(options)),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 SessionState = Literal["live", "ended"]
 ClipState = Literal["queued", "waiting", "processing", "ready", "failed"]
@@ -76,3 +76,4 @@ class ClipRow:
     updated_ms: int
     error: str | None
     result: dict[str, object] | None  # what was delivered, once ready
+    options: dict[str, Any] | None = None  # windows, accuracy, formats, rendition

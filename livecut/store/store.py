@@ -51,6 +51,10 @@ class Store:
     async def write(self, relpath: str, data: bytes) -> None:
         await asyncio.to_thread(files.write_atomic, self.root, relpath, data)
 
+    async def write_file(self, path: Path, data: bytes) -> None:
+        """Atomically write a file outside the segment tree (clip outputs)."""
+        await asyncio.to_thread(files.write_atomic, path.parent, path.name, data)
+
     def clip_dir(self, clip_id: str) -> Path:
         return self.root / "clips" / files.safe_name(clip_id)
 
