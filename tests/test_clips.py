@@ -1,0 +1,272 @@
+"""Clips checked frame by frame: accuracy, joins, discontinuities, windows, HLS, exports."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import av
+import pytest
+from aiohttp import web
+
+from livecut.daemon import Daemon
+from livecut.hls.playlist import MediaPlaylist, parse_playlist
+from livecut.media.synth import write_hls_fixture
+from livecut.origin import LiveOrigin
+from livecut.store.records import ClipRow
+from tests.harness import daemon_config, decode_clip, running, until
+
+PDT0 = 1_767_225_600_000  # the fixtures' first PDT
+FRAME_MS = 40
+AAC_FRAME_S = 1024 / 48000
+
+
+def frame_covering(wall_ms: int, pdt0: int = PDT0) -> int:
+    return (wall_ms - pdt0) // FRAME_MS
+
+
+def ended(daemon: Daemon) -> bool:
+    sessions = daemon.store.index.sessions("cam")
+    return bool(sessions) and sessions[0].state == "ended"
+
+
+@asynccontextmanager
+async def recorded_vod(
+    data_dir: Path, folder: Path, *, container: str = "ts", segments: int = 5
+) -> AsyncIterator[Daemon]:
+    """A daemon that has recorded a whole VOD written by the fixtures code."""
+    playlist = write_hls_fixture(folder, segments=segments, container=container)  # type: ignore[arg-type]
+    app = web.Application()
+    app.router.add_static("/vod", playlist.parent)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        config = daemon_config(data_dir, f"http://127.0.0.1:{port}/vod/{playlist.name}")
+        async with running(config) as daemon:
+            await until(daemon, "cam", lambda: ended(daemon), timeout_s=20)
+            yield daemon
+    finally:
+        await runner.cleanup()
+
+
+async def clip_of(daemon: Daemon, body: dict[str, object]) -> ClipRow:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{daemon.base_url}/v1/clips", json={"stream": "cam", **body}) as response,
+    ):
+        created = await response.json()
+        assert response.status == 202, created
+    clip = await daemon.jobs.wait_finished(created["id"], timeout_s=60)
+    assert clip is not None and clip.state == "ready", clip
+    assert clip.result is not None
+    return clip
+
+
+def file_of(daemon: Daemon, clip: ClipRow, name: str = "clip.mp4") -> Path:
+    return daemon.store.clip_dir(clip.id) / name
+
+
+def check_frames(path: Path, first: int, last: int, *, audio: bool = True) -> None:
+    """Exactly frames first..last, each at its own wall-clock offset; audio covers them."""
+    decoded = decode_clip(path)
+    numbers = [n for _, n in decoded.frames]
+    assert numbers == list(range(first, last + 1)), (numbers[:3], numbers[-3:])
+    for t, n in decoded.frames:
+        assert abs(t - (n - first) * FRAME_MS / 1000) < 0.0015, (t, n)
+    if audio:
+        assert decoded.audio_start_s is not None and decoded.audio_end_s is not None
+        assert abs(decoded.audio_start_s) <= AAC_FRAME_S
+        assert abs(decoded.audio_end_s - decoded.video_end_s) <= AAC_FRAME_S + 0.001
+
+
+def beep_offsets(path: Path) -> list[tuple[float, float]]:
+    """(video time of each whole stream second, time of the beep that marks it)."""
+    with av.open(str(path)) as container:
+        audio_times = []
+        for frame in container.decode(audio=0):
+            assert frame.pts is not None and frame.time_base is not None
+            peak = max(abs(v) for v in memoryview(bytes(frame.planes[0])).cast("f")[:256])
+            audio_times.append((float(frame.pts * frame.time_base), peak > 0.1))
+    decoded = decode_clip(path)
+    pairs = []
+    for t, n in decoded.frames:
+        if n % 25 == 0:
+            onset = next((a for a, loud in audio_times if loud and a >= t - 0.03), None)
+            if onset is not None and onset < t + 0.1:
+                pairs.append((t, onset))
+    return pairs
+
+
+@pytest.mark.parametrize("container", ["ts", "fmp4"])
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (2530, 3970),  # inside one segment, mid-GOP, both ends inside frames
+        (1290, 7610),  # across three joins, start in a B-frame run
+        (3000, 5000),  # on a keyframe and a segment boundary, end on a frame boundary
+        (4010, 4530),  # a short clip: 13 frames out of a GOP that began at 4000
+    ],
+)
+async def test_frame_accuracy(
+    data_dir: Path, tmp_path: Path, container: str, start: int, end: int
+) -> None:
+    async with recorded_vod(data_dir, tmp_path / "vod", container=container) as daemon:
+        clip = await clip_of(daemon, {"start_ms": PDT0 + start, "end_ms": PDT0 + end})
+        first, last = frame_covering(PDT0 + start), frame_covering(PDT0 + end - 1)
+        check_frames(file_of(daemon, clip), first, last)
+        assert clip.result is not None
+        assert clip.result["start_ms"] == PDT0 + first * FRAME_MS
+        assert clip.result["end_ms"] == PDT0 + (last + 1) * FRAME_MS
+        video = [t for t in clip.result["tracks"] if t["kind"] == "video"]  # type: ignore[union-attr]
+        assert video[0]["frames"] == last - first + 1
+        assert (video[0]["width"], video[0]["height"], video[0]["fps"]) == (320, 180, 25.0)
+        mp4 = clip.result["files"]["mp4"]  # type: ignore[index]
+        assert mp4["size_bytes"] == file_of(daemon, clip).stat().st_size
+        assert len(mp4["sha256"]) == 64
+
+
+async def test_audio_stays_in_sync(data_dir: Path, tmp_path: Path) -> None:
+    async with recorded_vod(data_dir, tmp_path / "vod") as daemon:
+        clip = await clip_of(daemon, {"start_ms": PDT0 + 1730, "end_ms": PDT0 + 8890})
+        pairs = beep_offsets(file_of(daemon, clip))
+        assert len(pairs) >= 6
+        for video_t, beep_t in pairs:
+            assert abs(beep_t - video_t) <= AAC_FRAME_S, (video_t, beep_t)
+
+
+async def test_keyframe_accuracy_starts_on_the_keyframe(data_dir: Path, tmp_path: Path) -> None:
+    async with recorded_vod(data_dir, tmp_path / "vod") as daemon:
+        clip = await clip_of(
+            daemon, {"start_ms": PDT0 + 2530, "end_ms": PDT0 + 3970, "accuracy": "keyframe"}
+        )
+        check_frames(file_of(daemon, clip), 50, frame_covering(PDT0 + 3969))
+        assert clip.result is not None and clip.result["start_ms"] == PDT0 + 2000
+
+
+async def test_windows_are_cut_in_one_job(data_dir: Path, tmp_path: Path) -> None:
+    async with recorded_vod(data_dir, tmp_path / "vod") as daemon:
+        clip = await clip_of(
+            daemon,
+            {
+                "windows": [
+                    {"start_ms": PDT0 + 500, "end_ms": PDT0 + 1500, "label": "a"},
+                    {"start_ms": PDT0 + 6120, "end_ms": PDT0 + 9000, "label": "b"},
+                ]
+            },
+        )
+        assert clip.result is not None
+        windows = clip.result["windows"]
+        assert [w["label"] for w in windows] == ["a", "b"]  # type: ignore[union-attr]
+        check_frames(file_of(daemon, clip, "w0.mp4"), 12, 37)
+        check_frames(file_of(daemon, clip, "w1.mp4"), 153, 224)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{daemon.base_url}/v1/clips/{clip.id}/w1.mp4") as response,
+        ):
+            assert response.status == 200
+            assert len(await response.read()) == file_of(daemon, clip, "w1.mp4").stat().st_size
+
+
+async def test_hls_clip_is_instant_and_pins_its_segments(data_dir: Path, tmp_path: Path) -> None:
+    async with recorded_vod(data_dir, tmp_path / "vod", container="fmp4") as daemon:
+        clip = await clip_of(
+            daemon, {"start_ms": PDT0 + 2500, "end_ms": PDT0 + 5500, "formats": ["hls"]}
+        )
+        assert clip.result is not None
+        # Segment-accurate: whole stored segments 1..2.
+        assert (clip.result["start_ms"], clip.result["end_ms"]) == (PDT0 + 2000, PDT0 + 6000)
+        base = f"{daemon.base_url}/v1/clips/{clip.id}/"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(base + "index.m3u8") as response:
+                assert response.status == 200
+                text = await response.text()
+            playlist = parse_playlist(text, base + "index.m3u8")
+            assert isinstance(playlist, MediaPlaylist) and playlist.ended
+            assert [s.pdt_ms for s in playlist.segments] == [PDT0 + 2000, PDT0 + 4000]
+            init = playlist.segments[0].init
+            assert init is not None
+            async with http.get(init.uri) as response:
+                init_bytes = await response.read()
+            for segment in playlist.segments:
+                async with http.get(segment.uri) as response:
+                    assert response.status == 200
+                    media = await response.read()
+                with av.open(io.BytesIO(init_bytes + media)) as container:
+                    assert container.streams.video[0].codec_context.name == "h264"
+        # Retention's candidates (everything older than the far future) skip what it serves.
+        old = daemon.store.index.segments_before("cam", 2**62, limit=100)
+        assert {s.seq for s in old} == {0, 3, 4}, "segments 1 and 2 are pinned"
+
+
+async def test_session_export_is_one_continuous_file(data_dir: Path, tmp_path: Path) -> None:
+    async with recorded_vod(data_dir, tmp_path / "vod", segments=4) as daemon:
+        session = daemon.store.index.sessions("cam")[0]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{daemon.base_url}/v1/sessions/{session.id}/export") as response,
+        ):
+            created = await response.json()
+            assert response.status == 202, created
+        clip = await daemon.jobs.wait_finished(created["id"], timeout_s=60)
+        assert clip is not None and clip.state == "ready" and clip.result is not None
+        check_frames(file_of(daemon, clip), 0, 199)
+        assert clip.result["duration_ms"] == 8000
+
+
+async def test_timeline_lists_ranges_and_gaps(data_dir: Path) -> None:
+    now = [time.time()]
+    origin = LiveOrigin(window=3, prefill=3, clock=lambda: now[0])
+    url = await origin.start()
+    try:
+        async with running(daemon_config(data_dir, url)) as daemon:
+            count = lambda: len(daemon.store.index.stream_segments("cam", 0, 2**62))  # noqa: E731
+            await until(daemon, "cam", lambda: count() == 3, timeout_s=20)
+            now[0] += 20.0
+            await until(daemon, "cam", lambda: count() >= 6, timeout_s=20)
+            query = f"from_ms={origin.epoch_ms - 60_000}&to_ms={origin.segment_pdt_ms(20)}"
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{daemon.base_url}/v1/streams/cam/timeline?{query}") as response,
+            ):
+                timeline = await response.json()
+            assert [(r["start_ms"], r["end_ms"]) for r in timeline["ranges"]] == [
+                (origin.segment_pdt_ms(0), origin.segment_pdt_ms(3)),
+                (origin.segment_pdt_ms(10), origin.segment_pdt_ms(13)),
+            ]
+            assert [(g["start_ms"], g["end_ms"], g["reason"]) for g in timeline["gaps"]] == [
+                (origin.segment_pdt_ms(3), origin.segment_pdt_ms(10), "expired")
+            ]
+    finally:
+        await origin.stop()
+
+
+async def test_clip_across_an_encoder_restart(data_dir: Path, tmp_path: Path) -> None:
+    now = [time.time()]
+    origin = LiveOrigin(window=6, prefill=3, clock=lambda: now[0], end_after=6)
+    url = await origin.start()
+    try:
+        async with running(daemon_config(data_dir, url)) as daemon:
+            count = lambda: len(daemon.store.index.stream_segments("cam", 0, 2**62))  # noqa: E731
+            await until(daemon, "cam", lambda: count() == 3, timeout_s=20)
+            origin.restart_encoder()  # PTS restart at segment 3, DISCONTINUITY tag
+            now[0] += 6.0
+            origin.tick()
+            await until(daemon, "cam", lambda: ended(daemon), timeout_s=20)
+            epochs = [s.epoch for s in daemon.store.index.stream_segments("cam", 0, 2**62)]
+            assert epochs[:3] == [epochs[0]] * 3 and epochs[3] == epochs[0] + 1
+            start, end = origin.segment_pdt_ms(1) + 1250, origin.segment_pdt_ms(4) + 770
+            clip = await clip_of(daemon, {"start_ms": start, "end_ms": end})
+            check_frames(
+                file_of(daemon, clip),
+                frame_covering(start, origin.epoch_ms),
+                frame_covering(end - 1, origin.epoch_ms),
+            )
+    finally:
+        await origin.stop()
