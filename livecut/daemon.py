@@ -64,6 +64,7 @@ class Daemon:
                 live_edges=self.store.index.stream_live_edges,
                 clip_states=self.store.index.clip_state_counts,
                 queue_depth=self.jobs.queue_depth,
+                stream_states=lambda: {k: r.status.state for k, r in self.recorders.items()},
                 clock=self.clock,
             )
         )

@@ -10,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+STREAM_STATES = ("connecting", "recording", "stalled", "ended", "failing")
 
 SEGMENTS_INGESTED = Counter(
     "livecut_segments_ingested_total",
@@ -94,8 +95,10 @@ class StateCollector(Collector):
         live_edges: Callable[[], dict[str, int]],
         clip_states: Callable[[], dict[str, int]],
         queue_depth: Callable[[], int],
+        stream_states: Callable[[], dict[str, str]] = dict,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._stream_states = stream_states
         self._live_edges = live_edges
         self._clip_states = clip_states
         self._queue_depth = queue_depth
@@ -118,6 +121,15 @@ class StateCollector(Collector):
         for state in ("queued", "waiting", "processing", "ready", "failed"):
             jobs.add_metric([state], counts.get(state, 0))
         yield jobs
+        states = GaugeMetricFamily(
+            "livecut_stream_state",
+            "1 for each stream's current recording state, 0 for the others.",
+            labels=["stream", "state"],
+        )
+        for stream, current in sorted(self._stream_states().items()):
+            for state in STREAM_STATES:
+                states.add_metric([stream, state], 1.0 if state == current else 0.0)
+        yield states
         yield GaugeMetricFamily(
             "livecut_clip_queue_depth",
             "Clip jobs waiting for a worker.",

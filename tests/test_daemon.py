@@ -157,3 +157,25 @@ async def test_restart_resumes_unfinished_clips(data_dir: Path) -> None:
             assert done.result is not None and done.result["start_ms"] == origin.segment_pdt_ms(0)
     finally:
         await origin.stop()
+
+
+async def test_stream_state_metric(data_dir: Path) -> None:
+    origin = LiveOrigin(prefill=2, end_after=2)
+    url = await origin.start()
+    try:
+        async with running(daemon_config(data_dir, url, stream_id="m2")) as daemon:
+            await until(daemon, "m2", lambda: session_ended_for(daemon, "m2"), timeout_s=20)
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{daemon.base_url}/metrics") as response,
+            ):
+                values = samples(await response.text())
+    finally:
+        await origin.stop()
+    assert values[("livecut_stream_state", (("state", "ended"), ("stream", "m2")))] == 1
+    assert values[("livecut_stream_state", (("state", "recording"), ("stream", "m2")))] == 0
+
+
+def session_ended_for(daemon: Daemon, stream: str) -> bool:
+    sessions = daemon.store.index.sessions(stream)
+    return bool(sessions) and sessions[0].state == "ended"

@@ -266,7 +266,15 @@ def _query_ms(request: web.Request, key: str, default: int) -> int:
     return int(raw)
 
 
-EXPORT_FIELDS = ("start_ms", "end_ms", "formats", "accuracy", "name", "rendition")
+EXPORT_FIELDS = (
+    "start_ms",
+    "end_ms",
+    "formats",
+    "accuracy",
+    "name",
+    "rendition",
+    "reencode_edges",
+)
 
 
 async def export_session(request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ CLIP_FIELDS = (
     "accuracy",
     "formats",
     "rendition",
+    "reencode_edges",
 )
 NAME_MAX = 200
 # Unix ms between 2000-01-01 and 2100-01-01: catches seconds or microseconds sent by mistake.
@@ -66,6 +67,9 @@ def clip_request(
     rendition = body.get("rendition", "best")
     if not isinstance(rendition, str) or not rendition:
         errors.append('rendition must be a rendition name (see GET /v1/sessions/{id}) or "best"')
+    reencode_edges = body.get("reencode_edges", False)
+    if not isinstance(reencode_edges, bool):
+        errors.append(f"reencode_edges must be true or false, not {reencode_edges!r}")
     stream_id, session_id = _target(body, streams, session_owner, errors)
     if errors:
         only_unknown = len(errors) == 1 and errors[0].startswith(
@@ -81,6 +85,7 @@ def clip_request(
         accuracy="keyframe" if accuracy == "keyframe" else "frame",
         formats=tuple(formats),
         rendition=rendition if isinstance(rendition, str) else "best",
+        reencode_edges=reencode_edges is True,
     )
 
 

@@ -53,6 +53,7 @@ class ClipRequest:
     accuracy: Accuracy = "frame"
     formats: tuple[str, ...] = ("mp4",)
     rendition: str = "best"  # a rendition name, or the session's main video rendition
+    reencode_edges: bool = False  # re-encode the first partial GOP instead of an edit list
 
     @property
     def start_ms(self) -> int:
@@ -71,6 +72,7 @@ class ClipRequest:
             "accuracy": self.accuracy,
             "formats": list(self.formats),
             "rendition": self.rendition,
+            "reencode_edges": self.reencode_edges,
         }
 
     @staticmethod
@@ -92,6 +94,7 @@ class ClipRequest:
             accuracy="keyframe" if accuracy == "keyframe" else "frame",
             formats=tuple(str(f) for f in formats) if isinstance(formats, list) else ("mp4",),
             rendition=rendition if isinstance(rendition, str) else "best",
+            reencode_edges=options.get("reencode_edges") is True,
         )
 
 
