@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from livecut import metrics
 from livecut.clips.jobs import ClipRequest, Window
 from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
@@ -173,6 +175,13 @@ async def test_stream_state_metric(data_dir: Path) -> None:
     finally:
         await origin.stop()
     assert values[("livecut_stream_state", (("state", "ended"), ("stream", "m2")))] == 1
+    # The shipped alert rules only use metrics that exist.
+    rules = (Path(__file__).parent.parent / "config" / "prometheus-alerts.yml").read_text()
+    exported = {name for name, _ in values}
+    for family in metrics.REGISTRY.collect():  # labelled families with no samples yet
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+        exported |= {family.name + s for s in suffixes.get(family.type, ("",))}
+    assert set(re.findall(r"livecut_[a-z_]+", rules)) <= exported
     assert values[("livecut_stream_state", (("state", "recording"), ("stream", "m2")))] == 0
 
 
