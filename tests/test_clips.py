@@ -18,6 +18,7 @@ from livecut.hls.playlist import MediaPlaylist, parse_playlist
 from livecut.media.synth import write_hls_fixture
 from livecut.origin import LiveOrigin
 from livecut.store.records import ClipRow
+from tests.browser import add_player_routes, playback_advances, require_browser, serve
 from tests.harness import daemon_config, decode_clip, running, until
 
 PDT0 = 1_767_225_600_000  # the fixtures' first PDT
@@ -270,3 +271,24 @@ async def test_clip_across_an_encoder_restart(data_dir: Path, tmp_path: Path) ->
             )
     finally:
         await origin.stop()
+
+
+@pytest.mark.parametrize("container", ["ts", "fmp4"])
+async def test_hls_clip_plays_in_a_real_player(
+    data_dir: Path, tmp_path: Path, container: str
+) -> None:
+    """hls.js in headless Chromium plays the instant clip straight from the daemon."""
+    require_browser()
+    async with recorded_vod(data_dir, tmp_path / "vod", container=container) as daemon:
+        clip = await clip_of(
+            daemon, {"start_ms": PDT0 + 1000, "end_ms": PDT0 + 7000, "formats": ["hls"]}
+        )
+        player = web.Application()
+        add_player_routes(player)
+        async with serve(player) as page_origin:
+            result = await playback_advances(
+                page_origin, f"{daemon.base_url}/v1/clips/{clip.id}/index.m3u8", seconds=3.0
+            )
+    assert result.advanced, result.describe()
+    assert not result.fatal_errors, result.describe()
+    assert (result.video_width, result.video_height) == (320, 180)

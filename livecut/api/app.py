@@ -447,6 +447,10 @@ CONTENT_TYPES = {
 }
 
 
+# Web players (hls.js, <video>) on another origin fetch clip files with XHR or ranges.
+PLAYER_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "*"}
+
+
 async def clip_file(request: web.Request) -> web.StreamResponse:
     """A clip's own output: clip.mp4, index.m3u8, clip.vtt, or wN.* for a window."""
     ctx = _ctx(request)
@@ -459,7 +463,10 @@ async def clip_file(request: web.Request) -> web.StreamResponse:
     path = ctx.store.clip_dir(clip.id) / name
     if not path.is_file():
         return error(404, f"clip {clip.id} has no file {name!r}; its files are in its links")
-    headers = {"Content-Type": CONTENT_TYPES.get(path.suffix, "application/octet-stream")}
+    headers = {
+        "Content-Type": CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
+        **PLAYER_HEADERS,
+    }
     if path.suffix == ".mp4":
         filename = (clip.name or clip.id).replace('"', "")
         headers["Content-Disposition"] = f'inline; filename="{filename}.mp4"'
@@ -481,5 +488,9 @@ async def clip_media(request: web.Request) -> web.StreamResponse:
     path = ctx.store.path(relpath)
     suffix = ".mp4" if is_init else path.suffix
     return web.FileResponse(
-        path, headers={"Content-Type": CONTENT_TYPES.get(suffix, "application/octet-stream")}
+        path,
+        headers={
+            "Content-Type": CONTENT_TYPES.get(suffix, "application/octet-stream"),
+            **PLAYER_HEADERS,
+        },
     )
