@@ -16,6 +16,13 @@ from livecut.clips.hls import vod_playlist
 from livecut.clips.planner import ClipPlan, NothingRecorded, plan_clip
 from livecut.config import ClipsConfig
 from livecut.media.remux import RemuxError, RemuxPart, remux_mp4
+from livecut.media.subtitles import (
+    Cue,
+    SubtitleError,
+    clip_cues,
+    parse_segment,
+    render_webvtt,
+)
 from livecut.store.index import new_id
 from livecut.store.records import ClipRow, ClipState, SegmentRow
 from livecut.store.store import Store
@@ -264,10 +271,11 @@ class ClipJobs:
         try:
             result = await self._cut(clip)
         except (NothingRecorded, RemuxError, OSError) as exc:
-            log.warning("clip %s failed: %s", clip_id, exc)
-            if self.store.index.clip(clip_id) is not None:
-                self._set_state(clip_id, "failed", error=str(exc))
-                metrics.CLIP_JOBS.labels("failed").inc()
+            self._fail(clip_id, str(exc))
+            return
+        except Exception as exc:  # a worker must outlive any one clip's bug
+            log.exception("clip %s: unexpected error", clip_id)
+            self._fail(clip_id, f"internal error ({type(exc).__name__}); see the daemon's log")
             return
         if self.store.index.clip(clip_id) is None:
             self.store.remove_clip_files(clip_id)  # deleted while it was being cut
@@ -276,6 +284,12 @@ class ClipJobs:
         metrics.CLIP_JOBS.labels("ready").inc()
         metrics.CLIP_PROCESSING_SECONDS.observe(time.monotonic() - began)
         metrics.CLIP_READY_SECONDS.observe(max(0.0, (self._now_ms() - clip.created_ms) / 1000))
+
+    def _fail(self, clip_id: str, error: str) -> None:
+        log.warning("clip %s failed: %s", clip_id, error)
+        if self.store.index.clip(clip_id) is not None:
+            self._set_state(clip_id, "failed", error=error)
+            metrics.CLIP_JOBS.labels("failed").inc()
 
     async def _cut(self, clip: ClipRow) -> dict[str, object]:
         request = ClipRequest.of(clip)
@@ -321,6 +335,10 @@ class ClipJobs:
             first, last = plan.parts[0].segment, plan.parts[-1].segment
             body.update(start_ms=first.start_ms, end_ms=last.end_ms)
             body["duration_ms"] = last.end_ms - first.start_ms
+        cues, language = await self._subtitles(clip, plan, window)
+        # A sidecar is timed like the output it accompanies: from the MP4's first frame,
+        # or from the first segment of an HLS-only clip.
+        zero_ms: float = plan.parts[0].segment.start_ms
         if "mp4" in request.formats:
             start = plan.start_ms
             if request.accuracy == "frame":
@@ -333,14 +351,33 @@ class ClipJobs:
                 end_ms=plan.end_ms,
                 output=output,
                 audio_parts=self._alternate_audio(clip, plan),
+                reencode_edges=request.reencode_edges,
+                cues=cues,
+                cue_language=language,
             )
             files["mp4"] = await _file_entry(clip.id, output)
+            zero_ms = presented.start_ms
+            tracks = [t.as_dict() for t in presented.tracks]
+            if cues:
+                tracks.append(
+                    {
+                        "kind": "subtitles",
+                        "codec": "mov_text",
+                        "language": language,
+                        "cues": len(cues),
+                    }
+                )
             body.update(
                 start_ms=round(presented.start_ms),
                 end_ms=round(presented.end_ms),
                 duration_ms=round(presented.end_ms) - round(presented.start_ms),
-                tracks=[t.as_dict() for t in presented.tracks],
+                tracks=tracks,
+                reencoded_frames=presented.reencoded_frames,
             )
+        if cues:
+            vtt = folder / f"{stem}.vtt"
+            await self.store.write_file(vtt, render_webvtt(cues, zero_ms=zero_ms).encode())
+            files["vtt"] = await _file_entry(clip.id, vtt)
         body["files"] = files
         return body
 
@@ -356,6 +393,36 @@ class ClipJobs:
             from_ms=from_ms,
             to_ms=to_ms,
         )
+
+    async def _subtitles(
+        self, clip: ClipRow, plan: ClipPlan, window: Window
+    ) -> tuple[list[Cue], str | None]:
+        """Cues of the session's first subtitles rendition inside the window, wall-timed."""
+        segments = self.store.index.stream_segments(
+            clip.stream_id,
+            plan.start_ms,
+            plan.end_ms,
+            session_id=clip.session_id,
+            kind="subtitles",
+        )
+        if not segments:
+            return [], None
+        video = [p.segment for p in plan.parts]
+        cues: list[Cue] = []
+        for segment in segments:
+            data = await asyncio.to_thread(self.store.path(segment.path).read_bytes)
+            try:
+                cues += parse_segment(
+                    data,
+                    pts_to_wall_ms=lambda t: _pts_to_wall_ms(video, t),
+                    segment_start_ms=segment.start_ms,
+                )
+            except SubtitleError as exc:
+                log.warning("clip %s: skipping subtitles %s: %s", clip.id, segment.path, exc)
+        rendition = self.store.index.rendition_of(segments[0].rendition_id)
+        language = None if rendition is None else rendition.language
+        # Trimmed to what the outputs may show; each output clamps at its own first frame.
+        return clip_cues(cues, plan.start_ms, plan.end_ms), language
 
     def _alternate_audio(self, clip: ClipRow, plan: ClipPlan) -> list[RemuxPart]:
         """Audio from an alternate-audio rendition, when the video carries none."""
@@ -389,6 +456,19 @@ async def _file_entry(clip_id: str, path: Path) -> dict[str, object]:
         "size_bytes": path.stat().st_size,
         "sha256": digest,
     }
+
+
+def _pts_to_wall_ms(video: list[SegmentRow], media_s: float) -> float:
+    """Place a media time (e.g. a WebVTT cue's MPEG-TS time) by the video segment holding it."""
+
+    def distance(segment: SegmentRow) -> float:
+        span_s = (segment.end_ms - segment.start_ms) / 1000
+        if segment.ref_pts_s <= media_s <= segment.ref_pts_s + span_s:
+            return 0.0
+        return min(abs(media_s - segment.ref_pts_s), abs(media_s - segment.ref_pts_s - span_s))
+
+    nearest = min(video, key=distance)
+    return nearest.start_ms + (media_s - nearest.ref_pts_s) * 1000
 
 
 def _init_segment(segments: list[SegmentRow], init_path: str) -> int:

@@ -5,6 +5,10 @@ those pre-roll frames get negative timestamps, and libavformat writes an edit li
 hides them. After the last presented frame, reference frames that B-frames before it
 need are kept too and hidden by shortening the edit list (media/mp4edit.py). Every
 frame keeps its wall-clock offset from the first; audio is cut at the same instants.
+
+With reencode_edges, for consumers that ignore edit lists, the first partial GOP is
+re-encoded instead (media/edges.py): the file's first video sample is then the first
+presented frame, and copying resumes at the source's next IDR.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from av.packet import Packet
 from av.stream import Stream
 from av.video.stream import VideoStream
 
+from livecut.media.edges import EdgeEncoder, EdgeError
 from livecut.media.mp4edit import trim_track_durations
+from livecut.media.subtitles import Cue, MovTextTrack
 
 
 class RemuxError(RuntimeError):
@@ -71,6 +77,7 @@ class Presented:
     start_ms: float  # wall time of the first presented frame (t=0 in the file)
     end_ms: float  # wall time where the last presented frame ends
     tracks: tuple[TrackInfo, ...]
+    reencoded_frames: int = 0  # frames of the first partial GOP re-encoded (reencode_edges)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -95,6 +102,7 @@ class _Bounds:
     zero_ms: float  # wall time of the first presented frame
     end_ms: float  # wall time where presentation ends
     copy_until_ms: float  # video frames presented before this are copied (references)
+    starts_on_keyframe: bool = True  # the first presented frame is a keyframe: no pre-roll
 
 
 def remux_mp4(
@@ -104,6 +112,9 @@ def remux_mp4(
     end_ms: int,
     output: Path,
     audio_parts: Sequence[RemuxPart] = (),
+    reencode_edges: bool = False,
+    cues: Sequence[Cue] = (),
+    cue_language: str | None = None,
 ) -> Presented:
     """Write the frames covering [start_ms, end_ms) to `output`; blocking, run it in a thread.
 
@@ -111,12 +122,17 @@ def remux_mp4(
     end_ms - 1. `audio_parts` are segments of an alternate-audio rendition, muxed
     beside video that has no audio of its own. Memory stays bounded by one segment:
     parts are opened one at a time, interleaved by time, and streamed to the muxer.
+    `reencode_edges` re-encodes the frames before the first IDR instead of hiding
+    pre-roll with an edit list (the end is still trimmed by the edit list). `cues`
+    (wall-timed subtitles, already trimmed to the clip) become a mov_text track.
     """
     if not parts:
         raise RemuxError("nothing to remux")
     tmp = output.with_name(output.name + ".part")
     try:
         bounds = _bounds(parts, start_ms, end_ms)
+        edge: EdgeEncoder | None = None
+        text: MovTextTrack | None = None
         with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
             tracks: dict[str, _Track] = {}
             pending_audio = list(audio_parts)
@@ -124,10 +140,17 @@ def remux_mp4(
                 with _open_part(part) as source:
                     if index == 0:
                         tracks = _add_tracks(out, source)
+                        if reencode_edges and not bounds.starts_on_keyframe:
+                            edge = _edge_encoder(source, tracks, bounds)
                         if pending_audio and "audio" not in tracks:
                             with _open_part(pending_audio[0]) as audio:
                                 tracks.update(_add_tracks(out, audio, kinds=("audio",)))
-                    _copy_part(source, part, tracks, out, bounds, first=index == 0)
+                        if cues:
+                            # Added last, so its time base is fine enough for the others.
+                            text = MovTextTrack(out, language=cue_language)
+                            for cue in cues:
+                                text.add(cue, zero_ms=bounds.zero_ms)
+                    _copy_part(source, part, tracks, out, bounds, first=index == 0, edge=edge)
                 # Alternate audio follows the video segment by segment, so the muxer's
                 # interleaving queue never holds more than about one segment.
                 while pending_audio and (
@@ -136,19 +159,28 @@ def remux_mp4(
                     audio_part = pending_audio.pop(0)
                     with _open_part(audio_part) as audio:
                         _copy_part(audio, audio_part, tracks, out, bounds, first=False)
+            if edge is not None and edge.active:  # the clip ends before the next IDR
+                _write_edge(out, tracks["video"], edge.finish(bounds.end_ms), Fraction(0))
             if not any(t.frames for t in tracks.values()):
                 raise RemuxError("the selected range holds no packets")
+            if text is not None:
+                text.close()
         length_s = (bounds.end_ms - bounds.zero_ms) / 1000
         trim_track_durations(tmp, [length_s] * len(tracks))
         os.replace(tmp, output)
-    except av.error.FFmpegError as exc:
+    except (av.error.FFmpegError, EdgeError) as exc:
         tmp.unlink(missing_ok=True)
         raise RemuxError(f"remux failed: {exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     infos = tuple(_info(t, bounds) for t in tracks.values())
-    return Presented(start_ms=bounds.zero_ms, end_ms=bounds.end_ms, tracks=infos)
+    return Presented(
+        start_ms=bounds.zero_ms,
+        end_ms=bounds.end_ms,
+        tracks=infos,
+        reencoded_frames=0 if edge is None else edge.frames,
+    )
 
 
 def _open_part(part: RemuxPart) -> InputContainer:
@@ -163,9 +195,16 @@ def _wall_ms(part: RemuxPart, packet: Packet[Any]) -> float:
     return part.start_ms + (float(packet.pts * packet.time_base) - part.ref_pts_s) * 1000.0
 
 
-def _video_frames(part: RemuxPart) -> list[tuple[float, float]]:
-    """(wall time, duration) of each video frame of a part, in decode order."""
-    frames: list[tuple[float, float]] = []
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    wall_ms: float
+    duration_ms: float
+    keyframe: bool
+
+
+def _video_frames(part: RemuxPart) -> list[_Frame]:
+    """Each video frame of a part, in decode order."""
+    frames: list[_Frame] = []
     with _open_part(part) as source:
         video = next((s for s in source.streams if s.type == "video"), None)
         if video is None:
@@ -175,34 +214,43 @@ def _video_frames(part: RemuxPart) -> list[tuple[float, float]]:
             if packet.pts is None or packet.time_base is None:
                 continue
             duration_ms = float((packet.duration or 0) * packet.time_base) * 1000
-            frames.append((_wall_ms(part, packet), duration_ms or frame_ms))
+            frames.append(
+                _Frame(_wall_ms(part, packet), duration_ms or frame_ms, packet.is_keyframe)
+            )
     return frames
 
 
 def _bounds(parts: Sequence[RemuxPart], start_ms: int, end_ms: int) -> _Bounds:
     """Find the frames covering start_ms and end_ms - 1, by reading the edge segments."""
-    first = [f for f in _video_frames(parts[0]) if f[0] >= parts[0].from_ms - 0.5]
-    if len(parts) > 1 and not any(w > start_ms for w, _ in first):
+    first = [f for f in _video_frames(parts[0]) if f.wall_ms >= parts[0].from_ms - 0.5]
+    if len(parts) > 1 and not any(f.wall_ms > start_ms for f in first):
         first += _video_frames(parts[1])
-    covering = [w for w, _ in first if w <= start_ms + 0.5]
+    covering = [f.wall_ms for f in first if f.wall_ms <= start_ms + 0.5]
+    on_keyframe = True
     if first:
-        zero = max(covering) if covering else min(w for w, _ in first)
+        zero = max(covering) if covering else min(f.wall_ms for f in first)
+        on_keyframe = any(f.keyframe and abs(f.wall_ms - zero) <= 0.5 for f in first)
     else:
         zero = float(max(start_ms, parts[0].from_ms))  # audio only: cut at the instant
     last = _video_frames(parts[-1])
     if not last:
         end = float(min(end_ms, parts[-1].to_ms))
         return _Bounds(zero_ms=zero, end_ms=end, copy_until_ms=end)
-    shown = [(w, d) for w, d in last if w <= end_ms - 1 + 0.5]
-    end = max(w + d for w, d in shown) if shown else float(end_ms)
+    shown = [f for f in last if f.wall_ms <= end_ms - 1 + 0.5]
+    end = max(f.wall_ms + f.duration_ms for f in shown) if shown else float(end_ms)
     # Frames decoded before the last shown one are needed, whenever they are presented.
     copy_until = end
     decoded_end = 0.0
-    for wall, duration in last:
-        decoded_end = max(decoded_end, wall + duration)
-        if wall < end - 0.5:
+    for frame in last:
+        decoded_end = max(decoded_end, frame.wall_ms + frame.duration_ms)
+        if frame.wall_ms < end - 0.5:
             copy_until = max(copy_until, decoded_end)
-    return _Bounds(zero_ms=zero, end_ms=max(end, zero), copy_until_ms=copy_until)
+    return _Bounds(
+        zero_ms=zero,
+        end_ms=max(end, zero),
+        copy_until_ms=copy_until,
+        starts_on_keyframe=on_keyframe,
+    )
 
 
 def _add_tracks(
@@ -252,6 +300,7 @@ def _copy_part(
     bounds: _Bounds,
     *,
     first: bool,
+    edge: EdgeEncoder | None = None,
 ) -> None:
     kinds = {s.index: s.type for s in source.streams}
     started = {kind: not first for kind in tracks}
@@ -267,6 +316,13 @@ def _copy_part(
                 continue
             if not started[kind] and not packet.is_keyframe:
                 continue  # decoding must begin at the keyframe the plan chose
+            started[kind] = True
+            if edge is not None and edge.active:
+                if not edge.is_handoff(packet, wall_ms):
+                    edge.decode(packet, wall_ms)
+                    continue
+                reorder = Fraction(packet.pts - packet.dts) * packet.time_base
+                _write_edge(out, track, edge.finish(wall_ms), reorder)
         elif wall_ms + duration_ms <= bounds.zero_ms + 0.5 or wall_ms >= bounds.end_ms - 0.5:
             continue  # audio outside the presented span (the edit list trims the edges)
         started[kind] = True
@@ -292,6 +348,40 @@ def _write(
     if track.kind == "audio" or bounds.zero_ms - 0.5 <= wall_ms < bounds.end_ms - 0.5:
         track.frames += 1
     out.mux(packet)
+
+
+def _edge_encoder(
+    source: InputContainer, tracks: dict[str, _Track], bounds: _Bounds
+) -> EdgeEncoder | None:
+    """An encoder for the first partial GOP; the video track takes its extra SPS/PPS."""
+    video = next((s for s in source.streams if isinstance(s, VideoStream)), None)
+    if video is None or "video" not in tracks:
+        return None
+    edge = EdgeEncoder(video, first_ms=bounds.zero_ms, end_ms=bounds.end_ms)
+    out = tracks["video"].out.codec_context
+    assert out is not None
+    out.extradata = edge.extradata
+    return edge
+
+
+def _write_edge(
+    out: OutputContainer, track: _Track, packets: list[Packet[Any]], reorder_s: Fraction
+) -> None:
+    """Mux the re-encoded run, its decode times shifted by the copied IDR's reorder delay.
+
+    The run has no B-frames, but the copied stream that follows decodes reorder_s ahead
+    of presentation: the same constant shift keeps decode times rising across the join.
+    """
+    for packet in packets:
+        assert packet.pts is not None
+        shift = round(reorder_s / packet.time_base)
+        time_base = packet.time_base
+        packet.dts = packet.pts - shift
+        packet.stream = track.out
+        packet.time_base = time_base
+        track.last_dts = packet.dts
+        track.frames += 1
+        out.mux(packet)
 
 
 def _info(track: _Track, bounds: _Bounds) -> TrackInfo:

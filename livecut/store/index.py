@@ -233,6 +233,10 @@ class Index:
         ).fetchone()
         return _rendition(row)
 
+    def rendition_of(self, rendition_id: int) -> RenditionRow | None:
+        row = self._db.execute("SELECT * FROM renditions WHERE id = ?", (rendition_id,)).fetchone()
+        return None if row is None else _rendition(row)
+
     def renditions(self, session_id: str) -> list[RenditionRow]:
         rows = self._db.execute(
             "SELECT * FROM renditions WHERE session_id = ? ORDER BY id", (session_id,)
