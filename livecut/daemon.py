@@ -51,8 +51,11 @@ class Daemon:
         if removed:
             log.info("removed %d orphan file(s) left by an interrupted write", len(removed))
         now_ms = int(self.clock() * 1000)
+        # No connection cap: every rendition may hold a blocking playlist reload open
+        # (LL-HLS) while its downloads need connections of their own, often to one CDN
+        # host; per-stream download concurrency is bounded by the recorders instead.
         self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
             auto_decompress=True,
         )
         for stream in self.config.streams:
