@@ -12,7 +12,8 @@ import aiohttp
 from aiohttp import web
 
 from livecut import metrics
-from livecut.api.app import ApiContext, make_app
+from livecut.api.app import make_app
+from livecut.api.context import ApiContext
 from livecut.clips.jobs import ClipJobs
 from livecut.config import Config, StreamConfig
 from livecut.ingest.recorder import Recorder

@@ -1,0 +1,125 @@
+"""Streams, sessions and the timeline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from livecut.api.context import ApiContext, ctx_of, error, now_ms
+from livecut.api.validate import Invalid, page_limit
+from livecut.store.records import SessionRow
+
+
+def _stream_json(ctx: ApiContext, stream_id: str, edges: Mapping[str, int]) -> dict[str, object]:
+    recorder = ctx.recorders[stream_id]
+    live = ctx.store.index.live_session(stream_id)
+    edge = edges.get(stream_id)
+    return {
+        "id": stream_id,
+        "url": recorder.stream.url,
+        **recorder.status.as_dict(),
+        "live_session": None if live is None else live.id,
+        "live_edge_ms": edge,
+        "live_edge_age_ms": None if edge is None else max(0, now_ms(ctx) - edge),
+        "retention_s": recorder.stream.retention_s,
+    }
+
+
+async def list_streams(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    edges = ctx.store.index.stream_live_edges()
+    return web.json_response({"streams": [_stream_json(ctx, s, edges) for s in ctx.recorders]})
+
+
+def known_stream(ctx: ApiContext, stream_id: str) -> None:
+    if stream_id not in ctx.recorders:
+        known = ", ".join(sorted(ctx.recorders)) or "none configured"
+        raise Invalid([f"unknown stream {stream_id!r}; known streams: {known}"], status=404)
+
+
+async def get_stream(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    stream_id = request.match_info["id"]
+    known_stream(ctx, stream_id)
+    return web.json_response(_stream_json(ctx, stream_id, ctx.store.index.stream_live_edges()))
+
+
+def _session_json(session: SessionRow) -> dict[str, object]:
+    return {
+        "id": session.id,
+        "stream": session.stream_id,
+        "state": session.state,
+        "clock": session.clock,
+        "start_ms": session.started_ms,
+        "end_ms": session.ended_ms if session.ended_ms is not None else session.live_edge_ms,
+        "live_edge_ms": session.live_edge_ms,
+        "end_reason": session.end_reason,
+    }
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    stream_id = request.match_info["id"]
+    known_stream(ctx, stream_id)
+    limit = page_limit(request.query.get("limit"), default=100)
+    sessions = ctx.store.index.sessions(stream_id, limit=limit)
+    return web.json_response({"sessions": [_session_json(s) for s in sessions]})
+
+
+async def get_session(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    session = ctx.store.index.session(request.match_info["id"])
+    if session is None:
+        return error(404, f"unknown session {request.match_info['id']!r}")
+    renditions = [
+        {
+            "id": r.id,
+            "name": r.name,
+            "uri": r.uri,
+            "bandwidth": r.bandwidth,
+            "resolution": r.resolution,
+            "codecs": r.codecs,
+        }
+        for r in ctx.store.index.renditions(session.id)
+    ]
+    return web.json_response({**_session_json(session), "renditions": renditions})
+
+
+TIMELINE_DEFAULT_MS = 24 * 3600 * 1000
+TIMELINE_LIMIT = 5000
+
+
+async def stream_timeline(request: web.Request) -> web.Response:
+    """Recorded ranges and gaps of a stream between from_ms and to_ms (default: the last day)."""
+    ctx = ctx_of(request)
+    stream_id = request.match_info["id"]
+    known_stream(ctx, stream_id)
+    to_ms = _query_ms(request, "to_ms", now_ms(ctx))
+    from_ms = _query_ms(request, "from_ms", to_ms - TIMELINE_DEFAULT_MS)
+    if from_ms >= to_ms:
+        raise Invalid([f"from_ms ({from_ms}) must be before to_ms ({to_ms})"], status=400)
+    spans, gaps = ctx.store.index.timeline(stream_id, from_ms, to_ms, limit=TIMELINE_LIMIT)
+    return web.json_response(
+        {
+            "stream": stream_id,
+            "from_ms": from_ms,
+            "to_ms": to_ms,
+            "ranges": [{"start_ms": s, "end_ms": e, "session": sid} for s, e, sid in spans],
+            "gaps": [
+                {"start_ms": g.start_ms, "end_ms": g.end_ms, "reason": g.reason} for g in gaps
+            ],
+            "truncated": len(spans) == TIMELINE_LIMIT or len(gaps) == TIMELINE_LIMIT,
+        }
+    )
+
+
+def _query_ms(request: web.Request, key: str, default: int) -> int:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    if not raw.lstrip("-").isdigit():
+        raise Invalid(
+            [f"{key} must be an integer Unix time in milliseconds, not {raw!r}"], status=400
+        )
+    return int(raw)
