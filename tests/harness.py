@@ -9,10 +9,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
+from aiohttp import web
 
 from livecut.config import Config, StreamConfig, default_config
 from livecut.daemon import Daemon
-from livecut.media.synth import read_frame_number
+from livecut.media.synth import read_frame_number, write_hls_fixture
 
 
 def daemon_config(
@@ -91,3 +92,35 @@ def decode_clip(path: Path) -> DecodedClip:
         audio_end_s=audio_end,
         video_end_s=frames[-1][0] + frame_s if frames else 0.0,
     )
+
+
+def session_ended(daemon: Daemon, stream: str = "cam") -> bool:
+    sessions = daemon.store.index.sessions(stream)
+    return bool(sessions) and sessions[0].state == "ended"
+
+
+@asynccontextmanager
+async def recorded_vod(
+    data_dir: Path,
+    folder: Path,
+    *,
+    container: str = "ts",
+    segments: int = 5,
+    audio: bool = True,
+) -> AsyncIterator[Daemon]:
+    """A daemon that has recorded a whole VOD written by the fixtures code."""
+    playlist = write_hls_fixture(folder, segments=segments, container=container, audio=audio)  # type: ignore[arg-type]
+    app = web.Application()
+    app.router.add_static("/vod", playlist.parent)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        config = daemon_config(data_dir, f"http://127.0.0.1:{port}/vod/{playlist.name}")
+        async with running(config) as daemon:
+            await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=20)
+            yield daemon
+    finally:
+        await runner.cleanup()

@@ -9,17 +9,11 @@ from pathlib import Path
 
 import av
 
-from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
-from tests.harness import daemon_config, running, until
+from tests.harness import daemon_config, running, session_ended, until
 from tests.test_clips import AAC_FRAME_S, beep_offsets, check_frames, clip_of, file_of
 
 FRAME_MS = 40
-
-
-def ended(daemon: Daemon) -> bool:
-    sessions = daemon.store.index.sessions("cam")
-    return bool(sessions) and sessions[0].state == "ended"
 
 
 async def test_alternate_audio_and_subtitles(data_dir: Path) -> None:
@@ -38,7 +32,7 @@ async def test_alternate_audio_and_subtitles(data_dir: Path) -> None:
     config = replace(config, streams=(replace(config.streams[0], renditions="best"),))
     try:
         async with running(config) as daemon:
-            await until(daemon, "cam", lambda: ended(daemon), timeout_s=30)
+            await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
             session = daemon.store.index.sessions("cam")[0]
             kinds = sorted(r.kind for r in daemon.store.index.renditions(session.id))
             assert kinds == ["audio", "subtitles", "video"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -15,11 +13,10 @@ from aiohttp import web
 
 from livecut.daemon import Daemon
 from livecut.hls.playlist import MediaPlaylist, parse_playlist
-from livecut.media.synth import write_hls_fixture
 from livecut.origin import LiveOrigin
 from livecut.store.records import ClipRow
 from tests.browser import add_player_routes, playback_advances, require_browser, serve
-from tests.harness import daemon_config, decode_clip, running, until
+from tests.harness import daemon_config, decode_clip, recorded_vod, running, session_ended, until
 
 PDT0 = 1_767_225_600_000  # the fixtures' first PDT
 FRAME_MS = 40
@@ -28,33 +25,6 @@ AAC_FRAME_S = 1024 / 48000
 
 def frame_covering(wall_ms: int, pdt0: int = PDT0) -> int:
     return (wall_ms - pdt0) // FRAME_MS
-
-
-def ended(daemon: Daemon) -> bool:
-    sessions = daemon.store.index.sessions("cam")
-    return bool(sessions) and sessions[0].state == "ended"
-
-
-@asynccontextmanager
-async def recorded_vod(
-    data_dir: Path, folder: Path, *, container: str = "ts", segments: int = 5
-) -> AsyncIterator[Daemon]:
-    """A daemon that has recorded a whole VOD written by the fixtures code."""
-    playlist = write_hls_fixture(folder, segments=segments, container=container)  # type: ignore[arg-type]
-    app = web.Application()
-    app.router.add_static("/vod", playlist.parent)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        config = daemon_config(data_dir, f"http://127.0.0.1:{port}/vod/{playlist.name}")
-        async with running(config) as daemon:
-            await until(daemon, "cam", lambda: ended(daemon), timeout_s=20)
-            yield daemon
-    finally:
-        await runner.cleanup()
 
 
 async def clip_of(daemon: Daemon, body: dict[str, object]) -> ClipRow:
@@ -259,7 +229,7 @@ async def test_clip_across_an_encoder_restart(data_dir: Path, tmp_path: Path) ->
             origin.restart_encoder()  # PTS restart at segment 3, DISCONTINUITY tag
             now[0] += 6.0
             origin.tick()
-            await until(daemon, "cam", lambda: ended(daemon), timeout_s=20)
+            await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=20)
             epochs = [s.epoch for s in daemon.store.index.stream_segments("cam", 0, 2**62)]
             assert epochs[:3] == [epochs[0]] * 3 and epochs[3] == epochs[0] + 1
             start, end = origin.segment_pdt_ms(1) + 1250, origin.segment_pdt_ms(4) + 770

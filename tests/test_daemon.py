@@ -14,12 +14,7 @@ from livecut import metrics
 from livecut.clips.jobs import ClipRequest, Window
 from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
-from tests.harness import daemon_config, running, until
-
-
-def session_ended(daemon: Daemon) -> bool:
-    sessions = daemon.store.index.sessions("cam")
-    return bool(sessions) and sessions[0].state == "ended"
+from tests.harness import daemon_config, running, session_ended, until
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -35,15 +30,7 @@ async def test_metrics_and_stream_views(data_dir: Path) -> None:
     url = await origin.start()
     try:
         async with running(daemon_config(data_dir, url, stream_id="m1")) as daemon:
-            await until(
-                daemon,
-                "m1",
-                lambda: (
-                    bool(daemon.store.index.sessions("m1"))
-                    and daemon.store.index.sessions("m1")[0].state == "ended"
-                ),
-                timeout_s=20,
-            )
+            await until(daemon, "m1", lambda: session_ended(daemon, "m1"), timeout_s=20)
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{daemon.base_url}/metrics") as response:
                     assert response.status == 200
@@ -166,7 +153,7 @@ async def test_stream_state_metric(data_dir: Path) -> None:
     url = await origin.start()
     try:
         async with running(daemon_config(data_dir, url, stream_id="m2")) as daemon:
-            await until(daemon, "m2", lambda: session_ended_for(daemon, "m2"), timeout_s=20)
+            await until(daemon, "m2", lambda: session_ended(daemon, "m2"), timeout_s=20)
             async with (
                 aiohttp.ClientSession() as http,
                 http.get(f"{daemon.base_url}/metrics") as response,
@@ -183,8 +170,3 @@ async def test_stream_state_metric(data_dir: Path) -> None:
         exported |= {family.name + s for s in suffixes.get(family.type, ("",))}
     assert set(re.findall(r"livecut_[a-z_]+", rules)) <= exported
     assert values[("livecut_stream_state", (("state", "recording"), ("stream", "m2")))] == 0
-
-
-def session_ended_for(daemon: Daemon, stream: str) -> bool:
-    sessions = daemon.store.index.sessions(stream)
-    return bool(sessions) and sessions[0].state == "ended"

@@ -7,12 +7,17 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from livecut.daemon import Daemon
-from livecut.media.synth import write_hls_fixture
 from livecut.origin import LiveOrigin
-from tests.harness import daemon_config, decode_clip, running, until
+from tests.harness import (
+    daemon_config,
+    decode_clip,
+    recorded_vod,
+    running,
+    session_ended,
+    until,
+)
 
 FRAME_MS = 40  # the synthetic stream is 25 fps
 GOP_MS = 1000
@@ -118,12 +123,7 @@ async def test_clip_after_the_session_ended(data_dir: Path, tmp_path: Path) -> N
     url = await origin.start()
     try:
         async with running(daemon_config(data_dir, url)) as daemon:
-
-            def ended() -> bool:
-                sessions = daemon.store.index.sessions("cam")
-                return bool(sessions) and sessions[0].state == "ended"
-
-            await until(daemon, "cam", ended, timeout_s=30)
+            await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
             session = daemon.store.index.sessions("cam")[0]
             assert session.end_reason == "endlist"
             assert session.started_ms == origin.segment_pdt_ms(0)
@@ -189,35 +189,17 @@ async def test_http_range_requests(data_dir: Path) -> None:
 
 async def test_a_static_video_only_vod_playlist(data_dir: Path, tmp_path: Path) -> None:
     """A finished VOD written by the fixtures script, served as plain files."""
-    playlist = write_hls_fixture(tmp_path / "vod", segments=3, audio=False)
     pdt0 = 1_767_225_600_000
-    app = web.Application()
-    app.router.add_static("/vod", playlist.parent)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        config = daemon_config(data_dir, f"http://127.0.0.1:{port}/vod/{playlist.name}")
-        async with running(config) as daemon:
-
-            def ended() -> bool:
-                sessions = daemon.store.index.sessions("cam")
-                return bool(sessions) and sessions[0].state == "ended"
-
-            await until(daemon, "cam", ended, timeout_s=20)
-            status, body = await post_clip(
-                daemon.base_url, {"stream": "cam", "start_ms": pdt0 + 2100, "end_ms": pdt0 + 5000}
-            )
-            assert status == 202, body
-            clip = await daemon.jobs.wait_finished(str(body["id"]), timeout_s=30)
-            assert clip is not None and clip.state == "ready" and clip.result is not None
-            assert [t["kind"] for t in clip.result["tracks"]] == ["video"]  # type: ignore[union-attr]
-            target = await fetch_clip_file(daemon.base_url, clip.id, tmp_path / "vod.mp4")
-            decoded = decode_clip(target)
-            assert decoded.audio_start_s is None
-            assert decoded.frames[0][1] == 52  # the frame covering 2.100 s (2.080-2.120)
-            assert decoded.frames[-1][1] >= 124
-    finally:
-        await runner.cleanup()
+    async with recorded_vod(data_dir, tmp_path / "vod", segments=3, audio=False) as daemon:
+        status, body = await post_clip(
+            daemon.base_url, {"stream": "cam", "start_ms": pdt0 + 2100, "end_ms": pdt0 + 5000}
+        )
+        assert status == 202, body
+        clip = await daemon.jobs.wait_finished(str(body["id"]), timeout_s=30)
+        assert clip is not None and clip.state == "ready" and clip.result is not None
+        assert [t["kind"] for t in clip.result["tracks"]] == ["video"]  # type: ignore[union-attr]
+        target = await fetch_clip_file(daemon.base_url, clip.id, tmp_path / "vod.mp4")
+        decoded = decode_clip(target)
+        assert decoded.audio_start_s is None
+        assert decoded.frames[0][1] == 52  # the frame covering 2.100 s (2.080-2.120)
+        assert decoded.frames[-1][1] == 124  # the frame covering 4.999 s
