@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
 from livecut.hls.playlist import ByteRange
 
-# Allowed schemes for anything we fetch: an origin must not point us at file:// or worse.
-_SCHEMES = ("http://", "https://")
+# Anything we fetch, and anywhere a redirect sends us, must be http or https: an origin
+# must not point us at file://, ftp:// or worse.
+_SCHEMES = ("http", "https")
+_REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 10
+# Dropped when a redirect leaves the origin, as browsers and aiohttp itself do.
+_CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
+_CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
 class FetchError(Exception):
@@ -39,7 +47,14 @@ async def fetch(
     byterange: ByteRange | None = None,
     max_bytes: int = 512 * 1024 * 1024,
 ) -> Fetched:
-    if not url.startswith(_SCHEMES):
+    """GET url (following up to MAX_REDIRECTS redirects) within timeout_s in all.
+
+    Redirects are followed here rather than by aiohttp, so that each target is checked
+    before a single byte goes to it: only http and https, and never from https back to
+    plain http (that would send the stream's headers, which may carry credentials, in
+    the clear).
+    """
+    if _scheme(url) not in _SCHEMES:
         raise FetchError(
             "bad_uri", f"refusing to fetch {url!r}: only http and https", retryable=False
         )
@@ -47,45 +62,141 @@ async def fetch(
     if byterange is not None:
         last = byterange.offset + byterange.length - 1
         request_headers["Range"] = f"bytes={byterange.offset}-{last}"
+    current = url
     try:
-        async with http.get(
-            url, headers=request_headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
-        ) as response:
-            final_url = str(response.url)
-            if url.startswith("https://") and not final_url.startswith("https://"):
-                raise FetchError(
-                    "bad_redirect", f"{url} redirected to {final_url}: not https", retryable=False
-                )
-            if response.status >= 400:
-                raise FetchError(_status_kind(response.status), f"HTTP {response.status} for {url}")
-            if response.content_length is not None and response.content_length > max_bytes:
-                raise FetchError(
-                    "too_large", f"{url} is {response.content_length} bytes", retryable=False
-                )
-            body = await response.content.read(max_bytes + 1)
-            if len(body) > max_bytes:
-                raise FetchError("too_large", f"{url} exceeds {max_bytes} bytes", retryable=False)
-            if response.content_length is not None and len(body) != response.content_length:
-                raise FetchError(
-                    "truncated", f"{url}: {len(body)} of {response.content_length} bytes"
-                )
-            return Fetched(url=final_url, body=body)
+        async with asyncio.timeout(timeout_s):
+            for _ in range(MAX_REDIRECTS + 1):
+                async with http.get(
+                    current, headers=request_headers, allow_redirects=False
+                ) as response:
+                    if response.status in _REDIRECTS:
+                        target = _redirect_target(current, response)
+                        if _origin(target) != _origin(current):
+                            request_headers = _without_credentials(request_headers)
+                        current = target
+                        continue
+                    body = await _body(response, current, byterange, max_bytes)
+                    return Fetched(url=current, body=body)
+            raise FetchError(
+                "bad_redirect", f"{url}: more than {MAX_REDIRECTS} redirects", retryable=False
+            )
     except FetchError:
         raise
     except TimeoutError as exc:
-        raise FetchError("timeout", f"timed out after {timeout_s:g}s fetching {url}") from exc
+        raise FetchError("timeout", f"timed out after {timeout_s:g}s fetching {current}") from exc
     except aiohttp.ClientPayloadError as exc:
-        raise FetchError("truncated", f"{url}: body cut short ({exc})") from exc
+        raise FetchError("truncated", f"{current}: body cut short ({exc})") from exc
     except aiohttp.ClientConnectionError as exc:
-        raise FetchError("connection", f"{url}: {exc}") from exc
+        raise FetchError("connection", f"{current}: {exc!r}") from exc
+    except aiohttp.InvalidURL as exc:
+        raise FetchError("bad_uri", f"{current}: invalid URL ({exc})", retryable=False) from exc
     except aiohttp.ClientError as exc:
-        raise FetchError("http_error", f"{url}: {exc}") from exc
+        raise FetchError("http_error", f"{current}: {exc!r}") from exc
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.hostname, parts.port
+
+
+def _redirect_target(current: str, response: aiohttp.ClientResponse) -> str:
+    location = response.headers.get("Location")
+    if not location:
+        raise FetchError("http_error", f"{current}: HTTP {response.status} without a Location")
+    target = urljoin(current, location)
+    if _scheme(target) not in _SCHEMES:
+        raise FetchError(
+            "bad_redirect",
+            f"{current} redirected to {target!r}: refusing, only http and https",
+            retryable=False,
+        )
+    if _scheme(current) == "https" and _scheme(target) == "http":
+        raise FetchError(
+            "bad_redirect",
+            f"{current} redirected to {target}: refusing to leave https for plain http",
+            retryable=False,
+        )
+    return target
+
+
+def _without_credentials(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+
+
+async def _body(
+    response: aiohttp.ClientResponse, url: str, byterange: ByteRange | None, max_bytes: int
+) -> bytes:
+    status = response.status
+    if not 200 <= status < 300:
+        raise FetchError(_status_kind(status), f"HTTP {status} for {url}")
+    if byterange is not None and status != 206:
+        # The server ignored Range and sends the whole resource: keep just our range.
+        wanted = byterange.offset + byterange.length
+        body = await _read(response, url, max_bytes=max_bytes + byterange.offset, stop_at=wanted)
+        if len(body) < wanted:
+            raise FetchError(
+                "bad_range",
+                f"{url}: {len(body)} bytes, too short for bytes "
+                f"{byterange.offset}-{wanted - 1} (and Range was not honoured)",
+            )
+        return body[byterange.offset : wanted]
+    body = await _read(response, url, max_bytes=max_bytes, stop_at=None)
+    if byterange is not None:
+        _check_content_range(response, url, byterange, len(body))
+    return body
+
+
+async def _read(
+    response: aiohttp.ClientResponse, url: str, *, max_bytes: int, stop_at: int | None
+) -> bytes:
+    """The whole body (or its first stop_at bytes), refusing more than max_bytes.
+
+    StreamReader.read(n) returns whatever happens to be buffered, so read to the end.
+    """
+    declared = response.content_length
+    if stop_at is None and declared is not None and declared > max_bytes:
+        raise FetchError("too_large", f"{url} is {declared} bytes", retryable=False)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if stop_at is not None and size >= stop_at:
+            return b"".join(chunks)[:stop_at]
+        if size > max_bytes:
+            raise FetchError("too_large", f"{url} exceeds {max_bytes} bytes", retryable=False)
+    body = b"".join(chunks)
+    # Content-Length counts encoded bytes; with gzip on the wire, aiohttp hands us more.
+    encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+    if declared is not None and not encoded and len(body) != declared:
+        raise FetchError("truncated", f"{url}: {len(body)} of {declared} bytes")
+    return body
+
+
+def _check_content_range(
+    response: aiohttp.ClientResponse, url: str, byterange: ByteRange, size: int
+) -> None:
+    first, last = byterange.offset, byterange.offset + byterange.length - 1
+    match = _CONTENT_RANGE_RE.fullmatch(response.headers.get("Content-Range", "").strip())
+    got = (int(match[1]), int(match[2])) if match else None
+    if got != (first, last) or size != byterange.length:
+        raise FetchError(
+            "bad_range",
+            f"{url}: asked for bytes {first}-{last}, got "
+            f"{response.headers.get('Content-Range')!r} with {size} bytes",
+        )
 
 
 def _status_kind(status: int) -> str:
     if status in (403, 404, 410):
         return f"http_{status}"
-    return "http_5xx" if status >= 500 else "http_4xx"
+    if status >= 500:
+        return "http_5xx"
+    return "http_4xx" if status >= 400 else f"http_{status // 100}xx"
 
 
 def backoff_s(attempt: int, *, base_s: float = 0.25, cap_s: float = 8.0) -> float:

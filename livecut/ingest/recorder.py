@@ -107,7 +107,8 @@ class Recorder:
             failing = any(
                 w.playlist_failures >= FAILURES_BEFORE_REREAD for w in self.workers.values()
             )
-            if failing or (from_master and waited >= MASTER_REFRESH_S):
+            dead = any(not w.alive for w in self.workers.values())
+            if failing or dead or (from_master and waited >= MASTER_REFRESH_S):
                 return
 
     async def _targets(self) -> tuple[list[RenditionTarget], bool]:
@@ -128,9 +129,11 @@ class Recorder:
     async def _apply(self, targets: list[RenditionTarget]) -> None:
         wanted = {t.name: t for t in targets}
         for name, worker in list(self.workers.items()):
-            if wanted.get(name) != worker.target:
+            if wanted.get(name) != worker.target or not worker.alive:
+                # A dead worker is replaced: the new one resumes after what is stored.
                 await worker.stop()
                 del self.workers[name]
+                self.keeper.forget(name)
         self.keeper.active = set(wanted)
         for name, target in wanted.items():
             if name not in self.workers:

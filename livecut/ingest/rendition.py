@@ -34,6 +34,7 @@ from livecut.store.records import RenditionRow
 log = logging.getLogger(__name__)
 
 SEGMENT_ATTEMPTS = 5
+UNREADABLE_ATTEMPTS = 2
 # After EXT-X-ENDLIST the origin is only watched for a new broadcast, not hammered.
 ENDED_RELOAD_MS = 5000
 SUPPORTED_KEYS = ("AES-128",)
@@ -44,12 +45,13 @@ class UnsupportedStream(Exception):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class _Downloaded:
+class _Media:
+    """A downloaded segment, decrypted and probed, not yet stored."""
+
     new: NewSegment
-    relpath: str
-    size: int
+    body: bytes
+    init: bytes | None  # its init section's bytes (fMP4)
     probe: SegmentProbe | None  # None for subtitles, which PyAV need not read
-    init_relpath: str | None
 
 
 class RenditionWorker:
@@ -75,7 +77,8 @@ class RenditionWorker:
         self._task: asyncio.Task[None] | None = None
         self._downloads = asyncio.Semaphore(ingest.max_concurrent_downloads)
         self._resume_after_seq: int | None = None
-        self._session_id: str | None = None  # the session this rendition last committed into
+        self._resumed_into_reset = False
+        self._generation = keeper.generation  # see SessionKeeper
         self._inits: dict[InitKey, asyncio.Task[bytes]] = {}
         self._keys: dict[str, asyncio.Task[bytes]] = {}
         self._stored_inits: dict[tuple[str, InitKey], asyncio.Task[str]] = {}
@@ -85,8 +88,7 @@ class RenditionWorker:
     # lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         self._resume_after_seq = self.keeper.resume_after_seq(self.target.name)
-        if self._resume_after_seq is not None and self.keeper.current is not None:
-            self._session_id = self.keeper.current.id
+        self._generation = self.keeper.generation
         self._task = asyncio.create_task(
             self._run(), name=f"rendition:{self.stream_id}/{self.target.name}"
         )
@@ -100,6 +102,11 @@ class RenditionWorker:
         for cache in (self._inits, self._keys, self._stored_inits):
             for task in cache.values():
                 task.cancel()
+
+    @property
+    def alive(self) -> bool:
+        """False once its task has died; the Recorder then starts a fresh worker."""
+        return self._task is not None and not self._task.done()
 
     def _log_death(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -123,20 +130,19 @@ class RenditionWorker:
                 attempt = 0
                 self.playlist_failures = 0
             except (FetchError, PlaylistError, UnsupportedStream) as exc:
-                kind = exc.kind if isinstance(exc, FetchError) else "playlist"
+                kind = _error_kind(exc)
                 self.keeper.error(kind, str(exc))
                 self.playlist_failures += 1
                 self.keeper.check_silence()
                 playlist = None
-                await sleep_backoff(attempt, limit_s=max(2.0, self.keeper.stream.session_gap_s / 4))
+                # No longer than a target duration: by then the live window has moved on,
+                # and the segments it holds expire while we wait.
+                await sleep_backoff(attempt, limit_s=self._target_ms / 1000)
                 attempt += 1
                 continue
-            try:
-                reload_ms = await self._take(playlist, began)
-            except OSError as exc:
-                # Disk full or unwritable: keep going, the origin may be readable later.
-                self.keeper.error("storage", f"cannot store media: {exc}")
-                reload_ms = 1000
+            # The snapshot is as of its arrival (a blocking reload may be held for
+            # seconds); the next reload is timed from when this one was asked for.
+            reload_ms = await self._take(playlist, self.keeper.now_ms())
             wait_ms = began + reload_ms - self.keeper.now_ms()
             if wait_ms > 0:
                 await asyncio.sleep(wait_ms / 1000)
@@ -159,7 +165,11 @@ class RenditionWorker:
         fetched = await fetch(self.http, url, headers=self.headers, timeout_s=timeout)
         parsed = parse_playlist(fetched.body.decode("utf-8", "replace"), fetched.url)
         if isinstance(parsed, MasterPlaylist):
-            raise PlaylistError(f"{url}: expected a media playlist, got a master playlist")
+            raise PlaylistError(
+                f"{url}: expected a media playlist (it is listed as a rendition of "
+                f"{self.keeper.stream.url}), got a master playlist; a master playlist "
+                "cannot list another one"
+            )
         if parsed.encryption is not None and parsed.encryption not in SUPPORTED_KEYS:
             raise UnsupportedStream(
                 f"{url}: EXT-X-KEY METHOD={parsed.encryption} is not supported; "
@@ -171,19 +181,24 @@ class RenditionWorker:
         """Feed one snapshot through the tracker and record what it reports."""
         update = self._tracker.update(playlist, fetched_at_ms)
         self._target_ms = max(1000, playlist.target_duration_ms)
-        self.keeper.target_ms = max(self.keeper.target_ms, self._target_ms)
+        self.keeper.target_duration(self.target.name, self._target_ms)
         if update.reset:
-            self.keeper.reset(self.target.name, self._session_id, "reset")
-        if any(j.actual_ms < j.expected_ms for j in update.pdt_jumps):
-            # The origin's clock went backwards: times would overlap what is recorded.
-            self.keeper.reset(self.target.name, self._session_id, "clock_jump")
+            self._generation = self.keeper.reset(self.target.name, self._generation, "reset")
         new = list(update.new)
-        if self._resume_after_seq is not None:
+        gaps = list(update.gaps)
+        # A clock that went back starts a new session at that segment, not before it:
+        # segments of the same snapshot ahead of the jump belong to the old one.
+        back = [_ClockWentBack(seq=j.seq) for j in update.pdt_jumps if j.actual_ms < j.expected_ms]
+        stored = self._resume_after_seq
+        if stored is not None:
             new = self._after_resume(new)
-        for gap in update.gaps:
-            self.keeper.gap(self.target.name, gap)
-        if new:
-            await self._download_and_commit(new)
+            if not self._resumed_into_reset:
+                # What was recorded before the restart has had its gaps and jumps noted.
+                gaps = [g for g in gaps if g.last_seq > stored]
+                back = [b for b in back if b.seq > stored]
+        steps: list[_Step] = sorted([*back, *gaps, *new], key=_step_order)
+        if steps:
+            await self._record(steps)
         if update.ended:
             self.keeper.ended(self.target.name)
         else:
@@ -201,13 +216,15 @@ class RenditionWorker:
         assert last is not None
         if new and new[-1].segment.seq < last:
             # The origin restarted its sequence while we were down: a new encoder.
-            self.keeper.reset(self.target.name, self._session_id, "reset")
+            self._generation = self.keeper.reset(self.target.name, self._generation, "reset")
+            self._resumed_into_reset = True
             return new
         fresh = [n for n in new if n.segment.seq > last]
         if fresh and fresh[0].segment.seq > last + 1 and self.keeper.current is not None:
             edge = self.keeper.current.live_edge_ms or fresh[0].start_ms
             self.keeper.gap(
                 self.target.name,
+                self._generation,
                 Gap(
                     epoch=fresh[0].segment.epoch,
                     first_seq=last + 1,
@@ -220,16 +237,43 @@ class RenditionWorker:
         return fresh
 
     # downloading and committing ----------------------------------------------------------
-    async def _download_and_commit(self, new: list[NewSegment]) -> None:
-        tasks = [asyncio.create_task(self._download(n)) for n in new]
+    async def _record(self, steps: list[_Step]) -> None:
+        """Download the new segments concurrently; record every step strictly in order.
+
+        Downloads run at most a few segments ahead of the commit, so a long first
+        snapshot (an EVENT playlist hours deep) does not pile up in memory.
+        """
+        segments = [step for step in steps if isinstance(step, NewSegment)]
+        ahead = 2 * self.ingest.max_concurrent_downloads
+        tasks: list[asyncio.Task[_Media | str]] = []
+
+        def top_up(committed: int) -> None:
+            while len(tasks) < len(segments) and len(tasks) - committed < ahead:
+                tasks.append(asyncio.create_task(self._download(segments[len(tasks)])))
+
+        committed = 0
         try:
-            # Downloads run concurrently; rows go into the index strictly in order.
-            for n, task in zip(new, tasks, strict=True):
-                downloaded = await task
-                if isinstance(downloaded, str):
-                    self._lost(n, downloaded)
-                    continue
-                self._commit(downloaded)
+            for step in steps:
+                if isinstance(step, _ClockWentBack):
+                    self._generation = self.keeper.reset(
+                        self.target.name, self._generation, "clock_jump"
+                    )
+                elif isinstance(step, Gap):
+                    self.keeper.gap(self.target.name, self._generation, step)
+                else:
+                    top_up(committed)
+                    media = await tasks[committed]
+                    committed += 1
+                    top_up(committed)
+                    if isinstance(media, str):
+                        self._lost(step, media)
+                        continue
+                    try:
+                        await self._store(media)
+                    except OSError as exc:
+                        # Disk full or unwritable: a hole that says so, and keep going.
+                        self.keeper.error("storage", f"cannot store {step.segment.uri}: {exc}")
+                        self._lost(step, "not_stored")
         finally:
             for task in tasks:
                 task.cancel()
@@ -239,6 +283,7 @@ class RenditionWorker:
         self._rendition_row(new)  # a hole is still part of this session
         self.keeper.gap(
             self.target.name,
+            self._generation,
             Gap(
                 epoch=segment.epoch,
                 first_seq=segment.seq,
@@ -251,15 +296,20 @@ class RenditionWorker:
         )
 
     def _rendition_row(self, new: NewSegment) -> RenditionRow:
-        row = self.keeper.rendition_row(self.target, clock=new.clock, start_ms=new.start_ms)
-        self._session_id = row.session_id
-        return row
+        return self.keeper.rendition_row(
+            self.target, generation=self._generation, clock=new.clock, start_ms=new.start_ms
+        )
 
-    async def _download(self, new: NewSegment) -> _Downloaded | str:
-        """The stored segment, or why it could not be had (the gap's reason)."""
+    async def _download(self, new: NewSegment) -> _Media | str:
+        """The segment's clear bytes, probed; or why it could not be had (the gap's reason).
+
+        Retries back off exponentially with jitter, and none starts after the segment
+        is due to leave the playlist.
+        """
         segment = new.segment
         init_section = segment.init
         init: bytes | None = None
+        unreadable = 0
         async with self._downloads:
             for attempt in range(SEGMENT_ATTEMPTS):
                 try:
@@ -281,21 +331,33 @@ class RenditionWorker:
                     probe = None
                     if self.target.kind != "subtitles":
                         probe = await asyncio.to_thread(probe_segment, body, init)
-                    break
+                    return _Media(new=new, body=body, init=init, probe=probe)
                 except FetchError as exc:
                     self.keeper.error(exc.kind, str(exc))
-                    left_s = (new.expires_at_ms - self.keeper.now_ms()) / 1000
-                    if not exc.retryable or attempt == SEGMENT_ATTEMPTS - 1 or left_s <= 0:
-                        return "download_failed"
-                    await sleep_backoff(attempt, limit_s=left_s)
+                    if not exc.retryable:
+                        return _LOST_BECAUSE.get(exc.kind, "download_failed")
+                    reason = "download_failed"
                 except (ProbeError, DecryptError) as exc:
-                    # Kept out of the index: a clip must never trip over it.
+                    # Kept out of the index: a clip must never trip over it. Once more
+                    # only: a CDN may have served an error page, but it may well be broken.
                     self.keeper.error("unreadable_media", f"{segment.uri}: {exc}")
-                    return "unreadable"
-            else:
-                return "download_failed"
+                    unreadable += 1
+                    if unreadable >= UNREADABLE_ATTEMPTS:
+                        return "unreadable"
+                    reason = "unreadable"
+                left_s = (new.expires_at_ms - self.keeper.now_ms()) / 1000
+                if attempt == SEGMENT_ATTEMPTS - 1 or left_s <= 0:
+                    return reason
+                await sleep_backoff(attempt, limit_s=left_s)
+        return "download_failed"
+
+    async def _store(self, media: _Media) -> None:
+        """Write the segment (and its init section) where its row says, then index it."""
+        new = media.new
+        segment = new.segment
+        # The session is settled here, in commit order: never by a download running ahead.
         row = self._rendition_row(new)
-        extension = _extension(self.target.kind, init_section is not None)
+        extension = _extension(self.target.kind, segment.init is not None)
         relpath = files.segment_relpath(
             self.stream_id,
             row.session_id,
@@ -303,17 +365,15 @@ class RenditionWorker:
             f"{segment.epoch}-{segment.seq}.{extension}",
         )
         init_relpath = None
-        if init_section is not None and init is not None:
-            init_bytes = init
+        if segment.init is not None and media.init is not None:
+            init_bytes = media.init
             init_relpath = await shared(
                 self._stored_inits,
-                (row.session_id, _init_key(init_section)),
+                (row.session_id, _init_key(segment.init)),
                 lambda: self._store_init(row, init_bytes),
             )
-        await self.keeper.store.write(relpath, body)
-        return _Downloaded(
-            new=new, relpath=relpath, size=len(body), probe=probe, init_relpath=init_relpath
-        )
+        await self.keeper.store.write(relpath, media.body)
+        self._commit(row, media, relpath=relpath, init_relpath=init_relpath)
 
     async def _decrypted(self, segment: PlaylistSegment, body: bytes) -> bytes:
         key = segment.key
@@ -345,24 +405,26 @@ class RenditionWorker:
         await self.keeper.store.write(relpath, data)
         return relpath
 
-    def _commit(self, downloaded: _Downloaded) -> None:
-        new, probe = downloaded.new, downloaded.probe
-        row = self._rendition_row(new)
+    def _commit(
+        self, row: RenditionRow, media: _Media, *, relpath: str, init_relpath: str | None
+    ) -> None:
+        new, probe = media.new, media.probe
         start_ms = new.start_ms
         if probe is not None and probe.duration_s > 0:
             duration_ms = round(probe.duration_s * 1000)
         else:
             duration_ms = new.segment.duration_ms
         now = self.keeper.now_ms()
+        size = len(media.body)
         self.keeper.store.index.add_segment(
             rendition_id=row.id,
             seq=new.segment.seq,
             epoch=new.segment.epoch,
             start_ms=start_ms,
             end_ms=start_ms + duration_ms,
-            path=downloaded.relpath,
-            size=downloaded.size,
-            init_path=downloaded.init_relpath,
+            path=relpath,
+            size=size,
+            init_path=init_relpath,
             ref_pts_s=0.0 if probe is None else probe.ref_pts_s,
             keyframes_ms=[]
             if probe is None
@@ -371,10 +433,35 @@ class RenditionWorker:
             has_audio=probe is not None and probe.has_audio,
             indexed_ms=now,
         )
-        self.keeper.committed(self.target.name, end_ms=start_ms + duration_ms, size=downloaded.size)
+        self.keeper.committed(
+            self.target.name, session_id=row.session_id, end_ms=start_ms + duration_ms, size=size
+        )
         metrics.INGEST_LAG.labels(self.stream_id).observe(
             max(0.0, (now - new.first_seen_ms) / 1000)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _ClockWentBack:
+    """The origin's clock went back at this segment: a new session begins with it."""
+
+    seq: int
+
+
+_Step = NewSegment | Gap | _ClockWentBack
+
+
+def _step_order(step: _Step) -> tuple[int, int]:
+    """Media-sequence order; at one seq, a clock jump, then a gap, then the segment."""
+    if isinstance(step, _ClockWentBack):
+        return (step.seq, 0)
+    if isinstance(step, Gap):
+        return (step.first_seq, 1)
+    return (step.segment.seq, 2)
+
+
+# Why a segment is missing when a request for it was refused outright.
+_LOST_BECAUSE = {"too_large": "too_large", "bad_uri": "refused", "bad_redirect": "refused"}
 
 
 InitKey = tuple[str, int | None]
@@ -392,6 +479,12 @@ async def shared(
         cache[key] = task
     # shield: one waiter being cancelled must not cancel the fetch the others share.
     return await asyncio.shield(task)
+
+
+def _error_kind(exc: FetchError | PlaylistError | UnsupportedStream) -> str:
+    if isinstance(exc, FetchError):
+        return exc.kind
+    return "unsupported" if isinstance(exc, UnsupportedStream) else "playlist"
 
 
 def _init_key(init: InitSection) -> InitKey:

@@ -54,7 +54,14 @@ class StreamStatus:
 
 
 class SessionKeeper:
-    """The one place a stream's sessions open and end; renditions report to it."""
+    """The one place a stream's sessions open and end; renditions report to it.
+
+    Renditions reload their playlists at their own pace, so they notice an encoder
+    reset (or a clock jump) one after another. Each rendition therefore carries the
+    generation it records in: the first to notice ends the session and starts the next
+    generation; media a lagging rendition still commits from the old encoder goes into
+    the old session, not the new one.
+    """
 
     def __init__(self, stream: StreamConfig, store: Store, clock: Callable[[], float]) -> None:
         self.stream = stream
@@ -62,12 +69,26 @@ class SessionKeeper:
         self.clock = clock
         self.status = StreamStatus()
         self.current: SessionRow | None = None
-        self._renditions: dict[str, RenditionRow] = {}  # name -> row in the current session
+        self.generation = 0  # bumped by every reset or clock jump
+        self._by_generation: dict[int, SessionRow] = {}  # recent generations' sessions
+        self._rows: dict[str, dict[str, RenditionRow]] = {}  # session id -> name -> row
         self._ended: set[str] = set()  # renditions that saw EXT-X-ENDLIST this session
         self.active: set[str] = set()  # renditions being recorded
         self._last_commit_ms: int | None = None
         self._all_ended = False
-        self.target_ms = 2000  # the longest target duration among the renditions
+        self._targets: dict[str, int] = {}  # rendition -> its target duration
+
+    @property
+    def target_ms(self) -> int:
+        """The longest target duration among the renditions (2 s until one is read)."""
+        return max(self._targets.values(), default=2000)
+
+    def target_duration(self, name: str, target_ms: int) -> None:
+        self._targets[name] = target_ms
+
+    def forget(self, name: str) -> None:
+        """A rendition is no longer recorded (the master playlist dropped it)."""
+        self._targets.pop(name, None)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -81,7 +102,8 @@ class SessionKeeper:
         edge = session.live_edge_ms or session.started_ms
         if self.now_ms() - edge <= self.stream.session_gap_s * 1000:
             self.current = session
-            self._renditions = {r.name: r for r in self.store.index.renditions(session.id)}
+            self._by_generation[self.generation] = session
+            self._rows[session.id] = {r.name: r for r in self.store.index.renditions(session.id)}
             self._last_commit_ms = self.now_ms()
             log.info("stream %s: resuming session %s", self.stream.id, session.id)
         else:
@@ -89,27 +111,29 @@ class SessionKeeper:
 
     def resume_after_seq(self, name: str) -> int | None:
         """The last sequence number this rendition stored in a resumed session."""
-        row = self._renditions.get(name)
+        row = None if self.current is None else self._rows.get(self.current.id, {}).get(name)
         if row is None:
             return None
         last = self.store.index.last_segment(row.id)
         return None if last is None else last.seq
 
     # what renditions report -----------------------------------------------------------
-    def rendition_row(self, target: RenditionTarget, *, clock: str, start_ms: int) -> RenditionRow:
-        """The row a rendition commits into, opening a session if none is live."""
-        if self.current is None:
-            self.current = self.store.index.open_session(
-                self.stream.id, clock=clock, started_ms=start_ms
-            )
-            self._renditions = {}
-            self._ended = set()
-            metrics.SESSIONS_STARTED.labels(self.stream.id).inc()
-            log.info("stream %s: session %s started", self.stream.id, self.current.id)
-        row = self._renditions.get(target.name)
+    def rendition_row(
+        self, target: RenditionTarget, *, generation: int, clock: str, start_ms: int
+    ) -> RenditionRow:
+        """The row a rendition commits into, opening a session if none is live.
+
+        A rendition still in an earlier generation (it has not yet seen the reset that
+        ended that generation's session) commits into that session.
+        """
+        session = self._by_generation.get(generation) if generation < self.generation else None
+        if session is None:
+            session = self._open(clock=clock, start_ms=start_ms)
+        rows = self._rows.setdefault(session.id, {})
+        row = rows.get(target.name)
         if row is None:
             row = self.store.index.add_rendition(
-                self.current.id,
+                session.id,
                 name=target.name,
                 uri=target.uri,
                 kind=target.kind,
@@ -119,8 +143,19 @@ class SessionKeeper:
                 codecs=target.codecs,
                 language=target.language,
             )
-            self._renditions[target.name] = row
+            rows[target.name] = row
         return row
+
+    def _open(self, *, clock: str, start_ms: int) -> SessionRow:
+        if self.current is None:
+            self.current = self.store.index.open_session(
+                self.stream.id, clock=clock, started_ms=start_ms
+            )
+            self._ended = set()
+            metrics.SESSIONS_STARTED.labels(self.stream.id).inc()
+            log.info("stream %s: session %s started", self.stream.id, self.current.id)
+        self._by_generation[self.generation] = self.current
+        return self.current
 
     def refresh_state(self) -> StreamStatus:
         """Derive the stream's state from what happened last, rather than track it by hand."""
@@ -146,11 +181,11 @@ class SessionKeeper:
         self.status.state = state
         return self.status
 
-    def committed(self, name: str, *, end_ms: int, size: int) -> None:
-        assert self.current is not None
-        self.current = replace(
-            self.current, live_edge_ms=max(end_ms, self.current.live_edge_ms or 0)
-        )
+    def committed(self, name: str, *, session_id: str, end_ms: int, size: int) -> None:
+        if self.current is not None and self.current.id == session_id:
+            self.current = replace(
+                self.current, live_edge_ms=max(end_ms, self.current.live_edge_ms or 0)
+            )
         self._last_commit_ms = self.now_ms()
         self._all_ended = False
         self.status.segments += 1
@@ -158,20 +193,23 @@ class SessionKeeper:
         metrics.BYTES_INGESTED.labels(self.stream.id).inc(size)
         self.store.edges.changed(self.stream.id)
 
-    def contributed(self, name: str, session_id: str | None) -> bool:
-        """Whether this rendition has committed into the given (current) session."""
-        return (
-            self.current is not None and self.current.id == session_id and name in self._renditions
-        )
+    def reset(self, name: str, generation: int, reason: str) -> int:
+        """A rendition saw a new encoder (or its clock go back): its next generation.
 
-    def reset(self, name: str, session_id: str | None, reason: str) -> None:
-        """A rendition saw a new encoder (or a clock going backwards): a new session begins.
-
-        Only if that rendition was part of the current session: the first rendition to
-        notice ends it, the others then simply record into the next one.
+        The first rendition to see it ends the session; the others, arriving in a
+        generation that has already moved on, just catch up.
         """
-        if self.current is not None and self.current.id == session_id:
-            self.end(reason, self.current.live_edge_ms or self.now_ms())
+        if generation >= self.generation:
+            if self.current is not None:
+                self.end(reason, self.current.live_edge_ms or self.now_ms())
+            self.generation += 1
+            # Late media of generations this old has nowhere to go but the newest session.
+            for old in [g for g in self._by_generation if g < self.generation - 4]:
+                del self._by_generation[old]
+            log.info(
+                "stream %s/%s: %s, now generation %d", self.stream.id, name, reason, self.generation
+            )
+        return self.generation
 
     def ended(self, name: str) -> None:
         self._ended.add(name)
@@ -195,13 +233,21 @@ class SessionKeeper:
             return
         self.store.index.end_session(self.current.id, ended_ms=ended_ms, reason=reason)
         log.info("stream %s: session %s ended (%s)", self.stream.id, self.current.id, reason)
+        # Rows stay known while a lagging rendition of this generation may still commit.
+        self._rows = {
+            sid: rows
+            for sid, rows in self._rows.items()
+            if any(s.id == sid for s in self._by_generation.values())
+        }
         self.current = None
-        self._renditions = {}
         self._ended = set()
         self.store.edges.changed(self.stream.id)
 
-    def gap(self, name: str, gap: Gap, *, reason: str | None = None) -> None:
-        row = self._renditions.get(name)
+    def gap(self, name: str, generation: int, gap: Gap, *, reason: str | None = None) -> None:
+        session = self._by_generation.get(generation)
+        if generation == self.generation:
+            session = self.current
+        row = None if session is None else self._rows.get(session.id, {}).get(name)
         if row is None:
             return  # nothing recorded yet in this session: there is nothing to have a hole in
         why = reason or gap.reason
@@ -228,6 +274,7 @@ class SessionKeeper:
             gap.last_seq,
             why,
         )
+        self.store.edges.changed(self.stream.id)
 
     def error(self, kind: str, message: str) -> None:
         self.status.errors += 1
@@ -235,3 +282,5 @@ class SessionKeeper:
         self.status.last_error_ms = self.now_ms()
         metrics.ORIGIN_ERRORS.labels(self.stream.id, kind).inc()
         log.warning("stream %s: %s: %s", self.stream.id, kind, message)
+        # The stream's state may have changed (failing): wake whoever watches it.
+        self.store.edges.changed(self.stream.id)
