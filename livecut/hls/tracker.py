@@ -79,8 +79,12 @@ class _Identity:
 
     @classmethod
     def of(cls, seg: PlaylistSegment) -> _Identity:
+        # Without the query: signed URLs carry tokens that change from reload to reload.
         return cls(
-            uri=seg.uri, byterange=seg.byterange, duration_ms=seg.duration_ms, pdt_ms=seg.pdt_ms
+            uri=seg.uri.split("?", 1)[0],
+            byterange=seg.byterange,
+            duration_ms=seg.duration_ms,
+            pdt_ms=seg.pdt_ms,
         )
 
     def same_as(self, other: _Identity) -> bool:
@@ -134,7 +138,7 @@ class MediaTracker:
         reset = False
         stale = False
         # Empty snapshots say nothing about the encoder; keep comparing with real ones.
-        if playlist.segments and self._went_back(playlist):
+        if playlist.segments and (self._went_back(playlist) or self._replaced(playlist)):
             stale = self._is_stale_copy(playlist)
             reset = not stale
             if reset:
@@ -202,6 +206,17 @@ class MediaTracker:
                 self._discontinuity_sequence is not None
                 and playlist.discontinuity_sequence < self._discontinuity_sequence
             )
+        )
+
+    def _replaced(self, playlist: MediaPlaylist) -> bool:
+        """A sequence number already consumed now names another segment: a new encoder
+        whose numbering caught up with the old one's (e.g. both windows end at seq 1)."""
+        if self._last_seq is None:
+            return False
+        return any(
+            (known := self._known.get(seg.seq)) is not None and not known.same_as(_Identity.of(seg))
+            for seg in playlist.segments
+            if seg.seq <= self._last_seq
         )
 
     def _is_stale_copy(self, playlist: MediaPlaylist) -> bool:
