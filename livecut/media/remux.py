@@ -31,6 +31,7 @@ from av.video.stream import VideoStream
 
 from livecut.media.edges import EdgeEncoder, EdgeError
 from livecut.media.mp4edit import trim_track_durations
+from livecut.media.probe import FAST_OPEN, TS_SYNC
 from livecut.media.subtitles import Cue, MovTextTrack
 
 
@@ -131,16 +132,18 @@ def remux_mp4(
     tmp = output.with_name(output.name + ".part")
     try:
         bounds = _bounds(parts, start_ms, end_ms)
+        # Only a re-encode needs the decoder's view of the source (pixel format, profile).
+        reencoding = reencode_edges and not bounds.starts_on_keyframe
         edge: EdgeEncoder | None = None
         text: MovTextTrack | None = None
         with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
             tracks: dict[str, _Track] = {}
             pending_audio = list(audio_parts)
             for index, part in enumerate(parts):
-                with _open_part(part) as source:
+                with _open_part(part, decode=reencoding) as source:
                     if index == 0:
                         tracks = _add_tracks(out, source)
-                        if reencode_edges and not bounds.starts_on_keyframe:
+                        if reencoding:
                             edge = _edge_encoder(source, tracks, bounds)
                         if pending_audio and "audio" not in tracks:
                             with _open_part(pending_audio[0]) as audio:
@@ -183,11 +186,14 @@ def remux_mp4(
     )
 
 
-def _open_part(part: RemuxPart) -> InputContainer:
+def _open_part(part: RemuxPart, *, decode: bool = False) -> InputContainer:
+    """Open a stored segment; without `decode`, no frame is decoded just to open it
+    (packets are copied, never decoded, so their stream parameters are not needed)."""
     data = part.path.read_bytes()
     if part.init_path is not None:
         data = part.init_path.read_bytes() + data
-    return av.open(io.BytesIO(data), mode="r")
+    fmt = "mpegts" if part.init_path is None and data[:1] == bytes([TS_SYNC]) else None
+    return av.open(io.BytesIO(data), mode="r", format=fmt, options=None if decode else FAST_OPEN)
 
 
 def _wall_ms(part: RemuxPart, packet: Packet[Any]) -> float:
