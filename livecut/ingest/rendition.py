@@ -434,7 +434,11 @@ class RenditionWorker:
             indexed_ms=now,
         )
         self.keeper.committed(
-            self.target.name, session_id=row.session_id, end_ms=start_ms + duration_ms, size=size
+            self.target.name,
+            session_id=row.session_id,
+            end_ms=start_ms + duration_ms,
+            size=size,
+            main=self.target.main,
         )
         metrics.INGEST_LAG.labels(self.stream_id).observe(
             max(0.0, (now - new.first_seen_ms) / 1000)

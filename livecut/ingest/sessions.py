@@ -181,8 +181,12 @@ class SessionKeeper:
         self.status.state = state
         return self.status
 
-    def committed(self, name: str, *, session_id: str, end_ms: int, size: int) -> None:
-        if self.current is not None and self.current.id == session_id:
+    def committed(
+        self, name: str, *, session_id: str, end_ms: int, size: int, main: bool = True
+    ) -> None:
+        # The live edge is the main (video) rendition's: a clip that waits for it must
+        # not start because audio or subtitles got there first.
+        if main and self.current is not None and self.current.id == session_id:
             self.current = replace(
                 self.current, live_edge_ms=max(end_ms, self.current.live_edge_ms or 0)
             )

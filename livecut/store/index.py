@@ -285,7 +285,7 @@ class Index:
             )
             self._db.execute(
                 "UPDATE sessions SET live_edge_ms = MAX(COALESCE(live_edge_ms, 0), ?) "
-                "WHERE id = (SELECT session_id FROM renditions WHERE id = ?)",
+                "WHERE id = (SELECT session_id FROM renditions WHERE id = ? AND main = 1)",
                 (end_ms, rendition_id),
             )
             self._extend_span(rendition_id, start_ms, end_ms)
