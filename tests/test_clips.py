@@ -13,6 +13,9 @@ from aiohttp import web
 
 from livecut.daemon import Daemon
 from livecut.hls.playlist import MediaPlaylist, parse_playlist
+from livecut.media.probe import probe_segment
+from livecut.media.remux import RemuxPart, remux_mp4
+from livecut.media.synth import write_hls_fixture
 from livecut.origin import LiveOrigin
 from livecut.store.records import ClipRow
 from tests.browser import add_player_routes, playback_advances, require_browser, serve
@@ -262,3 +265,30 @@ async def test_hls_clip_plays_in_a_real_player(
     assert result.advanced, result.describe()
     assert not result.fatal_errors, result.describe()
     assert (result.video_width, result.video_height) == (320, 180)
+
+
+async def test_large_frames_copy_with_full_stream_parameters(tmp_path: Path) -> None:
+    """720p at 4 Mbit/s: keyframes far larger than the small probe ingest uses."""
+    playlist = write_hls_fixture(
+        tmp_path / "hd", segments=2, width=1280, height=720, video_bitrate=4_000_000
+    )
+    assert playlist.with_name("seg0.ts").stat().st_size > 500_000
+    segments = sorted(playlist.parent.glob("seg*.ts"))
+    parts = []
+    for n, path in enumerate(segments):
+        probe = probe_segment(path.read_bytes())
+        start = PDT0 + n * 2000
+        parts.append(
+            RemuxPart(
+                path=path,
+                init_path=None,
+                start_ms=start,
+                ref_pts_s=probe.ref_pts_s,
+                from_ms=start,
+                to_ms=start + 2000,
+            )
+        )
+    output = tmp_path / "hd.mp4"
+    presented = remux_mp4(parts, start_ms=PDT0 + 530, end_ms=PDT0 + 3170, output=output)
+    assert (presented.tracks[0].width, presented.tracks[0].height) == (1280, 720)
+    check_frames(output, frame_covering(PDT0 + 530), frame_covering(PDT0 + 3169))

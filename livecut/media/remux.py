@@ -31,7 +31,7 @@ from av.video.stream import VideoStream
 
 from livecut.media.edges import EdgeEncoder, EdgeError
 from livecut.media.mp4edit import trim_track_durations
-from livecut.media.probe import FAST_OPEN, TS_SYNC
+from livecut.media.probe import NO_DECODE, TS_SYNC
 from livecut.media.subtitles import Cue, MovTextTrack
 
 
@@ -193,7 +193,7 @@ def _open_part(part: RemuxPart, *, decode: bool = False) -> InputContainer:
     if part.init_path is not None:
         data = part.init_path.read_bytes() + data
     fmt = "mpegts" if part.init_path is None and data[:1] == bytes([TS_SYNC]) else None
-    return av.open(io.BytesIO(data), mode="r", format=fmt, options=None if decode else FAST_OPEN)
+    return av.open(io.BytesIO(data), mode="r", format=fmt, options=None if decode else NO_DECODE)
 
 
 def _wall_ms(part: RemuxPart, packet: Packet[Any]) -> float:
