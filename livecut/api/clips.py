@@ -6,7 +6,7 @@ from aiohttp import web
 
 from livecut.api.context import ApiContext, ctx_of, error, json_body, now_ms
 from livecut.api.validate import ClipLimits, Invalid, clip_request, page_limit
-from livecut.clips.jobs import QueueFull
+from livecut.clips.jobs import ClipRequest, QueueFull
 from livecut.clips.planner import nearest_spans
 from livecut.store.records import ClipRow
 
@@ -65,6 +65,11 @@ async def create_clip(request: web.Request) -> web.Response:
             f"{req.end_ms}",
             recorded_ranges=[{"start_ms": s, "end_ms": e} for s, e in spans],
         )
+    return _submit(ctx, req)
+
+
+def _submit(ctx: ApiContext, req: ClipRequest) -> web.Response:
+    """Queue the job: 202 with the clip and where to follow it, or 503 when full."""
     try:
         clip = ctx.jobs.submit(req)
     except QueueFull as exc:
@@ -221,10 +226,4 @@ async def export_session(request: web.Request) -> web.Response:
         session_owner=lambda sid: session.stream_id if sid == session.id else None,
         limits=ClipLimits(now_ms=now_ms(ctx), max_duration_ms=max(edge - first, 1), max_wait_ms=0),
     )
-    try:
-        clip = ctx.jobs.submit(req)
-    except QueueFull as exc:
-        return error(503, str(exc))
-    return web.json_response(
-        _clip_json(clip), status=202, headers={"Location": f"/v1/clips/{clip.id}"}
-    )
+    return _submit(ctx, req)

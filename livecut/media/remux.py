@@ -140,7 +140,9 @@ def remux_mp4(
             tracks: dict[str, _Track] = {}
             pending_audio = list(audio_parts)
             for index, part in enumerate(parts):
-                with _open_part(part, decode=reencoding) as source:
+                # Only parts the re-encoder still reads need their decoder set up.
+                decode = reencoding and (index == 0 or (edge is not None and edge.active))
+                with _open_part(part, decode=decode) as source:
                     if index == 0:
                         tracks = _add_tracks(out, source)
                         if reencoding:
