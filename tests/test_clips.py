@@ -292,3 +292,27 @@ async def test_large_frames_copy_with_full_stream_parameters(tmp_path: Path) -> 
     presented = remux_mp4(parts, start_ms=PDT0 + 530, end_ms=PDT0 + 3170, output=output)
     assert (presented.tracks[0].width, presented.tracks[0].height) == (1280, 720)
     check_frames(output, frame_covering(PDT0 + 530), frame_covering(PDT0 + 3169))
+
+
+async def test_audio_only_stream(data_dir: Path, tmp_path: Path) -> None:
+    """No video at all: the clip is cut at the requested instants, within one AAC frame."""
+    playlist = write_hls_fixture(tmp_path / "radio", segments=3, video=False)
+    app = web.Application()
+    app.router.add_static("/radio", playlist.parent)
+    async with serve(app) as base:
+        config = daemon_config(data_dir, f"{base}/radio/{playlist.name}")
+        async with running(config) as daemon:
+            await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=20)
+            clip = await clip_of(daemon, {"start_ms": PDT0 + 1250, "end_ms": PDT0 + 4750})
+    assert clip.result is not None
+    assert [t["kind"] for t in clip.result["tracks"]] == ["audio"]  # type: ignore[union-attr]
+    with av.open(str(file_of(daemon, clip))) as container:
+        assert not container.streams.video
+        frames = list(container.decode(audio=0))
+    assert frames[0].pts is not None and frames[0].time_base is not None
+    start = float(frames[0].pts * frames[0].time_base)
+    last = frames[-1]
+    assert last.pts is not None and last.time_base is not None
+    end = float(last.pts * last.time_base) + last.samples / last.sample_rate
+    assert abs(start) <= AAC_FRAME_S
+    assert abs(end - 3.5) <= AAC_FRAME_S + 0.001
