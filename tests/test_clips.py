@@ -140,12 +140,14 @@ async def test_windows_are_cut_in_one_job(data_dir: Path, tmp_path: Path) -> Non
         assert [w["label"] for w in windows] == ["a", "b"]  # type: ignore[union-attr]
         check_frames(file_of(daemon, clip, "w0.mp4"), 12, 37)
         check_frames(file_of(daemon, clip, "w1.mp4"), 153, 224)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"{daemon.base_url}/v1/clips/{clip.id}/w1.mp4") as response,
-        ):
-            assert response.status == 200
-            assert len(await response.read()) == file_of(daemon, clip, "w1.mp4").stat().st_size
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{daemon.base_url}/v1/clips/{clip.id}") as response:
+                links = (await response.json())["links"]
+            assert set(links) == {"self", "w0.mp4", "w1.mp4"}
+            async with http.get(daemon.base_url + links["w1.mp4"]) as response:
+                assert response.status == 200
+                size = len(await response.read())
+            assert size == file_of(daemon, clip, "w1.mp4").stat().st_size
 
 
 async def test_hls_clip_is_instant_and_pins_its_segments(data_dir: Path, tmp_path: Path) -> None:

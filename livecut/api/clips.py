@@ -27,10 +27,7 @@ def _clip_json(clip: ClipRow) -> dict[str, object]:
     if clip.result is not None:
         body.update(clip.result)
     if clip.state == "ready" and isinstance(clip.result, dict):
-        files = clip.result.get("files")
-        if isinstance(files, dict):
-            links = {kind: f["url"] for kind, f in files.items() if isinstance(f, dict)}
-            body["links"] = {"self": f"/v1/clips/{clip.id}", **links}
+        body["links"] = {"self": f"/v1/clips/{clip.id}", **_file_links(clip.result)}
     body["options"] = clip.options or {}
     return body
 
@@ -66,6 +63,20 @@ async def create_clip(request: web.Request) -> web.Response:
             recorded_ranges=[{"start_ms": s, "end_ms": e} for s, e in spans],
         )
     return _submit(ctx, req)
+
+
+def _file_links(result: dict[str, object]) -> dict[str, str]:
+    """By format for a one-window clip (mp4, hls, vtt), and by file name for every window."""
+    links: dict[str, str] = {}
+    files = result.get("files")
+    if isinstance(files, dict):
+        links.update({kind: f["url"] for kind, f in files.items() if isinstance(f, dict)})
+    windows = result.get("windows")
+    for window in windows if isinstance(windows, list) else []:
+        for f in window.get("files", {}).values() if isinstance(window, dict) else []:
+            if isinstance(f, dict):
+                links[f["name"]] = f["url"]
+    return links
 
 
 def _submit(ctx: ApiContext, req: ClipRequest) -> web.Response:
