@@ -219,6 +219,22 @@ async def test_timeline_lists_ranges_and_gaps(data_dir: Path) -> None:
             assert [(g["start_ms"], g["end_ms"], g["reason"]) for g in timeline["gaps"]] == [
                 (origin.segment_pdt_ms(3), origin.segment_pdt_ms(10), "expired")
             ]
+            # A clip inside the hole is refused, naming the recorded stretches either side.
+            body = {
+                "stream": "cam",
+                "start_ms": origin.segment_pdt_ms(5),
+                "end_ms": origin.segment_pdt_ms(7),
+            }
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"{daemon.base_url}/v1/clips", json=body) as response,
+            ):
+                assert response.status == 422
+                ranges = (await response.json())["recorded_ranges"]
+            assert sorted((r["start_ms"], r["end_ms"]) for r in ranges) == [
+                (origin.segment_pdt_ms(0), origin.segment_pdt_ms(3)),
+                (origin.segment_pdt_ms(10), origin.segment_pdt_ms(13)),
+            ]
     finally:
         await origin.stop()
 

@@ -335,7 +335,7 @@ class ClipJobs:
             first, last = plan.parts[0].segment, plan.parts[-1].segment
             body.update(start_ms=first.start_ms, end_ms=last.end_ms)
             body["duration_ms"] = last.end_ms - first.start_ms
-        cues, language = await self._subtitles(clip, plan, window)
+        cues, language = await self._subtitles(clip, plan)
         # A sidecar is timed like the output it accompanies: from the MP4's first frame,
         # or from the first segment of an HLS-only clip.
         zero_ms: float = plan.parts[0].segment.start_ms
@@ -394,10 +394,8 @@ class ClipJobs:
             to_ms=to_ms,
         )
 
-    async def _subtitles(
-        self, clip: ClipRow, plan: ClipPlan, window: Window
-    ) -> tuple[list[Cue], str | None]:
-        """Cues of the session's first subtitles rendition inside the window, wall-timed."""
+    async def _subtitles(self, clip: ClipRow, plan: ClipPlan) -> tuple[list[Cue], str | None]:
+        """Cues of the session's first subtitles rendition inside the plan, wall-timed."""
         segments = self.store.index.stream_segments(
             clip.stream_id,
             plan.start_ms,

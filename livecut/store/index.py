@@ -415,9 +415,12 @@ class Index:
         return [_segment(r) for r in rows]
 
     def recorded_spans(self, stream_id: str) -> list[tuple[int, int]]:
+        """Every contiguous recorded stretch of the stream's main renditions (the timeline's
+        spans, so a session with holes counts as several)."""
         rows = self._db.execute(
-            "SELECT started_ms, live_edge_ms FROM sessions "
-            "WHERE stream_id = ? AND live_edge_ms IS NOT NULL ORDER BY started_ms",
+            "SELECT sp.start_ms, sp.end_ms FROM spans sp "
+            "JOIN renditions r ON r.id = sp.rendition_id JOIN sessions s ON s.id = r.session_id "
+            "WHERE s.stream_id = ? AND r.main = 1 ORDER BY sp.start_ms",
             (stream_id,),
         ).fetchall()
         return [(int(r[0]), int(r[1])) for r in rows]
