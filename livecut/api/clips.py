@@ -209,6 +209,7 @@ EXPORT_FIELDS = (
     "name",
     "rendition",
     "reencode_edges",
+    "verify",
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from livecut.clips.jobs import FORMATS, ClipRequest, Window
+from livecut.clips.jobs import FORMATS, VERIFY_MODES, ClipRequest, Window
 
 MIN_CLIP_MS = 500
 MAX_WINDOWS = 10
@@ -21,6 +21,7 @@ CLIP_FIELDS = (
     "formats",
     "rendition",
     "reencode_edges",
+    "verify",
 )
 NAME_MAX = 200
 # Unix ms between 2000-01-01 and 2100-01-01: catches seconds or microseconds sent by mistake.
@@ -70,6 +71,9 @@ def clip_request(
     reencode_edges = body.get("reencode_edges", False)
     if not isinstance(reencode_edges, bool):
         errors.append(f"reencode_edges must be true or false, not {reencode_edges!r}")
+    verify = body.get("verify", "structure")
+    if verify not in VERIFY_MODES:
+        errors.append(f"verify must be one of {', '.join(VERIFY_MODES)}, not {verify!r}")
     stream_id, session_id = _target(body, streams, session_owner, errors)
     if errors:
         only_unknown = len(errors) == 1 and errors[0].startswith(
@@ -86,6 +90,7 @@ def clip_request(
         formats=tuple(formats),
         rendition=rendition if isinstance(rendition, str) else "best",
         reencode_edges=reencode_edges is True,
+        verify="decode" if verify == "decode" else "structure",
     )
 
 
