@@ -24,15 +24,14 @@ except ImportError:
 # (module or class, attribute, stage name), in the order a job meets them. Attributes
 # that do not exist (yet) are skipped.
 _TIMED: tuple[tuple[Any, str, str], ...] = (
-    (livecut.media.remux, "_open_part", "read+open segment"),
-    (livecut.media.remux, "_bounds", "find edge frames"),
-    (livecut.media.remux, "_copy_part", "demux+mux packets"),
-    (livecut.media.remux, "_edge_encoder", "re-encode first GOP (reencode_edges)"),
+    (livecut.media.remux, "open_run", "open a run (one header probe)"),
+    (livecut.media.remux._RunCopy, "copy", "demux+mux packets"),
     (EdgeEncoder, "decode", "re-encode first GOP (reencode_edges)"),
     (EdgeEncoder, "finish", "re-encode first GOP (reencode_edges)"),
-    (livecut.clips.jobs, "remux_mp4", "rest of remux: mp4 trailer, faststart"),
-    (livecut.media.remux, "trim_track_durations", "edit list"),
-    (livecut.clips.jobs, "_sha256", "sha256"),
+    (livecut.clips.jobs, "remux_mp4", "rest of remux: mp4 trailer"),
+    (livecut.media.remux, "finish_mp4", "moov to the front + sha256"),
+    (livecut.media.remux, "verify_mp4", "structural check"),
+    (livecut.clips.jobs, "_sha256", "sha256 (HLS, WebVTT)"),
 )
 STAGES = tuple(dict.fromkeys(name for _, _, name in _TIMED))
 OTHER = "other (HTTP, SQLite, queue, plan)"

@@ -50,6 +50,15 @@ SAME_S = 0.002
 COVER_S = 0.0005
 
 
+# Muxed as fragmented MP4 so the muxer's memory stays flat however long the clip; the
+# moov is written at the first fragment (delay_moov), once the pre-roll it hides is known.
+# media/mp4edit.py turns the result into a progressive MP4.
+FRAGMENTED = {
+    "movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov",
+    "frag_duration": "2000000",
+}
+
+
 class RemuxError(RuntimeError):
     """The stored media could not be turned into a clip."""
 
@@ -173,7 +182,7 @@ def remux_mp4(
     copy = _Copy(runs, first_s=first_s, reencode_edges=reencode_edges)
     copy.cues, copy.cue_language = cues, cue_language
     try:
-        with av.open(str(tmp), mode="w", format="mp4") as out:
+        with av.open(str(tmp), mode="w", format="mp4", options=FRAGMENTED) as out:
             copy.write(out, _AlternateAudio(audio_runs))
         finished = finish_mp4(tmp, output, [copy.end_out_s] * copy.track_count)
         video = copy.tracks.get("video")
@@ -245,7 +254,7 @@ class _Copy:
                 first = index == 0
                 with open_run(run.paths, run.init_path) as src:
                     if first:
-                        self.tracks = _add_tracks(out, src)
+                        self.tracks = _add_tracks(out, src, _first_frame_config(run))
                         if alternate.pending and "audio" not in self.tracks:
                             self.tracks.update(alternate.add_track(out))
                     _RunCopy(self, out, src, run, first=first, alternate=alternate).copy()
@@ -527,23 +536,74 @@ def _items(source: InputContainer, run: RemuxRun, *, kinds: Sequence[str]) -> It
         streams[stream.index] = (stream.type, frame_s, stream.time_base or Fraction(1, 90_000))
     for packet in source.demux():
         known = streams.get(packet.stream_index)
-        if known is None or packet.pts is None:
+        pts = packet.pts
+        if known is None or pts is None:
             continue
         kind, frame_s, tb = known
-        raw_t = float(packet.pts * tb)
+        if kind == "audio":
+            packet = _without_adts(packet)
+        raw_t = float(pts * tb)
         t = unwrap_s(raw_t, run.ref_s, wraps=run.wraps)
         wrap = round((t - raw_t) / TS_WRAP_S) * round(TS_WRAP_S / tb) if run.wraps else 0
-        dts_raw = packet.dts if packet.dts is not None else packet.pts
+        dts_raw = packet.dts if packet.dts is not None else pts
         duration_s = float((packet.duration or 0) * tb) or frame_s
         yield _Item(
             kind=kind,
             packet=packet,
             t=t,
             dts_t=float((dts_raw + wrap) * tb),
-            pts=packet.pts + wrap,
+            pts=pts + wrap,
             dts=dts_raw + wrap,
             duration_s=duration_s,
         )
+
+
+def _first_frame_config(run: RemuxRun) -> Callable[[AudioStream], bytes | None]:
+    """Finds an ADTS stream's configuration in the run's first segment (opened again:
+    the run's own demuxer must not be read ahead before the copy begins)."""
+
+    def config_of(stream: AudioStream) -> bytes | None:
+        with open_run(run.paths[:1], run.init_path) as source:
+            same = source.streams[stream.index]
+            return _aac_config(source, same) if isinstance(same, AudioStream) else None
+
+    return config_of
+
+
+def _adts_header_size(data: bytes) -> int:
+    """Bytes of ADTS header on an AAC frame from MPEG-TS (0 if it has none)."""
+    if len(data) < 9 or data[0] != 0xFF or data[1] & 0xF6 != 0xF0:
+        return 0
+    return 7 if data[1] & 1 else 9  # protection_absent: no CRC
+
+
+def _without_adts(packet: Packet[Any]) -> Packet[Any]:
+    """MP4 holds raw AAC frames (the configuration is in the sample description), so the
+    ADTS headers TS carries come off; the fragmented muxer refuses them."""
+    data = bytes(packet)
+    size = _adts_header_size(data)
+    if not size:
+        return packet
+    raw = Packet(data[size:])
+    raw.pts, raw.dts, raw.duration = packet.pts, packet.dts, packet.duration
+    raw.time_base = packet.time_base
+    raw.is_keyframe = packet.is_keyframe
+    return raw
+
+
+def _aac_config(source: InputContainer, stream: AudioStream) -> bytes | None:
+    """The AudioSpecificConfig of an ADTS stream, from its first frame's header."""
+    for packet in source.demux(stream):
+        data = bytes(packet)
+        if not _adts_header_size(data):
+            return None
+        profile = (data[2] >> 6) + 1
+        rate_index = (data[2] >> 2) & 0xF
+        channels = ((data[2] & 1) << 2) | (data[3] >> 6)
+        return bytes(
+            [(profile << 3) | (rate_index >> 1), ((rate_index & 1) << 7) | (channels << 3)]
+        )
+    return None
 
 
 class _AlternateAudio:
@@ -564,7 +624,7 @@ class _AlternateAudio:
     def add_track(self, out: OutputContainer) -> dict[str, _Track]:
         run = self._runs[0]
         with open_run(run.paths[:1], run.init_path) as probe:
-            return _add_tracks(out, probe, kinds=("audio",))
+            return _add_tracks(out, probe, _first_frame_config(run), kinds=("audio",))
 
     def flush(self, clip: _Copy, out: OutputContainer, *, until_out_s: float | None) -> None:
         """Mux the audio presented up to until_out_s (None: up to the clip's end)."""
@@ -600,8 +660,14 @@ class _AlternateAudio:
 
 
 def _add_tracks(
-    out: OutputContainer, source: InputContainer, *, kinds: Sequence[str] = ("video", "audio")
+    out: OutputContainer,
+    source: InputContainer,
+    config_of: Callable[[AudioStream], bytes | None],
+    *,
+    kinds: Sequence[str] = ("video", "audio"),
 ) -> dict[str, _Track]:
+    """Output tracks like the source's first video and audio streams; `config_of` finds
+    the AAC configuration of audio that carries it in band (ADTS, from MPEG-TS)."""
     tracks: dict[str, _Track] = {}
     for stream in source.streams:
         if stream.type in tracks or stream.type not in kinds:
@@ -622,8 +688,13 @@ def _add_tracks(
             )
         elif isinstance(stream, AudioStream):
             actx = stream.codec_context
+            added = out.add_stream_from_template(stream)
+            if actx.name == "aac" and not actx.extradata:
+                config = config_of(stream)
+                if config is not None and added.codec_context is not None:
+                    added.codec_context.extradata = config
             tracks["audio"] = _Track(
-                out=out.add_stream_from_template(stream),
+                out=added,
                 kind="audio",
                 codec=actx.name,
                 width=None,
