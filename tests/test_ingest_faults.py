@@ -268,7 +268,10 @@ PLAYLIST = r"/index\.m3u8"
 
 # --- faults that are retried: nothing is lost ---------------------------------------------
 
-FAST_TIMEOUTS = {"segment_timeout_s": 0.3, "playlist_timeout_s": 0.3}
+# Room for a loaded machine: an answer that is merely slow must not count as a timeout.
+# The "timeout" fault holds its request until the test ends, so it times out whatever
+# the load, and only after the full timeout_s.
+TIMEOUTS = {"segment_timeout_s": 2.0, "playlist_timeout_s": 2.0}
 
 # (fault, how many requests it takes, the error kind each one counts as)
 RETRIED: dict[str, tuple[Fault, int, str]] = {
@@ -276,7 +279,7 @@ RETRIED: dict[str, tuple[Fault, int, str]] = {
     "403": (Status(403), 2, "http_403"),
     "500": (Status(500), 2, "http_5xx"),
     "503": (Status(503), 1, "http_5xx"),
-    "timeout": (Delay(3.0), 1, "timeout"),
+    "timeout": (Delay(WAIT_S), 1, "timeout"),
     "truncated": (Truncate(0.5), 2, "truncated"),
 }
 
@@ -286,7 +289,7 @@ async def test_a_segment_fault_is_retried_and_the_segment_recorded(
     data_dir: Path, name: str
 ) -> None:
     fault, times, kind = RETRIED[name]
-    async with rig(data_dir, prefill=4, ingest=FAST_TIMEOUTS) as r:
+    async with rig(data_dir, prefill=4, ingest=TIMEOUTS) as r:
         rule = r.script.add(seg(2), fault, times=times)
         await r.until(r.recorded(4))
         assert r.seqs() == [0, 1, 2, 3]
@@ -332,7 +335,7 @@ PLAYLIST_RETRIED: dict[str, tuple[Fault, int, str]] = {
 @pytest.mark.parametrize("name", list(PLAYLIST_RETRIED))
 async def test_a_playlist_fault_is_retried_and_nothing_is_lost(data_dir: Path, name: str) -> None:
     fault, times, kind = PLAYLIST_RETRIED[name]
-    async with rig(data_dir, prefill=3, ingest=FAST_TIMEOUTS) as r:
+    async with rig(data_dir, prefill=3, ingest=TIMEOUTS) as r:
         await r.until(r.recorded(3))
         rule = r.script.add(PLAYLIST, fault, times=times)
         r.advance(2)
@@ -733,9 +736,19 @@ async def test_low_latency_reloads_block_and_index_each_segment_promptly(data_di
         ), "after the first load, every reload blocks"
         published_while_watching = {seq: lag for seq, lag in lags().items() if seq >= 3}
         assert len(published_while_watching) >= 3
-        # Within a quarter of a segment of being published: held reloads, not polling
-        # (polling would average half a target duration, and up to a whole one).
-        assert all(0 <= lag < SEG_MS / 4 for lag in published_while_watching.values()), lags()
+        # Held reloads, not polling: the reload asking for segment n reached the origin
+        # before n was published, and was answered by its publication.
+        live = index.live_session("cam")
+        assert live is not None
+        [rendition] = index.renditions(live.id)
+        starts = {s.seq: s.start_ms for s in index.rendition_segments(rendition.id)}
+        wall_minus_loop = time.time() - asyncio.get_running_loop().time()
+        for seq in published_while_watching:
+            asked = next(s.at for s in log.seen if s.path_qs == f"/live/index.m3u8?_HLS_msn={seq}")
+            assert (asked + wall_minus_loop) * 1000 < starts[seq] + SEG_MS, seq
+        # Indexed soon after publication: a quarter of a segment on an idle machine; the
+        # bound leaves room for a loaded one, which the held-request check above does not need.
+        assert all(0 <= lag < SEG_MS for lag in published_while_watching.values()), lags()
     finally:
         await daemon.stop()
         await origin.stop()
@@ -934,14 +947,17 @@ async def test_stream_state_walks_connecting_recording_failing_and_back(data_dir
         # Stalled (and here failing) after three target durations without a new segment,
         # seen at the next retry (within a target duration): 4 s at most, not 6 or more.
         await r.until(lambda: recorder.status.state == "failing")
-        assert loop.time() - outage < 4 * SEG_MS / 1000 + 0.5
+        assert loop.time() - outage < 4 * SEG_MS / 1000 + 1.0  # room for a loaded machine
+        errors_before = r.errors()["http_5xx"]
         status = await r.api_stream()
+        errors_after = r.errors()["http_5xx"]  # retries go on while the API answers
         assert status["state"] == "failing" and "HTTP 503" in status["last_error"]
-        assert status["errors"] == r.errors()["http_5xx"] >= 1
+        assert 1 <= errors_before <= status["errors"] <= errors_after
         assert status["live_edge_ms"] == r.pdt(3)
         # Backing off, but never longer than a target duration: the window moves on.
         failing = [s.at for s in r.log.matching("index.m3u8")][-4:]
-        assert all(b - a <= SEG_MS / 1000 + 0.15 for a, b in itertools.pairwise(failing))
+        # (The slack is for a loaded machine; a doubling backoff would already wait 2 s.)
+        assert all(b - a <= SEG_MS / 1000 + 0.5 for a, b in itertools.pairwise(failing))
 
         r.script.clear()
         r.advance(1)
