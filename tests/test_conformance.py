@@ -74,7 +74,7 @@ def _analyse(records: list[CaseRecord]) -> dict[str, CaseResult]:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
         origins = list(pool.map(_origin, records))
-        outputs = [c.output for r in records for c in r.clips if c.output is not None]
+        outputs = [path for r in records for c in r.clips for path, _ in c.outputs]
         decoded: dict[Path, Decoded] = dict(
             zip(outputs, pool.map(decode_output, outputs), strict=True)
         )
@@ -106,7 +106,7 @@ def _judge(
     clip: ClipTry,
     decoded: dict[Path, Decoded],
 ) -> Verdict:
-    if clip.output is None:
+    if not clip.outputs:
         return Verdict(problems=[f"clip not delivered: {clip.error}"])
     return judge(
         frames=walls,
@@ -115,8 +115,7 @@ def _judge(
         start_ms=clip.start_ms,
         end_ms=clip.end_ms,
         accuracy=clip.accuracy,
-        result=clip.result,
-        decoded=decoded[clip.output],
+        pieces=[(part, decoded[path]) for path, part in clip.outputs],
     )
 
 
@@ -157,6 +156,9 @@ def test_every_segment_is_recorded_at_its_anchor(
     assert not origin.errors, (
         f"the encoder's own output does not decode cleanly: {origin.errors[:3]}"
     )
+    for run in {f.run for f in origin.frames}:
+        numbers = [f.number for f in origin.frames if f.run == run]  # in pts order
+        assert numbers == sorted(set(numbers)), "the source repeats or reorders frames"
     assert [r.seq for r in rows] == sorted(origin.anchors), "livecut recorded other segments"
     anchors = _run_anchors(result.record, origin)
     wrong = []

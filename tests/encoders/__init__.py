@@ -17,9 +17,11 @@ What each encoder stamps, as measured on Debian 12's builds:
   marks that P-frame, not the earliest presented frame (B-frames after it are shown up
   to two frames earlier). Audio never moves a PDT: neither AAC priming (audio starts
   21.3 ms before video in the first segment) nor `-itsoffset` (audio 150 ms ahead).
-  PDTs are written with milliseconds and a "+0000" offset. With libx265 in fMP4 (open
-  GOP, B-frames) the first segment's EXTINF is 2.000 s although its media lasts 1.960 s,
-  so every later PDT is one frame later than media time continued from segment 0.
+  PDTs are written with milliseconds and a "+0000" offset. With libx265's default open
+  GOP in fMP4 each CRA is stamped one frame early, on the very pts of the B-frame
+  presented before it (two frames share a timestamp in every GOP; the first segment's
+  EXTINF says 2.000 s of media lasting 1.960 s): a source no clip can be exact against,
+  so the HEVC case uses closed GOPs and open GOPs are tested with x264.
   On a restart with `append_list+discont_start` ffmpeg rewrites the whole playlist: it
   keeps the earlier PDTs, adds a discontinuity before the first segment as well as before
   the new run, and the new run's PDTs start from the wall clock of the restart.

@@ -58,7 +58,9 @@ CASES: tuple[Case, ...] = (
     Case(
         name="fps_59_94", encoder="ffmpeg", container="fmp4", fps=Fraction(60000, 1001), bframes=2
     ),
-    Case(name="hevc_fmp4_open_gop", encoder="ffmpeg", container="fmp4", codec="hevc", bframes=3),
+    # Closed GOPs: with x265's default open GOP, ffmpeg 5.1's fMP4 stamps each CRA one frame
+    # early, on the pts of the frame before it (see tests/encoders/__init__.py).
+    Case(name="hevc_fmp4", encoder="ffmpeg", container="fmp4", codec="hevc", bframes=3),
     Case(name="open_gop_x264", encoder="ffmpeg", bframes=3, x264_params="open-gop=1"),
     Case(name="gop_6s_split_by_time", encoder="ffmpeg", bframes=2, gop_s=6.0, split_by_time=True),
     Case(name="no_pdt", encoder="ffmpeg", bframes=2, pdt=False),

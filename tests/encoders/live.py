@@ -41,7 +41,9 @@ class ClipTry:
     state: str
     error: str | None
     result: dict[str, object]
-    output: Path | None
+    # Each MP4 delivered, with its part of the result (a clip across a change of codec
+    # parameters comes in pieces, one file each); empty when nothing was delivered.
+    outputs: tuple[tuple[Path, dict[str, object]], ...]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -409,7 +411,12 @@ async def _clip(
         error = "not finished" if clip is None else f"{clip.state}: {clip.error}"
         record.clips.append(_failed(record, phase, body, error))
         return
-    output = daemon.store.clip_dir(clip.id) / "clip.mp4"
+    folder = daemon.store.clip_dir(clip.id)
+    pieces = clip.result.get("pieces")
+    if isinstance(pieces, list):
+        outputs = tuple((folder / p["file"]["name"], p) for p in pieces)
+    else:
+        outputs = ((folder / "clip.mp4", clip.result),)
     record.clips.append(
         ClipTry(
             case=record.case.name,
@@ -420,7 +427,7 @@ async def _clip(
             state=clip.state,
             error=None,
             result=clip.result,
-            output=output,
+            outputs=outputs,
         )
     )
 
@@ -435,5 +442,5 @@ def _failed(record: CaseRecord, phase: str, body: dict[str, object], error: str)
         state="failed",
         error=error,
         result={},
-        output=None,
+        outputs=(),
     )

@@ -104,7 +104,7 @@ def video_args(case: Case) -> list[str]:
     gop = str(case.gop_frames)
     if case.codec == "hevc":
         x265 = (
-            f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={case.bframes}"
+            f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={case.bframes}:open-gop=0"
             ":pools=1:frame-threads=1:log-level=error"
         )
         return [
@@ -126,10 +126,11 @@ def _inputs(case: Case, mezzanine: Mezzanine, seconds: float) -> list[str]:
     if not case.audio_lead_s:
         return ["-re", "-t", f"{seconds}", "-i", str(mezzanine.path)]
     # Two readings of one file: the picture's timestamps start later than the sound's.
+    # Passthrough, or ffmpeg fills the lead by repeating the first picture four times.
     return [
         "-re", "-t", f"{seconds}", "-itsoffset", f"{case.audio_lead_s}", "-i", str(mezzanine.path),
         "-re", "-t", f"{seconds}", "-i", str(mezzanine.path),
-        "-map", "0:v", "-map", "1:a",
+        "-map", "0:v", "-map", "1:a", "-fps_mode", "passthrough",
     ]  # fmt: skip
 
 

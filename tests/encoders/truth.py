@@ -132,11 +132,12 @@ def analyse_origin(folder: Path, playlist_text: str, beep_every: int) -> Origin:
                 earliest_pts_s=min(p for p, _ in packets),
                 first_packet_key=first_key,
             )
-        decoded, onsets, run_errors = decode_media(body)
+        decoded, onsets, run_errors, intra = decode_media(body)
         errors += run_errors
         run_frames = []
         for pts, number in decoded:
             seq, key = owner.get(pts, (-1, False))
+            key = key or pts in intra
             run_frames.append(
                 SourceFrame(number=number, pts_s=pts, key=key, seq=seq, run=run_index)
             )
@@ -177,16 +178,22 @@ def _video_packets(data: bytes) -> list[tuple[Fraction, bool, int]]:
 
 def decode_media(
     data: bytes | Path,
-) -> tuple[list[tuple[Fraction, int]], list[Fraction], list[str]]:
-    """(pts, barcode) per video frame in presentation order, beep onsets, libav errors."""
+) -> tuple[list[tuple[Fraction, int]], list[Fraction], list[str], set[Fraction]]:
+    """(pts, barcode) per video frame in presentation order, beep onsets, libav errors,
+    and the pts of intra pictures (an open GOP's I-frames are random access points too,
+    though their packets are not flagged as keyframes)."""
     av.logging.set_level(av.logging.ERROR)
     source = str(data) if isinstance(data, Path) else io.BytesIO(data)
     with av.logging.Capture(local=False) as logs:
         frames: list[tuple[Fraction, int]] = []
+        intra: set[Fraction] = set()
         with av.open(source) as container:
             for frame in container.decode(video=0):
                 assert frame.pts is not None
-                frames.append((Fraction(frame.pts) * frame.time_base, read_frame_number(frame)))
+                pts = Fraction(frame.pts) * frame.time_base
+                frames.append((pts, read_frame_number(frame)))
+                if frame.pict_type == av.video.frame.PictureType.I:
+                    intra.add(pts)
         onsets: list[Fraction] = []
         with av.open(source if isinstance(data, Path) else io.BytesIO(data)) as container:
             if container.streams.audio:
@@ -195,7 +202,7 @@ def decode_media(
     errors = [
         f"{name}: {message.strip()}" for level, name, message in logs if level <= av.logging.ERROR
     ]
-    return frames, onsets, errors
+    return frames, onsets, errors, intra
 
 
 def audio_span(path: Path) -> tuple[Fraction, Fraction] | None:

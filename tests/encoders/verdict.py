@@ -31,7 +31,7 @@ class Decoded:
 
 def decode_output(path: Path) -> Decoded:
     """Run in a worker process, so libav's log capture sees this decode alone."""
-    frames, onsets, errors = decode_media(path)
+    frames, onsets, errors, _ = decode_media(path)
     return Decoded(frames=frames, onsets=onsets, errors=errors, audio=audio_span(path))
 
 
@@ -102,10 +102,10 @@ def judge(
     start_ms: int,
     end_ms: int,
     accuracy: str,
-    result: dict[str, object],
-    decoded: Decoded,
+    pieces: list[tuple[dict[str, object], Decoded]],
 ) -> Verdict:
-    verdict = Verdict(decode_errors=list(decoded.errors))
+    """One clip (its MP4 pieces in order) against the truth."""
+    verdict = Verdict(decode_errors=[e for _, d in pieces for e in d.errors])
     problems = verdict.problems
     walls = [f.wall_ms for f in frames]
     where = {f.number: i for i, f in enumerate(frames)}
@@ -113,17 +113,16 @@ def judge(
     if accuracy == "keyframe":
         first = max((i for i in range(first + 1) if frames[i].key), default=0)
     last = covering(frames, walls, end_ms - 1)
-    got = decoded.frames
     verdict.expected = (frames[first].number, frames[last].number)
-    if got:
-        verdict.got = (got[0][1], got[-1][1])
-    if not got:
+    numbers = [n for _, d in pieces for _, n in d.frames]
+    if not numbers:
         problems.append("no video frame decoded")
         return verdict
-    unknown = [n for _, n in got if n not in where]
+    verdict.got = (numbers[0], numbers[-1])
+    unknown = [n for n in numbers if n not in where]
     if unknown:
         problems.append(f"frames not in the source (smeared or misread): {unknown[:5]}")
-    indices = [where[n] for _, n in got if n in where]
+    indices = [where[n] for n in numbers if n in where]
     if indices:
         verdict.start_error = indices[0] - first
         verdict.end_error = indices[-1] - last
@@ -140,15 +139,26 @@ def judge(
                 f"keyframe clip starts after start_ms: frame {frames[indices[0]].number} "
                 f"at {frames[indices[0]].wall_ms:.1f} > {start_ms}"
             )
-    reported = _video_frames(result)
-    if reported != len(got):
-        problems.append(f"reported {reported} video frames, decoded {len(got)}")
-    if indices and isinstance(result.get("start_ms"), int):
-        off = result["start_ms"] - frames[indices[0]].wall_ms  # type: ignore[operator]
-        if abs(off) > 1.0:
-            problems.append(f"reported start_ms is {off:+.1f} ms from the first frame's wall time")
-    _check_spacing(frames, where, got, problems)
-    _check_audio(decoded, got, frame_s, beep_offsets, problems)
+    for n, (part, decoded) in enumerate(pieces):
+        label = f"piece {n + 1}: " if len(pieces) > 1 else ""
+        got = decoded.frames
+        if not got:
+            problems.append(f"{label}no video frame decoded")
+            continue
+        reported = _video_frames(part)
+        if reported != len(got):
+            problems.append(f"{label}reported {reported} video frames, decoded {len(got)}")
+        first_known = next((frames[where[n]] for _, n in got if n in where), None)
+        if first_known is not None and isinstance(part.get("start_ms"), int):
+            off = part["start_ms"] - first_known.wall_ms  # type: ignore[operator]
+            if abs(off) > 1.0:
+                problems.append(
+                    f"{label}reported start_ms is {off:+.1f} ms from the first frame's wall time"
+                )
+        before = len(problems)
+        _check_spacing(frames, where, got, problems)
+        _check_audio(decoded, got, frame_s, beep_offsets, problems)
+        problems[before:] = [label + p for p in problems[before:]]
     return verdict
 
 
