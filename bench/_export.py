@@ -104,6 +104,7 @@ def build_session(
                 has_video=probe.has_video,
                 has_audio=probe.has_audio,
                 indexed_ms=now_ms,
+                params=probe.params,
             )
             media_bytes += sizes[which]
         index.end_session(session.id, ended_ms=end_ms, reason="endlist")

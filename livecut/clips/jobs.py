@@ -373,6 +373,7 @@ class ClipJobs:
                     reencode_edges=request.reencode_edges,
                     cues=cues if n == 0 else (),
                     cue_language=language,
+                    expected_s=(plan.end_ms - plan.start_ms) / 1000,
                 )
                 if request.verify == "decode":
                     await self._verify_by_decoding(clip, output, presented, runs)

@@ -20,7 +20,7 @@ import math
 import os
 import struct
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -124,28 +124,83 @@ class _Samples:
         self.decoded_to = decode_time
 
 
-def finish_mp4(source: Path, target: Path, durations_s: Sequence[float | None]) -> Finished:
-    """Write fragmented `source` to `target` as a progressive MP4 with its moov first,
-    track i presented for durations_s[i] seconds (None: all it holds); fsynced and
-    renamed into place. Returns the file's size and SHA-256, computed as it is written."""
+def finish_mp4(
+    source: Path, target: Path, durations_s: Sequence[float | None], *, start: int = 0
+) -> Finished:
+    """Turn the fragmented MP4 at offset `start` of `source` into a progressive MP4 at
+    `target` with its moov first, track i presented for durations_s[i] seconds (None:
+    all it holds); fsynced and renamed into place. Returns its size and SHA-256.
+
+    The muxer is given `start` bytes of room before its output. When the new ftyp and
+    moov fit there, the media stays where it is: the header goes in front, a free box
+    covers what is left of the room and the muxer's own header, and each fragment
+    header (moof) becomes a free box, so the media boxes (mdat) are read by the new
+    moov's chunk offsets where they lie. Nothing is copied; the file is read once more
+    for its hash. Otherwise the media is copied behind the new header.
+    """
+    with open(source, "r+b") as src:
+        size = src.seek(0, 2)
+        top = list(_boxes(src, start, size))
+        moov = _load(src, next((b for b in top if b[0] == b"moov"), None))
+        tracks = _read_fragments(src, top, moov)
+        payloads = [(body, end) for kind, body, end in top if kind == b"mdat"]
+        head_bytes = b"".join(_read(src, b[1] - 8, b[2]) for b in top if b[0] == b"ftyp")
+        new_moov = _progressive_moov(moov, tracks, durations_s)
+        first_fragment = next((b[1] - 8 for b in top if b[0] == b"moof"), size)
+        wide = size >= 1 << 32
+        _place_chunks(new_moov, tracks, lambda at: at, wide=wide)
+        header = head_bytes + new_moov.encode()
+        room = first_fragment - len(header)
+        if room == 0 or 8 <= room < 1 << 32:
+            return _finish_in_place(src, source, target, header, room, top)
+    return _finish_by_copy(source, target, head_bytes, new_moov, tracks, payloads)
+
+
+def _finish_in_place(
+    src: BinaryIO,
+    source: Path,
+    target: Path,
+    header: bytes,
+    room: int,
+    top: list[tuple[bytes, int, int]],
+) -> Finished:
+    src.seek(0)
+    src.write(header)
+    if room:
+        src.write(struct.pack(">I4s", room, b"free"))
+    for kind, body, _ in top:
+        if kind in (b"moof", b"mfra", b"sidx"):  # fragment headers and index: no longer read
+            src.seek(body - 4)
+            src.write(b"free")
+    src.flush()
+    os.fsync(src.fileno())
+    src.seek(0)
+    digest = hashlib.sha256()
+    written = 0
+    while chunk := src.read(_COPY_CHUNK):
+        digest.update(chunk)
+        written += len(chunk)
+    os.replace(source, target)
+    return Finished(size=written, sha256=digest.hexdigest())
+
+
+def _finish_by_copy(
+    source: Path,
+    target: Path,
+    head_bytes: bytes,
+    new_moov: _Node,
+    tracks: dict[int, _Samples],
+    payloads: list[tuple[int, int]],
+) -> Finished:
     tmp = target.with_name(target.name + ".tmp")
+    media = sum(end - body for body, end in payloads)
     try:
         with open(source, "rb") as src:
-            size = src.seek(0, 2)
-            top = list(_boxes(src, 0, size))
-            moov = _load(src, next((b for b in top if b[0] == b"moov"), None))
-            tracks = _read_fragments(src, top, moov)
-            payloads = [(body, end) for kind, body, end in top if kind == b"mdat"]
-            head = [b for b in top if b[0] == b"ftyp"]
-            head_bytes = b"".join(_read(src, b[1] - 8, b[2]) for b in head)
-            media = sum(end - body for body, end in payloads)
-            new_moov = _progressive_moov(moov, tracks, durations_s)
-            # The moov is built twice: the second time with the media's real offsets.
             wide = len(head_bytes) + len(new_moov.encode()) + media + 16 >= 1 << 32
-            for _ in range(2):
+            for _ in range(2):  # the second time with the moov's final size
                 data_at = len(head_bytes) + len(new_moov.encode()) + (16 if wide else 8)
-                _place_chunks(new_moov, tracks, payloads, data_at, wide=wide)
-            moov_bytes = new_moov.encode()
+                moved = _mover(payloads, data_at)
+                _place_chunks(new_moov, tracks, moved, wide=wide)
             mdat_header = (
                 struct.pack(">I4sQ", 1, b"mdat", media + 16)
                 if wide
@@ -154,7 +209,7 @@ def finish_mp4(source: Path, target: Path, durations_s: Sequence[float | None]) 
             digest = hashlib.sha256()
             written = 0
             with open(tmp, "wb") as dst:
-                for chunk in (head_bytes, moov_bytes, mdat_header):
+                for chunk in (head_bytes, new_moov.encode(), mdat_header):
                     dst.write(chunk)
                     digest.update(chunk)
                     written += len(chunk)
@@ -176,6 +231,24 @@ def finish_mp4(source: Path, target: Path, durations_s: Sequence[float | None]) 
         tmp.unlink(missing_ok=True)
         raise
     return Finished(size=written, sha256=digest.hexdigest())
+
+
+def _mover(payloads: list[tuple[int, int]], data_at: int) -> Callable[[int], int]:
+    """Where a byte of the source's media lands when the mdat payloads are laid end to
+    end from data_at."""
+    starts: list[tuple[int, int, int]] = []
+    at = data_at
+    for body, end in payloads:
+        starts.append((body, end, at))
+        at += end - body
+
+    def moved(source: int) -> int:
+        for begin, end, new in starts:
+            if begin <= source < end:
+                return new + source - begin
+        raise Mp4EditError(f"a sample run at {source} lies outside every mdat")
+
+    return moved
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -418,45 +491,32 @@ def _progressive_stbl(stbl: _Node, samples: _Samples) -> _Node:
 def _place_chunks(
     moov: _Node,
     tracks: dict[int, _Samples],
-    payloads: list[tuple[int, int]],
-    data_at: int,
+    moved: Callable[[int], int],
     *,
     wide: bool,
 ) -> None:
-    """Fill stsc and stco/co64 with where each fragment's run lands in the new mdat."""
-    moved: list[tuple[int, int, int]] = []  # (source start, source end, new start)
-    at = data_at
-    for body, end in payloads:
-        moved.append((body, end, at))
-        at += end - body
+    """Fill stsc and stco/co64: each fragment's run of samples is one chunk, at `moved`
+    of where it lies in the source."""
     for trak in (c for c in moov.children or () if c.kind == b"trak"):
         tkhd = trak.find(b"tkhd")
         stbl = _find_path(trak, (b"mdia", b"minf", b"stbl"))
         assert tkhd is not None and stbl is not None and stbl.children is not None
         samples = tracks[_track_id(tkhd.body)]
-        offsets = array("Q")
+        offsets = array("Q" if wide else "I")
         runs: list[tuple[int, int]] = []
         for chunk, (source, count) in enumerate(samples.chunks, start=1):
-            offsets.append(_moved(source, moved))
+            offsets.append(moved(source))
             if not runs or runs[-1][1] != count:
                 runs.append((chunk, count))
         stsc = struct.pack(">II", 0, len(runs)) + b"".join(
             struct.pack(">III", first, count, 1) for first, count in runs
         )
-        table = array("Q" if wide else "I", offsets)
-        stco = struct.pack(">II", 0, len(table)) + _be(table)
+        stco = struct.pack(">II", 0, len(offsets)) + _be(offsets)
         for i, child in enumerate(stbl.children):
             if child.kind == b"stsc":
                 stbl.children[i] = _Node(b"stsc", stsc)
             elif child.kind in (b"stco", b"co64"):
                 stbl.children[i] = _Node(b"co64" if wide else b"stco", stco)
-
-
-def _moved(source: int, moved: list[tuple[int, int, int]]) -> int:
-    for start, end, new in moved:
-        if start <= source < end:
-            return new + source - start
-    raise Mp4EditError(f"a sample run at {source} lies outside every mdat")
 
 
 def _media_time(trak: _Node) -> int:

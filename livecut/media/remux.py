@@ -21,12 +21,13 @@ presented frame, and copying resumes at the source's next IDR.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
 import av.error
@@ -57,6 +58,47 @@ FRAGMENTED = {
     "movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov",
     "frag_duration": "2000000",
 }
+
+
+_BUFFER = 1 << 20  # libavformat's write buffer: large writes keep Python out of the loop
+# The finished file's index: a few hundred bytes a track, about 4 bytes a sample (its
+# size), up to 8 more per sample with B-frames (composition offsets), 8 a fragment.
+_INDEX_BYTES_PER_S = 13 * (60 + 48)  # bytes/sample x (60 fps video + 48 kHz AAC frames)
+_INDEX_FIXED_BYTES = 16 * 1024
+
+
+def header_room(expected_s: float) -> int:
+    """Bytes to leave in front of the muxer's output for the finished file's ftyp and
+    moov, so the media need not be copied to put the index first (media/mp4edit.py).
+    Too little only costs a copy."""
+    return _INDEX_FIXED_BYTES + math.ceil(max(expected_s, 0.0) * 1.25 * _INDEX_BYTES_PER_S)
+
+
+class _Shifted(io.RawIOBase):
+    """A file seen from `offset` on: the muxer writes after the room it is left."""
+
+    def __init__(self, raw: BinaryIO, offset: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._offset = offset
+        raw.seek(offset)
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return self._raw.write(data)
+
+    def tell(self) -> int:
+        return self._raw.tell() - self._offset
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            offset += self._offset
+        return self._raw.seek(offset, whence) - self._offset
 
 
 class RemuxError(RuntimeError):
@@ -168,23 +210,32 @@ def remux_mp4(
     reencode_edges: bool = False,
     cues: Sequence[Cue] = (),
     cue_language: str | None = None,
+    expected_s: float = 60.0,
 ) -> Presented:
     """Write the frames from the one covering first_s (media time of runs[0]) to the one
     covering 1 ms before runs[-1].to_s into `output`; blocking, run it in a thread.
 
     `audio_runs` are runs of an alternate-audio rendition, muxed beside video that has
     no audio of its own, placed by wall time. `cues` (wall-timed subtitles, already
-    trimmed to the clip) become a mov_text track.
+    trimmed to the clip) become a mov_text track. `expected_s`, about how long the clip
+    is, sizes the room left for the index in front of the media (header_room).
     """
     if not runs:
         raise RemuxError("nothing to remux")
     tmp = output.with_name(output.name + ".part")
     copy = _Copy(runs, first_s=first_s, reencode_edges=reencode_edges)
     copy.cues, copy.cue_language = cues, cue_language
+    room = header_room(expected_s)
     try:
-        with av.open(str(tmp), mode="w", format="mp4", options=FRAGMENTED) as out:
+        with (
+            open(tmp, "w+b") as raw,
+            _Shifted(raw, room) as shifted,
+            av.open(
+                shifted, mode="w", format="mp4", options=FRAGMENTED, buffer_size=_BUFFER
+            ) as out,
+        ):
             copy.write(out, _AlternateAudio(audio_runs))
-        finished = finish_mp4(tmp, output, [copy.end_out_s] * copy.track_count)
+        finished = finish_mp4(tmp, output, [copy.end_out_s] * copy.track_count, start=room)
         video = copy.tracks.get("video")
         verify_mp4(
             output, video_frames=None if video is None else video.frames, length_s=copy.end_out_s
