@@ -21,6 +21,7 @@ import os
 import struct
 from array import array
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -125,7 +126,12 @@ class _Samples:
 
 
 def finish_mp4(
-    source: Path, target: Path, durations_s: Sequence[float | None], *, start: int = 0
+    source: Path,
+    target: Path,
+    durations_s: Sequence[float | None],
+    *,
+    start: int = 0,
+    check: Callable[[Path], None] = lambda path: None,
 ) -> Finished:
     """Turn the fragmented MP4 at offset `start` of `source` into a progressive MP4 at
     `target` with its moov first, track i presented for durations_s[i] seconds (None:
@@ -137,6 +143,9 @@ def finish_mp4(
     header (moof) becomes a free box, so the media boxes (mdat) are read by the new
     moov's chunk offsets where they lie. Nothing is copied; the file is read once more
     for its hash. Otherwise the media is copied behind the new header.
+
+    `check` (media/verify.py) reads the finished file before it is renamed into place,
+    alongside the hash and the fsync; if it raises, `target` is never written.
     """
     with open(source, "r+b") as src:
         size = src.seek(0, 2)
@@ -152,8 +161,8 @@ def finish_mp4(
         header = head_bytes + new_moov.encode()
         room = first_fragment - len(header)
         if room == 0 or 8 <= room < 1 << 32:
-            return _finish_in_place(src, source, target, header, room, top)
-    return _finish_by_copy(source, target, head_bytes, new_moov, tracks, payloads)
+            return _finish_in_place(src, source, target, header, room, top, check)
+    return _finish_by_copy(source, target, head_bytes, new_moov, tracks, payloads, check)
 
 
 def _finish_in_place(
@@ -163,6 +172,7 @@ def _finish_in_place(
     header: bytes,
     room: int,
     top: list[tuple[bytes, int, int]],
+    check: Callable[[Path], None],
 ) -> Finished:
     src.seek(0)
     src.write(header)
@@ -173,15 +183,25 @@ def _finish_in_place(
             src.seek(body - 4)
             src.write(b"free")
     src.flush()
-    os.fsync(src.fileno())
-    src.seek(0)
-    digest = hashlib.sha256()
-    written = 0
-    while chunk := src.read(_COPY_CHUNK):
-        digest.update(chunk)
-        written += len(chunk)
+    # The hash (hashlib lets go of the GIL) and the fsync run beside the check.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mp4-finish") as pool:
+        synced = pool.submit(os.fsync, src.fileno())
+        hashed = pool.submit(_sha256, source)
+        check(source)
+        synced.result()
+        size, digest = hashed.result()
     os.replace(source, target)
-    return Finished(size=written, sha256=digest.hexdigest())
+    return Finished(size=size, sha256=digest)
+
+
+def _sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_COPY_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def _finish_by_copy(
@@ -191,6 +211,7 @@ def _finish_by_copy(
     new_moov: _Node,
     tracks: dict[int, _Samples],
     payloads: list[tuple[int, int]],
+    check: Callable[[Path], None],
 ) -> Finished:
     tmp = target.with_name(target.name + ".tmp")
     media = sum(end - body for body, end in payloads)
@@ -226,6 +247,7 @@ def _finish_by_copy(
                         left -= len(chunk)
                 dst.flush()
                 os.fsync(dst.fileno())
+        check(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

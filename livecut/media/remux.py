@@ -21,6 +21,7 @@ presented frame, and copying resumes at the source's next IDR.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +38,7 @@ from av.packet import Packet
 from av.stream import Stream
 from av.video.stream import VideoStream
 
-from livecut.media.clock import TS_WRAP_S, unwrap_s
+from livecut.media.clock import TS_WRAP_S
 from livecut.media.concat import open_run
 from livecut.media.edges import EdgeEncoder, EdgeError
 from livecut.media.mp4edit import Finished, Mp4EditError, finish_mp4
@@ -171,12 +172,13 @@ class _Track:
     samples: int = 0  # everything muxed, pre-roll and trailing references included
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Item:
     """A demuxed packet with its media time, unwrapped onto its run's clock."""
 
     kind: str
     packet: Packet[Any]
+    time_base: Fraction  # the stream's (one object per stream: cheap to hash)
     t: float  # presentation time, seconds
     dts_t: float  # decode time, seconds
     pts: int  # unwrapped ticks
@@ -190,15 +192,16 @@ class _Placement:
 
     shift_s: float
     end_s: float | None = None  # frames presented from here on are not shown
-    shift_ticks: dict[Fraction, int] = field(default_factory=dict)
+    shift_ticks: dict[str, int] = field(default_factory=dict)  # by kind: one time base each
 
     def shows(self, t: float) -> bool:
         return self.end_s is None or t < self.end_s - COVER_S
 
-    def ticks(self, time_base: Fraction) -> int:
-        if time_base not in self.shift_ticks:
-            self.shift_ticks[time_base] = round(Fraction(self.shift_s) / time_base)
-        return self.shift_ticks[time_base]
+    def ticks(self, kind: str, time_base: Fraction) -> int:
+        shift = self.shift_ticks.get(kind)
+        if shift is None:
+            shift = self.shift_ticks[kind] = round(Fraction(self.shift_s) / time_base)
+        return shift
 
 
 def remux_mp4(
@@ -235,10 +238,17 @@ def remux_mp4(
             ) as out,
         ):
             copy.write(out, _AlternateAudio(audio_runs))
-        finished = finish_mp4(tmp, output, [copy.end_out_s] * copy.track_count, start=room)
         video = copy.tracks.get("video")
-        verify_mp4(
-            output, video_frames=None if video is None else video.frames, length_s=copy.end_out_s
+        finished = finish_mp4(
+            tmp,
+            output,
+            [copy.end_out_s] * copy.track_count,
+            start=room,
+            check=functools.partial(
+                verify_mp4,
+                video_frames=None if video is None else video.frames,
+                length_s=copy.end_out_s,
+            ),
         )
     except (av.error.FFmpegError, EdgeError, Mp4EditError) as exc:
         output.unlink(missing_ok=True)
@@ -362,7 +372,7 @@ class _Copy:
                 if not edge.is_handoff(item.packet, out_s * 1000):
                     edge.decode(item.packet, out_s * 1000)
                     return presented
-                reorder = Fraction(item.pts - item.dts) * (item.packet.time_base or 1)
+                reorder = Fraction(item.pts - item.dts) * item.time_base
                 self.write_edge(out, edge.finish(out_s * 1000), reorder)
             if presented:
                 track.frames += 1
@@ -371,9 +381,8 @@ class _Copy:
                 return False  # wholly before the first frame
             track.frames += 1
         packet = item.packet
-        tb = packet.time_base
-        assert tb is not None
-        shift = placement.ticks(tb)
+        tb = item.time_base
+        shift = placement.ticks(item.kind, tb)
         pts, dts = item.pts - shift, item.dts - shift
         if track.last_dts is not None and dts <= track.last_dts:
             # Alternate audio placed by wall time may step back a tick at a join.
@@ -447,6 +456,7 @@ class _RunCopy:
         self.start_keyframe_s: float | None = None
         self.started = not self.has_video
         self.video_done = False
+        self.end_t = -math.inf  # media time where the last shown video frame ends
 
     def copy(self) -> None:
         for item in _items(self.source, self.run, kinds=tuple(self.clip.tracks)):
@@ -459,6 +469,8 @@ class _RunCopy:
         if self.placement is None and self.held:
             self._settle(None)
         self._end_video()
+        if self.end_t > -math.inf:
+            self.clip.end_ms = self.run.wall_ms(self.end_t)
 
     def _take_video(self, item: _Item) -> bool:
         if self.video_done:
@@ -543,8 +555,7 @@ class _RunCopy:
                     self.clip.mux(self.out, reference, placement)
                 self.tail.clear()
             if self.clip.mux(self.out, item, placement):
-                end_ms = self.run.wall_ms(item.t + item.duration_s)
-                self.clip.end_ms = max(end_ms, self.clip.end_ms or end_ms)
+                self.end_t = max(self.end_t, item.t + item.duration_s)
             self.alternate.flush(self.clip, self.out, until_out_s=item.t - placement.shift_s)
             return
         if end_s is not None and item.t >= end_s - COVER_S and self.has_video:
@@ -576,36 +587,56 @@ class _RunCopy:
 
 
 def _items(source: InputContainer, run: RemuxRun, *, kinds: Sequence[str]) -> Iterator[_Item]:
-    """The run's audio and video packets in file order, timed on the run's clock."""
-    streams: dict[int, tuple[str, float, Fraction]] = {}
+    """The run's audio and video packets in file order, timed on the run's clock.
+
+    This loop meets every packet of every clip: plain floats and ints only (no Fraction
+    arithmetic), each stream's constants looked up once.
+    """
+    streams: dict[int, tuple[str, float, Fraction, float, bool]] = {}
     for stream in source.streams:
-        if stream.type not in kinds or any(k == stream.type for k, _, _ in streams.values()):
+        if stream.type not in kinds or any(v[0] == stream.type for v in streams.values()):
             continue
         frame_s = 0.0
         if isinstance(stream, VideoStream) and stream.average_rate:
             frame_s = float(1 / stream.average_rate)
-        streams[stream.index] = (stream.type, frame_s, stream.time_base or Fraction(1, 90_000))
+        tb = stream.time_base or Fraction(1, 90_000)
+        adts = isinstance(stream, AudioStream) and stream.codec_context.name == "aac"
+        streams[stream.index] = (stream.type, frame_s, tb, float(tb), adts)
+    wraps, ref = run.wraps, run.ref_s
+    half = TS_WRAP_S / 2
     for packet in source.demux():
         known = streams.get(packet.stream_index)
         pts = packet.pts
         if known is None or pts is None:
             continue
-        kind, frame_s, tb = known
-        if kind == "audio":
+        kind, frame_s, tb, tb_s, adts = known
+        if adts:
             packet = _without_adts(packet)
-        raw_t = float(pts * tb)
-        t = unwrap_s(raw_t, run.ref_s, wraps=run.wraps)
-        wrap = round((t - raw_t) / TS_WRAP_S) * round(TS_WRAP_S / tb) if run.wraps else 0
-        dts_raw = packet.dts if packet.dts is not None else pts
-        duration_s = float((packet.duration or 0) * tb) or frame_s
+        dts = packet.dts
+        if dts is None:
+            dts = pts
+        if wraps:
+            # Whole 33-bit periods, in ticks, that bring pts within half a period of ref.
+            raw_t = pts * tb_s
+            periods = 0
+            while raw_t + periods * TS_WRAP_S < ref - half:
+                periods += 1
+            while raw_t + periods * TS_WRAP_S > ref + half:
+                periods -= 1
+            if periods:
+                step = periods * round(TS_WRAP_S / tb_s)
+                pts += step
+                dts += step
+        duration = packet.duration
         yield _Item(
-            kind=kind,
-            packet=packet,
-            t=t,
-            dts_t=float((dts_raw + wrap) * tb),
-            pts=pts + wrap,
-            dts=dts_raw + wrap,
-            duration_s=duration_s,
+            kind,
+            packet,
+            tb,
+            pts * tb_s,
+            dts * tb_s,
+            pts,
+            dts,
+            duration * tb_s if duration else frame_s,
         )
 
 

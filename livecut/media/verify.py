@@ -15,6 +15,7 @@ other than what the clip reports:
 from __future__ import annotations
 
 import io
+import mmap
 import statistics
 import struct
 from collections.abc import Iterator
@@ -178,6 +179,13 @@ def _check_audio(trak: _Trak, movie_scale: int, length_s: float) -> None:
 def _check_frame_numbers(fh: BinaryIO, trak: _Trak, sync: set[int] | None) -> None:
     """H.264: frame_num is PrevRefFrameNum or PrevRefFrameNum + 1 (mod MaxFrameNum)."""
     config = _AvcConfig.parse(trak.config)
+    with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        _check_frame_numbers_in(data, trak, sync, config)
+
+
+def _check_frame_numbers_in(
+    fh: mmap.mmap, trak: _Trak, sync: set[int] | None, config: _AvcConfig
+) -> None:
     previous: int | None = None
     for number, (at, size) in enumerate(trak.positions(), start=1):
         header = _first_slice(fh, at, size, config)
@@ -244,25 +252,19 @@ class _AvcConfig:
 
 
 def _first_slice(
-    fh: BinaryIO, at: int, size: int, config: _AvcConfig
+    data: mmap.mmap, at: int, size: int, config: _AvcConfig
 ) -> tuple[int, bool, bool, int] | None:
     """(frame_num, is a reference, is an IDR, bits of frame_num) of a sample's first slice."""
-    end = at + size
+    end = min(at + size, len(data))
     n = config.length_size
     while at + n < end:
-        fh.seek(at)
-        (length,) = struct.unpack(">I", fh.read(n).rjust(4, b"\0"))
+        length = int.from_bytes(data[at : at + n], "big")
         body_at = at + n
-        kind_byte = fh.read(1)
-        if not kind_byte:
-            return None
-        kind = kind_byte[0] & 0x1F
+        kind = data[body_at] & 0x1F
         if kind in (NAL_SPS, NAL_PPS):
-            fh.seek(body_at)
-            config.learn(fh.read(min(length, 256)))
+            config.learn(data[body_at : body_at + min(length, 256)])
         elif kind in (NAL_SLICE, NAL_IDR):
-            fh.seek(body_at)
-            unit = fh.read(min(length, 48))
+            unit = data[body_at : body_at + min(length, 48)]
             reader = _Bits(_unescape(unit[1:]))
             reader.ue()  # first_mb_in_slice
             reader.ue()  # slice_type
@@ -310,24 +312,24 @@ def _unescape(data: bytes) -> bytes:
 
 
 class _Bits:
+    """An exp-Golomb reader over a few bytes, held as one integer."""
+
     def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._at = 0
+        self._value = int.from_bytes(data, "big")
+        self._left = len(data) * 8
 
     def u(self, count: int) -> int:
-        value = 0
-        for _ in range(count):
-            byte = self._data[self._at >> 3]
-            value = (value << 1) | ((byte >> (7 - (self._at & 7))) & 1)
-            self._at += 1
-        return value
+        self._left -= count
+        if self._left < 0:
+            raise IndexError("read past the end")
+        return (self._value >> self._left) & ((1 << count) - 1)
 
     def ue(self) -> int:
-        zeros = 0
-        while self.u(1) == 0:
-            zeros += 1
-            if zeros > 31:
-                raise IndexError("bad exp-Golomb code")
+        rest = self._value & ((1 << self._left) - 1)
+        if not rest:
+            raise IndexError("bad exp-Golomb code")
+        zeros = self._left - rest.bit_length()
+        self._left -= zeros + 1
         return (1 << zeros) - 1 + self.u(zeros)
 
     def se(self) -> int:
