@@ -29,6 +29,10 @@ class NothingRecorded(LookupError):
     """No recorded media overlaps the requested range."""
 
 
+class NoKeyframe(NothingRecorded):
+    """Media overlaps the range, but decoding could not start before its end."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PlannedRun:
     """Consecutive segments with continuous media time, and what of them to copy."""
@@ -81,11 +85,18 @@ def plan_clip(segments: Sequence[SegmentRow], start_ms: int, end_ms: int) -> Cli
     """
     if end_ms <= start_ms:
         raise ValueError("end_ms must be after start_ms")
-    runs = _without_overlaps(group_runs(segments))
-    if not any(r[0].start_ms < end_ms and r[-1].end_ms > start_ms for r, _ in runs):
+    if not any(s.start_ms < end_ms and s.end_ms > start_ms for s in segments):
         raise NothingRecorded(f"nothing recorded between {start_ms} and {end_ms}")
+    runs = _without_overlaps(group_runs(segments))
+    if not any(begin < end_ms and r[-1].end_ms > start_ms for r, begin in runs):
+        raise NoKeyframe(f"no keyframe to start decoding from between {start_ms} and {end_ms}")
     first, clip_start = _start_point(runs, start_ms)
-    chosen = [(r, begin) for r, begin in runs[first:] if r[0].start_ms < end_ms]
+    if clip_start >= end_ms:
+        raise NoKeyframe(
+            f"media is recorded between {start_ms} and {end_ms}, but the first keyframe "
+            f"to start decoding from is at {clip_start}"
+        )
+    chosen = [(r, begin) for n, (r, begin) in enumerate(runs[first:]) if n == 0 or begin < end_ms]
     clip_end = min(end_ms, max(r[-1].end_ms for r, _ in chosen))
 
     planned: list[PlannedRun] = []
@@ -211,7 +222,7 @@ def _start_point(runs: Sequence[tuple[list[SegmentRow], int]], start_ms: int) ->
         later = [p for p in _sync_points(run) if p >= max(start_ms, begin)]
         if later:
             return i, min(later)
-    raise NothingRecorded("no keyframe in the recorded range")
+    raise NoKeyframe("no keyframe in the recorded range")
 
 
 def _without_overlaps(
