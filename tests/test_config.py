@@ -268,8 +268,12 @@ def test_parse_stream_for_api_bodies() -> None:
 @pytest.mark.parametrize(
     ("data", "key", "allowed"),
     [
-        ({"sever": {}}, "sever", "server, clips, ingest, streams"),
-        ({"server": {"listn": "x"}}, "server.listn", "listen, data_dir, api_keys, public_url"),
+        ({"sever": {}}, "sever", "server, clips, ingest, webhooks, streams"),
+        (
+            {"server": {"listn": "x"}},
+            "server.listn",
+            "listen, data_dir, api_keys, public_url, cors_origins",
+        ),
         ({"clips": {"worker": 1}}, "clips.worker", "workers, max_wait, max_duration, keep"),
         (
             {"ingest": {"timeout": 1}},
@@ -280,7 +284,7 @@ def test_parse_stream_for_api_bodies() -> None:
         (
             {"streams": [stream(retension="1h")]},
             "streams[0].retension",
-            "id, url, retention, session_gap, headers, enabled, renditions",
+            "id, url, retention, session_gap, headers, enabled, renditions, playback_id",
         ),
     ],
 )
