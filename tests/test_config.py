@@ -665,9 +665,11 @@ def test_example_config_loads() -> None:
 
 def test_example_config_mentions_every_key() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
-    for table in ("server", "clips", "ingest", "streams"):
+    for table in ("server", "clips", "ingest", "webhooks", "streams"):
         assert table in text
     for name in (
+        *config_module._WEBHOOKS_KEYS,
+        *config_module._ENDPOINT_KEYS,
         *config_module._SERVER_KEYS,
         *config_module._CLIPS_KEYS,
         *config_module._INGEST_KEYS,
