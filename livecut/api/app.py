@@ -104,7 +104,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except Invalid as exc:
         response = error(exc.status, *exc.errors)
-        response.headers.update(getattr(exc, "headers", {}))
+        response.headers.update(exc.headers)
         return response
     except web.HTTPRequestEntityTooLarge:
         return error(413, f"the body is larger than {MAX_BODY} bytes")

@@ -164,7 +164,7 @@ def submit_row(
 class TooBusy(Invalid):
     def __init__(self, message: str) -> None:
         super().__init__([message], status=429)
-        self.headers = {"Retry-After": str(RETRY_AFTER_S)}
+        self.headers["Retry-After"] = str(RETRY_AFTER_S)
 
 
 def _accepted(ctx: ApiContext, clip: ClipRow) -> web.Response:

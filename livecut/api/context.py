@@ -57,7 +57,12 @@ async def json_body(request: web.Request, *, empty_ok: bool = False) -> object:
     except web.HTTPException:
         raise
     except Exception as exc:  # a body labelled gzip that is not, a broken chunked body
-        raise Invalid([f"the body could not be read: {type(exc).__name__}"], status=400) from exc
+        # Nothing more can be read: end the body here (else aiohttp, draining it after the
+        # response, drops the connection before the 400 is sent) and close afterwards.
+        request.content.feed_eof()
+        invalid = Invalid([f"the body could not be read: {exc}".strip()[:200]], status=400)
+        invalid.headers = {"Connection": "close"}
+        raise invalid from exc
     if not raw.strip() and empty_ok:
         return {}
     if request.content_type not in JSON_TYPES:

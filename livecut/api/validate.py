@@ -43,6 +43,7 @@ class Invalid(ValueError):
         super().__init__("; ".join(errors))
         self.errors = errors
         self.status = status
+        self.headers: dict[str, str] = {}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
