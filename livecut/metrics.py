@@ -62,6 +62,15 @@ CLIP_JOBS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+CLIP_CHECKS_FAILED = Counter(
+    "livecut_clip_checks_failed_total",
+    "Clip outputs refused by the check they pass before delivery, by what failed.",
+    ["check"],
+    registry=REGISTRY,
+)
+for _check in ("structure", "sync_start", "decode_order", "references", "frame_count", "audio"):
+    CLIP_CHECKS_FAILED.labels(_check)
+CLIP_CHECKS_FAILED.labels("decode")
 CLIP_READY_SECONDS = Histogram(
     "livecut_clip_ready_seconds",
     "Time from a clip request to its output being ready (includes waiting for the live edge).",

@@ -10,3 +10,12 @@ import pytest
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.encoders import report
+
+    if report.ROWS:
+        terminalreporter.section("conformance against real encoders")
+        for line in report.table():
+            terminalreporter.write_line(line)

@@ -11,13 +11,15 @@ import av
 import pytest
 from aiohttp import web
 
+from livecut.clips.jobs import remux_run
+from livecut.clips.planner import plan_clip
 from livecut.daemon import Daemon
 from livecut.hls.playlist import MediaPlaylist, parse_playlist
 from livecut.media.probe import probe_segment
-from livecut.media.remux import RemuxPart, remux_mp4
+from livecut.media.remux import remux_mp4
 from livecut.media.synth import write_hls_fixture
 from livecut.origin import LiveOrigin
-from livecut.store.records import ClipRow
+from livecut.store.records import ClipRow, SegmentRow
 from tests.browser import add_player_routes, playback_advances, require_browser, serve
 from tests.harness import daemon_config, decode_clip, recorded_vod, running, session_ended, until
 
@@ -291,23 +293,33 @@ async def test_large_frames_copy_with_full_stream_parameters(tmp_path: Path) -> 
         tmp_path / "hd", segments=2, width=1280, height=720, video_bitrate=4_000_000
     )
     assert playlist.with_name("seg0.ts").stat().st_size > 500_000
-    segments = sorted(playlist.parent.glob("seg*.ts"))
-    parts = []
-    for n, path in enumerate(segments):
+    rows = []
+    for n, path in enumerate(sorted(playlist.parent.glob("seg*.ts"))):
         probe = probe_segment(path.read_bytes())
         start = PDT0 + n * 2000
-        parts.append(
-            RemuxPart(
-                path=path,
-                init_path=None,
+        rows.append(
+            SegmentRow(
+                id=n,
+                rendition_id=1,
+                seq=n,
+                epoch=0,
                 start_ms=start,
+                end_ms=start + round(probe.duration_s * 1000),
+                path=str(path),
+                size=1,
+                init_path=None,
                 ref_pts_s=probe.ref_pts_s,
-                from_ms=start,
-                to_ms=start + 2000,
+                keyframes_ms=tuple(start + round(k * 1000) for k in probe.keyframes_s),
+                params=probe.params,
             )
         )
+    plan = plan_clip(rows, PDT0 + 530, PDT0 + 3170)
     output = tmp_path / "hd.mp4"
-    presented = remux_mp4(parts, start_ms=PDT0 + 530, end_ms=PDT0 + 3170, output=output)
+    presented = remux_mp4(
+        [remux_run(run, Path) for run in plan.runs],
+        first_s=plan.runs[0].media_s(PDT0 + 530),
+        output=output,
+    )
     assert (presented.tracks[0].width, presented.tracks[0].height) == (1280, 720)
     check_frames(output, frame_covering(PDT0 + 530), frame_covering(PDT0 + 3169))
 
@@ -333,4 +345,8 @@ async def test_audio_only_stream(data_dir: Path, tmp_path: Path) -> None:
     assert last.pts is not None and last.time_base is not None
     end = float(last.pts * last.time_base) + last.samples / last.sample_rate
     assert abs(start) <= AAC_FRAME_S
-    assert abs(end - 3.5) <= AAC_FRAME_S + 0.001
+    # The fixture's audio segments hold 94 AAC frames (2.0053 s) under PDTs 2 s apart:
+    # each instant is placed by its own segment's PDT, and the media between them plays
+    # in full, so the clip lasts from 1.25 s into segment 0 to 0.75 s into segment 2.
+    segment_s = 94 * 1024 / 48000
+    assert abs(end - (2 * segment_s + 0.75 - 1.25)) <= AAC_FRAME_S + 0.001

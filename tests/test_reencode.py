@@ -15,10 +15,11 @@ from pathlib import Path
 import av
 import pytest
 
+from livecut.clips.jobs import remux_run
 from livecut.clips.planner import plan_clip
 from livecut.media.edges import parameter_sets, sps_id
 from livecut.media.probe import probe_segment
-from livecut.media.remux import Presented, RemuxPart, remux_mp4
+from livecut.media.remux import Presented, remux_mp4
 from livecut.media.synth import (
     STREAM_OFFSET_S,
     SyntheticStream,
@@ -92,21 +93,9 @@ def cut(
             )
         )
     plan = plan_clip(rows, PDT0 + start, PDT0 + end)
-    parts = [
-        RemuxPart(
-            path=Path(p.segment.path),
-            init_path=None if p.segment.init_path is None else Path(p.segment.init_path),
-            start_ms=p.segment.start_ms,
-            ref_pts_s=p.segment.ref_pts_s,
-            from_ms=p.from_ms,
-            to_ms=p.to_ms,
-        )
-        for p in plan.parts
-    ]
     return remux_mp4(
-        parts,
-        start_ms=max(PDT0 + start, plan.start_ms),
-        end_ms=plan.end_ms,
+        [remux_run(run, Path) for run in plan.runs],
+        first_s=plan.runs[0].media_s(max(PDT0 + start, plan.start_ms)),
         output=output,
         reencode_edges=reencode,
     )

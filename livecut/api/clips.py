@@ -344,6 +344,7 @@ EXPORT_FIELDS = (
     "passthrough",
     "callback_url",
     "callback_id",
+    "verify",
 )
 
 

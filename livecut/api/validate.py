@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
-from livecut.clips.jobs import FORMATS, ClipRequest, Window
+from livecut.clips.jobs import FORMATS, VERIFY_MODES, ClipRequest, Window
 
 MIN_CLIP_MS = 500
 MAX_WINDOWS = 10
@@ -27,6 +27,7 @@ CLIP_FIELDS = (
     "passthrough",
     "callback_url",
     "callback_id",
+    "verify",
 )
 NAME_MAX = 200
 TEXT_MAX = 255  # passthrough, callback_id
@@ -97,6 +98,9 @@ def clip_request(
     reencode_edges = body.get("reencode_edges", False)
     if not isinstance(reencode_edges, bool):
         errors.append(f"reencode_edges must be true or false, not {reencode_edges!r}")
+    verify = body.get("verify", "structure")
+    if verify not in VERIFY_MODES:
+        errors.append(f"verify must be one of {', '.join(VERIFY_MODES)}, not {verify!r}")
     stream_id, session_id = _target(body, streams, session_owner, errors)
     if errors:
         only_unknown = len(errors) == 1 and errors[0].startswith(
@@ -114,6 +118,7 @@ def clip_request(
         rendition=rendition if isinstance(rendition, str) else "best",
         reencode_edges=reencode_edges is True,
         meta=meta or None,
+        verify="decode" if verify == "decode" else "structure",
     )
 
 

@@ -109,7 +109,11 @@ def _discontinuous(
     hole_starts: list[int],
     hole_reach: list[int],
 ) -> bool:
-    if segment.epoch != previous.epoch or segment.rendition_id != previous.rendition_id:
+    if (
+        segment.epoch != previous.epoch
+        or segment.rendition_id != previous.rendition_id
+        or segment.params != previous.params
+    ):
         return True
     if segment.start_ms - previous.end_ms > JOIN_TOLERANCE_MS:
         return True

@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from livecut import metrics
 from livecut.clips.hls import vod_playlist
-from livecut.clips.planner import ClipPlan, NothingRecorded, plan_clip
+from livecut.clips.planner import ClipPlan, NothingRecorded, PlannedRun, group_runs, plan_clip
 from livecut.config import ClipsConfig
-from livecut.media.remux import RemuxError, RemuxPart, remux_mp4
+from livecut.media.remux import Presented, RemuxError, RemuxRun, remux_mp4
 from livecut.media.subtitles import (
     Cue,
     SubtitleError,
@@ -23,6 +23,7 @@ from livecut.media.subtitles import (
     parse_segment,
     render_webvtt,
 )
+from livecut.media.verify import VerifyError, verify_by_decoding
 from livecut.store.index import new_id
 from livecut.store.records import ClipRow, ClipState, SegmentRow
 from livecut.store.store import Store
@@ -39,7 +40,9 @@ class QueueFull(RuntimeError):
 
 
 Accuracy = Literal["frame", "keyframe"]
+Verify = Literal["structure", "decode"]
 FORMATS = ("mp4", "hls")
+VERIFY_MODES: tuple[Verify, ...] = ("structure", "decode")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -62,6 +65,8 @@ class ClipRequest:
     rendition: str = "best"  # a rendition name, or the session's main video rendition
     reencode_edges: bool = False  # re-encode the first partial GOP instead of an edit list
     meta: dict[str, object] | None = None  # passthrough, callback_url, callback_id: kept as is
+    # Every MP4 is checked structurally; "decode" also decodes it all and counts frames.
+    verify: Verify = "structure"
 
     @property
     def start_ms(self) -> int:
@@ -82,6 +87,7 @@ class ClipRequest:
             "rendition": self.rendition,
             "reencode_edges": self.reencode_edges,
             **({"meta": self.meta} if self.meta else {}),
+            "verify": self.verify,
         }
 
     @staticmethod
@@ -104,6 +110,7 @@ class ClipRequest:
             formats=tuple(str(f) for f in formats) if isinstance(formats, list) else ("mp4",),
             rendition=rendition if isinstance(rendition, str) else "best",
             reencode_edges=options.get("reencode_edges") is True,
+            verify="decode" if options.get("verify") == "decode" else "structure",
         )
 
 
@@ -289,6 +296,10 @@ class ClipJobs:
         began = time.monotonic()
         try:
             result = await self._cut(clip)
+        except VerifyError as exc:
+            metrics.CLIP_CHECKS_FAILED.labels(exc.check).inc()
+            self._fail(clip_id, f"the output failed its check ({exc.check}): {exc}; not delivered")
+            return
         except (NothingRecorded, RemuxError, OSError) as exc:
             self._fail(clip_id, str(exc))
             return
@@ -338,13 +349,14 @@ class ClipJobs:
             rendition=rendition,
         )
         plan = plan_clip(segments, window.start_ms, window.end_ms)
+        stored = plan.segments
         body: dict[str, object] = {
             "label": window.label,
             "start_ms": plan.start_ms,
             "end_ms": plan.end_ms,
             "duration_ms": plan.end_ms - plan.start_ms,
             "holes": [{"start_ms": s, "end_ms": e} for s, e in plan.holes],
-            "segments": len(plan.parts),
+            "segments": len(stored),
             "notes": _notes(plan),
         }
         files: dict[str, object] = {}
@@ -352,30 +364,41 @@ class ClipJobs:
             name = "index.m3u8" if stem == "clip" else f"{stem}.m3u8"
             files["hls"] = await self._write_hls(clip.id, plan, folder / name)
             # Instant clips are segment-accurate: they show whole stored segments.
-            first, last = plan.parts[0].segment, plan.parts[-1].segment
-            body.update(start_ms=first.start_ms, end_ms=last.end_ms)
-            body["duration_ms"] = last.end_ms - first.start_ms
+            body.update(start_ms=stored[0].start_ms, end_ms=stored[-1].end_ms)
+            body["duration_ms"] = stored[-1].end_ms - stored[0].start_ms
         cues, language = await self._subtitles(clip, plan)
         # A sidecar is timed like the output it accompanies: from the MP4's first frame,
         # or from the first segment of an HLS-only clip.
-        zero_ms: float = plan.parts[0].segment.start_ms
+        zero_ms: float = stored[0].start_ms
         if "mp4" in request.formats:
-            start = plan.start_ms
-            if request.accuracy == "frame":
-                start = max(window.start_ms, plan.start_ms)
-            output = folder / f"{stem}.mp4"
-            presented = await asyncio.to_thread(
-                remux_mp4,
-                self._parts(plan),
-                start_ms=start,
-                end_ms=plan.end_ms,
-                output=output,
-                audio_parts=self._alternate_audio(clip, plan),
-                reencode_edges=request.reencode_edges,
-                cues=cues,
-                cue_language=language,
-            )
-            files["mp4"] = await _file_entry(clip.id, output)
+            pieces = _pieces(plan)
+            outputs = []
+            for n, runs in enumerate(pieces):
+                first = runs[0]
+                if n > 0:
+                    first_s = first.from_s
+                elif request.accuracy == "frame":
+                    first_s = first.media_s(max(window.start_ms, plan.start_ms))
+                else:
+                    first_s = first.from_s
+                output = folder / (f"{stem}.mp4" if n == 0 else f"{stem}-{n + 1}.mp4")
+                presented = await self._checked(
+                    clip,
+                    runs,
+                    remux_mp4,
+                    [self._remux_run(r) for r in runs],
+                    first_s=first_s,
+                    output=output,
+                    audio_runs=self._alternate_audio(clip, plan) if n == 0 else (),
+                    reencode_edges=request.reencode_edges,
+                    cues=cues if n == 0 else (),
+                    cue_language=language,
+                )
+                if request.verify == "decode":
+                    await self._verify_by_decoding(clip, output, presented, runs)
+                outputs.append((output, presented))
+            output, presented = outputs[0]
+            files["mp4"] = _mp4_entry(clip.id, output, presented)
             zero_ms = presented.start_ms
             tracks = [t.as_dict() for t in presented.tracks]
             if cues:
@@ -387,13 +410,30 @@ class ClipJobs:
                         "cues": len(cues),
                     }
                 )
+            end_ms = outputs[-1][1].end_ms
             body.update(
                 start_ms=round(presented.start_ms),
-                end_ms=round(presented.end_ms),
-                duration_ms=round(presented.end_ms) - round(presented.start_ms),
+                end_ms=round(end_ms),
+                duration_ms=round(end_ms) - round(presented.start_ms),
                 tracks=tracks,
                 reencoded_frames=presented.reencoded_frames,
             )
+            if len(outputs) > 1:
+                body["pieces"] = [
+                    {
+                        "start_ms": round(p.start_ms),
+                        "end_ms": round(p.end_ms),
+                        "tracks": [t.as_dict() for t in p.tracks],
+                        "file": _mp4_entry(clip.id, path, p),
+                    }
+                    for path, p in outputs
+                ]
+                notes = body["notes"]
+                assert isinstance(notes, list)
+                notes.append(
+                    f"the stream's codec parameters change inside the range: delivered as "
+                    f"{len(outputs)} MP4 files, one per set of parameters (see pieces)"
+                )
         if cues:
             vtt = folder / f"{stem}.vtt"
             await self.store.write_file(vtt, render_webvtt(cues, zero_ms=zero_ms).encode())
@@ -401,18 +441,38 @@ class ClipJobs:
         body["files"] = files
         return body
 
-    def _parts(self, plan: ClipPlan) -> list[RemuxPart]:
-        return [self._part(p.segment, p.from_ms, p.to_ms) for p in plan.parts]
+    async def _checked(
+        self,
+        clip: ClipRow,
+        runs: list[PlannedRun],
+        remux: Callable[..., Presented],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Presented:
+        """Remux in a worker thread; an output that fails its check is logged with the
+        segments it came from, for whoever looks into it."""
+        try:
+            return await asyncio.to_thread(remux, *args, **kwargs)
+        except VerifyError as exc:
+            paths = [s.path for run in runs for s in run.segments]
+            log.error("clip %s: output check failed (%s); segments: %s", clip.id, exc, paths)
+            raise
 
-    def _part(self, segment: SegmentRow, from_ms: int, to_ms: int) -> RemuxPart:
-        return RemuxPart(
-            path=self.store.path(segment.path),
-            init_path=None if segment.init_path is None else self.store.path(segment.init_path),
-            start_ms=segment.start_ms,
-            ref_pts_s=segment.ref_pts_s,
-            from_ms=from_ms,
-            to_ms=to_ms,
-        )
+    async def _verify_by_decoding(
+        self, clip: ClipRow, output: Path, presented: Presented, runs: list[PlannedRun]
+    ) -> None:
+        video = next((t for t in presented.tracks if t.kind == "video"), None)
+        frames = None if video is None else video.frames
+        try:
+            await asyncio.to_thread(verify_by_decoding, output, video_frames=frames)
+        except VerifyError as exc:
+            output.unlink(missing_ok=True)
+            paths = [s.path for run in runs for s in run.segments]
+            log.error("clip %s: decoding check failed (%s); segments: %s", clip.id, exc, paths)
+            raise
+
+    def _remux_run(self, run: PlannedRun) -> RemuxRun:
+        return remux_run(run, self.store.path)
 
     async def _subtitles(self, clip: ClipRow, plan: ClipPlan) -> tuple[list[Cue], str | None]:
         """Cues of the session's first subtitles rendition inside the plan, wall-timed."""
@@ -425,7 +485,7 @@ class ClipJobs:
         )
         if not segments:
             return [], None
-        video = [p.segment for p in plan.parts]
+        video = plan.segments
         cues: list[Cue] = []
         for segment in segments:
             data = await asyncio.to_thread(self.store.path(segment.path).read_bytes)
@@ -442,19 +502,21 @@ class ClipJobs:
         # Trimmed to what the outputs may show; each output clamps at its own first frame.
         return clip_cues(cues, plan.start_ms, plan.end_ms), language
 
-    def _alternate_audio(self, clip: ClipRow, plan: ClipPlan) -> list[RemuxPart]:
+    def _alternate_audio(self, clip: ClipRow, plan: ClipPlan) -> list[RemuxRun]:
         """Audio from an alternate-audio rendition, when the video carries none."""
-        if any(p.segment.has_audio for p in plan.parts):
+        if any(s.has_audio for s in plan.segments):
             return []
         audio = self.store.index.stream_segments(
             clip.stream_id, plan.start_ms, plan.end_ms, session_id=clip.session_id, kind="audio"
         )
-        return [
-            self._part(s, max(s.start_ms, plan.start_ms), min(s.end_ms, plan.end_ms)) for s in audio
-        ]
+        runs = []
+        for run in group_runs(audio):
+            planned = plan_clip(run, max(plan.start_ms, run[0].start_ms), plan.end_ms)
+            runs += [self._remux_run(r) for r in planned.runs]
+        return runs
 
     async def _write_hls(self, clip_id: str, plan: ClipPlan, target: Path) -> dict[str, object]:
-        segments = [p.segment for p in plan.parts]
+        segments = plan.segments
         self.store.index.pin_segments(clip_id, [s.id for s in segments])
         text = vod_playlist(
             segments,
@@ -474,6 +536,41 @@ async def _file_entry(clip_id: str, path: Path) -> dict[str, object]:
         "size_bytes": path.stat().st_size,
         "sha256": digest,
     }
+
+
+def remux_run(run: PlannedRun, path_of: Callable[[str], Path]) -> RemuxRun:
+    """What the remuxer needs of a planned run; `path_of` resolves the index's paths."""
+    first = run.segments[0]
+    return RemuxRun(
+        paths=tuple(path_of(s.path) for s in run.segments),
+        init_path=None if first.init_path is None else path_of(first.init_path),
+        wraps=run.wraps,
+        ref_s=run.refs_s[0],
+        from_s=run.from_s,
+        to_s=run.to_s,
+        wall_ms=run.wall_ms,
+    )
+
+
+def _mp4_entry(clip_id: str, path: Path, presented: Presented) -> dict[str, object]:
+    return {
+        "name": path.name,
+        "url": f"/v1/clips/{clip_id}/{path.name}",
+        "size_bytes": presented.size,
+        "sha256": presented.sha256,
+    }
+
+
+def _pieces(plan: ClipPlan) -> list[list[PlannedRun]]:
+    """The plan's runs split where codec parameters change: one MP4 track cannot hold
+    both (a second sample description is beyond what players reliably follow)."""
+    pieces: list[list[PlannedRun]] = []
+    for run in plan.runs:
+        if not pieces or run.change == "parameters":
+            pieces.append([run])
+        else:
+            pieces[-1].append(run)
+    return pieces
 
 
 def _pts_to_wall_ms(video: list[SegmentRow], media_s: float) -> float:

@@ -27,6 +27,7 @@ from livecut.hls.tracker import Gap, MediaTracker, NewSegment
 from livecut.ingest.crypto import DecryptError, decrypt_aes128
 from livecut.ingest.fetch import FetchError, fetch, sleep_backoff
 from livecut.ingest.sessions import RenditionTarget, SessionKeeper
+from livecut.media.clock import continues, unwrap_s
 from livecut.media.probe import ProbeError, SegmentProbe, probe_segment
 from livecut.store import files
 from livecut.store.records import RenditionRow
@@ -84,6 +85,7 @@ class RenditionWorker:
         self._stored_inits: dict[tuple[str, InitKey], asyncio.Task[str]] = {}
         self._init_files = 0
         self._target_ms = 2000
+        self._last: _Placed | None = None  # the last segment committed, for untagged PDTs
 
     # lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -409,7 +411,9 @@ class RenditionWorker:
         self, row: RenditionRow, media: _Media, *, relpath: str, init_relpath: str | None
     ) -> None:
         new, probe = media.new, media.probe
-        start_ms = new.start_ms
+        placed = _place(self._last, new, probe, ts=media.init is None)
+        self._last = placed
+        start_ms = placed.start_ms
         if probe is not None and probe.duration_s > 0:
             duration_ms = round(probe.duration_s * 1000)
         else:
@@ -432,6 +436,7 @@ class RenditionWorker:
             has_video=probe is not None and probe.has_video,
             has_audio=probe is not None and probe.has_audio,
             indexed_ms=now,
+            params="" if probe is None else probe.params,
         )
         self.keeper.committed(
             self.target.name,
@@ -443,6 +448,62 @@ class RenditionWorker:
         metrics.INGEST_LAG.labels(self.stream_id).observe(
             max(0.0, (now - new.first_seen_ms) / 1000)
         )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Placed:
+    """Where a committed segment sits: its wall start, and the anchor its run is timed by."""
+
+    epoch: int
+    seq: int
+    start_ms: int
+    ref_pts_s: float
+    duration_s: float
+    anchor_ms: int  # wall time of the run's last segment with its own PDT (or its first)
+    anchor_pts_s: float
+
+
+def _place(
+    last: _Placed | None, new: NewSegment, probe: SegmentProbe | None, *, ts: bool
+) -> _Placed:
+    """A segment without its own PDT that continues the previous one in media time is
+    placed by media time from the run's anchor, not by adding up rounded EXTINFs: the
+    wall-to-media mapping then stays exact along a run (nginx-rtmp and GStreamer write
+    no PDT at all). Anything else is placed where the playlist puts it."""
+    segment = new.segment
+    start_ms = new.start_ms
+    if probe is None:
+        return _Placed(
+            epoch=segment.epoch,
+            seq=segment.seq,
+            start_ms=start_ms,
+            ref_pts_s=0.0,
+            duration_s=0.0,
+            anchor_ms=start_ms,
+            anchor_pts_s=0.0,
+        )
+    anchor_ms, anchor_pts_s = start_ms, probe.ref_pts_s
+    follows = (
+        last is not None
+        and not segment.pdt_tagged
+        and not new.discontinuity
+        and last.epoch == segment.epoch
+        and last.seq == segment.seq - 1
+        and continues(last.ref_pts_s, last.duration_s, probe.ref_pts_s, wraps=ts)
+    )
+    if follows and last is not None:
+        anchor_ms, anchor_pts_s = last.anchor_ms, last.anchor_pts_s
+        elapsed_s = unwrap_s(probe.ref_pts_s, anchor_pts_s, wraps=ts) - anchor_pts_s
+        start_ms = anchor_ms + round(elapsed_s * 1000)
+    return _Placed(
+        epoch=segment.epoch,
+        seq=segment.seq,
+        start_ms=start_ms,
+        ref_pts_s=probe.ref_pts_s,
+        duration_s=probe.duration_s,
+        anchor_ms=anchor_ms,
+        anchor_pts_s=anchor_pts_s,
+    )
 
 
 @dataclass(frozen=True, slots=True)

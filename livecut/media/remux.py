@@ -1,10 +1,18 @@
 """Copy the packets a clip plan selects into one MP4, frame-accurate, without re-encoding.
 
-The first presented frame is placed at t=0. Decoding starts at the keyframe before it:
-those pre-roll frames get negative timestamps, and libavformat writes an edit list that
-hides them. After the last presented frame, reference frames that B-frames before it
-need are kept too and hidden by shortening the edit list (media/mp4edit.py). Every
-frame keeps its wall-clock offset from the first; audio is cut at the same instants.
+Each continuous run of segments is opened once, as one byte stream (media/concat.py),
+and its packets are chosen by their own timestamps: a packet is copied exactly once,
+whatever the wall-clock spans of the segments around it say. The first presented frame
+is placed at t=0. Decoding starts at the keyframe before it: those pre-roll frames get
+negative timestamps, and libavformat writes an edit list that hides them. After the
+last presented frame, reference frames that B-frames before it need are kept too and
+hidden by shortening the edit list (media/mp4edit.py). Audio keeps its own timestamps
+relative to the video, so the A/V offset of the source is the clip's to the tick.
+
+Everything streams: the first GOP is held until the first presented frame is known,
+the reference frames after the end until it is known whether a shown frame needs them,
+and nothing else; memory does not grow with the clip's length (but for the MP4 muxer's
+sample tables).
 
 With reencode_edges, for consumers that ignore edit lists, the first partial GOP is
 re-encoded instead (media/edges.py): the file's first video sample is then the first
@@ -13,10 +21,9 @@ presented frame, and copying resumes at the source's next IDR.
 
 from __future__ import annotations
 
-import io
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -29,10 +36,18 @@ from av.packet import Packet
 from av.stream import Stream
 from av.video.stream import VideoStream
 
+from livecut.media.clock import TS_WRAP_S, unwrap_s
+from livecut.media.concat import open_run
 from livecut.media.edges import EdgeEncoder, EdgeError
-from livecut.media.mp4edit import trim_track_durations
-from livecut.media.probe import NO_DECODE, TS_SYNC
+from livecut.media.mp4edit import Finished, Mp4EditError, finish_mp4
 from livecut.media.subtitles import Cue, MovTextTrack
+from livecut.media.verify import VerifyError, verify_mp4
+
+# Timestamps of frames that should coincide can differ by PDT rounding (1 ms) and
+# ms-rounded keyframe times: this much is "the same instant".
+SAME_S = 0.002
+# The frame covering an instant: presented at or before it, within half a millisecond.
+COVER_S = 0.0005
 
 
 class RemuxError(RuntimeError):
@@ -40,13 +55,16 @@ class RemuxError(RuntimeError):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RemuxPart:
-    path: Path
+class RemuxRun:
+    """One continuous run of stored segments and the media time to copy of it."""
+
+    paths: tuple[Path, ...]
     init_path: Path | None
-    start_ms: int  # wall time of ref_pts_s
-    ref_pts_s: float
-    from_ms: int  # copy media presented at or after this wall time (the first part: its keyframe)
-    to_ms: int  # ...and before this one
+    wraps: bool  # MPEG-TS timestamps (33-bit, wrapping)
+    ref_s: float  # media time of the run's first segment: unwrapping is relative to it
+    from_s: float  # start at the first keyframe at or after this media time
+    to_s: float | None  # present nothing at or after this media time (None: the run's end)
+    wall_ms: Callable[[float], float]  # media time -> wall time (by the local PDT)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -77,7 +95,10 @@ class Presented:
 
     start_ms: float  # wall time of the first presented frame (t=0 in the file)
     end_ms: float  # wall time where the last presented frame ends
+    duration_s: float  # length of the presentation in the file (media time)
     tracks: tuple[TrackInfo, ...]
+    size: int
+    sha256: str
     reencoded_frames: int = 0  # frames of the first partial GOP re-encoded (reencode_edges)
 
 
@@ -93,172 +114,489 @@ class _Track:
     fps: float | None
     sample_rate: int | None
     channels: int | None
-    frame_ms: float  # fallback duration for packets that carry none (TS video)
+    frame_s: float  # fallback duration for packets that carry none (TS video)
     last_dts: int | None = None
-    frames: int = 0
+    frames: int = 0  # presented frames / audio packets
+    samples: int = 0  # everything muxed, pre-roll and trailing references included
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class _Bounds:
-    zero_ms: float  # wall time of the first presented frame
-    end_ms: float  # wall time where presentation ends
-    copy_until_ms: float  # video frames presented before this are copied (references)
-    starts_on_keyframe: bool = True  # the first presented frame is a keyframe: no pre-roll
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """A demuxed packet with its media time, unwrapped onto its run's clock."""
+
+    kind: str
+    packet: Packet[Any]
+    t: float  # presentation time, seconds
+    dts_t: float  # decode time, seconds
+    pts: int  # unwrapped ticks
+    dts: int
+    duration_s: float
+
+
+@dataclass(kw_only=True, slots=True)
+class _Placement:
+    """How a run's media time maps into the file (out = t - shift_s), and where it ends."""
+
+    shift_s: float
+    end_s: float | None = None  # frames presented from here on are not shown
+    shift_ticks: dict[Fraction, int] = field(default_factory=dict)
+
+    def shows(self, t: float) -> bool:
+        return self.end_s is None or t < self.end_s - COVER_S
+
+    def ticks(self, time_base: Fraction) -> int:
+        if time_base not in self.shift_ticks:
+            self.shift_ticks[time_base] = round(Fraction(self.shift_s) / time_base)
+        return self.shift_ticks[time_base]
 
 
 def remux_mp4(
-    parts: Sequence[RemuxPart],
+    runs: Sequence[RemuxRun],
     *,
-    start_ms: int,
-    end_ms: int,
+    first_s: float,
     output: Path,
-    audio_parts: Sequence[RemuxPart] = (),
+    audio_runs: Sequence[RemuxRun] = (),
     reencode_edges: bool = False,
     cues: Sequence[Cue] = (),
     cue_language: str | None = None,
 ) -> Presented:
-    """Write the frames covering [start_ms, end_ms) to `output`; blocking, run it in a thread.
+    """Write the frames from the one covering first_s (media time of runs[0]) to the one
+    covering 1 ms before runs[-1].to_s into `output`; blocking, run it in a thread.
 
-    The first frame shown is the one covering start_ms, the last the one covering
-    end_ms - 1. `audio_parts` are segments of an alternate-audio rendition, muxed
-    beside video that has no audio of its own. Memory stays bounded by one segment:
-    parts are opened one at a time, interleaved by time, and streamed to the muxer.
-    `reencode_edges` re-encodes the frames before the first IDR instead of hiding
-    pre-roll with an edit list (the end is still trimmed by the edit list). `cues`
-    (wall-timed subtitles, already trimmed to the clip) become a mov_text track.
+    `audio_runs` are runs of an alternate-audio rendition, muxed beside video that has
+    no audio of its own, placed by wall time. `cues` (wall-timed subtitles, already
+    trimmed to the clip) become a mov_text track.
     """
-    if not parts:
+    if not runs:
         raise RemuxError("nothing to remux")
     tmp = output.with_name(output.name + ".part")
+    copy = _Copy(runs, first_s=first_s, reencode_edges=reencode_edges)
+    copy.cues, copy.cue_language = cues, cue_language
     try:
-        bounds = _bounds(parts, start_ms, end_ms)
-        # Only a re-encode needs the decoder's view of the source (pixel format, profile).
-        reencoding = reencode_edges and not bounds.starts_on_keyframe
-        edge: EdgeEncoder | None = None
-        text: MovTextTrack | None = None
-        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
-            tracks: dict[str, _Track] = {}
-            pending_audio = list(audio_parts)
-            for index, part in enumerate(parts):
-                # Only parts the re-encoder still reads need their decoder set up.
-                decode = reencoding and (index == 0 or (edge is not None and edge.active))
-                with _open_part(part, decode=decode) as source:
-                    if index == 0:
-                        tracks = _add_tracks(out, source)
-                        if reencoding:
-                            edge = _edge_encoder(source, tracks, bounds)
-                        if pending_audio and "audio" not in tracks:
-                            with _open_part(pending_audio[0]) as audio:
-                                tracks.update(_add_tracks(out, audio, kinds=("audio",)))
-                        if cues:
-                            # Added last, so its time base is fine enough for the others.
-                            text = MovTextTrack(out, language=cue_language)
-                            for cue in cues:
-                                text.add(cue, zero_ms=bounds.zero_ms)
-                    _copy_part(source, part, tracks, out, bounds, first=index == 0, edge=edge)
-                # Alternate audio follows the video segment by segment, so the muxer's
-                # interleaving queue never holds more than about one segment.
-                while pending_audio and (
-                    index == len(parts) - 1 or pending_audio[0].start_ms < part.to_ms
-                ):
-                    audio_part = pending_audio.pop(0)
-                    with _open_part(audio_part) as audio:
-                        _copy_part(audio, audio_part, tracks, out, bounds, first=False)
-            if edge is not None and edge.active:  # the clip ends before the next IDR
-                _write_edge(out, tracks["video"], edge.finish(bounds.end_ms), Fraction(0))
-            if not any(t.frames for t in tracks.values()):
-                raise RemuxError("the selected range holds no packets")
-            if text is not None:
-                text.close()
-        length_s = (bounds.end_ms - bounds.zero_ms) / 1000
-        trim_track_durations(tmp, [length_s] * len(tracks))
-        os.replace(tmp, output)
-    except (av.error.FFmpegError, EdgeError) as exc:
-        tmp.unlink(missing_ok=True)
+        with av.open(str(tmp), mode="w", format="mp4") as out:
+            copy.write(out, _AlternateAudio(audio_runs))
+        finished = finish_mp4(tmp, output, [copy.end_out_s] * copy.track_count)
+        video = copy.tracks.get("video")
+        verify_mp4(
+            output, video_frames=None if video is None else video.frames, length_s=copy.end_out_s
+        )
+    except (av.error.FFmpegError, EdgeError, Mp4EditError) as exc:
+        output.unlink(missing_ok=True)
         raise RemuxError(f"remux failed: {exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except VerifyError:
+        output.unlink(missing_ok=True)  # a corrupt file is never delivered
         raise
-    infos = tuple(_info(t, bounds) for t in tracks.values())
-    return Presented(
-        start_ms=bounds.zero_ms,
-        end_ms=bounds.end_ms,
-        tracks=infos,
-        reencoded_frames=0 if edge is None else edge.frames,
-    )
+    finally:
+        tmp.unlink(missing_ok=True)
+    return copy.presented(finished)
 
 
-def _open_part(part: RemuxPart, *, decode: bool = False) -> InputContainer:
-    """Open a stored segment; without `decode`, no frame is decoded just to open it
-    (packets are copied, never decoded, so their stream parameters are not needed)."""
-    data = part.path.read_bytes()
-    if part.init_path is not None:
-        data = part.init_path.read_bytes() + data
-    fmt = "mpegts" if part.init_path is None and data[:1] == bytes([TS_SYNC]) else None
-    return av.open(io.BytesIO(data), mode="r", format=fmt, options=None if decode else NO_DECODE)
+class _Copy:
+    """One clip's copy, run after run: the state that crosses from one run to the next."""
 
+    def __init__(self, runs: Sequence[RemuxRun], *, first_s: float, reencode_edges: bool) -> None:
+        self.runs = runs
+        self.first_s = first_s
+        self.reencode_edges = reencode_edges
+        self.cues: Sequence[Cue] = ()
+        self.cue_language: str | None = None
+        self.tracks: dict[str, _Track] = {}
+        self.zero_ms: float | None = None  # wall time of the first presented frame
+        self.end_out_s = 0.0  # where the last presented frame ends, in the file
+        self.end_ms: float | None = None  # ...and on the wall clock
+        self.edge: EdgeEncoder | None = None
+        self.text: MovTextTrack | None = None
 
-def _wall_ms(part: RemuxPart, packet: Packet[Any]) -> float:
-    assert packet.pts is not None and packet.time_base is not None
-    return part.start_ms + (float(packet.pts * packet.time_base) - part.ref_pts_s) * 1000.0
+    @property
+    def track_count(self) -> int:
+        return len(self.tracks) + (self.text is not None)
 
-
-@dataclass(frozen=True, slots=True)
-class _Frame:
-    wall_ms: float
-    duration_ms: float
-    keyframe: bool
-
-
-def _video_frames(part: RemuxPart) -> list[_Frame]:
-    """Each video frame of a part, in decode order."""
-    frames: list[_Frame] = []
-    with _open_part(part) as source:
-        video = next((s for s in source.streams if s.type == "video"), None)
-        if video is None:
-            return frames
-        frame_ms = float(1000 / video.average_rate) if video.average_rate else 0.0
-        for packet in source.demux(video):
-            if packet.pts is None or packet.time_base is None:
-                continue
-            duration_ms = float((packet.duration or 0) * packet.time_base) * 1000
-            frames.append(
-                _Frame(_wall_ms(part, packet), duration_ms or frame_ms, packet.is_keyframe)
+    def presented(self, finished: Finished) -> Presented:
+        zero_ms = self.zero_ms or 0.0
+        end_ms = self.end_ms if self.end_ms is not None else zero_ms
+        infos = tuple(
+            TrackInfo(
+                kind=t.kind,
+                codec=t.codec,
+                width=t.width,
+                height=t.height,
+                fps=t.fps,
+                sample_rate=t.sample_rate,
+                channels=t.channels,
+                frames=t.frames,
+                first_ms=zero_ms,
+                end_ms=end_ms,
             )
-    return frames
+            for t in self.tracks.values()
+        )
+        return Presented(
+            start_ms=zero_ms,
+            end_ms=end_ms,
+            duration_s=self.end_out_s,
+            tracks=infos,
+            size=finished.size,
+            sha256=finished.sha256,
+            reencoded_frames=0 if self.edge is None else self.edge.frames,
+        )
+
+    def write(self, out: OutputContainer, alternate: _AlternateAudio) -> None:
+        try:
+            for index, run in enumerate(self.runs):
+                first = index == 0
+                with open_run(run.paths, run.init_path) as src:
+                    if first:
+                        self.tracks = _add_tracks(out, src)
+                        if alternate.pending and "audio" not in self.tracks:
+                            self.tracks.update(alternate.add_track(out))
+                    _RunCopy(self, out, src, run, first=first, alternate=alternate).copy()
+            if self.edge is not None and self.edge.active:  # the clip ends before the next IDR
+                self.write_edge(out, self.edge.finish(self.end_out_s * 1000), Fraction(0))
+            alternate.flush(self, out, until_out_s=None)
+        finally:
+            alternate.close()
+        if not any(t.samples for t in self.tracks.values()):
+            raise RemuxError("the selected range holds no packets")
+        if self.text is not None:
+            self.text.close()
+
+    def begin(
+        self,
+        out: OutputContainer,
+        source: InputContainer,
+        run: RemuxRun,
+        zero_s: float,
+        *,
+        keyframe_s: float | None,
+        end_s: float | None,
+    ) -> None:
+        """The first presented frame is known: subtitles and the edge encoder can start."""
+        self.zero_ms = run.wall_ms(zero_s)
+        if self.cues:
+            # Added before anything is muxed, so its time base is fine enough for the others.
+            self.text = MovTextTrack(out, language=self.cue_language)
+            for cue in self.cues:
+                self.text.add(cue, zero_ms=self.zero_ms)
+        starts_on_keyframe = keyframe_s is None or abs(keyframe_s - zero_s) <= SAME_S
+        if self.reencode_edges and "video" in self.tracks and not starts_on_keyframe:
+            # Only the re-encoder needs the decoder's view of the source (pixel format,
+            # colour, profile): one segment is opened again, with its decoders set up.
+            with open_run(run.paths[:1], run.init_path, decode=True) as template:
+                video = next(s for s in template.streams if isinstance(s, VideoStream))
+                end_out_ms = math.inf if end_s is None else (end_s - zero_s) * 1000
+                self.edge = EdgeEncoder(video, first_ms=0.0, end_ms=end_out_ms)
+            out_ctx = self.tracks["video"].out.codec_context
+            assert out_ctx is not None
+            out_ctx.extradata = self.edge.extradata
+
+    def mux(self, out: OutputContainer, item: _Item, placement: _Placement) -> bool:
+        """Mux one packet; True if it is a presented video frame."""
+        track = self.tracks[item.kind]
+        out_s = item.t - placement.shift_s
+        presented = False
+        if item.kind == "video":
+            presented = out_s >= -COVER_S and placement.shows(item.t)
+            if presented:
+                self.end_out_s = max(self.end_out_s, out_s + item.duration_s)
+            edge = self.edge
+            if edge is not None and edge.active:
+                if not edge.is_handoff(item.packet, out_s * 1000):
+                    edge.decode(item.packet, out_s * 1000)
+                    return presented
+                reorder = Fraction(item.pts - item.dts) * (item.packet.time_base or 1)
+                self.write_edge(out, edge.finish(out_s * 1000), reorder)
+            if presented:
+                track.frames += 1
+        else:
+            if out_s + item.duration_s <= COVER_S:
+                return False  # wholly before the first frame
+            track.frames += 1
+        packet = item.packet
+        tb = packet.time_base
+        assert tb is not None
+        shift = placement.ticks(tb)
+        pts, dts = item.pts - shift, item.dts - shift
+        if track.last_dts is not None and dts <= track.last_dts:
+            # Alternate audio placed by wall time may step back a tick at a join.
+            dts = track.last_dts + 1
+            pts = max(pts, dts)
+        track.last_dts = dts
+        track.samples += 1
+        packet.pts, packet.dts = pts, dts
+        packet.stream = track.out
+        packet.time_base = tb
+        out.mux(packet)
+        return presented
+
+    def write_edge(
+        self, out: OutputContainer, packets: list[Packet[Any]], reorder_s: Fraction
+    ) -> None:
+        """Mux the re-encoded run, its decode times shifted by the copied IDR's reorder delay.
+
+        The run has no B-frames, but the copied stream that follows decodes reorder_s ahead
+        of presentation: the same constant shift keeps decode times rising across the join.
+        """
+        track = self.tracks["video"]
+        for packet in packets:
+            assert packet.pts is not None
+            shift = round(reorder_s / packet.time_base)
+            time_base = packet.time_base
+            packet.dts = packet.pts - shift
+            packet.stream = track.out
+            packet.time_base = time_base
+            track.last_dts = packet.dts
+            track.frames += 1
+            track.samples += 1
+            out.mux(packet)
 
 
-def _bounds(parts: Sequence[RemuxPart], start_ms: int, end_ms: int) -> _Bounds:
-    """Find the frames covering start_ms and end_ms - 1, by reading the edge segments."""
-    first = [f for f in _video_frames(parts[0]) if f.wall_ms >= parts[0].from_ms - 0.5]
-    if len(parts) > 1 and not any(f.wall_ms > start_ms for f in first):
-        first += _video_frames(parts[1])
-    covering = [f.wall_ms for f in first if f.wall_ms <= start_ms + 0.5]
-    on_keyframe = True
-    if first:
-        zero = max(covering) if covering else min(f.wall_ms for f in first)
-        on_keyframe = any(f.keyframe and abs(f.wall_ms - zero) <= 0.5 for f in first)
-    else:
-        zero = float(max(start_ms, parts[0].from_ms))  # audio only: cut at the instant
-    last = _video_frames(parts[-1])
-    if not last:
-        end = float(min(end_ms, parts[-1].to_ms))
-        return _Bounds(zero_ms=zero, end_ms=end, copy_until_ms=end)
-    shown = [f for f in last if f.wall_ms <= end_ms - 1 + 0.5]
-    end = max(f.wall_ms + f.duration_ms for f in shown) if shown else float(end_ms)
-    # Frames decoded before the last shown one are needed, whenever they are presented.
-    copy_until = end
-    decoded_end = 0.0
-    for frame in last:
-        decoded_end = max(decoded_end, frame.wall_ms + frame.duration_ms)
-        if frame.wall_ms < end - 0.5:
-            copy_until = max(copy_until, decoded_end)
-    return _Bounds(
-        zero_ms=zero,
-        end_ms=max(end, zero),
-        copy_until_ms=copy_until,
-        starts_on_keyframe=on_keyframe,
-    )
+class _RunCopy:
+    """The packets of one run, chosen by their own timestamps.
+
+    Video starts at the run's first keyframe at or after from_s. In the first run,
+    packets are held until the first presented frame is known (decode times only rise
+    and nothing is presented before it is decoded, so once a packet decodes after
+    first_s every frame presented by then has been seen). In the last run, frames
+    presented after the end are held too, and copied only if a frame that is shown is
+    decoded after them (they are its references); once a packet decodes after the end,
+    no later one can be shown.
+    """
+
+    def __init__(
+        self,
+        clip: _Copy,
+        out: OutputContainer,
+        source: InputContainer,
+        run: RemuxRun,
+        *,
+        first: bool,
+        alternate: _AlternateAudio,
+    ) -> None:
+        self.clip = clip
+        self.out = out
+        self.source = source
+        self.run = run
+        self.first = first
+        self.alternate = alternate
+        self.has_video = "video" in clip.tracks and any(s.type == "video" for s in source.streams)
+        self.end_s = run.to_s
+        self.placement: _Placement | None = None
+        self.held: list[_Item] = []
+        self.tail: list[_Item] = []  # frames after the end, until a shown frame needs them
+        self.late_audio: list[_Item] = []  # audio after the end, until the end is known
+        self.keyframe_s: float | None = None  # the first GOP's keyframe (open-GOP leaders)
+        self.start_keyframe_s: float | None = None
+        self.started = not self.has_video
+        self.video_done = False
+
+    def copy(self) -> None:
+        for item in _items(self.source, self.run, kinds=tuple(self.clip.tracks)):
+            if item.kind == "video" and not self._take_video(item):
+                continue
+            if self.placement is None and not self._settle(item):
+                continue
+            if self._finished(item):
+                break
+        if self.placement is None and self.held:
+            self._settle(None)
+        self._end_video()
+
+    def _take_video(self, item: _Item) -> bool:
+        if self.video_done:
+            return False
+        if not self.started:
+            if not item.packet.is_keyframe or item.t < self.run.from_s - SAME_S:
+                return False
+            self.started = True
+            self.keyframe_s = self.start_keyframe_s = item.t
+        elif self.keyframe_s is not None:
+            if item.packet.is_keyframe:
+                self.keyframe_s = None  # past the first GOP: every picture is decodable
+            elif item.t < self.keyframe_s - SAME_S:
+                return False  # a leading picture of an open GOP: its references are not here
+        return True
+
+    def _settle(self, item: _Item | None) -> bool:
+        """Fix the run's placement in the file; False while the first frame is unknown."""
+        if not self.first:
+            assert item is not None
+            self.placement = self.clip_placement(item)
+            self._put(item)
+            return False
+        if item is not None:
+            self.held.append(item)
+        zero = self._zero(final=item is None)
+        if zero is None:
+            return False
+        self.clip.begin(
+            self.out,
+            self.source,
+            self.run,
+            zero,
+            keyframe_s=self.start_keyframe_s,
+            end_s=self.end_s,
+        )
+        self.placement = _Placement(shift_s=zero, end_s=self.end_s)
+        held, self.held = self.held, []
+        for one in held:
+            self._put(one)
+        return False
+
+    def clip_placement(self, item: _Item) -> _Placement:
+        """A later run sits where its PDT puts it, but never before what came before it."""
+        zero_ms = self.clip.zero_ms or 0.0
+        at_s = max(self.clip.end_out_s, (self.run.wall_ms(item.t) - zero_ms) / 1000)
+        return _Placement(shift_s=item.t - at_s, end_s=self.end_s)
+
+    def _zero(self, *, final: bool) -> float | None:
+        if not self.has_video:
+            return max(self.clip.first_s, self.run.from_s)
+        video = [i for i in self.held if i.kind == "video"]
+        if not video or (not final and video[-1].dts_t <= self.clip.first_s + COVER_S):
+            return None
+        covering = [i.t for i in video if i.t <= self.clip.first_s + COVER_S]
+        return max(covering) if covering else min(i.t for i in video)
+
+    def _finished(self, item: _Item) -> bool:
+        """Mux the item (placement known); True when nothing later in the run is needed."""
+        self._put(item)
+        if self.end_s is None:
+            return False
+        if self.has_video and not self.video_done:
+            return False
+        return item.kind != "video" and item.t >= self.end_s + 1.0
+
+    def _put(self, item: _Item) -> None:
+        placement = self.placement
+        assert placement is not None
+        end_s = self.end_s
+        if item.kind == "video":
+            if self.video_done:
+                return
+            if end_s is not None:
+                if item.dts_t >= end_s - COVER_S:
+                    self._end_video()
+                    return
+                if item.t >= end_s - COVER_S:
+                    self.tail.append(item)
+                    return
+                for reference in self.tail:  # decoded before a shown frame: it needs them
+                    self.clip.mux(self.out, reference, placement)
+                self.tail.clear()
+            if self.clip.mux(self.out, item, placement):
+                end_ms = self.run.wall_ms(item.t + item.duration_s)
+                self.clip.end_ms = max(end_ms, self.clip.end_ms or end_ms)
+            self.alternate.flush(self.clip, self.out, until_out_s=item.t - placement.shift_s)
+            return
+        if end_s is not None and item.t >= end_s - COVER_S and self.has_video:
+            if self.video_done:
+                if item.t - placement.shift_s < self.clip.end_out_s - COVER_S:
+                    self.clip.mux(self.out, item, placement)
+            else:
+                self.late_audio.append(item)
+            return
+        if end_s is not None and item.t >= end_s - COVER_S:
+            return  # audio only: the end is the requested instant
+        self.clip.mux(self.out, item, placement)
+        if not self.has_video and end_s is not None:
+            self.clip.end_out_s = max(
+                self.clip.end_out_s, min(item.t + item.duration_s, end_s) - placement.shift_s
+            )
+            self.clip.end_ms = self.run.wall_ms(min(item.t + item.duration_s, end_s))
+
+    def _end_video(self) -> None:
+        """No later frame can be shown: drop the held references, place the held audio."""
+        if self.video_done or self.placement is None:
+            return
+        self.video_done = True
+        self.tail.clear()
+        late, self.late_audio = self.late_audio, []
+        for item in late:
+            if item.t - self.placement.shift_s < self.clip.end_out_s - COVER_S:
+                self.clip.mux(self.out, item, self.placement)
+
+
+def _items(source: InputContainer, run: RemuxRun, *, kinds: Sequence[str]) -> Iterator[_Item]:
+    """The run's audio and video packets in file order, timed on the run's clock."""
+    streams: dict[int, tuple[str, float, Fraction]] = {}
+    for stream in source.streams:
+        if stream.type not in kinds or any(k == stream.type for k, _, _ in streams.values()):
+            continue
+        frame_s = 0.0
+        if isinstance(stream, VideoStream) and stream.average_rate:
+            frame_s = float(1 / stream.average_rate)
+        streams[stream.index] = (stream.type, frame_s, stream.time_base or Fraction(1, 90_000))
+    for packet in source.demux():
+        known = streams.get(packet.stream_index)
+        if known is None or packet.pts is None:
+            continue
+        kind, frame_s, tb = known
+        raw_t = float(packet.pts * tb)
+        t = unwrap_s(raw_t, run.ref_s, wraps=run.wraps)
+        wrap = round((t - raw_t) / TS_WRAP_S) * round(TS_WRAP_S / tb) if run.wraps else 0
+        dts_raw = packet.dts if packet.dts is not None else packet.pts
+        duration_s = float((packet.duration or 0) * tb) or frame_s
+        yield _Item(
+            kind=kind,
+            packet=packet,
+            t=t,
+            dts_t=float((dts_raw + wrap) * tb),
+            pts=packet.pts + wrap,
+            dts=dts_raw + wrap,
+            duration_s=duration_s,
+        )
+
+
+class _AlternateAudio:
+    """Audio from another rendition, pulled alongside the video so the muxer's
+    interleaving queue stays short, and placed by wall time."""
+
+    def __init__(self, runs: Sequence[RemuxRun]) -> None:
+        self._runs = list(runs)
+        self._source: InputContainer | None = None
+        self._items: Iterator[_Item] | None = None
+        self._run: RemuxRun | None = None
+        self._next: _Item | None = None
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._runs) or self._source is not None
+
+    def add_track(self, out: OutputContainer) -> dict[str, _Track]:
+        run = self._runs[0]
+        with open_run(run.paths[:1], run.init_path) as probe:
+            return _add_tracks(out, probe, kinds=("audio",))
+
+    def flush(self, clip: _Copy, out: OutputContainer, *, until_out_s: float | None) -> None:
+        """Mux the audio presented up to until_out_s (None: up to the clip's end)."""
+        if clip.zero_ms is None or "audio" not in clip.tracks:
+            return
+        while (item := self._peek()) is not None and self._run is not None:
+            out_s = (self._run.wall_ms(item.t) - clip.zero_ms) / 1000
+            if until_out_s is not None and out_s > until_out_s:
+                return
+            if until_out_s is None and out_s >= clip.end_out_s - COVER_S:
+                return
+            self._next = None
+            clip.mux(out, item, _Placement(shift_s=item.t - out_s))
+
+    def _peek(self) -> _Item | None:
+        while self._next is None:
+            if self._items is None:
+                if not self._runs:
+                    return None
+                self.close()
+                self._run = self._runs.pop(0)
+                self._source = open_run(self._run.paths, self._run.init_path)
+                self._items = _items(self._source, self._run, kinds=("audio",))
+            self._next = next(self._items, None)
+            if self._next is None:
+                self._items = None
+        return self._next
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
 
 
 def _add_tracks(
@@ -280,7 +618,7 @@ def _add_tracks(
                 fps=None if not rate else round(float(rate), 3),
                 sample_rate=None,
                 channels=None,
-                frame_ms=float(1000 / rate) if rate else 0.0,
+                frame_s=float(1 / rate) if rate else 0.0,
             )
         elif isinstance(stream, AudioStream):
             actx = stream.codec_context
@@ -293,115 +631,8 @@ def _add_tracks(
                 fps=None,
                 sample_rate=actx.sample_rate,
                 channels=actx.channels,
-                frame_ms=0.0,
+                frame_s=0.0,
             )
     if not tracks:
         raise RemuxError("the first segment has no audio or video stream")
     return tracks
-
-
-def _copy_part(
-    source: InputContainer,
-    part: RemuxPart,
-    tracks: dict[str, _Track],
-    out: OutputContainer,
-    bounds: _Bounds,
-    *,
-    first: bool,
-    edge: EdgeEncoder | None = None,
-) -> None:
-    kinds = {s.index: s.type for s in source.streams}
-    started = {kind: not first for kind in tracks}
-    for packet in source.demux():
-        kind = kinds.get(packet.stream_index)
-        if kind not in tracks or packet.pts is None or packet.dts is None:
-            continue
-        track = tracks[kind]
-        wall_ms = _wall_ms(part, packet)
-        duration_ms = float((packet.duration or 0) * packet.time_base) * 1000 or track.frame_ms
-        if kind == "video":
-            if wall_ms < part.from_ms - 0.5 or wall_ms >= bounds.copy_until_ms - 0.5:
-                continue
-            if not started[kind] and not packet.is_keyframe:
-                continue  # decoding must begin at the keyframe the plan chose
-            started[kind] = True
-            if edge is not None and edge.active:
-                if not edge.is_handoff(packet, wall_ms):
-                    edge.decode(packet, wall_ms)
-                    continue
-                reorder = Fraction(packet.pts - packet.dts) * packet.time_base
-                _write_edge(out, track, edge.finish(wall_ms), reorder)
-        elif wall_ms + duration_ms <= bounds.zero_ms + 0.5 or wall_ms >= bounds.end_ms - 0.5:
-            continue  # audio outside the presented span (the edit list trims the edges)
-        started[kind] = True
-        _write(out, track, packet, wall_ms, bounds)
-
-
-def _write(
-    out: OutputContainer, track: _Track, packet: Packet[Any], wall_ms: float, bounds: _Bounds
-) -> None:
-    tb = packet.time_base
-    assert packet.pts is not None and packet.dts is not None
-    reorder = packet.pts - packet.dts
-    pts = round(Fraction(round((wall_ms - bounds.zero_ms) * 1000), 1_000_000) / tb)
-    dts = pts - reorder
-    if track.last_dts is not None and dts <= track.last_dts:
-        # Joins whose PDTs overlap slightly must still give the muxer rising DTS.
-        dts = track.last_dts + 1
-        pts = max(pts, dts)
-    track.last_dts = dts
-    packet.pts, packet.dts = pts, dts
-    packet.stream = track.out
-    packet.time_base = tb
-    if track.kind == "audio" or bounds.zero_ms - 0.5 <= wall_ms < bounds.end_ms - 0.5:
-        track.frames += 1
-    out.mux(packet)
-
-
-def _edge_encoder(
-    source: InputContainer, tracks: dict[str, _Track], bounds: _Bounds
-) -> EdgeEncoder | None:
-    """An encoder for the first partial GOP; the video track takes its extra SPS/PPS."""
-    video = next((s for s in source.streams if isinstance(s, VideoStream)), None)
-    if video is None or "video" not in tracks:
-        return None
-    edge = EdgeEncoder(video, first_ms=bounds.zero_ms, end_ms=bounds.end_ms)
-    out = tracks["video"].out.codec_context
-    assert out is not None
-    out.extradata = edge.extradata
-    return edge
-
-
-def _write_edge(
-    out: OutputContainer, track: _Track, packets: list[Packet[Any]], reorder_s: Fraction
-) -> None:
-    """Mux the re-encoded run, its decode times shifted by the copied IDR's reorder delay.
-
-    The run has no B-frames, but the copied stream that follows decodes reorder_s ahead
-    of presentation: the same constant shift keeps decode times rising across the join.
-    """
-    for packet in packets:
-        assert packet.pts is not None
-        shift = round(reorder_s / packet.time_base)
-        time_base = packet.time_base
-        packet.dts = packet.pts - shift
-        packet.stream = track.out
-        packet.time_base = time_base
-        track.last_dts = packet.dts
-        track.frames += 1
-        out.mux(packet)
-
-
-def _info(track: _Track, bounds: _Bounds) -> TrackInfo:
-    return TrackInfo(
-        kind=track.kind,
-        codec=track.codec,
-        width=track.width,
-        height=track.height,
-        fps=track.fps,
-        sample_rate=track.sample_rate,
-        channels=track.channels,
-        frames=track.frames,
-        first_ms=bounds.zero_ms,
-        end_ms=bounds.end_ms,
-    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import random
@@ -290,6 +291,21 @@ class SyntheticStream:
         boxes = [(kind, box) for kind, box in _top_level_boxes(bytes(sink.data)) if kind in _MEDIA]
         self._next_fragment += sum(1 for kind, _ in boxes if kind == b"moof")
         return b"".join(box for _, box in boxes)
+
+
+def barcoded_frame(number: int, width: int, height: int) -> av.VideoFrame:
+    """A yuv420p picture carrying `number` in the barcode that read_frame_number reads."""
+    return _picture(width, height).frame(number)
+
+
+@functools.lru_cache(maxsize=8)
+def _picture(width: int, height: int) -> _Picture:
+    if width < BARCODE_BITS * BARCODE_BLOCK or width % 2 or height % 2 or height <= BARCODE_BLOCK:
+        raise ValueError(
+            f"width must be even and >= {BARCODE_BITS * BARCODE_BLOCK}, height even and "
+            f"> {BARCODE_BLOCK}; got {width}x{height}"
+        )
+    return _Picture(width, height, noisy=False)
 
 
 def read_frame_number(frame: av.VideoFrame) -> int:

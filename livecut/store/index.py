@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS segments (
     has_video INTEGER NOT NULL,
     has_audio INTEGER NOT NULL,
     indexed_ms INTEGER NOT NULL,
+    params TEXT NOT NULL DEFAULT '',
     UNIQUE (rendition_id, seq)
 );
 CREATE INDEX IF NOT EXISTS segments_by_time ON segments (rendition_id, start_ms);
@@ -179,6 +180,7 @@ class Index:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
         self._db.executescript(_SCHEMA_EVENTS)
         # Outbox rows for clip and session events, written in the state change's transaction.
         self.on_event: EventHook | None = None
@@ -186,6 +188,12 @@ class Index:
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since an index was created; old rows take the default."""
+        have = {r["name"] for r in self._db.execute("PRAGMA table_info(segments)")}
+        if "params" not in have:
+            self._db.execute("ALTER TABLE segments ADD COLUMN params TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self._db.close()
@@ -318,13 +326,14 @@ class Index:
         has_video: bool,
         has_audio: bool,
         indexed_ms: int,
+        params: str = "",
     ) -> None:
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO segments (rendition_id, seq, epoch, start_ms, end_ms, path, size,"
-                " init_path, ref_pts_s, keyframes_ms, has_video, has_audio, indexed_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " init_path, ref_pts_s, keyframes_ms, has_video, has_audio, indexed_ms, params)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rendition_id,
                     seq,
@@ -339,6 +348,7 @@ class Index:
                     int(has_video),
                     int(has_audio),
                     indexed_ms,
+                    params,
                 ),
             )
             self._db.execute(
@@ -901,6 +911,7 @@ def _segment(row: sqlite3.Row) -> SegmentRow:
         keyframes_ms=tuple(int(k) for k in json.loads(row["keyframes_ms"])),
         has_video=bool(row["has_video"]),
         has_audio=bool(row["has_audio"]),
+        params=row["params"],
     )
 
 

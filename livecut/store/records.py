@@ -42,7 +42,7 @@ class SegmentRow:
     rendition_id: int
     seq: int
     epoch: int
-    start_ms: int  # wall time of `ref_pts_s` (the segment's PDT)
+    start_ms: int  # wall time of `ref_pts_s` (the segment's PDT, see media/probe.py)
     end_ms: int
     path: str  # relative to the data directory
     size: int
@@ -51,6 +51,7 @@ class SegmentRow:
     keyframes_ms: tuple[int, ...] = field(default=())  # wall times of video keyframes
     has_video: bool = True
     has_audio: bool = False
+    params: str = ""  # codec parameters (media.probe.stream_params); a change splits a clip
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
