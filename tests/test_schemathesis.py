@@ -112,7 +112,12 @@ def schemathesis(base_url: str, tmp_path: Path, *headers: str) -> None:
     for header in headers:
         command += ["--header", header]
     result = subprocess.run(
-        command, capture_output=True, text=True, timeout=MAX_TIME_S * 4, check=False
+        command,
+        capture_output=True,
+        text=True,
+        timeout=MAX_TIME_S * 4,
+        check=False,
+        cwd=tmp_path,  # its cache (.schemathesis/) stays out of the checkout
     )
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
 
