@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import sqlite3
@@ -218,29 +219,49 @@ class Index:
     # sessions --------------------------------------------------------------
     def open_session(self, stream_id: str, *, clock: str, started_ms: int) -> SessionRow:
         session_id = new_id("ses")
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT INTO sessions (id, stream_id, state, clock, started_ms) "
-                "VALUES (?, ?, 'live', ?, ?)",
-                (session_id, stream_id, clock, started_ms),
-            )
-            session = self.session(session_id)
-            assert session is not None
-            self._emit("session.started", session)
+        opened = SessionRow(
+            id=session_id,
+            stream_id=stream_id,
+            state="live",
+            clock="local" if clock == "local" else "origin",
+            started_ms=started_ms,
+            ended_ms=None,
+            end_reason=None,
+            live_edge_ms=None,
+        )
+        self._write(
+            [
+                (
+                    "INSERT INTO sessions (id, stream_id, state, clock, started_ms) "
+                    "VALUES (?, ?, 'live', ?, ?)",
+                    (session_id, stream_id, clock, started_ms),
+                )
+            ],
+            "session.started",
+            opened,
+        )
+        session = self.session(session_id)
+        assert session is not None
         return session
 
     def end_session(self, session_id: str, *, ended_ms: int, reason: str) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
-            cur = self._db.execute(
-                "UPDATE sessions SET state = 'ended', ended_ms = ?, end_reason = ? "
-                "WHERE id = ? AND state = 'live'",
-                (ended_ms, reason, session_id),
-            )
-            session = self.session(session_id) if cur.rowcount else None
-            if session is not None:
-                self._emit("session.ended", session)
+        live = self.session(session_id)
+        ended = (
+            None
+            if live is None or live.state != "live"
+            else dataclasses.replace(live, state="ended", ended_ms=ended_ms, end_reason=reason)
+        )
+        self._write(
+            [
+                (
+                    "UPDATE sessions SET state = 'ended', ended_ms = ?, end_reason = ? "
+                    "WHERE id = ? AND state = 'live'",
+                    (ended_ms, reason, session_id),
+                )
+            ],
+            "session.ended",
+            ended,
+        )
 
     def session(self, session_id: str) -> SessionRow | None:
         row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
@@ -630,17 +651,29 @@ class Index:
         error: str | None = None,
         result: dict[str, object] | None = None,
     ) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "UPDATE clips SET state = ?, updated_ms = ?, error = ?, "
-                "result = COALESCE(?, result) WHERE id = ?",
-                (state, now_ms, error, None if result is None else json.dumps(result), clip_id),
+        before = self.clip(clip_id) if state in ("ready", "failed") else None
+        after = (
+            None
+            if before is None
+            else dataclasses.replace(
+                before,
+                state=state,
+                updated_ms=now_ms,
+                error=error,
+                result=result if result is not None else before.result,
             )
-            if state in ("ready", "failed"):
-                clip = self.clip(clip_id)
-                if clip is not None:
-                    self._emit(f"clip.{state}", clip)
+        )
+        self._write(
+            [
+                (
+                    "UPDATE clips SET state = ?, updated_ms = ?, error = ?, "
+                    "result = COALESCE(?, result) WHERE id = ?",
+                    (state, now_ms, error, None if result is None else json.dumps(result), clip_id),
+                )
+            ],
+            f"clip.{state}",
+            after,
+        )
 
     def clip(self, clip_id: str) -> ClipRow | None:
         row = self._db.execute("SELECT * FROM clips WHERE id = ?", (clip_id,)).fetchone()
@@ -703,12 +736,26 @@ class Index:
         self._db.execute("DELETE FROM idempotency_keys WHERE created_ms < ?", (before_ms,))
 
     # webhook outbox ------------------------------------------------------------
-    def _emit(self, event: str, subject: object) -> None:
-        """Inside a transaction: the outbox rows for this event commit with the change."""
-        if self.on_event is None:
+    def _write(
+        self, statements: Sequence[tuple[str, tuple[object, ...]]], event: str, subject: object
+    ) -> None:
+        """A state change and the outbox rows reporting it (`subject` as it will be), in one
+        transaction; without rows, the statements alone, as before webhooks existed."""
+        rows = (
+            self.on_event(event, subject)
+            if self.on_event is not None and subject is not None
+            else []
+        )
+        if not rows:
+            for sql, params in statements:
+                self._db.execute(sql, params)
             return
-        for row in self.on_event(event, subject):
-            self._insert_delivery(row)
+        with self._db:
+            self._db.execute("BEGIN")
+            for sql, params in statements:
+                self._db.execute(sql, params)
+            for row in rows:
+                self._insert_delivery(row)
 
     def _insert_delivery(self, row: DeliveryRow) -> None:
         self._db.execute(
@@ -841,12 +888,9 @@ class Index:
         return [_clip(r) for r in rows]
 
     def delete_clip(self, clip_id: str) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
-            clip = self.clip(clip_id)
-            self._db.execute("DELETE FROM clips WHERE id = ?", (clip_id,))
-            if clip is not None:
-                self._emit("clip.deleted", clip)
+        self._write(
+            [("DELETE FROM clips WHERE id = ?", (clip_id,))], "clip.deleted", self.clip(clip_id)
+        )
 
     def pin_segments(self, clip_id: str, segment_ids: Sequence[int]) -> None:
         """An HLS clip serves stored segments: retention must keep them while it exists."""

@@ -67,15 +67,6 @@ class Deliverer:
         return int(self.clock() * 1000)
 
     def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
-        self._trusted = aiohttp.ClientSession(timeout=timeout)
-        # callback_url comes from API callers: resolved names must be public too.
-        connector = (
-            aiohttp.TCPConnector()
-            if self.config.allow_private
-            else aiohttp.TCPConnector(resolver=PublicOnlyResolver())
-        )
-        self._public = aiohttp.ClientSession(timeout=timeout, connector=connector)
         self._task = asyncio.create_task(self._run(), name="webhook-delivery")
         self._task.add_done_callback(_log_death)
 
@@ -160,12 +151,28 @@ class Deliverer:
         self.index.record_attempt(attempt, state="pending", next_ms=next_ms)
         metrics.WEBHOOK_DELIVERIES.labels("retry").inc()
 
+    def _session(self, *, public: bool) -> aiohttp.ClientSession:
+        """Made on first use: a daemon without webhooks opens no client at all."""
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
+        if not public:
+            if self._trusted is None:
+                self._trusted = aiohttp.ClientSession(timeout=timeout)
+            return self._trusted
+        if self._public is None:
+            # callback_url comes from API callers: resolved names must be public too.
+            connector = (
+                aiohttp.TCPConnector()
+                if self.config.allow_private
+                else aiohttp.TCPConnector(resolver=PublicOnlyResolver())
+            )
+            self._public = aiohttp.ClientSession(timeout=timeout, connector=connector)
+        return self._public
+
     async def _post(self, row: DeliveryRow) -> tuple[int | None, str | None]:
         secret = self._secret(row)
         if secret is None:
             return None, f"refused: no secret for target {row.target!r} in the config"
-        session = self._public if row.target == CALLBACK else self._trusted
-        assert session is not None
+        session = self._session(public=row.target == CALLBACK)
         if row.target == CALLBACK:
             try:
                 check_callback_url(row.url, allow_private=self.config.allow_private)
