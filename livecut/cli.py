@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urljoin
 
 import aiohttp
 
@@ -235,7 +236,7 @@ async def _clip(args: argparse.Namespace) -> int:
             return 1
         output = Path(args.output)
         mp4 = clip["files"]["mp4"]
-        async with http.get(f"{server}{mp4['url']}") as response:
+        async with http.get(urljoin(server + "/", mp4["url"])) as response:
             response.raise_for_status()
             with open(output, "wb") as fh:
                 async for chunk in response.content.iter_chunked(1 << 16):

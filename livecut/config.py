@@ -23,12 +23,15 @@ from livecut.hls.playlist import RenditionFilter
 RenditionSpec = Literal["best", "all"] | tuple[RenditionFilter, ...]
 
 __all__ = [
+    "ApiKey",
     "ClipsConfig",
     "Config",
     "ConfigError",
     "IngestConfig",
     "ServerConfig",
     "StreamConfig",
+    "WebhookEndpoint",
+    "WebhooksConfig",
     "default_config",
     "load_config",
     "parse_config",
@@ -40,8 +43,28 @@ _T = TypeVar("_T")
 
 DURATION_HINT: Final = 'use seconds as a number or a string like "90s", "15m", "24h", "7d"'
 
-_TOP_KEYS: Final = ("server", "clips", "ingest", "streams")
-_SERVER_KEYS: Final = ("listen", "data_dir", "api_keys", "public_url")
+_TOP_KEYS: Final = ("server", "clips", "ingest", "webhooks", "streams")
+_SERVER_KEYS: Final = ("listen", "data_dir", "api_keys", "public_url", "cors_origins")
+_API_KEY_KEYS: Final = ("name", "key", "scope")
+_WEBHOOKS_KEYS: Final = (
+    "endpoints",
+    "secret",
+    "max_age",
+    "timeout",
+    "concurrency",
+    "allow_private",
+)
+_ENDPOINT_KEYS: Final = ("name", "url", "secret", "events")
+WEBHOOK_EVENTS: Final = (
+    "clip.ready",
+    "clip.failed",
+    "clip.deleted",
+    "session.started",
+    "session.ended",
+    "stream.failing",
+    "stream.recovered",
+)
+_MIN_SECRET_LENGTH: Final = 16
 _CLIPS_KEYS: Final = ("workers", "max_wait", "max_duration", "keep")
 _INGEST_KEYS: Final = (
     "max_concurrent_downloads",
@@ -58,6 +81,7 @@ _STREAM_KEYS: Final = (
     "headers",
     "enabled",
     "renditions",
+    "playback_id",
 )
 _FILTER_KEYS: Final = ("max_height", "min_height", "max_bandwidth", "name")
 _RENDITIONS_HINT: Final = (
@@ -109,14 +133,31 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ApiKey:
+    """A named API key; a "read" key may only read, a "write" key may do everything."""
+
+    name: str
+    key: str = field(repr=False)
+    scope: Literal["read", "write"] = "write"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ServerConfig:
     """The HTTP API: where it listens, where data lives, who may call it."""
 
     listen_host: str  # an IPv6 address is kept without brackets, ready for bind()
     listen_port: int
     data_dir: Path
-    api_keys: tuple[str, ...] = field(repr=False)
+    api_keys: tuple[str | ApiKey, ...] = field(repr=False)  # a bare string is a write key
     public_url: str | None  # without a trailing "/"; None means derive it from listen
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API
+
+    def keys(self) -> tuple[ApiKey, ...]:
+        """Every key as an ApiKey; bare strings are write keys named by their position."""
+        return tuple(
+            k if isinstance(k, ApiKey) else ApiKey(name=f"key{n}", key=k)
+            for n, k in enumerate(self.api_keys)
+        )
 
     def base_url(self, bound_port: int | None = None) -> str:
         """The URL prefix for links in API responses; `bound_port` replaces a listen port 0."""
@@ -146,6 +187,28 @@ class ClipsConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class WebhookEndpoint:
+    """A configured receiver of events."""
+
+    name: str
+    url: str
+    secret: str = field(repr=False)
+    events: tuple[str, ...] = WEBHOOK_EVENTS
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WebhooksConfig:
+    """Signed event delivery: configured endpoints, and per-clip callback_url."""
+
+    endpoints: tuple[WebhookEndpoint, ...] = ()
+    secret: str | None = field(default=None, repr=False)  # signs callback_url deliveries
+    max_age_s: float = 86400.0  # retries stop this long after the event
+    timeout_s: float = 10.0
+    concurrency: int = 4  # deliveries in flight per receiver
+    allow_private: bool = False  # callback_url may name loopback/private addresses
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class IngestConfig:
     """How the recorders talk to origins."""
 
@@ -167,6 +230,7 @@ class StreamConfig:
     headers: tuple[tuple[str, str], ...] = field(repr=False)  # may carry credentials
     enabled: bool
     renditions: RenditionSpec = "best"  # which renditions of a master playlist to record
+    playback_id: str | None = None  # an alias for the Livepeer-compatible API
 
     def headers_dict(self) -> dict[str, str]:
         """The extra request headers, in file order."""
@@ -181,6 +245,7 @@ class Config:
     clips: ClipsConfig
     ingest: IngestConfig
     streams: tuple[StreamConfig, ...]
+    webhooks: WebhooksConfig = WebhooksConfig()
 
 
 def load_config(path: Path) -> Config:
@@ -218,9 +283,10 @@ def parse_config(data: Mapping[str, object], *, source: str = "<config>") -> Con
     clips = _read_clips(_Section(_top_table(data, "clips", errors), "clips", errors))
     ingest = _read_ingest(_Section(_top_table(data, "ingest", errors), "ingest", errors))
     streams = _read_streams(data.get("streams"), errors)
+    webhooks = _read_webhooks(_Section(_top_table(data, "webhooks", errors), "webhooks", errors))
     if errors:
         raise ConfigError(errors, source=source)
-    return Config(server=server, clips=clips, ingest=ingest, streams=streams)
+    return Config(server=server, clips=clips, ingest=ingest, streams=streams, webhooks=webhooks)
 
 
 def parse_stream(data: Mapping[str, object], *, key: str = "") -> StreamConfig:
@@ -267,9 +333,11 @@ def _read_server(section: _Section) -> ServerConfig:
     section.check_keys(_SERVER_KEYS, "[server]")
     host, port = section.read("listen", (_DEFAULT_LISTEN_HOST, _DEFAULT_LISTEN_PORT), _parse_listen)
     data_dir = section.read("data_dir", Path(_DEFAULT_DATA_DIR), _parse_data_dir)
-    no_keys: tuple[str, ...] = ()
+    no_keys: tuple[str | ApiKey, ...] = ()
     api_keys = section.read("api_keys", no_keys, _parse_api_keys)
     public_url = section.read("public_url", None, _parse_public_url)
+    no_origins: tuple[str, ...] = ()
+    cors_origins = section.read("cors_origins", no_origins, _parse_origins)
     needs_keys = not api_keys and not _is_loopback(host)
     if needs_keys and section.valid("listen") and section.valid("api_keys"):
         listen = section.data.get("listen")
@@ -286,6 +354,7 @@ def _read_server(section: _Section) -> ServerConfig:
         data_dir=data_dir,
         api_keys=api_keys,
         public_url=public_url,
+        cors_origins=cors_origins,
     )
 
 
@@ -303,6 +372,108 @@ def _read_clips(section: _Section) -> ClipsConfig:
         max_duration_ms=round(max_duration * 1000),
         keep_s=keep,
     )
+
+
+def _read_webhooks(section: _Section) -> WebhooksConfig:
+    section.check_keys(_WEBHOOKS_KEYS, "[webhooks]")
+    no_endpoints: tuple[WebhookEndpoint, ...] = ()
+    endpoints = section.read("endpoints", no_endpoints, _parse_endpoints)
+    secret = section.read("secret", None, _parse_secret)
+    max_age = section.duration("max_age", _DAY, low=_MINUTE, high=30 * _DAY, allowed="1m to 30d")
+    timeout = section.duration("timeout", 10.0, low=0.1, high=_MINUTE, allowed="100ms to 1m")
+    concurrency = section.integer("concurrency", 4, low=1, high=64)
+    allow_private = section.boolean("allow_private", False)
+    return WebhooksConfig(
+        endpoints=endpoints,
+        secret=secret,
+        max_age_s=max_age,
+        timeout_s=timeout,
+        concurrency=concurrency,
+        allow_private=allow_private,
+    )
+
+
+def _parse_secret(value: object, key: str) -> str | None:
+    if value == "":
+        return None
+    # Never echo a secret.
+    if not isinstance(value, str) or len(value) < _MIN_SECRET_LENGTH:
+        raise ConfigError(
+            [f"{key}: use a random string of at least {_MIN_SECRET_LENGTH} characters"]
+        )
+    if _CONTROL.search(value):
+        raise ConfigError([f"{key}: the secret contains control characters"])
+    return value
+
+
+def _parse_endpoints(value: object, key: str) -> tuple[WebhookEndpoint, ...]:
+    hint = "use [[webhooks.endpoints]] tables with url, secret and optionally name, events"
+    if not isinstance(value, list | tuple):
+        raise ConfigError([f"{key}: {_show(value)} is not an array of tables; {hint}"])
+    errors: list[str] = []
+    endpoints: list[WebhookEndpoint] = []
+    names: set[str] = set()
+    for index, item in enumerate(value):
+        item_key = f"{key}[{index}]"
+        if not isinstance(item, Mapping):
+            errors.append(f"{item_key}: {_show(item)} is not a table; {hint}")
+            continue
+        section = _Section(item, item_key, errors)
+        section.check_keys(_ENDPOINT_KEYS, "[[webhooks.endpoints]]")
+        url = section.read("url", "", lambda v, k: _parse_http_url(v, k, " for webhooks"))
+        if "url" not in item:
+            errors.append(f"{item_key}.url: required; {_URL_HINT} that receives events")
+        secret = section.read("secret", None, _parse_secret)
+        if secret is None and section.valid("secret"):
+            errors.append(
+                f"{item_key}.secret: required; a random string of at least "
+                f"{_MIN_SECRET_LENGTH} characters that signs every delivery"
+            )
+        name = section.read("name", f"endpoint{index}", _parse_endpoint_name)
+        if name in names:
+            errors.append(f"{item_key}.name: {_show(name)} is already used; names are unique")
+        names.add(name)
+        all_events: tuple[str, ...] = WEBHOOK_EVENTS
+        events = section.read("events", all_events, _parse_events)
+        endpoints.append(WebhookEndpoint(name=name, url=url, secret=secret or "", events=events))
+    if errors:
+        raise ConfigError(errors)
+    return tuple(endpoints)
+
+
+def _parse_endpoint_name(value: object, key: str) -> str:
+    if not isinstance(value, str) or not _STREAM_ID.fullmatch(value):
+        raise ConfigError([f"{key}: {_show(value)} is not a valid name; {_STREAM_ID_HINT}"])
+    return value
+
+
+def _parse_events(value: object, key: str) -> tuple[str, ...]:
+    allowed = ", ".join(WEBHOOK_EVENTS)
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or any(e not in WEBHOOK_EVENTS for e in value)
+    ):
+        raise ConfigError([f"{key}: {_show(value)} is not a list of events; choose from {allowed}"])
+    return tuple(str(e) for e in dict.fromkeys(value))
+
+
+def _parse_origins(value: object, key: str) -> tuple[str, ...]:
+    hint = 'use a list of origins like ["https://app.example.com", "http://localhost:3000"]'
+    if not isinstance(value, list | tuple):
+        raise ConfigError([f"{key}: {_show(value)} is not an array; {hint}"])
+    origins: list[str] = []
+    for index, item in enumerate(value):
+        item_key = f"{key}[{index}]"
+        if item == "*":
+            origins.append("*")
+            continue
+        url = _parse_http_url(item, item_key, "")
+        parts = urlsplit(url)
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ConfigError([f"{item_key}: {_show(item)} is not an origin; {hint}"])
+        origins.append(f"{parts.scheme.lower()}://{parts.netloc.lower()}")
+    return tuple(origins)
 
 
 def _read_ingest(section: _Section) -> IngestConfig:
@@ -382,6 +553,7 @@ def _read_stream(section: _Section) -> StreamConfig:
     enabled = section.boolean("enabled", True)
     default_spec: RenditionSpec = "best"
     renditions = section.read("renditions", default_spec, _parse_renditions)
+    playback_id = section.read("playback_id", None, _parse_playback_id)
     return StreamConfig(
         id=stream_id,
         url=url,
@@ -390,7 +562,16 @@ def _read_stream(section: _Section) -> StreamConfig:
         headers=headers,
         enabled=enabled,
         renditions=renditions,
+        playback_id=playback_id,
     )
+
+
+def _parse_playback_id(value: object, key: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}", value):
+        raise ConfigError(
+            [f"{key}: {_show(value)} is not a playback id; use 1 to 63 letters, digits, _ or -"]
+        )
+    return value
 
 
 def _parse_renditions(value: object, key: str) -> RenditionSpec:
@@ -571,38 +752,62 @@ def _parse_data_dir(value: object, key: str) -> Path:
         ) from None
 
 
-def _parse_api_keys(value: object, key: str) -> tuple[str, ...]:
+def _parse_api_keys(value: object, key: str) -> tuple[str | ApiKey, ...]:
     if not isinstance(value, list | tuple):
         raise ConfigError(
             [
                 f"{key}: {_show(value)} is not an array; use a list of strings like "
-                '["<random key of 16 or more characters>"]'
+                '["<random key of 16 or more characters>"] or tables like '
+                '{ name = "app", key = "<random key>", scope = "read" }'
             ]
         )
     errors: list[str] = []
     seen: dict[str, int] = {}
+    names: set[str] = set()
+    keys: list[str | ApiKey] = []
     for index, item in enumerate(value):
         item_key = f"{key}[{index}]"
+        entry: str | ApiKey | None = None
+        secret: object = item
+        if isinstance(item, Mapping):
+            section = _Section(item, item_key, errors)
+            section.check_keys(_API_KEY_KEYS, "an API key table")
+            secret = item.get("key")
+            name = section.read("name", f"key{index}", _parse_endpoint_name)
+            scope = item.get("scope", "write")
+            if scope not in ("read", "write"):
+                errors.append(f"{item_key}.scope: {_show(scope)} is not a scope; use read or write")
+                continue
+            if name in names:
+                errors.append(f"{item_key}.name: {_show(name)} is already used; names are unique")
+                continue
+            names.add(name)
+            item_key += ".key"
+            if isinstance(secret, str):
+                entry = ApiKey(name=name, key=secret, scope="read" if scope == "read" else "write")
+        elif isinstance(item, str):
+            entry = item
         # Never echo a key: error output ends up in logs.
-        if not isinstance(item, str):
-            errors.append(f"{item_key}: {_kind(item)} is not a string; use a string key")
-        elif len(item) < _MIN_API_KEY_LENGTH:
+        if not isinstance(secret, str):
+            errors.append(f"{item_key}: {_kind(secret)} is not a string; use a string key")
+        elif len(secret) < _MIN_API_KEY_LENGTH:
             errors.append(
-                f"{item_key}: a key of {len(item)} characters is too short; "
+                f"{item_key}: a key of {len(secret)} characters is too short; "
                 f"use a random key of at least {_MIN_API_KEY_LENGTH} characters"
             )
-        elif _WHITESPACE_OR_CONTROL.search(item):
+        elif _WHITESPACE_OR_CONTROL.search(secret):
             errors.append(
                 f"{item_key}: the key contains spaces or control characters; "
                 "use printable characters only, e.g. letters, digits, '-' and '_'"
             )
-        elif item in seen:
-            errors.append(f"{item_key}: the same key as {key}[{seen[item]}]; list each key once")
-        else:
-            seen[item] = index
+        elif secret in seen:
+            errors.append(f"{item_key}: the same key as {key}[{seen[secret]}]; list each key once")
+        elif entry is not None:
+            seen[secret] = index
+            keys.append(entry)
     if errors:
         raise ConfigError(errors)
-    return tuple(seen)
+    return tuple(keys)
 
 
 def _parse_public_url(value: object, key: str) -> str | None:

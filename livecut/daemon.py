@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -18,11 +19,15 @@ from livecut.clips.jobs import ClipJobs
 from livecut.config import Config, StreamConfig
 from livecut.ingest.recorder import Recorder
 from livecut.store.store import Store
+from livecut.webhooks.events import EventBuilder
+from livecut.webhooks.outbox import Deliverer
 
 log = logging.getLogger(__name__)
 
 RETENTION_EVERY_S = 30.0
 RETENTION_BATCH = 500
+STREAM_WATCH_S = 1.0
+IDEMPOTENCY_KEEP_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -44,7 +49,25 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._retention: asyncio.Task[None] | None = None
         self._uninstall_metrics: Callable[[], None] | None = None
+        self._stream_watch: asyncio.Task[None] | None = None
+        self.deliverer: Deliverer | None = None
         self.base_url = ""
+        self.events = EventBuilder(
+            config.webhooks,
+            self.store.index,
+            base_url=lambda: self.base_url,
+            clock=clock,
+            wake=self._wake_webhooks,
+        )
+        # Clip and session changes write their webhook rows in their own transaction.
+        self.store.index.on_event = self.events
+
+    def _wake_webhooks(self) -> None:
+        if self.deliverer is not None:
+            # After the current transaction commits: the loop runs it once we yield.
+            # No loop (a synchronous caller): the next pass finds the rows anyway.
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_soon(self.deliverer.wake)
 
     async def start(self) -> str:
         """Bring everything up; returns the API's base URL."""
@@ -70,12 +93,17 @@ class Daemon:
                 queue_depth=self.jobs.queue_depth,
                 stream_states=lambda: {k: r.status.state for k, r in self.recorders.items()},
                 clock=self.clock,
+                outbox_depth=self.store.index.outbox_depth,
             )
         )
+        self.deliverer = Deliverer(
+            self.config.webhooks,
+            self.store.index,
+            user_agent=self.config.ingest.user_agent,
+            clock=self.clock,
+        )
+        self.deliverer.start()
         self.jobs.start()
-        for recorder in self.recorders.values():
-            recorder.start()
-        self._retention = asyncio.create_task(self._retain_forever(), name="retention")
         app = make_app(
             ApiContext(
                 config=self.config,
@@ -83,6 +111,8 @@ class Daemon:
                 jobs=self.jobs,
                 recorders=self.recorders,
                 clock=self.clock,
+                base_url=lambda: self.base_url,
+                wake_webhooks=self._wake_webhooks,
             )
         )
         self._runner = web.AppRunner(app, access_log=None)
@@ -91,8 +121,20 @@ class Daemon:
         site = web.TCPSite(self._runner, server.listen_host, server.listen_port)
         await site.start()
         port = _bound_port(self._runner, server.listen_port)
+        # Links (and webhook bodies) use the public URL; the log also names the bound address.
         self.base_url = server.base_url(port)
-        log.info("livecut API on %s, recording %d stream(s)", self.base_url, len(self.recorders))
+        for recorder in self.recorders.values():
+            recorder.start()
+        self._retention = asyncio.create_task(self._retain_forever(), name="retention")
+        self._stream_watch = asyncio.create_task(self._watch_streams(), name="stream-watch")
+        self._stream_watch.add_done_callback(_log_death)
+        bound = ", ".join(_address(a) for a in self._runner.addresses)
+        log.info(
+            "livecut API listening on %s (links use %s), recording %d stream(s)",
+            bound,
+            self.base_url,
+            len(self.recorders),
+        )
         return self.base_url
 
     def add_stream(self, stream: StreamConfig) -> Recorder:
@@ -115,6 +157,13 @@ class Daemon:
         for recorder in self.recorders.values():
             await recorder.stop()
         await self.jobs.stop()
+        if self._stream_watch is not None:
+            self._stream_watch.cancel()
+            await asyncio.gather(self._stream_watch, return_exceptions=True)
+            self._stream_watch = None
+        if self.deliverer is not None:
+            await self.deliverer.stop()
+            self.deliverer = None
         if self._retention is not None:
             self._retention.cancel()
             await asyncio.gather(self._retention, return_exceptions=True)
@@ -126,6 +175,27 @@ class Daemon:
             self._uninstall_metrics()
             self._uninstall_metrics = None
         self.store.close()
+
+    # stream events ---------------------------------------------------------------
+    async def _watch_streams(self) -> None:
+        """stream.failing when a recorder starts failing, stream.recovered when it stops."""
+        failing = {k for k, r in self.recorders.items() if r.status.state == "failing"}
+        while True:
+            await asyncio.sleep(STREAM_WATCH_S)
+            for stream_id, recorder in list(self.recorders.items()):
+                status = recorder.status
+                now_failing = status.state == "failing"
+                if now_failing == (stream_id in failing):
+                    continue
+                event = "stream.failing" if now_failing else "stream.recovered"
+                (failing.add if now_failing else failing.discard)(stream_id)
+                data = {
+                    "stream": stream_id,
+                    "state": status.state,
+                    "last_error": status.last_error,
+                    "last_error_ms": status.last_error_ms,
+                }
+                self.store.index.add_deliveries(self.events(event, data))
 
     # retention -------------------------------------------------------------------
     async def _retain_forever(self) -> None:
@@ -157,6 +227,7 @@ class Daemon:
                 if len(old) < RETENTION_BATCH:
                     break
             self.store.index.forget_emptied(stream.id, cutoff)
+        self.store.index.forget_idempotency_keys(now_ms - IDEMPOTENCY_KEEP_MS)
         clips_removed = 0
         keep_cutoff = now_ms - round(self.config.clips.keep_s * 1000)
         for clip in self.store.index.clips_finished_before(keep_cutoff):
@@ -167,6 +238,18 @@ class Daemon:
                 "retention removed %d segment(s) and %d clip(s)", segments_removed, clips_removed
             )
         return RetentionReport(segments_removed=segments_removed, clips_removed=clips_removed)
+
+
+def _address(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = str(address[0])
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return str(address)
+
+
+def _log_death(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task %s died", task.get_name(), exc_info=task.exception())
 
 
 def _bound_port(runner: web.AppRunner, configured: int) -> int:

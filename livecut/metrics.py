@@ -106,7 +106,9 @@ class StateCollector(Collector):
         queue_depth: Callable[[], int],
         stream_states: Callable[[], dict[str, str]] = dict,
         clock: Callable[[], float] = time.time,
+        outbox_depth: Callable[[], int] = lambda: 0,
     ) -> None:
+        self._outbox_depth = outbox_depth
         self._stream_states = stream_states
         self._live_edges = live_edges
         self._clip_states = clip_states
@@ -144,9 +146,28 @@ class StateCollector(Collector):
             "Clip jobs waiting for a worker.",
             value=self._queue_depth(),
         )
+        yield GaugeMetricFamily(
+            "livecut_webhook_outbox_depth",
+            "Webhook deliveries not yet accepted and not given up.",
+            value=self._outbox_depth(),
+        )
 
 
 def install_state_collector(collector: StateCollector) -> Callable[[], None]:
     """Register the daemon's collector; returns the function that removes it again."""
     REGISTRY.register(collector)
     return lambda: REGISTRY.unregister(collector)
+
+
+WEBHOOK_DELIVERIES = Counter(
+    "livecut_webhook_attempts_total",
+    "Webhook delivery attempts by outcome (delivered, retry, failed: given up).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_LATENCY = Histogram(
+    "livecut_webhook_delivery_seconds",
+    "Time from an event to its webhook being accepted by the receiver.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0),
+    registry=REGISTRY,
+)

@@ -217,9 +217,13 @@ async def _play(
     limit_s: float,
     browser_version: str,
     log: list[str],
+    headers: dict[str, str] | None = None,
 ) -> BrowserResult:
     started = time.monotonic()
-    await _evaluate(page, f"window.livecutPlayer.start({json.dumps(playlist_url)})")
+    await _evaluate(
+        page,
+        f"window.livecutPlayer.start({json.dumps(playlist_url)}, {json.dumps(headers or {})})",
+    )
     samples: list[tuple[float, float]] = []
     snapshot: dict[str, Any] = {}
     while True:
@@ -278,7 +282,7 @@ _PAGE = """<!doctype html>
     mediaError = e ? e.code + ": " + e.message : "unknown";
   });
   window.livecutPlayer = {
-    start(url) {
+    start(url, headers) {
       if (typeof Hls === "undefined") {
         errors.push({type: "page", details: "hls.js did not load", fatal: true, reason: ""});
         return;
@@ -287,7 +291,13 @@ _PAGE = """<!doctype html>
         errors.push({type: "page", details: "no MediaSource", fatal: true, reason: ""});
         return;
       }
-      const hls = new Hls({enableWorker: true});
+      // Extra request headers (e.g. Authorization for a daemon with API keys).
+      const xhrSetup = (xhr) => {
+        for (const [name, value] of Object.entries(headers || {})) {
+          xhr.setRequestHeader(name, value);
+        }
+      };
+      const hls = new Hls({enableWorker: true, xhrSetup});
       hls.on(Hls.Events.ERROR, (_event, data) => {
         errors.push({
           type: String(data.type),

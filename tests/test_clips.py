@@ -146,7 +146,7 @@ async def test_windows_are_cut_in_one_job(data_dir: Path, tmp_path: Path) -> Non
             async with http.get(f"{daemon.base_url}/v1/clips/{clip.id}") as response:
                 links = (await response.json())["links"]
             assert set(links) == {"self", "w0.mp4", "w1.mp4"}
-            async with http.get(daemon.base_url + links["w1.mp4"]) as response:
+            async with http.get(links["w1.mp4"]) as response:
                 assert response.status == 200
                 size = len(await response.read())
             assert size == file_of(daemon, clip, "w1.mp4").stat().st_size

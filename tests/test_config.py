@@ -268,8 +268,12 @@ def test_parse_stream_for_api_bodies() -> None:
 @pytest.mark.parametrize(
     ("data", "key", "allowed"),
     [
-        ({"sever": {}}, "sever", "server, clips, ingest, streams"),
-        ({"server": {"listn": "x"}}, "server.listn", "listen, data_dir, api_keys, public_url"),
+        ({"sever": {}}, "sever", "server, clips, ingest, webhooks, streams"),
+        (
+            {"server": {"listn": "x"}},
+            "server.listn",
+            "listen, data_dir, api_keys, public_url, cors_origins",
+        ),
         ({"clips": {"worker": 1}}, "clips.worker", "workers, max_wait, max_duration, keep"),
         (
             {"ingest": {"timeout": 1}},
@@ -280,7 +284,7 @@ def test_parse_stream_for_api_bodies() -> None:
         (
             {"streams": [stream(retension="1h")]},
             "streams[0].retension",
-            "id, url, retention, session_gap, headers, enabled, renditions",
+            "id, url, retention, session_gap, headers, enabled, renditions, playback_id",
         ),
     ],
 )
@@ -661,9 +665,11 @@ def test_example_config_loads() -> None:
 
 def test_example_config_mentions_every_key() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
-    for table in ("server", "clips", "ingest", "streams"):
+    for table in ("server", "clips", "ingest", "webhooks", "streams"):
         assert table in text
     for name in (
+        *config_module._WEBHOOKS_KEYS,
+        *config_module._ENDPOINT_KEYS,
         *config_module._SERVER_KEYS,
         *config_module._CLIPS_KEYS,
         *config_module._INGEST_KEYS,

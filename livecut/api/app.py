@@ -1,4 +1,4 @@
-"""The aiohttp application: routes, JSON errors, bearer-key auth."""
+"""The aiohttp application: routes, JSON errors, CORS, bearer keys with scopes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from livecut import metrics
+from livecut.api import livepeer
 from livecut.api.clips import (
     clip_file,
     clip_media,
@@ -20,7 +21,7 @@ from livecut.api.clips import (
     get_clip,
     list_clips,
 )
-from livecut.api.context import CTX, ApiContext, Handler, ctx_of, error
+from livecut.api.context import API_KEY, CTX, ApiContext, Handler, ctx_of, error
 from livecut.api.streams import (
     get_session,
     get_stream,
@@ -28,27 +29,40 @@ from livecut.api.streams import (
     list_streams,
     stream_timeline,
 )
-from livecut.api.validate import Invalid
+from livecut.api.validate import Invalid, check_query
+from livecut.api.webhooks import list_deliveries
+from livecut.config import ApiKey
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 OPEN_PATHS = ("/healthz", "/metrics", "/openapi.json")
 OPENAPI = Path(__file__).with_name("openapi.json")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key"
+CORS_EXPOSE = "Location, Retry-After, Content-Length, Content-Range"
+CORS_MAX_AGE_S = 600
 
 
 def make_app(ctx: ApiContext) -> web.Application:
+    server = ctx.config.server
     app = web.Application(
-        middlewares=[_errors, _auth(ctx.config.server.api_keys)], client_max_size=MAX_BODY
+        middlewares=[_cors(server.cors_origins), _errors, _auth(server.keys())],
+        client_max_size=MAX_BODY,
     )
     app[CTX] = ctx
     for method, path, handler in routes():
         app.router.add_route(method, path, handler)
+        if method == "GET":
+            app.router.add_route("HEAD", path, handler)
     return app
 
 
 def routes() -> list[tuple[str, str, Handler]]:
-    """Every route the API serves; openapi.json documents exactly these (a test checks)."""
+    """Every route the API serves; openapi.json documents exactly these (a test checks).
+
+    Every GET route answers HEAD too; every route answers a CORS preflight (OPTIONS).
+    """
     return [
         ("GET", "/healthz", healthz),
         ("GET", "/metrics", prometheus),
@@ -69,6 +83,18 @@ def routes() -> list[tuple[str, str, Handler]]:
             clip_file,
         ),
         ("GET", r"/v1/clips/{id}/media/{name:(?:init-)?\d+\.(?:ts|m4s|mp4|vtt)}", clip_media),
+        ("GET", "/v1/webhooks/deliveries", list_deliveries),
+        # Livepeer Studio's clip API, for apps written against its SDKs.
+        ("POST", "/api/clip", livepeer.create_clip),
+        ("GET", "/api/asset", livepeer.list_assets),
+        ("GET", "/api/asset/{id}", livepeer.get_asset),
+        ("DELETE", "/api/asset/{id}", livepeer.delete_asset),
+        ("GET", "/api/task/{id}", livepeer.get_task),
+        ("GET", "/api/session/{id}", livepeer.get_session),
+        ("GET", "/api/session/{id}/clips", livepeer.session_clips),
+        ("GET", "/api/stream/{id}", livepeer.get_stream),
+        ("GET", "/api/stream/{id}/clips", livepeer.stream_clips),
+        ("GET", "/api/playback/{id}", livepeer.playback),
     ]
 
 
@@ -77,20 +103,84 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except Invalid as exc:
-        return error(exc.status, *exc.errors)
+        response = error(exc.status, *exc.errors)
+        response.headers.update(exc.headers)
+        return response
     except web.HTTPRequestEntityTooLarge:
         return error(413, f"the body is larger than {MAX_BODY} bytes")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error(exc.status, exc.reason)
+        response = error(exc.status, exc.reason)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error(500, "internal error; the daemon's log has the details")
 
 
-def _auth(keys: tuple[str, ...]) -> Middleware:
-    encoded = [k.encode() for k in keys]
+def _cors(origins: tuple[str, ...]) -> Middleware:
+    """Preflights for configured origins, their headers on every answer, and no CSRF:
+    a browser's unsafe request from any other origin is refused before it runs."""
+    allow_any = "*" in origins
+
+    def allowed(origin: str | None) -> bool:
+        return origin is not None and (allow_any or origin.lower() in origins)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if request.method == "OPTIONS":
+            return _preflight(request, origin if allowed(origin) else None)
+        if (
+            request.method not in SAFE_METHODS
+            and origin is not None
+            and not allowed(origin)
+            and not _same_origin(request, origin)
+        ):
+            return error(
+                403,
+                f"origin {origin!r} may not call this API from a browser; "
+                "add it to server.cors_origins",
+            )
+        response = await handler(request)
+        if allowed(origin) and origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return middleware
+
+
+def _same_origin(request: web.Request, origin: str) -> bool:
+    return origin.lower() == f"{request.scheme}://{request.host}".lower()
+
+
+def _preflight(request: web.Request, origin: str | None) -> web.Response:
+    exc = request.match_info.http_exception
+    if exc is not None and not isinstance(exc, web.HTTPMethodNotAllowed):
+        return error(exc.status, exc.reason)
+    methods = sorted(
+        {*(getattr(exc, "allowed_methods", None) or {request.method}), "OPTIONS"} - {"*"}
+    )
+    headers = {"Allow": ", ".join(methods)}
+    if origin is not None:
+        headers.update(
+            {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": ", ".join(methods),
+                "Access-Control-Allow-Headers": CORS_HEADERS,
+                "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
+                "Vary": "Origin",
+            }
+        )
+    return web.Response(status=204, headers=headers)
+
+
+def _auth(keys: tuple[ApiKey, ...]) -> Middleware:
+    encoded = [(k, k.key.encode()) for k in keys]
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -98,16 +188,21 @@ def _auth(keys: tuple[str, ...]) -> Middleware:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
+        presented = token.strip().encode("utf-8", "surrogateescape")
         # Compare against every key, always, so timing says nothing about which matched.
-        matched = False
-        for key in encoded:
-            matched |= hmac.compare_digest(key, token.strip().encode())
-        if scheme.lower() != "bearer" or not matched:
+        matched: ApiKey | None = None
+        for key, secret in encoded:
+            if hmac.compare_digest(secret, presented):
+                matched = key
+        if scheme.lower() != "bearer" or matched is None:
             return web.json_response(
                 {"errors": ["a valid API key is required: Authorization: Bearer <key>"]},
                 status=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        if matched.scope == "read" and request.method not in SAFE_METHODS:
+            return error(403, f"API key {matched.name!r} may only read (scope read)")
+        request[API_KEY] = matched.name
         return await handler(request)
 
     return middleware
@@ -116,6 +211,7 @@ def _auth(keys: tuple[str, ...]) -> Middleware:
 # health and metrics ---------------------------------------------------------------------
 async def healthz(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
+    check_query(request.query, ())
     return web.json_response({"status": "ok", "streams": len(ctx.recorders)})
 
 

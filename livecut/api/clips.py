@@ -2,91 +2,176 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from urllib.parse import quote
+
 from aiohttp import web
 
-from livecut.api.context import ApiContext, ctx_of, error, json_body, now_ms
-from livecut.api.validate import ClipLimits, Invalid, clip_request, page_limit
+from livecut.api.context import API_KEY, ApiContext, ctx_of, error, json_body, now_ms
+from livecut.api.validate import (
+    ClipLimits,
+    Extras,
+    Invalid,
+    check_query,
+    clip_request,
+    page_limit,
+    query_int,
+    short,
+)
+from livecut.api.views import absolute, clip_json
 from livecut.clips.jobs import ClipRequest, QueueFull
 from livecut.clips.planner import nearest_spans
-from livecut.store.records import ClipRow
+from livecut.store.records import CLIP_STATES, ClipRow
+from livecut.webhooks.targets import RefusedTarget, check_callback_url
+
+IDEMPOTENCY_S = 24 * 3600
+IDEMPOTENCY_KEY_MAX = 255
+RETRY_AFTER_S = 5
 
 
-def _clip_json(clip: ClipRow) -> dict[str, object]:
-    body: dict[str, object] = {
-        "id": clip.id,
-        "name": clip.name,
-        "stream": clip.stream_id,
-        "session": clip.session_id,
-        "state": clip.state,
-        "requested": {"start_ms": clip.start_ms, "end_ms": clip.end_ms},
-        "created_ms": clip.created_ms,
-        "updated_ms": clip.updated_ms,
-        "error": clip.error,
-        "links": {"self": f"/v1/clips/{clip.id}"},
-    }
-    if clip.result is not None:
-        body.update(clip.result)
-    if clip.state == "ready" and isinstance(clip.result, dict):
-        body["links"] = {"self": f"/v1/clips/{clip.id}", **_file_links(clip.result)}
-    body["options"] = clip.options or {}
-    return body
+def render_clip(ctx: ApiContext, clip: ClipRow) -> dict[str, object]:
+    return clip_json(
+        clip,
+        base_url=ctx.base_url(),
+        sessions=ctx.store.index.clip_sessions(clip.id) or None,
+        progress=ctx.jobs.progress(clip.id),
+    )
 
 
-async def create_clip(request: web.Request) -> web.Response:
-    ctx = ctx_of(request)
-    body = await json_body(request)
-    now = now_ms(ctx)
+def extras(ctx: ApiContext) -> Extras:
+    def check(url: object) -> str:
+        if ctx.config.webhooks.secret is None:
+            raise RefusedTarget(
+                "callback_url needs webhooks.secret in the daemon's config (it signs them)"
+            )
+        return check_callback_url(url, allow_private=ctx.config.webhooks.allow_private)
+
+    return Extras(check_callback_url=check)
+
+
+def clip_limits(ctx: ApiContext) -> ClipLimits:
     clips_config = ctx.config.clips
+    return ClipLimits(
+        now_ms=now_ms(ctx),
+        max_duration_ms=clips_config.max_duration_ms,
+        max_wait_ms=round(clips_config.max_wait_s * 1000),
+    )
 
+
+def validate_clip(ctx: ApiContext, body: object) -> ClipRequest:
     def session_owner(session_id: str) -> str | None:
         session = ctx.store.index.session(session_id)
         return None if session is None else session.stream_id
 
-    req = clip_request(
+    def session_start(session_id: str) -> int | None:
+        session = ctx.store.index.session(session_id)
+        return None if session is None else session.started_ms
+
+    return clip_request(
         body,
         streams=ctx.recorders.keys(),
         session_owner=session_owner,
-        limits=ClipLimits(
-            now_ms=now,
-            max_duration_ms=clips_config.max_duration_ms,
-            max_wait_ms=round(clips_config.max_wait_s * 1000),
-        ),
+        session_start=session_start,
+        limits=clip_limits(ctx),
+        extras=extras(ctx),
     )
-    if not _may_have_media(ctx, req.stream_id, req.session_id, req.start_ms, req.end_ms):
-        spans = nearest_spans(
-            ctx.store.index.recorded_spans(req.stream_id), req.start_ms, req.end_ms
+
+
+async def create_clip(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    check_query(request.query, ())
+    body = await json_body(request)
+    replay, idempotency = _idempotent(ctx, request, body)
+    if replay is not None:
+        return _accepted(ctx, replay)
+    req = validate_clip(ctx, body)
+    nothing = nothing_recorded(ctx, req)
+    if nothing is not None:
+        return nothing
+    return submit(ctx, req, idempotency=idempotency)
+
+
+def nothing_recorded(ctx: ApiContext, req: ClipRequest) -> web.Response | None:
+    if _may_have_media(ctx, req.stream_id, req.session_id, req.start_ms, req.end_ms):
+        return None
+    spans = nearest_spans(ctx.store.index.recorded_spans(req.stream_id), req.start_ms, req.end_ms)
+    return error(
+        422,
+        f"nothing of stream {req.stream_id!r} is recorded between {req.start_ms} and {req.end_ms}",
+        recorded_ranges=[{"start_ms": s, "end_ms": e} for s, e in spans],
+    )
+
+
+def _idempotent(
+    ctx: ApiContext, request: web.Request, body: object
+) -> tuple[ClipRow | None, tuple[str, str] | None]:
+    """The clip an earlier request with this Idempotency-Key and body made, if any."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None, None
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable() or not key.isascii():
+        raise Invalid(
+            [f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters"],
+            status=400,
         )
-        return error(
-            422,
-            f"nothing of stream {req.stream_id!r} is recorded between {req.start_ms} and "
-            f"{req.end_ms}",
-            recorded_ranges=[{"start_ms": s, "end_ms": e} for s, e in spans],
+    scoped = f"{request.get(API_KEY, '')}:{key}"
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    since = now_ms(ctx) - IDEMPOTENCY_S * 1000
+    found = ctx.store.index.idempotent_clip(scoped, since)
+    if found is None:
+        return None, (scoped, digest)
+    stored_digest, clip_id = found
+    if stored_digest != digest:
+        raise Invalid(
+            ["this Idempotency-Key was used with a different body in the last 24 h"], status=422
         )
-    return _submit(ctx, req)
+    clip = ctx.store.index.clip(clip_id)
+    if clip is None:  # deleted since: the key may make a new clip
+        return None, (scoped, digest)
+    return clip, None
 
 
-def _file_links(result: dict[str, object]) -> dict[str, str]:
-    """By format for a one-window clip (mp4, hls, vtt), and by file name for every window."""
-    links: dict[str, str] = {}
-    files = result.get("files")
-    if isinstance(files, dict):
-        links.update({kind: f["url"] for kind, f in files.items() if isinstance(f, dict)})
-    windows = result.get("windows")
-    for window in windows if isinstance(windows, list) else []:
-        for f in window.get("files", {}).values() if isinstance(window, dict) else []:
-            if isinstance(f, dict):
-                links[f["name"]] = f["url"]
-    return links
+def clip_sessions(ctx: ApiContext, req: ClipRequest) -> tuple[str, ...]:
+    """The session(s) a clip's range comes from (a clip by stream may span several)."""
+    if req.session_id is not None:
+        return (req.session_id,)
+    spans, _ = ctx.store.index.timeline(req.stream_id, req.start_ms, req.end_ms, limit=100)
+    found = dict.fromkeys(session for _, _, session in spans)
+    live = ctx.store.index.live_session(req.stream_id)
+    if live is not None and req.end_ms > (live.live_edge_ms or live.started_ms):
+        found[live.id] = None
+    return tuple(found)
 
 
-def _submit(ctx: ApiContext, req: ClipRequest) -> web.Response:
-    """Queue the job: 202 with the clip and where to follow it, or 503 when full."""
+def submit(
+    ctx: ApiContext, req: ClipRequest, *, idempotency: tuple[str, str] | None = None
+) -> web.Response:
+    """Queue the job: 202 with the clip and where to follow it, or 429 when too many are."""
+    clip = submit_row(ctx, req, idempotency=idempotency)
+    return _accepted(ctx, clip)
+
+
+def submit_row(
+    ctx: ApiContext, req: ClipRequest, *, idempotency: tuple[str, str] | None = None
+) -> ClipRow:
     try:
-        clip = ctx.jobs.submit(req)
+        return ctx.jobs.submit(req, sessions=clip_sessions(ctx, req), idempotency=idempotency)
     except QueueFull as exc:
-        return error(503, str(exc))
+        raise TooBusy(str(exc)) from exc
+
+
+class TooBusy(Invalid):
+    def __init__(self, message: str) -> None:
+        super().__init__([message], status=429)
+        self.headers["Retry-After"] = str(RETRY_AFTER_S)
+
+
+def _accepted(ctx: ApiContext, clip: ClipRow) -> web.Response:
     return web.json_response(
-        _clip_json(clip), status=202, headers={"Location": f"/v1/clips/{clip.id}"}
+        render_clip(ctx, clip),
+        status=202,
+        headers={"Location": absolute(ctx.base_url(), f"/v1/clips/{clip.id}")},
     )
 
 
@@ -108,38 +193,62 @@ def _may_have_media(
     )
 
 
+LIST_QUERY = ("limit", "cursor", "stream", "session", "state", "created_after")
+
+
 async def list_clips(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
-    limit = page_limit(request.query.get("limit"))
-    after = _cursor(request.query.get("cursor"))
-    clips = ctx.store.index.clips(after=after, limit=limit)
+    query = request.query
+    check_query(query, LIST_QUERY)
+    limit = page_limit(query.get("limit"))
+    after = _cursor(query.get("cursor"))
+    state = query.get("state")
+    if state is not None and state not in CLIP_STATES:
+        raise Invalid([f"state must be one of {', '.join(CLIP_STATES)}, not {short(state)}"], 400)
+    created_after = query.get("created_after")
+    clips = ctx.store.index.clips(
+        after=after,
+        limit=limit,
+        stream=query.get("stream"),
+        session=query.get("session"),
+        state=state,
+        created_after=None if created_after is None else query_int(created_after, "created_after"),
+    )
     next_cursor = f"{clips[-1].created_ms}.{clips[-1].id}" if len(clips) == limit else None
-    return web.json_response({"clips": [_clip_json(c) for c in clips], "next_cursor": next_cursor})
+    return web.json_response(
+        {"clips": [render_clip(ctx, c) for c in clips], "next_cursor": next_cursor}
+    )
 
 
 def _cursor(raw: str | None) -> tuple[int, str] | None:
     if raw is None:
         return None
     created, _, clip_id = raw.partition(".")
-    if not created.isdigit() or not clip_id:
+    try:
+        value = query_int(created, "cursor", signed=False)
+    except Invalid:
+        value = None
+    if value is None or not clip_id:
         raise Invalid(
-            [f"cursor {raw!r} is not one this API handed out (use next_cursor)"], status=400
+            [f"cursor {short(raw)} is not one this API handed out (use next_cursor)"], status=400
         )
-    return int(created), clip_id
+    return value, clip_id
 
 
 async def get_clip(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
+    check_query(request.query, ())
     clip = ctx.store.index.clip(request.match_info["id"])
     if clip is None:
-        return error(404, f"unknown clip {request.match_info['id']!r}")
-    return web.json_response(_clip_json(clip))
+        return error(404, f"unknown clip {short(request.match_info['id'])}")
+    return web.json_response(render_clip(ctx, clip))
 
 
 async def delete_clip(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
+    check_query(request.query, ())
     if not ctx.jobs.delete(request.match_info["id"]):
-        return error(404, f"unknown clip {request.match_info['id']!r}")
+        return error(404, f"unknown clip {short(request.match_info['id'])}")
     return web.Response(status=204)
 
 
@@ -156,40 +265,61 @@ CONTENT_TYPES = {
 PLAYER_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "*"}
 
 
+def content_disposition(name: str) -> str:
+    """RFC 6266: an ASCII fallback and the exact name as filename* (any character survives)."""
+    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\%' else "_" for c in name)
+    exact = quote(name.encode("utf-8", "surrogatepass"), safe="")
+    return f"inline; filename=\"{fallback}.mp4\"; filename*=UTF-8''{exact}.mp4"
+
+
+def _check_range(request: web.Request) -> None:
+    """A suffix range of zero bytes (bytes=-0) can be satisfied by nothing: 416."""
+    raw = request.headers.get("Range", "")
+    if raw.replace(" ", "").lower() == "bytes=-0":
+        raise Invalid(["Range bytes=-0 selects nothing"], status=416)
+
+
 async def clip_file(request: web.Request) -> web.StreamResponse:
     """A clip's own output: clip.mp4, index.m3u8, clip.vtt, or wN.* for a window."""
     ctx = ctx_of(request)
+    check_query(request.query, ())
     clip = ctx.store.index.clip(request.match_info["id"])
     if clip is None:
-        return error(404, f"unknown clip {request.match_info['id']!r}")
+        return error(404, f"unknown clip {short(request.match_info['id'])}")
     if clip.state != "ready":
         return error(409, f"clip {clip.id} is {clip.state}, not ready", state=clip.state)
     name = request.match_info["file"]
     path = ctx.store.clip_dir(clip.id) / name
     if not path.is_file():
         return error(404, f"clip {clip.id} has no file {name!r}; its files are in its links")
+    _check_range(request)
     headers = {
         "Content-Type": CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
         **PLAYER_HEADERS,
     }
     if path.suffix == ".mp4":
-        filename = (clip.name or clip.id).replace('"', "")
-        headers["Content-Disposition"] = f'inline; filename="{filename}.mp4"'
+        headers["Content-Disposition"] = content_disposition(clip.name or clip.id)
     return web.FileResponse(path, headers=headers)
 
 
 async def clip_media(request: web.Request) -> web.StreamResponse:
     """A stored segment (or its init section) that an HLS clip's playlist names."""
     ctx = ctx_of(request)
+    check_query(request.query, ())
     clip_id, name = request.match_info["id"], request.match_info["name"]
     is_init = name.startswith("init-")
     number = name.removeprefix("init-").split(".", 1)[0]
-    segment = ctx.store.index.pinned_segment(clip_id, int(number)) if number.isdigit() else None
+    segment = (
+        ctx.store.index.pinned_segment(clip_id, int(number))
+        if number.isascii() and number.isdigit() and len(number) <= 18
+        else None
+    )
     if segment is None:
-        return error(404, f"clip {clip_id!r} has no media {name!r}")
+        return error(404, f"clip {short(clip_id)} has no media {name!r}")
     relpath = segment.init_path if is_init else segment.path
     if relpath is None:
         return error(404, f"segment {segment.id} has no init section")
+    _check_range(request)
     path = ctx.store.path(relpath)
     suffix = ".mp4" if is_init else path.suffix
     return web.FileResponse(
@@ -204,11 +334,16 @@ async def clip_media(request: web.Request) -> web.StreamResponse:
 EXPORT_FIELDS = (
     "start_ms",
     "end_ms",
+    "start_offset_ms",
+    "end_offset_ms",
     "formats",
     "accuracy",
     "name",
     "rendition",
     "reencode_edges",
+    "passthrough",
+    "callback_url",
+    "callback_id",
     "verify",
 )
 
@@ -216,26 +351,35 @@ EXPORT_FIELDS = (
 async def export_session(request: web.Request) -> web.Response:
     """A whole session, or a slice of it, through the clip machinery (no length limit)."""
     ctx = ctx_of(request)
+    check_query(request.query, ())
     session = ctx.store.index.session(request.match_info["id"])
     if session is None:
-        return error(404, f"unknown session {request.match_info['id']!r}")
+        return error(404, f"unknown session {short(request.match_info['id'])}")
     body = await json_body(request, empty_ok=True)
     if not isinstance(body, dict):
         return error(400, "the body must be a JSON object (or empty for the whole session)")
     unknown = sorted(set(body) - set(EXPORT_FIELDS))
     if unknown:
         return error(
-            422, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(EXPORT_FIELDS)}"
+            422,
+            f"unknown field(s) {', '.join(short(u) for u in unknown[:5])}; "
+            f"allowed: {', '.join(EXPORT_FIELDS)}",
         )
     first = ctx.store.index.first_segment_start(session.id)
     edge = session.live_edge_ms
     if first is None or edge is None:
         return error(422, f"session {session.id} has no recorded media to export")
-    clip_body = {"session": session.id, "start_ms": first, "end_ms": edge, **body}
+    offsets = "start_offset_ms" in body or "end_offset_ms" in body
+    span = {} if offsets else {"start_ms": first, "end_ms": edge}
+    if offsets and "end_offset_ms" not in body:
+        span = {"end_offset_ms": edge - session.started_ms}
+    clip_body = {"session": session.id, **span, **body}
     req = clip_request(
         clip_body,
         streams=ctx.recorders.keys(),
         session_owner=lambda sid: session.stream_id if sid == session.id else None,
+        session_start=lambda sid: session.started_ms if sid == session.id else None,
         limits=ClipLimits(now_ms=now_ms(ctx), max_duration_ms=max(edge - first, 1), max_wait_ms=0),
+        extras=extras(ctx),
     )
-    return _submit(ctx, req)
+    return submit(ctx, req)

@@ -27,9 +27,12 @@ class ApiContext:
     jobs: ClipJobs
     recorders: Mapping[str, Recorder]
     clock: Callable[[], float]
+    base_url: Callable[[], str] = lambda: ""  # public base URL for absolute links
+    wake_webhooks: Callable[[], None] = lambda: None
 
 
 CTX = web.AppKey("livecut", ApiContext)
+API_KEY = web.RequestKey("api_key", str)  # the name of the key a request came with
 
 
 def error(status: int, *messages: str, **extra: object) -> web.Response:
@@ -44,11 +47,51 @@ def now_ms(ctx: ApiContext) -> int:
     return int(ctx.clock() * 1000)
 
 
+JSON_TYPES = ("application/json",)
+
+
 async def json_body(request: web.Request, *, empty_ok: bool = False) -> object:
-    raw = await request.read()
+    """The request's JSON body: 415 unless it is labelled JSON, 400 unless it parses cleanly."""
+    try:
+        raw = await request.read()
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # a body labelled gzip that is not, a broken chunked body
+        # Nothing more can be read: end the body here (else aiohttp, draining it after the
+        # response, drops the connection before the 400 is sent) and close afterwards.
+        request.content.feed_eof()
+        invalid = Invalid([f"the body could not be read: {exc}".strip()[:200]], status=400)
+        invalid.headers = {"Connection": "close"}
+        raise invalid from exc
     if not raw.strip() and empty_ok:
         return {}
+    if request.content_type not in JSON_TYPES:
+        raise Invalid(
+            [f"the body must be application/json, not {request.content_type!r}"], status=415
+        )
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Invalid([f"the body is not valid JSON: {exc}"], status=400) from exc
+    except RecursionError as exc:
+        raise Invalid(["the body is nested too deeply"], status=400) from exc
+    except ValueError as exc:  # e.g. an integer beyond Python's 4300-digit limit
+        raise Invalid([f"the body is not usable JSON: {str(exc)[:120]}"], status=400) from exc
+    if _has_surrogate(value):
+        raise Invalid(["the body holds a lone UTF-16 surrogate (\\ud800-\\udfff)"], status=400)
+    return value
+
+
+def _has_surrogate(value: object) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if any("\ud800" <= c <= "\udfff" for c in item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from livecut.api.context import ApiContext, ctx_of, error, now_ms
-from livecut.api.validate import Invalid, page_limit
-from livecut.store.records import SessionRow
+from livecut.api.validate import Invalid, check_query, page_limit, query_int, short
+from livecut.api.views import session_json
 
 
 def _stream_json(ctx: ApiContext, stream_id: str, edges: Mapping[str, int]) -> dict[str, object]:
@@ -28,6 +28,7 @@ def _stream_json(ctx: ApiContext, stream_id: str, edges: Mapping[str, int]) -> d
 
 async def list_streams(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
+    check_query(request.query, ())
     edges = ctx.store.index.stream_live_edges()
     return web.json_response({"streams": [_stream_json(ctx, s, edges) for s in ctx.recorders]})
 
@@ -35,32 +36,24 @@ async def list_streams(request: web.Request) -> web.Response:
 def known_stream(ctx: ApiContext, stream_id: str) -> None:
     if stream_id not in ctx.recorders:
         known = ", ".join(sorted(ctx.recorders)) or "none configured"
-        raise Invalid([f"unknown stream {stream_id!r}; known streams: {known}"], status=404)
+        raise Invalid([f"unknown stream {short(stream_id)}; known streams: {known}"], status=404)
 
 
 async def get_stream(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
+    check_query(request.query, ())
     stream_id = request.match_info["id"]
     known_stream(ctx, stream_id)
     return web.json_response(_stream_json(ctx, stream_id, ctx.store.index.stream_live_edges()))
 
 
-def _session_json(session: SessionRow) -> dict[str, object]:
-    return {
-        "id": session.id,
-        "stream": session.stream_id,
-        "state": session.state,
-        "clock": session.clock,
-        "start_ms": session.started_ms,
-        "end_ms": session.ended_ms if session.ended_ms is not None else session.live_edge_ms,
-        "live_edge_ms": session.live_edge_ms,
-        "end_reason": session.end_reason,
-    }
+_session_json = session_json
 
 
 async def list_sessions(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     stream_id = request.match_info["id"]
+    check_query(request.query, ("limit",))
     known_stream(ctx, stream_id)
     limit = page_limit(request.query.get("limit"), default=100)
     sessions = ctx.store.index.sessions(stream_id, limit=limit)
@@ -69,9 +62,10 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 async def get_session(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
+    check_query(request.query, ())
     session = ctx.store.index.session(request.match_info["id"])
     if session is None:
-        return error(404, f"unknown session {request.match_info['id']!r}")
+        return error(404, f"unknown session {short(request.match_info['id'])}")
     renditions = [
         {
             "id": r.id,
@@ -94,6 +88,7 @@ async def stream_timeline(request: web.Request) -> web.Response:
     """Recorded ranges and gaps of a stream between from_ms and to_ms (default: the last day)."""
     ctx = ctx_of(request)
     stream_id = request.match_info["id"]
+    check_query(request.query, ("from_ms", "to_ms"))
     known_stream(ctx, stream_id)
     to_ms = _query_ms(request, "to_ms", now_ms(ctx))
     from_ms = _query_ms(request, "from_ms", to_ms - TIMELINE_DEFAULT_MS)
@@ -118,8 +113,4 @@ def _query_ms(request: web.Request, key: str, default: int) -> int:
     raw = request.query.get(key)
     if raw is None:
         return default
-    if not raw.lstrip("-").isdigit():
-        raise Invalid(
-            [f"{key} must be an integer Unix time in milliseconds, not {raw!r}"], status=400
-        )
-    return int(raw)
+    return query_int(raw, key)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from livecut.clips.jobs import FORMATS, VERIFY_MODES, ClipRequest, Window
 
@@ -21,19 +22,29 @@ CLIP_FIELDS = (
     "formats",
     "rendition",
     "reencode_edges",
+    "start_offset_ms",
+    "end_offset_ms",
+    "passthrough",
+    "callback_url",
+    "callback_id",
     "verify",
 )
 NAME_MAX = 200
+TEXT_MAX = 255  # passthrough, callback_id
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_SIGNED_DIGITS = re.compile(r"-?[0-9]{1,18}")
 # Unix ms between 2000-01-01 and 2100-01-01: catches seconds or microseconds sent by mistake.
 EARLIEST_MS = 946_684_800_000
 LATEST_MS = 4_102_444_800_000
 
 
 class Invalid(ValueError):
-    def __init__(self, errors: list[str], *, status: int = 422) -> None:
+    def __init__(self, errors: list[str], status: int = 422) -> None:
         super().__init__("; ".join(errors))
         self.errors = errors
         self.status = status
+        self.headers: dict[str, str] = {}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -41,6 +52,14 @@ class ClipLimits:
     now_ms: int
     max_duration_ms: int
     max_wait_ms: int
+    offsets_from_ms: int | None = None  # the session's start, when offsets are allowed
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Extras:
+    """What a clip request carries besides the cut: checked by the caller's own rules."""
+
+    check_callback_url: Callable[[object], str] = field(default=lambda url: str(url))
 
 
 def clip_request(
@@ -49,6 +68,8 @@ def clip_request(
     streams: Collection[str],
     session_owner: Callable[[str], str | None],
     limits: ClipLimits,
+    session_start: Callable[[str], int | None] = lambda _: None,
+    extras: Extras | None = None,
 ) -> ClipRequest:
     """Validate a POST /v1/clips body; `session_owner` gives a session's stream, or None."""
     if not isinstance(body, dict):
@@ -57,10 +78,16 @@ def clip_request(
     unknown = sorted(set(body) - set(CLIP_FIELDS))
     if unknown:
         errors.append(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(CLIP_FIELDS)}")
+    body = _offsets(body, session_start, limits, errors)
     windows = _windows(body, limits, errors)
     name = body.get("name")
-    if name is not None and (not isinstance(name, str) or len(name) > NAME_MAX):
-        errors.append(f"name must be a string of at most {NAME_MAX} characters")
+    if name is not None and (
+        not isinstance(name, str) or len(name) > NAME_MAX or _CONTROL.search(name)
+    ):
+        errors.append(
+            f"name must be a string of at most {NAME_MAX} characters without control characters"
+        )
+    meta = _meta(body, extras or Extras(), errors)
     accuracy = body.get("accuracy", "frame")
     if accuracy not in ACCURACIES:
         errors.append(f"accuracy must be one of {', '.join(ACCURACIES)}, not {accuracy!r}")
@@ -90,8 +117,73 @@ def clip_request(
         formats=tuple(formats),
         rendition=rendition if isinstance(rendition, str) else "best",
         reencode_edges=reencode_edges is True,
+        meta=meta or None,
         verify="decode" if verify == "decode" else "structure",
     )
+
+
+def _meta(body: Mapping[str, object], extras: Extras, errors: list[str]) -> dict[str, object]:
+    meta: dict[str, object] = {}
+    for key in ("passthrough", "callback_id"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > TEXT_MAX:
+            errors.append(f"{key} must be a string of at most {TEXT_MAX} characters")
+        else:
+            meta[key] = value
+    if body.get("callback_url") is not None:
+        try:
+            meta["callback_url"] = extras.check_callback_url(body["callback_url"])
+        except ValueError as exc:
+            errors.append(str(exc))
+    elif "callback_id" in meta:
+        errors.append("callback_id is sent with webhooks to callback_url; give callback_url too")
+    return meta
+
+
+def _offsets(
+    body: dict[str, object],
+    session_start: Callable[[str], int | None],
+    limits: ClipLimits,
+    errors: list[str],
+) -> dict[str, object]:
+    """start_offset_ms/end_offset_ms from a session's start, as start_ms/end_ms."""
+    if "start_offset_ms" not in body and "end_offset_ms" not in body:
+        return body
+    if "start_ms" in body or "end_ms" in body or "windows" in body:
+        errors.append("give start_offset_ms/end_offset_ms or start_ms/end_ms/windows, not both")
+        return body
+    session = body.get("session")
+    start = session_start(session) if isinstance(session, str) else None
+    if start is None:
+        start = limits.offsets_from_ms
+    if start is None:
+        errors.append("start_offset_ms and end_offset_ms need a session (offsets from its start)")
+        return body
+    out = {k: v for k, v in body.items() if k not in ("start_offset_ms", "end_offset_ms")}
+    for key in ("start_offset_ms", "end_offset_ms"):
+        if key not in body:
+            continue
+        offset = _whole(body[key])
+        if offset is None or not 0 <= offset <= LATEST_MS - EARLIEST_MS:
+            errors.append(f"{key} must be a whole number of milliseconds >= 0, not {body[key]!r}")
+            return body
+        out[key.replace("_offset", "")] = start + offset
+    if "start_ms" not in out:
+        out["start_ms"] = start
+    return out
+
+
+def _whole(value: object) -> int | None:
+    """An integer, or a float with no fraction (as JSON from JavaScript often has)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return None
 
 
 def _windows(body: Mapping[str, object], limits: ClipLimits, errors: list[str]) -> list[Window]:
@@ -130,7 +222,8 @@ def _window(
     body: Mapping[str, object], where: str, limits: ClipLimits, errors: list[str]
 ) -> Window | None:
     start = _unix_ms(body, "start_ms", errors, where)
-    end = _unix_ms(body, "end_ms", errors, where)
+    # No end: up to now (a live clip waits for the live edge to reach it).
+    end = _unix_ms(body, "end_ms", errors, where) if "end_ms" in body else limits.now_ms
     label = body.get("label")
     if label is not None and (not isinstance(label, str) or len(label) > NAME_MAX):
         errors.append(f"{where}label must be a string of at most {NAME_MAX} characters")
@@ -182,9 +275,11 @@ def _unix_ms(
     if name not in body:
         errors.append(f"{key} is required: an integer Unix time in milliseconds")
         return None
-    value = body[name]
-    if isinstance(value, bool) or not isinstance(value, int):
-        errors.append(f"{key} must be an integer Unix time in milliseconds, not {value!r}")
+    value = _whole(body[name])
+    if value is None:
+        shown = repr(body[name])
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        errors.append(f"{key} must be an integer Unix time in milliseconds, not {shown}")
         return None
     if not EARLIEST_MS <= value <= LATEST_MS:
         errors.append(
@@ -232,6 +327,32 @@ def _target(
 def page_limit(raw: str | None, *, default: int = 50, maximum: int = 500) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise Invalid([f"limit must be an integer from 1 to {maximum}, not {raw!r}"], status=400)
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= maximum:
+        raise Invalid(
+            [f"limit must be an integer from 1 to {maximum}, not {short(raw)}"], status=400
+        )
     return int(raw)
+
+
+def query_int(raw: str, key: str, *, signed: bool = True) -> int:
+    """An ASCII integer of at most 18 digits from a query string or path (fits SQLite)."""
+    pattern = _SIGNED_DIGITS if signed else _DIGITS
+    if not pattern.fullmatch(raw):
+        raise Invalid(
+            [f"{key} must be an integer of at most 18 digits, not {short(raw)}"], status=400
+        )
+    return int(raw)
+
+
+def short(raw: object) -> str:
+    text = repr(raw)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_query(query: Mapping[str, str], allowed: Collection[str]) -> None:
+    """Unknown query parameters are a 400, not silently ignored."""
+    unknown = sorted(set(query) - set(allowed))
+    if unknown:
+        shown = ", ".join(short(u) for u in unknown[:5])
+        allowed_text = ", ".join(allowed) or "none"
+        raise Invalid([f"unknown query parameter(s) {shown}; allowed: {allowed_text}"], status=400)

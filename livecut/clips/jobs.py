@@ -64,6 +64,7 @@ class ClipRequest:
     formats: tuple[str, ...] = ("mp4",)
     rendition: str = "best"  # a rendition name, or the session's main video rendition
     reencode_edges: bool = False  # re-encode the first partial GOP instead of an edit list
+    meta: dict[str, object] | None = None  # passthrough, callback_url, callback_id: kept as is
     # Every MP4 is checked structurally; "decode" also decodes it all and counts frames.
     verify: Verify = "structure"
 
@@ -85,6 +86,7 @@ class ClipRequest:
             "formats": list(self.formats),
             "rendition": self.rendition,
             "reencode_edges": self.reencode_edges,
+            **({"meta": self.meta} if self.meta else {}),
             "verify": self.verify,
         }
 
@@ -126,6 +128,7 @@ class ClipJobs:
         self._waiters: dict[str, asyncio.Task[None]] = {}
         self._finished: dict[str, asyncio.Event] = {}
         self._active: dict[str, tuple[str, int, int]] = {}  # clip -> (stream, start, end)
+        self._progress: dict[str, float] = {}  # clip -> share of its windows cut
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -156,9 +159,22 @@ class ClipJobs:
         return [(s, e) for (st, s, e) in self._active.values() if st == stream_id]
 
     # requests ------------------------------------------------------------------
-    def submit(self, request: ClipRequest) -> ClipRow:
-        if self._queue.full():
-            raise QueueFull(f"{self._queue.qsize()} clips are queued; retry shortly")
+    def progress(self, clip_id: str) -> float | None:
+        return self._progress.get(clip_id)
+
+    def submit(
+        self,
+        request: ClipRequest,
+        *,
+        sessions: tuple[str, ...] = (),
+        idempotency: tuple[str, str] | None = None,
+    ) -> ClipRow:
+        # Waiting clips count too: each holds a waiter and will need a worker.
+        if len(self._active) >= QUEUE_LIMIT or self._queue.full():
+            raise QueueFull(
+                f"{len(self._active)} clips are queued, waiting or processing "
+                f"(at most {QUEUE_LIMIT}); retry shortly"
+            )
         now = self._now_ms()
         clip = ClipRow(
             id=new_id("clip"),
@@ -174,7 +190,7 @@ class ClipJobs:
             result=None,
             options=request.options(),
         )
-        self.store.index.add_clip(clip)
+        self.store.index.add_clip(clip, sessions=sessions, idempotency=idempotency)
         return self._admit(clip)
 
     def delete(self, clip_id: str) -> bool:
@@ -251,8 +267,11 @@ class ClipJobs:
         self.store.index.update_clip(
             clip_id, state=state, now_ms=self._now_ms(), error=error, result=result
         )
+        if state == "processing":
+            self._progress[clip_id] = 0.0
         if state in ("ready", "failed"):
             self._active.pop(clip_id, None)
+            self._progress.pop(clip_id, None)
             self._signal(clip_id)
 
     def _signal(self, clip_id: str) -> None:
@@ -307,10 +326,11 @@ class ClipJobs:
         folder = self.store.clip_dir(clip.id)
         folder.mkdir(parents=True, exist_ok=True)
         single = len(request.windows) == 1
-        windows = [
-            await self._cut_window(clip, request, window, folder, "clip" if single else f"w{n}")
-            for n, window in enumerate(request.windows)
-        ]
+        windows = []
+        for n, window in enumerate(request.windows):
+            stem = "clip" if single else f"w{n}"
+            windows.append(await self._cut_window(clip, request, window, folder, stem))
+            self._progress[clip.id] = (n + 1) / len(request.windows)
         result: dict[str, object] = {"windows": windows}
         if single:
             # One window: its results are the clip's, as a caller of a plain clip expects.

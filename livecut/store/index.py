@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 from livecut.store.records import (
+    AttemptRow,
     ClipRow,
     ClipState,
+    DeliveryRow,
     GapRow,
     RenditionRow,
     SegmentRow,
@@ -115,6 +118,51 @@ CREATE INDEX IF NOT EXISTS clips_by_created ON clips (created_ms, id);
 """
 
 
+# Webhook outbox, the sessions a clip came from, and idempotency keys.
+_SCHEMA_EVENTS = """
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    url TEXT NOT NULL,
+    event TEXT NOT NULL,
+    clip_id TEXT,
+    body TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_ms INTEGER NOT NULL,
+    last_status INTEGER,
+    last_error TEXT,
+    done_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON webhook_deliveries (state, next_ms);
+CREATE INDEX IF NOT EXISTS deliveries_by_clip ON webhook_deliveries (clip_id, created_ms);
+CREATE TABLE IF NOT EXISTS webhook_attempts (
+    delivery_id TEXT NOT NULL REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+    at_ms INTEGER NOT NULL,
+    status INTEGER,
+    error TEXT,
+    latency_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_by_delivery ON webhook_attempts (delivery_id, at_ms);
+CREATE TABLE IF NOT EXISTS clip_sessions (
+    clip_id TEXT NOT NULL REFERENCES clips(id) ON DELETE CASCADE,
+    session_id TEXT NOT NULL,
+    PRIMARY KEY (clip_id, session_id)
+);
+CREATE INDEX IF NOT EXISTS clip_sessions_by_session ON clip_sessions (session_id);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY,
+    body_sha256 TEXT NOT NULL,
+    clip_id TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+"""
+
+# Builds the outbox rows for an event (type, the row it is about); set by the daemon.
+EventHook = Callable[[str, object], list[DeliveryRow]]
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
@@ -134,6 +182,9 @@ class Index:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
         self._add_missing_columns()
+        self._db.executescript(_SCHEMA_EVENTS)
+        # Outbox rows for clip and session events, written in the state change's transaction.
+        self.on_event: EventHook | None = None
         self._db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
@@ -168,20 +219,48 @@ class Index:
     # sessions --------------------------------------------------------------
     def open_session(self, stream_id: str, *, clock: str, started_ms: int) -> SessionRow:
         session_id = new_id("ses")
-        self._db.execute(
-            "INSERT INTO sessions (id, stream_id, state, clock, started_ms) "
-            "VALUES (?, ?, 'live', ?, ?)",
-            (session_id, stream_id, clock, started_ms),
+        opened = SessionRow(
+            id=session_id,
+            stream_id=stream_id,
+            state="live",
+            clock="local" if clock == "local" else "origin",
+            started_ms=started_ms,
+            ended_ms=None,
+            end_reason=None,
+            live_edge_ms=None,
+        )
+        self._write(
+            [
+                (
+                    "INSERT INTO sessions (id, stream_id, state, clock, started_ms) "
+                    "VALUES (?, ?, 'live', ?, ?)",
+                    (session_id, stream_id, clock, started_ms),
+                )
+            ],
+            "session.started",
+            opened,
         )
         session = self.session(session_id)
         assert session is not None
         return session
 
     def end_session(self, session_id: str, *, ended_ms: int, reason: str) -> None:
-        self._db.execute(
-            "UPDATE sessions SET state = 'ended', ended_ms = ?, end_reason = ? "
-            "WHERE id = ? AND state = 'live'",
-            (ended_ms, reason, session_id),
+        live = self.session(session_id)
+        ended = (
+            None
+            if live is None or live.state != "live"
+            else dataclasses.replace(live, state="ended", ended_ms=ended_ms, end_reason=reason)
+        )
+        self._write(
+            [
+                (
+                    "UPDATE sessions SET state = 'ended', ended_ms = ?, end_reason = ? "
+                    "WHERE id = ? AND state = 'live'",
+                    (ended_ms, reason, session_id),
+                )
+            ],
+            "session.ended",
+            ended,
         )
 
     def session(self, session_id: str) -> SessionRow | None:
@@ -521,7 +600,28 @@ class Index:
         return paths
 
     # clips -----------------------------------------------------------------
-    def add_clip(self, clip: ClipRow) -> None:
+    def add_clip(
+        self,
+        clip: ClipRow,
+        *,
+        sessions: Sequence[str] = (),
+        idempotency: tuple[str, str] | None = None,  # (key, sha256 of the body)
+    ) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._insert_clip(clip)
+            self._db.executemany(
+                "INSERT OR IGNORE INTO clip_sessions (clip_id, session_id) VALUES (?, ?)",
+                [(clip.id, s) for s in sessions],
+            )
+            if idempotency is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO idempotency_keys (key, body_sha256, clip_id, "
+                    "created_ms) VALUES (?, ?, ?, ?)",
+                    (idempotency[0], idempotency[1], clip.id, clip.created_ms),
+                )
+
+    def _insert_clip(self, clip: ClipRow) -> None:
         self._db.execute(
             "INSERT INTO clips (id, stream_id, session_id, name, state, start_ms, end_ms,"
             " created_ms, updated_ms, error, result, options)"
@@ -551,29 +651,227 @@ class Index:
         error: str | None = None,
         result: dict[str, object] | None = None,
     ) -> None:
-        self._db.execute(
-            "UPDATE clips SET state = ?, updated_ms = ?, error = ?, "
-            "result = COALESCE(?, result) WHERE id = ?",
-            (state, now_ms, error, None if result is None else json.dumps(result), clip_id),
+        before = self.clip(clip_id) if state in ("ready", "failed") else None
+        after = (
+            None
+            if before is None
+            else dataclasses.replace(
+                before,
+                state=state,
+                updated_ms=now_ms,
+                error=error,
+                result=result if result is not None else before.result,
+            )
+        )
+        self._write(
+            [
+                (
+                    "UPDATE clips SET state = ?, updated_ms = ?, error = ?, "
+                    "result = COALESCE(?, result) WHERE id = ?",
+                    (state, now_ms, error, None if result is None else json.dumps(result), clip_id),
+                )
+            ],
+            f"clip.{state}",
+            after,
         )
 
     def clip(self, clip_id: str) -> ClipRow | None:
         row = self._db.execute("SELECT * FROM clips WHERE id = ?", (clip_id,)).fetchone()
         return None if row is None else _clip(row)
 
-    def clips(self, *, after: tuple[int, str] | None, limit: int) -> list[ClipRow]:
+    def clips(
+        self,
+        *,
+        after: tuple[int, str] | None,
+        limit: int,
+        stream: str | None = None,
+        session: str | None = None,
+        state: str | None = None,
+        created_after: int | None = None,
+    ) -> list[ClipRow]:
         """Newest first; `after` is the (created_ms, id) of the last clip of the previous page."""
-        if after is None:
-            rows = self._db.execute(
-                "SELECT * FROM clips ORDER BY created_ms DESC, id DESC LIMIT ?", (limit,)
-            ).fetchall()
-        else:
-            rows = self._db.execute(
-                "SELECT * FROM clips WHERE (created_ms, id) < (?, ?) "
-                "ORDER BY created_ms DESC, id DESC LIMIT ?",
-                (after[0], after[1], limit),
-            ).fetchall()
+        where: list[str] = []
+        params: list[object] = []
+        if after is not None:
+            where.append("(created_ms, id) < (?, ?)")
+            params += [after[0], after[1]]
+        if stream is not None:
+            where.append("stream_id = ?")
+            params.append(stream)
+        if session is not None:
+            where.append(
+                "(session_id = ? OR id IN (SELECT clip_id FROM clip_sessions WHERE session_id = ?))"
+            )
+            params += [session, session]
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        if created_after is not None:
+            where.append("created_ms > ?")
+            params.append(created_after)
+        sql = "SELECT * FROM clips"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._db.execute(
+            sql + " ORDER BY created_ms DESC, id DESC LIMIT ?", (*params, limit)
+        ).fetchall()
         return [_clip(r) for r in rows]
+
+    def clip_sessions(self, clip_id: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT session_id FROM clip_sessions WHERE clip_id = ? ORDER BY session_id",
+            (clip_id,),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def idempotent_clip(self, key: str, since_ms: int) -> tuple[str, str] | None:
+        """(body sha256, clip id) stored under an Idempotency-Key since `since_ms`."""
+        row = self._db.execute(
+            "SELECT body_sha256, clip_id FROM idempotency_keys WHERE key = ? AND created_ms >= ?",
+            (key, since_ms),
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def forget_idempotency_keys(self, before_ms: int) -> None:
+        self._db.execute("DELETE FROM idempotency_keys WHERE created_ms < ?", (before_ms,))
+
+    # webhook outbox ------------------------------------------------------------
+    def _write(
+        self, statements: Sequence[tuple[str, tuple[object, ...]]], event: str, subject: object
+    ) -> None:
+        """A state change and the outbox rows reporting it (`subject` as it will be), in one
+        transaction; without rows, the statements alone, as before webhooks existed."""
+        rows = (
+            self.on_event(event, subject)
+            if self.on_event is not None and subject is not None
+            else []
+        )
+        if not rows:
+            for sql, params in statements:
+                self._db.execute(sql, params)
+            return
+        with self._db:
+            self._db.execute("BEGIN")
+            for sql, params in statements:
+                self._db.execute(sql, params)
+            for row in rows:
+                self._insert_delivery(row)
+
+    def _insert_delivery(self, row: DeliveryRow) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO webhook_deliveries (id, target, url, event, clip_id, body,"
+            " created_ms, state, attempts, next_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.id,
+                row.target,
+                row.url,
+                row.event,
+                row.clip_id,
+                row.body,
+                row.created_ms,
+                row.state,
+                row.attempts,
+                row.next_ms,
+            ),
+        )
+
+    def add_deliveries(self, rows: Sequence[DeliveryRow]) -> None:
+        """Events with no index row of their own (a stream's state) go straight in."""
+        with self._db:
+            self._db.execute("BEGIN")
+            for row in rows:
+                self._insert_delivery(row)
+
+    def due_deliveries(self, now_ms: int, *, limit: int) -> list[DeliveryRow]:
+        rows = self._db.execute(
+            "SELECT * FROM webhook_deliveries WHERE state = 'pending' AND next_ms <= ? "
+            "ORDER BY next_ms LIMIT ?",
+            (now_ms, limit),
+        ).fetchall()
+        return [_delivery(r) for r in rows]
+
+    def next_delivery_ms(self) -> int | None:
+        value = self._scalar("SELECT MIN(next_ms) FROM webhook_deliveries WHERE state = 'pending'")
+        return None if value is None else int(value)
+
+    def record_attempt(
+        self,
+        attempt: AttemptRow,
+        *,
+        state: str,
+        next_ms: int,
+    ) -> None:
+        """One attempt and the delivery's new state, together."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO webhook_attempts (delivery_id, at_ms, status, error, latency_ms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    attempt.delivery_id,
+                    attempt.at_ms,
+                    attempt.status,
+                    attempt.error,
+                    attempt.latency_ms,
+                ),
+            )
+            self._db.execute(
+                "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, next_ms = ?,"
+                " last_status = ?, last_error = ?,"
+                " done_ms = CASE WHEN ? = 'pending' THEN NULL ELSE ? END WHERE id = ?",
+                (
+                    state,
+                    next_ms,
+                    attempt.status,
+                    attempt.error,
+                    state,
+                    attempt.at_ms + attempt.latency_ms,
+                    attempt.delivery_id,
+                ),
+            )
+
+    def deliveries(
+        self,
+        *,
+        clip_id: str | None = None,
+        state: str | None = None,
+        event: str | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryRow]:
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (("clip_id", clip_id), ("state", state), ("event", event)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT * FROM webhook_deliveries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._db.execute(
+            sql + " ORDER BY created_ms DESC, id LIMIT ?", (*params, limit)
+        ).fetchall()
+        return [_delivery(r) for r in rows]
+
+    def attempts(self, delivery_id: str) -> list[AttemptRow]:
+        rows = self._db.execute(
+            "SELECT * FROM webhook_attempts WHERE delivery_id = ? ORDER BY at_ms",
+            (delivery_id,),
+        ).fetchall()
+        return [
+            AttemptRow(
+                delivery_id=r["delivery_id"],
+                at_ms=r["at_ms"],
+                status=r["status"],
+                error=r["error"],
+                latency_ms=r["latency_ms"],
+            )
+            for r in rows
+        ]
+
+    def outbox_depth(self) -> int:
+        return int(
+            self._scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'pending'") or 0
+        )
 
     def unfinished_clips(self) -> list[ClipRow]:
         rows = self._db.execute(
@@ -590,7 +888,9 @@ class Index:
         return [_clip(r) for r in rows]
 
     def delete_clip(self, clip_id: str) -> None:
-        self._db.execute("DELETE FROM clips WHERE id = ?", (clip_id,))
+        self._write(
+            [("DELETE FROM clips WHERE id = ?", (clip_id,))], "clip.deleted", self.clip(clip_id)
+        )
 
     def pin_segments(self, clip_id: str, segment_ids: Sequence[int]) -> None:
         """An HLS clip serves stored segments: retention must keep them while it exists."""
@@ -667,6 +967,24 @@ def _gap(row: sqlite3.Row) -> GapRow:
         first_seq=row["first_seq"],
         last_seq=row["last_seq"],
         reason=row["reason"],
+    )
+
+
+def _delivery(row: sqlite3.Row) -> DeliveryRow:
+    return DeliveryRow(
+        id=row["id"],
+        target=row["target"],
+        url=row["url"],
+        event=row["event"],
+        clip_id=row["clip_id"],
+        body=row["body"],
+        created_ms=row["created_ms"],
+        state=row["state"],
+        attempts=row["attempts"],
+        next_ms=row["next_ms"],
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+        done_ms=row["done_ms"],
     )
 
 

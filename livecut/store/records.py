@@ -78,3 +78,34 @@ class ClipRow:
     error: str | None
     result: dict[str, object] | None  # what was delivered, once ready
     options: dict[str, Any] | None = None  # windows, accuracy, formats, rendition
+
+
+DeliveryState = Literal["pending", "delivered", "failed"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeliveryRow:
+    """One webhook delivery in the outbox: one event for one receiver."""
+
+    id: str  # the delivery id the receiver sees (stable across retries)
+    target: str  # a configured endpoint's name, or "callback" for a clip's callback_url
+    url: str
+    event: str
+    clip_id: str | None
+    body: str  # the exact JSON that is signed and sent
+    created_ms: int
+    state: DeliveryState = "pending"
+    attempts: int = 0
+    next_ms: int = 0
+    last_status: int | None = None
+    last_error: str | None = None
+    done_ms: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AttemptRow:
+    delivery_id: str
+    at_ms: int
+    status: int | None  # HTTP status, or None when no response came
+    error: str | None
+    latency_ms: int
