@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import av
 from aiohttp import web
 
@@ -76,3 +77,13 @@ async def test_a_clip_across_a_resolution_change_comes_in_pieces(
             assert result["files"]["mp4"]["name"] == "clip.mp4"  # type: ignore[index]
             text = (daemon.store.clip_dir(clip.id) / "index.m3u8").read_text()
             assert text.count("#EXT-X-DISCONTINUITY") == 1
+            # Both pieces are linked and served.
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{daemon.base_url}/v1/clips/{clip.id}") as response,
+            ):
+                links = (await response.json())["links"]
+                assert "clip-2.mp4" in links
+                async with http.get(links["clip-2.mp4"]) as download:
+                    assert download.status == 200
+                    assert await download.read() == second.read_bytes()

@@ -79,7 +79,10 @@ def routes() -> list[tuple[str, str, Handler]]:
         ("DELETE", "/v1/clips/{id}", delete_clip),
         (
             "GET",
-            r"/v1/clips/{id}/{file:(?:clip|w\d+)\.(?:mp4|vtt)|(?:index|w\d+)\.m3u8}",
+            (
+                r"/v1/clips/{id}/"
+                r"{file:(?:clip|w\d+)(?:-\d+)?\.mp4|(?:clip|w\d+)\.vtt|(?:index|w\d+)\.m3u8}"
+            ),
             clip_file,
         ),
         ("GET", r"/v1/clips/{id}/media/{name:(?:init-)?\d+\.(?:ts|m4s|mp4|vtt)}", clip_media),

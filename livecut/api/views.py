@@ -81,6 +81,12 @@ def file_links(result: dict[str, object]) -> dict[str, str]:
         for f in window.get("files", {}).values() if isinstance(window, dict) else []:
             if isinstance(f, dict):
                 links[f["name"]] = f["url"]
+        # A window cut at a change of codec parameters: one MP4 per piece.
+        pieces = window.get("pieces") if isinstance(window, dict) else None
+        for piece in pieces if isinstance(pieces, list) else []:
+            f = piece.get("file") if isinstance(piece, dict) else None
+            if isinstance(f, dict):
+                links[f["name"]] = f["url"]
     return links
 
 

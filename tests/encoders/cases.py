@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
@@ -28,9 +28,7 @@ class Case:
     pdt: bool = True
     audio_lead_s: float = 0.0  # video delayed by this much against audio at the encoder
     restart: bool = False  # second run at RESTART_SIZE, appended after a discontinuity
-    start_heavy: bool = False  # most ranges start in the session's first segments
-    what: str = ""
-    extra: tuple[str, ...] = field(default=())
+    start_heavy: bool = False  # every range starts in the session's first segments
 
     @property
     def gop_frames(self) -> int:
@@ -38,7 +36,7 @@ class Case:
 
 
 CASES: tuple[Case, ...] = (
-    Case(name="ts_bf0", encoder="ffmpeg", what="ffmpeg hlsenc, MPEG-TS, no B-frames"),
+    Case(name="ts_bf0", encoder="ffmpeg"),
     Case(name="ts_bf2", encoder="ffmpeg", bframes=2, x264_params="b-pyramid=none"),
     Case(name="ts_bf3_pyramid", encoder="ffmpeg", bframes=3, x264_params="b-pyramid=normal"),
     Case(name="fmp4_bf0", encoder="ffmpeg", container="fmp4"),

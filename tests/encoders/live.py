@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -74,13 +75,14 @@ async def record_all(cases: tuple[Case, ...], root: Path) -> list[CaseRecord]:
         records.append(CaseRecord(case=case, folder=folder))
     processes = runners.Processes()
     nginx: runners.Nginx | None = None
+    encoders: list[asyncio.Task[None]] = []
     try:
         if any(c.encoder == "nginx-rtmp" for c in cases):
             nginx = runners.Nginx(root / "nginx", fragment_s=2)
             await processes.start(nginx.args(), root / "nginx" / "stdout.log")
             await nginx.wait_listening(timeout_s=20)
         async with runners.static_origin(origin_root) as origin_url:
-            encoders = [
+            encoders += [
                 asyncio.create_task(_encode(r, mezzanines, processes, nginx)) for r in records
             ]
             urls = {r.case.name: _playlist_url(r, origin_url, nginx) for r in records}
@@ -100,6 +102,10 @@ async def record_all(cases: tuple[Case, ...], root: Path) -> list[CaseRecord]:
             finally:
                 await daemon.stop()
     finally:
+        # Encoders first, so a restart case cannot start its second run after close().
+        for task in encoders:
+            task.cancel()
+        await asyncio.gather(*encoders, return_exceptions=True)
         await processes.close()
     return records
 
@@ -248,8 +254,10 @@ async def _all_ended(daemon: Daemon, records: list[CaseRecord], timeout_s: float
         await _until(daemon, name, lambda n=name: ended(n), timeout_s)
 
 
-async def _until(daemon: Daemon, stream: str, predicate: object, timeout_s: float) -> None:
-    assert callable(predicate)
+async def _until(
+    daemon: Daemon, stream: str, predicate: Callable[[], bool], timeout_s: float
+) -> None:
+    """Wait on the store's change notices for one stream until predicate() holds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while not predicate():
