@@ -93,17 +93,18 @@ def open_run(
     paths: Sequence[Path], init_path: Path | None, *, decode: bool = False
 ) -> InputContainer:
     """Open the run for demuxing; without `decode` no frame is decoded just to open it
-    (packets are copied, never decoded, so their decoders need not be set up)."""
+    (packets are copied, never decoded, so their decoders need not be set up).
+
+    libavformat's own concat protocol reads the files: about twice as fast as reading
+    them through Python. A path it cannot name ('|' separates its parts) is read
+    through RunReader instead.
+    """
     files = [init_path, *paths] if init_path is not None else list(paths)
-    reader = RunReader(files)
-    head = bytearray(1)
-    reader.readinto(head)
-    reader.seek(0)
-    fmt = "mpegts" if init_path is None and head[:1] == bytes([TS_SYNC]) else None
-    return av.open(
-        reader,
-        mode="r",
-        format=fmt,
-        options=None if decode else NO_DECODE,
-        buffer_size=_BUFFER,
-    )
+    with open(files[0], "rb") as first:
+        head = first.read(1)
+    fmt = "mpegts" if init_path is None and head == bytes([TS_SYNC]) else None
+    options = None if decode else NO_DECODE
+    names = [str(path.resolve()) for path in files]
+    if not any("|" in name for name in names):
+        return av.open("concat:" + "|".join(names), mode="r", format=fmt, options=options)
+    return av.open(RunReader(files), mode="r", format=fmt, options=options, buffer_size=_BUFFER)

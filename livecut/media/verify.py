@@ -15,7 +15,7 @@ other than what the clip reports:
 from __future__ import annotations
 
 import io
-import mmap
+import os
 import statistics
 import struct
 from collections.abc import Iterator
@@ -207,16 +207,12 @@ def _check_audio(trak: _Trak, movie_scale: int, span_s: tuple[float, float]) -> 
 def _check_frame_numbers(fh: BinaryIO, trak: _Trak, sync: set[int] | None) -> None:
     """H.264: frame_num is PrevRefFrameNum or PrevRefFrameNum + 1 (mod MaxFrameNum)."""
     config = _AvcConfig.parse(trak.config)
-    with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        _check_frame_numbers_in(data, trak, sync, config)
-
-
-def _check_frame_numbers_in(
-    fh: mmap.mmap, trak: _Trak, sync: set[int] | None, config: _AvcConfig
-) -> None:
+    # Small positioned reads, not a memory map: mapping a long export would count its
+    # whole file in the daemon's resident memory.
+    reader = _Reader(fh.fileno())
     previous: int | None = None
     for number, (at, size) in enumerate(trak.positions(), start=1):
-        header = _first_slice(fh, at, size, config)
+        header = _first_slice(reader, at, size, config)
         if header is None:
             raise VerifyError("references", f"video sample {number} holds no H.264 slice")
         frame_num, is_reference, idr, bits = header
@@ -279,20 +275,38 @@ class _AvcConfig:
             return
 
 
+class _Reader:
+    """pread in 1 KiB blocks, remembering the last: a sample's NAL headers are near its
+    start, so one read usually serves all of them."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._at = -1
+        self._block = b""
+
+    def read(self, at: int, count: int) -> bytes:
+        if not (self._at <= at and at + count <= self._at + len(self._block)):
+            self._at, self._block = at, os.pread(self._fd, max(count, 1024), at)
+        return self._block[at - self._at : at - self._at + count]
+
+
 def _first_slice(
-    data: mmap.mmap, at: int, size: int, config: _AvcConfig
+    data: _Reader, at: int, size: int, config: _AvcConfig
 ) -> tuple[int, bool, bool, int] | None:
     """(frame_num, is a reference, is an IDR, bits of frame_num) of a sample's first slice."""
-    end = min(at + size, len(data))
+    end = at + size
     n = config.length_size
     while at + n < end:
-        length = int.from_bytes(data[at : at + n], "big")
+        head = data.read(at, n + 1)
+        if len(head) < n + 1:
+            return None
+        length = int.from_bytes(head[:n], "big")
         body_at = at + n
-        kind = data[body_at] & 0x1F
+        kind = head[n] & 0x1F
         if kind in (NAL_SPS, NAL_PPS):
-            config.learn(data[body_at : body_at + min(length, 256)])
+            config.learn(data.read(body_at, min(length, 256)))
         elif kind in (NAL_SLICE, NAL_IDR):
-            unit = data[body_at : body_at + min(length, 48)]
+            unit = data.read(body_at, min(length, 48))
             reader = _Bits(_unescape(unit[1:]))
             reader.ue()  # first_mb_in_slice
             reader.ue()  # slice_type
