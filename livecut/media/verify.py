@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import io
 import os
-import statistics
 import struct
+import sys
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,24 +43,32 @@ class VerifyError(ValueError):
 
 @dataclass(kw_only=True, slots=True)
 class _Trak:
+    """A track's sample tables, kept compact (arrays, run lengths): a two-hour export
+    has half a million samples."""
+
     handler: bytes = b""
     timescale: int = 0
     codec: bytes = b""
     config: bytes = b""  # avcC / hvcC body
-    deltas: list[int] = field(default_factory=list)  # per sample (stts, expanded)
-    offsets: list[int] = field(default_factory=list)  # composition offsets (ctts)
-    sync: list[int] | None = None  # 1-based sample numbers (None: every sample)
-    sizes: list[int] = field(default_factory=list)
-    chunk_offsets: list[int] = field(default_factory=list)
+    deltas: tuple[array[int], array[int]] = field(default_factory=lambda: _runs())  # stts
+    offsets: tuple[array[int], array[int]] = field(default_factory=lambda: _runs())  # ctts
+    sync: array[int] | None = None  # 1-based sample numbers (None: every sample)
+    sizes: array[int] = field(default_factory=lambda: array("I"))
+    chunk_offsets: array[int] = field(default_factory=lambda: array("Q"))
     chunk_runs: list[tuple[int, int]] = field(default_factory=list)  # (first chunk, samples)
     edits: list[tuple[int, int]] = field(default_factory=list)  # (duration, media_time)
 
-    def dts(self) -> list[int]:
-        times, at = [], 0
-        for delta in self.deltas:
-            times.append(at)
+    def duration(self) -> int:
+        counts, values = self.deltas
+        return sum(c * v for c, v in zip(counts, values, strict=True))
+
+    def compositions(self) -> Iterator[int]:
+        """Each sample's composition time (decode time plus its offset), in decode order."""
+        at = 0
+        offsets = _expand(*self.offsets) if self.offsets[0] else None
+        for delta in _expand(*self.deltas):
+            yield at + (next(offsets, 0) if offsets is not None else 0)
             at += delta
-        return times
 
     def delay_s(self, movie_scale: int) -> float:
         """Empty edits before the media: the track starts this late."""
@@ -69,7 +78,7 @@ class _Trak:
         """The media time span (in the track's timescale) the edit list presents."""
         media = [(d, t) for d, t in self.edits if t != -1]
         if not media:
-            return 0.0, float(sum(self.deltas))
+            return 0.0, float(self.duration())
         duration, start = media[0]
         return float(start), start + duration * self.timescale / movie_scale
 
@@ -85,6 +94,25 @@ class _Trak:
                 yield at, self.sizes[sample]
                 at += self.sizes[sample]
                 sample += 1
+
+
+def _runs() -> tuple[array[int], array[int]]:
+    return array("I"), array("q")
+
+
+def _expand(counts: array[int], values: array[int]) -> Iterator[int]:
+    for count, value in zip(counts, values, strict=True):
+        for _ in range(count):
+            yield value
+
+
+def _table(body: bytes, at: int, count: int, code: str) -> array[int]:
+    """`count` big-endian integers of type `code` from body[at:]."""
+    values = array(code)
+    values.frombytes(body[at : at + count * values.itemsize])
+    if sys.byteorder == "little":
+        values.byteswap()
+    return values
 
 
 def verify_mp4(
@@ -155,7 +183,12 @@ def _check_video(fh: BinaryIO, trak: _Trak, movie_scale: int, reported: int | No
         raise VerifyError("structure", "the video track holds no samples")
     if trak.sync is not None and (not trak.sync or trak.sync[0] != 1):
         raise VerifyError("sync_start", "the first video sample is not a sync sample")
-    if any(d <= 0 for d in trak.deltas[:-1]):
+    counts, values = trak.deltas
+    # The last sample's delta only says how long it lasts; every other must be > 0.
+    if any(
+        v <= 0 and (i + 1 < len(counts) or c > 1)
+        for i, (c, v) in enumerate(zip(counts, values, strict=True))
+    ):
         raise VerifyError("decode_order", "video decode times do not strictly rise")
     sync = set(trak.sync) if trak.sync is not None else None
     if trak.codec in (b"avc1", b"avc3"):
@@ -164,8 +197,7 @@ def _check_video(fh: BinaryIO, trak: _Trak, movie_scale: int, reported: int | No
         _check_decode_steps(trak, sync)
     if reported is not None:
         begin, end = trak.window(movie_scale)
-        offsets = trak.offsets or [0] * count
-        shown = sum(1 for t, o in zip(trak.dts(), offsets, strict=False) if begin <= t + o < end)
+        shown = sum(1 for t in trak.compositions() if begin <= t < end)
         if shown != reported:
             raise VerifyError(
                 "frame_count",
@@ -174,17 +206,30 @@ def _check_video(fh: BinaryIO, trak: _Trak, movie_scale: int, reported: int | No
 
 
 def _check_decode_steps(trak: _Trak, sync: set[int] | None) -> None:
-    steps = trak.deltas[:-1]
-    if len(steps) < 3:
+    counts, values = trak.deltas
+    total = sum(counts) - 1  # steps between samples: the last delta is no step
+    if total < 3 or sync is None:
         return
-    usual = statistics.median(steps)
-    for number, step in enumerate(steps, start=2):
-        if step > 1.9 * usual and sync is not None and number not in sync:
-            raise VerifyError(
-                "references",
-                f"video sample {number} decodes {step / usual:.1f} frames after the one "
-                "before it and is not a sync sample: a frame it may reference is missing",
-            )
+    # The median step, from the run-length table.
+    ordered = sorted(zip(values, counts, strict=True))
+    seen, usual = 0, ordered[-1][0]
+    for value, count in ordered:
+        seen += count
+        if seen * 2 >= total:
+            usual = value
+            break
+    number = 1
+    for value, count in zip(values, counts, strict=True):
+        for _ in range(count):
+            number += 1
+            if number > total + 1:
+                return
+            if value > 1.9 * usual and number not in sync:
+                raise VerifyError(
+                    "references",
+                    f"video sample {number} decodes {value / usual:.1f} frames after the one "
+                    "before it and is not a sync sample: a frame it may reference is missing",
+                )
 
 
 def _check_audio(trak: _Trak, movie_scale: int, span_s: tuple[float, float]) -> None:
@@ -194,8 +239,8 @@ def _check_audio(trak: _Trak, movie_scale: int, span_s: tuple[float, float]) -> 
         raise VerifyError("audio", "the audio track holds no samples")
     begin, _ = trak.window(movie_scale)
     delay = trak.delay_s(movie_scale)
-    slack = (max(trak.deltas) if trak.deltas else 0) / trak.timescale + 0.001
-    end = delay + (sum(trak.deltas) - begin) / trak.timescale
+    slack = max(trak.deltas[1], default=0) / trak.timescale + 0.001
+    end = delay + (trak.duration() - begin) / trak.timescale
     if delay > span_s[0] + slack or end < span_s[1] - slack:
         raise VerifyError(
             "audio",
@@ -444,26 +489,21 @@ def _read_table(trak: _Trak, kind: bytes, body: bytes) -> None:
                     trak.config = entry[child_body:child_end]
     elif kind == b"stts":
         (count,) = struct.unpack_from(">I", body, 4)
-        for i in range(count):
-            n, delta = struct.unpack_from(">II", body, 8 + 8 * i)
-            trak.deltas += [delta] * n
+        pairs = _table(body, 8, 2 * count, "I")
+        trak.deltas = (pairs[0::2], array("q", pairs[1::2]))
     elif kind == b"ctts":
-        signed = body[0] == 1
         (count,) = struct.unpack_from(">I", body, 4)
-        for i in range(count):
-            n, offset = struct.unpack_from(">Ii" if signed else ">II", body, 8 + 8 * i)
-            trak.offsets += [offset] * n
+        pairs = _table(body, 8, 2 * count, "i" if body[0] == 1 else "I")
+        trak.offsets = (array("I", pairs[0::2]), array("q", pairs[1::2]))
     elif kind == b"stss":
         (count,) = struct.unpack_from(">I", body, 4)
-        trak.sync = list(struct.unpack_from(f">{count}I", body, 8))
+        trak.sync = _table(body, 8, count, "I")
     elif kind == b"stsz":
         fixed, count = struct.unpack_from(">II", body, 4)
-        trak.sizes = [fixed] * count if fixed else list(struct.unpack_from(f">{count}I", body, 12))
+        trak.sizes = array("I", [fixed]) * count if fixed else _table(body, 12, count, "I")
     elif kind in (b"stco", b"co64"):
         (count,) = struct.unpack_from(">I", body, 4)
-        trak.chunk_offsets = list(
-            struct.unpack_from(f">{count}{'Q' if kind == b'co64' else 'I'}", body, 8)
-        )
+        trak.chunk_offsets = array("Q", _table(body, 8, count, "Q" if kind == b"co64" else "I"))
     elif kind == b"stsc":
         (count,) = struct.unpack_from(">I", body, 4)
         trak.chunk_runs = [struct.unpack_from(">II", body, 8 + 12 * i) for i in range(count)]
