@@ -16,6 +16,7 @@ so the reference frames that B-frames before the end need are decoded but not sh
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import struct
@@ -52,14 +53,26 @@ class _Node:
     def find(self, kind: bytes) -> _Node | None:
         return next((c for c in self.children or () if c.kind == kind), None)
 
-    def encode(self) -> bytes:
-        if self.children is None:
-            payload = self.body
+    def size(self) -> int:
+        payload = len(self.body) + sum(c.size() for c in self.children or ())
+        return payload + (16 if payload + 8 >= 1 << 32 else 8)
+
+    def write(self, fh: BinaryIO) -> None:
+        """Write the box out, children in place: no copy of the whole box is ever built
+        (a long export's tables run to megabytes)."""
+        size = self.size()
+        if size > 0xFFFFFFFF:
+            fh.write(struct.pack(">I4sQ", 1, self.kind, size))
         else:
-            payload = self.body + b"".join(c.encode() for c in self.children)
-        if len(payload) + 8 >= 1 << 32:
-            return struct.pack(">I4sQ", 1, self.kind, len(payload) + 16) + payload
-        return struct.pack(">I4s", len(payload) + 8, self.kind) + payload
+            fh.write(struct.pack(">I4s", size, self.kind))
+        fh.write(self.body)
+        for child in self.children or ():
+            child.write(fh)
+
+    def encode(self) -> bytes:
+        out = io.BytesIO()
+        self.write(out)
+        return out.getvalue()
 
 
 class _Runs:
@@ -156,12 +169,15 @@ def finish_mp4(
         head_bytes = b"".join(_read(src, b[1] - 8, b[2]) for b in top if b[0] == b"ftyp")
         new_moov = _progressive_moov(moov, tracks, durations_s)
         first_fragment = next((b[1] - 8 for b in top if b[0] == b"moof"), size)
-        wide = size >= 1 << 32
-        _place_chunks(new_moov, tracks, lambda at: at, wide=wide)
-        header = head_bytes + new_moov.encode()
-        room = first_fragment - len(header)
+        _place_chunks(new_moov, tracks, lambda at: at, wide=size >= 1 << 32)
+        room = first_fragment - len(head_bytes) - new_moov.size()
         if room == 0 or 8 <= room < 1 << 32:
-            return _finish_in_place(src, source, target, header, room, top, check)
+            src.seek(0)
+            src.write(head_bytes)
+            new_moov.write(src)
+            # The tables are written: let them go before the check reads the file.
+            del moov, tracks, new_moov
+            return _finish_in_place(src, source, target, room, top, check)
     return _finish_by_copy(source, target, head_bytes, new_moov, tracks, payloads, check)
 
 
@@ -169,13 +185,11 @@ def _finish_in_place(
     src: BinaryIO,
     source: Path,
     target: Path,
-    header: bytes,
     room: int,
     top: list[tuple[bytes, int, int]],
     check: Callable[[Path], None],
 ) -> Finished:
-    src.seek(0)
-    src.write(header)
+    """The new header is written at the start of `src`: cover the rest of the room."""
     if room:
         src.write(struct.pack(">I4s", room, b"free"))
     for kind, body, _ in top:

@@ -106,7 +106,7 @@ def _expand(counts: array[int], values: array[int]) -> Iterator[int]:
             yield value
 
 
-def _table(body: bytes, at: int, count: int, code: str) -> array[int]:
+def _table(body: memoryview, at: int, count: int, code: str) -> array[int]:
     """`count` big-endian integers of type `code` from body[at:]."""
     values = array(code)
     values.frombytes(body[at : at + count * values.itemsize])
@@ -447,39 +447,55 @@ def _boxes(fh: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int
 
 def _read_moov(fh: BinaryIO, start: int, end: int) -> tuple[int, list[_Trak]]:
     fh.seek(start)
-    moov = io.BytesIO(fh.read(end - start))
+    moov = memoryview(fh.read(end - start))  # tables are read from it without copies
     movie_scale = 1000
     traks: list[_Trak] = []
 
-    def walk(view: BinaryIO, begin: int, finish: int, trak: _Trak | None) -> None:
+    def walk(begin: int, finish: int, trak: _Trak | None) -> None:
         nonlocal movie_scale
-        for kind, body, box_end in _boxes(view, begin, finish):
-            view.seek(body)
+        for kind, body, box_end in _boxes_in(moov, begin, finish):
             if kind == b"trak":
                 traks.append(_Trak())
-                walk(view, body, box_end, traks[-1])
+                walk(body, box_end, traks[-1])
             elif kind in _CONTAINERS:
-                walk(view, body, box_end, trak)
+                walk(body, box_end, trak)
             elif kind == b"mvhd":
-                movie_scale = _timescale(view.read(box_end - body))
+                movie_scale = _timescale(moov[body:box_end])
             elif trak is not None:
-                _read_table(trak, kind, view.read(box_end - body))
+                _read_table(trak, kind, moov[body:box_end])
 
-    walk(moov, 0, end - start, None)
+    walk(0, end - start, None)
     return movie_scale, traks
 
 
-def _timescale(body: bytes) -> int:
+def _boxes_in(data: memoryview, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """_boxes over bytes in memory."""
+    at = start
+    while at + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, at)
+        body = at + 8
+        if size == 1:
+            (size,) = struct.unpack_from(">Q", data, at + 8)
+            body += 8
+        elif size == 0:
+            size = end - at
+        if size < 8 or at + size > end:
+            raise VerifyError("structure", f"box {kind!r} at {at} runs past its parent")
+        yield kind, body, at + size
+        at += size
+
+
+def _timescale(body: bytes | memoryview) -> int:
     return struct.unpack_from(">I", body, 20 if body[0] == 1 else 12)[0]  # type: ignore[no-any-return]
 
 
-def _read_table(trak: _Trak, kind: bytes, body: bytes) -> None:
+def _read_table(trak: _Trak, kind: bytes, body: memoryview) -> None:
     if kind == b"hdlr":
-        trak.handler = body[8:12]
+        trak.handler = bytes(body[8:12])
     elif kind == b"mdhd":
         trak.timescale = _timescale(body)
     elif kind == b"stsd":
-        entry = body[8:]
+        entry = bytes(body[8:])
         trak.codec = entry[4:8]
         if trak.codec in (b"avc1", b"avc3", b"hvc1", b"hev1"):
             # VisualSampleEntry: 8 + 70 bytes of fields, then its boxes (avcC, hvcC, ...).
