@@ -20,6 +20,7 @@ import io
 import math
 import os
 import struct
+import sys
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -99,7 +100,7 @@ class _Runs:
         for count, value in zip(self.counts, self.values, strict=True):
             pairs.append(count)
             pairs.append(value)
-        return struct.pack(">II", (1 << 24) if signed else 0, len(self.counts)) + _be(pairs)
+        return _be(struct.pack(">II", (1 << 24) if signed else 0, len(self.counts)), pairs)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -518,9 +519,9 @@ def _progressive_stbl(stbl: _Node, samples: _Samples) -> _Node:
         negative = min(samples.offsets.values) < 0
         tables.append(_Node(b"ctts", samples.offsets.encode(signed=negative)))
     if len(samples.sync) < count:
-        tables.append(_Node(b"stss", struct.pack(">II", 0, len(samples.sync)) + _be(samples.sync)))
+        tables.append(_Node(b"stss", _be(struct.pack(">II", 0, len(samples.sync)), samples.sync)))
     tables.append(_Node(b"stsc", b""))  # filled by _place_chunks
-    tables.append(_Node(b"stsz", struct.pack(">III", 0, 0, count) + _be(samples.sizes)))
+    tables.append(_Node(b"stsz", _be(struct.pack(">III", 0, 0, count), samples.sizes)))
     tables.append(_Node(b"stco", b""))
     return _Node(b"stbl", b"", kept + tables)
 
@@ -548,7 +549,7 @@ def _place_chunks(
         stsc = struct.pack(">II", 0, len(runs)) + b"".join(
             struct.pack(">III", first, count, 1) for first, count in runs
         )
-        stco = struct.pack(">II", 0, len(offsets)) + _be(offsets)
+        stco = _be(struct.pack(">II", 0, len(offsets)), offsets)
         for i, child in enumerate(stbl.children):
             if child.kind == b"stsc":
                 stbl.children[i] = _Node(b"stsc", stsc)
@@ -586,13 +587,14 @@ def _elst(delay: int, duration: int, media_time: int) -> bytes:
     )
 
 
-def _be(values: array[int]) -> bytes:
+def _be(head: bytes, values: array[int]) -> bytes:
+    """A table box's body: `head`, then the values big-endian (one copy of them)."""
     copy = array(values.typecode, values)
     if copy.itemsize not in (4, 8):
         raise Mp4EditError("unexpected table width")
-    if struct.pack("=I", 1) != struct.pack(">I", 1):
+    if sys.byteorder == "little":
         copy.byteswap()
-    return copy.tobytes()
+    return b"".join((head, copy))
 
 
 def _find_path(node: _Node, kinds: Sequence[bytes]) -> _Node | None:

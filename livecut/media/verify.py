@@ -516,8 +516,13 @@ def _read_table(trak: _Trak, kind: bytes, body: memoryview) -> None:
         trak.sync = _table(body, 8, count, "I")
     elif kind == b"stsz":
         fixed, count = struct.unpack_from(">II", body, 4)
-        trak.sizes = array("I", [fixed]) * count if fixed else _table(body, 12, count, "I")
-    elif kind in (b"stco", b"co64"):
+        if trak.handler != b"vide":  # only video samples are read: audio needs a count
+            trak.sizes = array("I", [0] if count else [])
+        elif fixed:
+            trak.sizes = array("I", [fixed]) * count
+        else:
+            trak.sizes = _table(body, 12, count, "I")
+    elif kind in (b"stco", b"co64") and trak.handler == b"vide":
         (count,) = struct.unpack_from(">I", body, 4)
         trak.chunk_offsets = array("Q", _table(body, 8, count, "Q" if kind == b"co64" else "I"))
     elif kind == b"stsc":
