@@ -64,11 +64,13 @@ class LiveShots:
         state = _Follow()
         while True:
             sessions = self.store.index.sessions(stream_id, limit=1)
-            if sessions:
-                await self._catch_up(stream_id, sessions[0].id, state)
+            # A notice that came while we decoded is gone: look again before waiting.
+            while sessions and await self._catch_up(stream_id, sessions[0].id, state):
+                sessions = self.store.index.sessions(stream_id, limit=1)
             await self.store.edges.wait(stream_id, POLL_S)
 
-    async def _catch_up(self, stream_id: str, session_id: str, state: _Follow) -> None:
+    async def _catch_up(self, stream_id: str, session_id: str, state: _Follow) -> bool:
+        """Detect on every segment indexed since the last call; False when there was none."""
         if state.session_id != session_id:
             state.session_id, state.last, state.detector = session_id, None, None
             state.seen.clear()
@@ -76,10 +78,12 @@ class LiveShots:
         segments = self.store.index.stream_segments(
             stream_id, after + 1, 2**62, session_id=session_id
         )
+        worked = False
         for segment in segments:
             if segment.id in state.seen or not segment.has_video:
                 continue
             state.seen.add(segment.id)
+            worked = True
             try:
                 cuts = await asyncio.to_thread(self._detect, state, segment)
             except (OSError, ValueError) as exc:
@@ -91,6 +95,7 @@ class LiveShots:
                 [_row(stream_id, session_id, state.origin_ms, c, found_ms) for c in cuts]
             )
             state.last = segment
+        return worked
 
     def _detect(self, state: _Follow, segment: SegmentRow) -> list[Cut]:
         """Runs in a worker thread: decoding and detection hold no event-loop state."""

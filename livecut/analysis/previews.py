@@ -27,19 +27,48 @@ def preview_times(start_s: float, end_s: float) -> list[float]:
 
 
 def animated_webp(pictures: Sequence[npt.NDArray[np.uint8]], *, quality: int = 60) -> bytes:
-    """An animated WebP of RGB pictures (Pillow writes it; FFmpeg cannot read one back)."""
+    """An animated WebP with exactly one frame per RGB picture.
+
+    libwebp's animation encoder folds a frame identical to the one before into a longer
+    display of it, so a static shot's preview would decode to fewer frames than the rule
+    gives; each picture is therefore encoded as a still (Pillow) and wrapped in its own
+    ANMF chunk here, as the WebP container specification lays them out.
+    """
     if not pictures:
         raise ValueError("pictures must not be empty")
-    images = [Image.fromarray(p, "RGB") for p in pictures]
-    buffer = io.BytesIO()
-    images[0].save(
-        buffer,
-        format="WEBP",
-        save_all=True,
-        append_images=images[1:],
-        duration=PREVIEW_FRAME_MS,
-        loop=0,
-        quality=quality,
-        method=4,
+    height, width = pictures[0].shape[:2]
+    frames = b"".join(
+        _chunk(
+            b"ANMF",
+            _u24(0)
+            + _u24(0)
+            + _u24(width - 1)
+            + _u24(height - 1)
+            + _u24(PREVIEW_FRAME_MS)
+            # Flags: no blending, no disposal; each frame covers the whole canvas.
+            + bytes([0b10])
+            + _still(picture, quality),
+        )
+        for picture in pictures
     )
-    return buffer.getvalue()
+    header = _chunk(b"VP8X", bytes([0b10, 0, 0, 0]) + _u24(width - 1) + _u24(height - 1))
+    anim = _chunk(b"ANIM", bytes([0, 0, 0, 0]) + (0).to_bytes(2, "little"))  # loop forever
+    body = b"WEBP" + header + anim + frames
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+def _still(picture: npt.NDArray[np.uint8], quality: int) -> bytes:
+    """The image chunk(s) of a still lossy WebP of the picture (what follows its header)."""
+    buffer = io.BytesIO()
+    Image.fromarray(picture, "RGB").save(buffer, format="WEBP", quality=quality, method=4)
+    data = buffer.getvalue()
+    return data[12:]  # past "RIFF", the size and "WEBP": an opaque RGB still is one VP8 chunk
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    pad = b"\0" if len(payload) % 2 else b""
+    return kind + len(payload).to_bytes(4, "little") + payload + pad
+
+
+def _u24(value: int) -> bytes:
+    return value.to_bytes(3, "little")
