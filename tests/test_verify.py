@@ -5,12 +5,16 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import aiohttp
 import av
 import pytest
 
+from livecut import metrics
 from livecut.media.concat import open_run
 from livecut.media.synth import write_hls_fixture
 from livecut.media.verify import VerifyError, verify_by_decoding, verify_mp4
+from tests.harness import recorded_vod
+from tests.test_clips import PDT0, clip_of
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +142,49 @@ def test_hevc_missing_frames_are_found_by_their_decode_steps(tmp_path: Path) -> 
     with pytest.raises(VerifyError) as caught:
         verify_mp4(bad, video_frames=None, length_s=2.0)
     assert caught.value.check == "references"
+
+
+async def test_a_clip_whose_media_does_not_decode_fails_when_asked_to_decode(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """verify: "decode" end to end: damaged slice data in a stored segment (the structure
+    intact) fails the clip by name, counts it, and leaves no file; a clean clip passes."""
+    async with recorded_vod(data_dir, tmp_path / "vod") as daemon:
+        clean = await clip_of(
+            daemon, {"start_ms": PDT0 + 500, "end_ms": PDT0 + 3500, "verify": "decode"}
+        )
+        assert clean.state == "ready"
+        segment = daemon.store.index.stream_segments("cam", PDT0 + 2100, PDT0 + 2200)[0]
+        path = daemon.store.path(segment.path)
+        data = bytearray(path.read_bytes())
+        # Overwrite the tail of TS packets that continue a frame (no payload start), in
+        # the middle of the segment: headers, PES and slice headers stay whole, so the
+        # structure is sound and every frame is found, but the picture data is not.
+        for packet_at in range(len(data) // 3 // 188 * 188, 2 * len(data) // 3, 188):
+            if not data[packet_at + 1] & 0x40:
+                data[packet_at + 88 : packet_at + 188] = bytes(range(100))
+        path.write_bytes(bytes(data))
+        before = metrics.REGISTRY.get_sample_value(
+            "livecut_clip_checks_failed_total", {"check": "decode"}
+        )
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{daemon.base_url}/v1/clips",
+                json={
+                    "stream": "cam",
+                    "start_ms": PDT0 + 2500,
+                    "end_ms": PDT0 + 3900,
+                    "verify": "decode",
+                },
+            ) as response,
+        ):
+            created = await response.json()
+        broken = await daemon.jobs.wait_finished(created["id"], timeout_s=60)
+        assert broken is not None and broken.state == "failed"
+        assert broken.error is not None and "(decode)" in broken.error
+        after = metrics.REGISTRY.get_sample_value(
+            "livecut_clip_checks_failed_total", {"check": "decode"}
+        )
+        assert (after or 0) == (before or 0) + 1
+        assert not (daemon.store.clip_dir(broken.id) / "clip.mp4").exists()

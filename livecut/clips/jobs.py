@@ -240,7 +240,8 @@ class ClipJobs:
         )
         if session is None or session.state != "live":
             return False
-        return (session.live_edge_ms or 0) < clip.end_ms
+        edge = session.tracks_edge_ms or session.live_edge_ms or 0
+        return edge < clip.end_ms
 
     async def _wait_for_edge(self, clip: ClipRow) -> None:
         deadline_ms = max(clip.end_ms, clip.created_ms) + self.config.max_wait_s * 1000
@@ -419,6 +420,11 @@ class ClipJobs:
                 tracks=tracks,
                 reencoded_frames=presented.reencoded_frames,
             )
+            short = _audio_shortfall(presented)
+            if short:
+                notes = body["notes"]
+                assert isinstance(notes, list)
+                notes.append(short)
             if len(outputs) > 1:
                 body["pieces"] = [
                     {
@@ -550,6 +556,25 @@ def remux_run(run: PlannedRun, path_of: Callable[[str], Path]) -> RemuxRun:
         from_s=run.from_s,
         to_s=run.to_s,
         wall_ms=run.wall_ms,
+    )
+
+
+def _audio_shortfall(presented: Presented) -> str | None:
+    """A note when the recording holds less audio than video over the clip (more than an
+    audio frame at either end): at a live edge whose audio is not in yet, or the end of
+    a session whose encoder stopped its audio first."""
+    audio = next((t for t in presented.tracks if t.kind == "audio"), None)
+    if audio is None or audio.first_ms is None or audio.end_ms is None:
+        return None
+    frame_ms = 1024_000 / (audio.sample_rate or 48_000) + 1
+    late = audio.first_ms - presented.start_ms
+    early = presented.end_ms - audio.end_ms
+    if late <= frame_ms and early <= frame_ms:
+        return None
+    return (
+        f"the recording has audio for {round(audio.first_ms - presented.start_ms)} ms to "
+        f"{round(audio.end_ms - presented.start_ms)} ms of the clip's "
+        f"{round(presented.end_ms - presented.start_ms)} ms"
     )
 
 

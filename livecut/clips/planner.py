@@ -11,7 +11,7 @@ run's media time through the PDT of the segment that holds it (media/clock.py sa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -109,7 +109,7 @@ def plan_clip(segments: Sequence[SegmentRow], start_ms: int, end_ms: int) -> Cli
             previous = planned[-1]
             if previous.end_ms < begin - JOIN_TOLERANCE_MS:
                 holes.append((previous.end_ms, begin))
-            change = _change(previous.segments[-1], run[0])
+            change = _change(previous.segments, run[0], _params(run))
         whole = PlannedRun(
             segments=kept,
             refs_s=_unwrapped_refs(kept),
@@ -157,7 +157,7 @@ def group_runs(segments: Sequence[SegmentRow]) -> list[list[SegmentRow]]:
     """Segments grouped into continuous runs, ordered by their first segment's start."""
     runs: list[list[SegmentRow]] = []
     for segment in sorted(segments, key=lambda s: (s.start_ms, s.id)):
-        home = next((r for r in reversed(runs) if _continues(r[-1], segment)), None)
+        home = next((r for r in reversed(runs) if _continues(r, segment)), None)
         if home is None:
             runs.append([segment])
         else:
@@ -165,16 +165,20 @@ def group_runs(segments: Sequence[SegmentRow]) -> list[list[SegmentRow]]:
     return sorted(runs, key=lambda r: (r[0].start_ms, r[0].id))
 
 
-def _continues(prev: SegmentRow, segment: SegmentRow) -> bool:
-    if _change(prev, segment) != "start":
+def _continues(run: Sequence[SegmentRow], segment: SegmentRow) -> bool:
+    prev = run[-1]
+    if _change(run, segment, segment.params) != "start":
         return False
     duration_s = (prev.end_ms - prev.start_ms) / 1000
     return continues(prev.ref_pts_s, duration_s, segment.ref_pts_s, wraps=_wraps(segment))
 
 
-def _change(prev: SegmentRow, segment: SegmentRow) -> Change:
-    """Why `segment` cannot follow `prev` in one run ("start" when it can, media permitting)."""
-    if prev.params != segment.params:
+def _change(before: Sequence[SegmentRow], segment: SegmentRow, params: str) -> Change:
+    """Why `segment` (whose run's codec parameters are `params`) cannot follow the
+    segments `before` in one run: "start" when it can, media time permitting."""
+    prev = before[-1]
+    known = _params(reversed(before))
+    if known and params and known != params:
         return "parameters"
     if (
         prev.rendition_id != segment.rendition_id
@@ -185,6 +189,11 @@ def _change(prev: SegmentRow, segment: SegmentRow) -> Change:
     if segment.seq != prev.seq + 1:
         return "hole"
     return "start"
+
+
+def _params(segments: Iterable[SegmentRow]) -> str:
+    """The first known codec parameters ("" where a segment's could not be read)."""
+    return next((s.params for s in segments if s.params), "")
 
 
 def _wraps(segment: SegmentRow) -> bool:

@@ -420,6 +420,12 @@ class RenditionWorker:
             duration_ms = new.segment.duration_ms
         now = self.keeper.now_ms()
         size = len(media.body)
+        # Where every track is recorded to: encoders that lead segments with audio hold
+        # the audio for a segment's last moments in the next one, and a clip that waits
+        # for the live edge must find them there.
+        edge_ms = start_ms + duration_ms
+        if probe is not None and probe.has_video and probe.audio_end_s is not None:
+            edge_ms = min(edge_ms, start_ms + round(probe.audio_end_s * 1000))
         self.keeper.store.index.add_segment(
             rendition_id=row.id,
             seq=new.segment.seq,
@@ -437,6 +443,7 @@ class RenditionWorker:
             has_audio=probe is not None and probe.has_audio,
             indexed_ms=now,
             params="" if probe is None else probe.params,
+            edge_ms=edge_ms,
         )
         self.keeper.committed(
             self.target.name,

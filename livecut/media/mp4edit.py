@@ -457,14 +457,15 @@ def _progressive_trak(
     assert tkhd is not None
     samples = tracks[_track_id(tkhd.body)]
     media_duration = samples.deltas.total()
-    media_time = _media_time(trak)
+    delay, media_time = _muxer_edit(trak)
     end = max(samples.presented_to, media_duration)
-    available = max(0, end - media_time) * movie_scale // max(1, samples.timescale)
+    available = delay + max(0, end - media_time) * movie_scale // max(1, samples.timescale)
     presented = available
     if wanted_s is not None:
         # Down, never up: rounding up would show a sliver of the next frame.
         presented = min(available, math.floor(wanted_s * movie_scale + 1e-9))
-    edts = _Node(b"edts", b"", [_Node(b"elst", _elst(presented, media_time))])
+    edits = _elst(delay, max(0, presented - delay), media_time)
+    edts = _Node(b"edts", b"", [_Node(b"elst", edits)])
     children: list[_Node] = []
     for child in trak.children or ():
         if child.kind == b"edts":
@@ -541,25 +542,34 @@ def _place_chunks(
                 stbl.children[i] = _Node(b"co64" if wide else b"stco", stco)
 
 
-def _media_time(trak: _Node) -> int:
-    """Where the muxer's own edit starts presenting (the pre-roll it hides), or 0."""
+def _muxer_edit(trak: _Node) -> tuple[int, int]:
+    """The muxer's own edit: (empty time before the track starts, in the movie's
+    timescale, e.g. audio that begins a little after the first frame; the media time
+    where presenting starts, e.g. past the pre-roll it hides)."""
     elst = _find_path(trak, (b"edts", b"elst"))
     if elst is None:
-        return 0
+        return 0, 0
     wide = elst.body[0] == 1
     (count,) = struct.unpack_from(">I", elst.body, 4)
     size = 20 if wide else 12
+    delay = 0
     for n in range(count):
-        _, media_time = struct.unpack_from(">Qq" if wide else ">Ii", elst.body, 8 + n * size)
-        if media_time != -1:
-            return int(media_time)
-    return 0
+        duration, media_time = struct.unpack_from(">Qq" if wide else ">Ii", elst.body, 8 + n * size)
+        if media_time == -1:
+            delay += duration
+        else:
+            return delay, int(media_time)
+    return delay, 0
 
 
-def _elst(duration: int, media_time: int) -> bytes:
-    if duration >= 1 << 32 or media_time >= 1 << 31:
-        return struct.pack(">II", 1 << 24, 1) + struct.pack(">QqHH", duration, media_time, 1, 0)
-    return struct.pack(">II", 0, 1) + struct.pack(">IiHH", duration, media_time, 1, 0)
+def _elst(delay: int, duration: int, media_time: int) -> bytes:
+    """An edit list: `delay` of nothing (if any), then `duration` of media from media_time."""
+    entries = ([(delay, -1)] if delay else []) + [(duration, media_time)]
+    wide = any(d >= 1 << 32 or t >= 1 << 31 for d, t in entries)
+    fmt = ">QqHH" if wide else ">IiHH"
+    return struct.pack(">II", (1 << 24) if wide else 0, len(entries)) + b"".join(
+        struct.pack(fmt, d, t, 1, 0) for d, t in entries
+    )
 
 
 def _be(values: array[int]) -> bytes:

@@ -1,14 +1,14 @@
 """Probe one media segment with PyAV: where its frames and keyframes sit in its own timeline.
 
-DESIGN (timing): a segment's wall-clock anchor (its EXT-X-PROGRAM-DATE-TIME) marks its
-first video packet in decode order when that packet is a keyframe, and otherwise its
-earliest presented video frame; audio-only segments are anchored at their first audio
-sample. ffmpeg's HLS muxer stamps PDT exactly there (it measures segment durations
-between the presentation times of the keyframes it cuts at); for a closed GOP that
-keyframe is also the first frame presented, and in an open GOP the leading pictures
-presented before it belong to the previous segment's stretch. Audio never anchors a
-segment with video: real encoders lead with audio (AAC priming, nginx-rtmp's
-audio-first segments), and timing video from it shifts every frame.
+DESIGN (timing): a segment's wall-clock anchor (its EXT-X-PROGRAM-DATE-TIME) marks the
+presentation time of its first video packet in decode order; audio-only segments are
+anchored at their first audio sample. ffmpeg's HLS muxer stamps PDT exactly there: it
+measures each segment from the presentation time of the packet it cut at, a keyframe
+or (with split_by_time) not. For a closed GOP that keyframe is also the segment's first
+frame presented; in an open GOP the leading pictures presented before it belong to the
+previous segment's stretch. Audio never anchors a segment with video: real encoders
+lead with audio (AAC priming, nginx-rtmp's audio-first segments), and timing video
+from it shifts every frame.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class SegmentProbe:
     has_video: bool
     has_audio: bool
     params: str  # codec parameters a clip must not mix (see stream_params)
+    audio_end_s: float | None = None  # where its audio ends, relative to ref_pts_s
 
 
 # Opening a container normally decodes a frame of each stream to fill in its parameters;
@@ -71,6 +72,10 @@ def stream_params(container: InputContainer) -> str:
     parts = []
     if video is not None:
         v = video.codec_context
+        if not (v.width and v.height):
+            # The parser saw no parameter set it could read (a segment that starts
+            # between keyframes): unknown, which the planner treats as "the same".
+            return ""
         parts.append(f"{v.name} {v.profile or '-'} {v.width}x{v.height}")
     if audio is not None:
         a = audio.codec_context
@@ -87,7 +92,6 @@ def _probe(container: InputContainer) -> SegmentProbe:
     audio_end: float | None = None
     video_pts: list[float] = []
     keyframes: list[float] = []
-    first_video_keyframe: bool | None = None
     for packet in container.demux():
         kind = kinds.get(packet.stream_index)
         if packet.pts is None or kind not in ("video", "audio"):
@@ -95,8 +99,6 @@ def _probe(container: InputContainer) -> SegmentProbe:
         tb = time_bases[packet.stream_index]
         pts = packet.pts * tb
         if kind == "video":
-            if first_video_keyframe is None:
-                first_video_keyframe = packet.is_keyframe
             video_pts.append(pts)
             if packet.is_keyframe:
                 keyframes.append(pts)
@@ -107,8 +109,8 @@ def _probe(container: InputContainer) -> SegmentProbe:
     if not video_pts and not audio_pts:
         raise ProbeError("no timed packets")
     if video_pts:
-        # The first packet in decode order is the keyframe the segment was cut at.
-        ref = video_pts[0] if first_video_keyframe else min(video_pts)
+        # The first packet in decode order: where the segment was cut, keyframe or not.
+        ref = video_pts[0]
         # TS demuxers leave video durations at 0: the last frame lasts as long as the
         # typical gap between frames, so a segment ends where its last frame does.
         ordered = sorted(video_pts)
@@ -126,4 +128,5 @@ def _probe(container: InputContainer) -> SegmentProbe:
         has_video=bool(video_pts),
         has_audio=bool(audio_pts),
         params=stream_params(container),
+        audio_end_s=None if audio_end is None else audio_end - ref,
     )

@@ -248,6 +248,7 @@ def remux_mp4(
                 verify_mp4,
                 video_frames=None if video is None else video.frames,
                 length_s=copy.end_out_s,
+                audio_span_s=copy.audio_span_s(),
             ),
         )
     except (av.error.FFmpegError, EdgeError, Mp4EditError) as exc:
@@ -276,14 +277,31 @@ class _Copy:
         self.end_ms: float | None = None  # ...and on the wall clock
         self.edge: EdgeEncoder | None = None
         self.text: MovTextTrack | None = None
+        self.audio_first_s = math.inf  # the audio muxed, in the file's time
+        self.audio_end_s = -math.inf
 
     @property
     def track_count(self) -> int:
         return len(self.tracks) + (self.text is not None)
 
+    def audio_span_s(self) -> tuple[float, float]:
+        """Where the audio copied is presented in the file: within the video's span,
+        short of it only where the recording has no audio (a live edge, a session's end)."""
+        if self.audio_first_s > self.audio_end_s:
+            return (0.0, 0.0)
+        return (max(0.0, self.audio_first_s), min(self.end_out_s, self.audio_end_s))
+
     def presented(self, finished: Finished) -> Presented:
         zero_ms = self.zero_ms or 0.0
         end_ms = self.end_ms if self.end_ms is not None else zero_ms
+        audio_first, audio_end = self.audio_span_s()
+        # Audio's own span, where the recording had less of it than of the video.
+        spans = {
+            "audio": (
+                zero_ms + audio_first * 1000,
+                min(end_ms, zero_ms + audio_end * 1000),
+            )
+        }
         infos = tuple(
             TrackInfo(
                 kind=t.kind,
@@ -294,8 +312,8 @@ class _Copy:
                 sample_rate=t.sample_rate,
                 channels=t.channels,
                 frames=t.frames,
-                first_ms=zero_ms,
-                end_ms=end_ms,
+                first_ms=spans.get(t.kind, (zero_ms, end_ms))[0],
+                end_ms=spans.get(t.kind, (zero_ms, end_ms))[1],
             )
             for t in self.tracks.values()
         )
@@ -380,6 +398,8 @@ class _Copy:
             if out_s + item.duration_s <= COVER_S:
                 return False  # wholly before the first frame
             track.frames += 1
+            self.audio_first_s = min(self.audio_first_s, out_s)
+            self.audio_end_s = max(self.audio_end_s, out_s + item.duration_s)
         packet = item.packet
         tb = item.time_base
         shift = placement.ticks(item.kind, tb)

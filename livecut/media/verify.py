@@ -61,6 +61,10 @@ class _Trak:
             at += delta
         return times
 
+    def delay_s(self, movie_scale: int) -> float:
+        """Empty edits before the media: the track starts this late."""
+        return sum(d for d, t in self.edits if t == -1) / movie_scale
+
     def window(self, movie_scale: int) -> tuple[float, float]:
         """The media time span (in the track's timescale) the edit list presents."""
         media = [(d, t) for d, t in self.edits if t != -1]
@@ -83,8 +87,16 @@ class _Trak:
                 sample += 1
 
 
-def verify_mp4(path: Path, *, video_frames: int | None, length_s: float) -> None:
-    """Raise VerifyError if the file's structure disagrees with what will be reported."""
+def verify_mp4(
+    path: Path,
+    *,
+    video_frames: int | None,
+    length_s: float,
+    audio_span_s: tuple[float, float] | None = None,
+) -> None:
+    """Raise VerifyError if the file's structure disagrees with what will be reported:
+    `video_frames` presented, `length_s` long, audio from and to `audio_span_s` (by
+    default the whole length)."""
     with open(path, "rb") as fh:
         size = fh.seek(0, 2)
         moov = next((b for b in _boxes(fh, 0, size) if b[0] == b"moov"), None)
@@ -95,7 +107,7 @@ def verify_mp4(path: Path, *, video_frames: int | None, length_s: float) -> None
             if trak.handler == b"vide":
                 _check_video(fh, trak, movie_scale, video_frames)
             elif trak.handler == b"soun":
-                _check_audio(trak, movie_scale, length_s)
+                _check_audio(trak, movie_scale, audio_span_s or (0.0, length_s))
 
 
 def verify_by_decoding(path: Path, *, video_frames: int | None) -> None:
@@ -163,16 +175,20 @@ def _check_decode_steps(trak: _Trak, sync: set[int] | None) -> None:
             )
 
 
-def _check_audio(trak: _Trak, movie_scale: int, length_s: float) -> None:
-    """Audio samples run from 0 in the track; the edit list starts presenting at `begin`."""
+def _check_audio(trak: _Trak, movie_scale: int, span_s: tuple[float, float]) -> None:
+    """Audio samples run from 0 in the track; the edit list starts presenting them at
+    `begin`, after `delay`. They must cover the span reported, to within a frame."""
     if not trak.sizes or not trak.timescale:
         raise VerifyError("audio", "the audio track holds no samples")
     begin, _ = trak.window(movie_scale)
-    frame = max(trak.deltas) if trak.deltas else 0
-    covered = (sum(trak.deltas) - begin) / trak.timescale
-    if covered < length_s - (frame / trak.timescale + 0.001):
+    delay = trak.delay_s(movie_scale)
+    slack = (max(trak.deltas) if trak.deltas else 0) / trak.timescale + 0.001
+    end = delay + (sum(trak.deltas) - begin) / trak.timescale
+    if delay > span_s[0] + slack or end < span_s[1] - slack:
         raise VerifyError(
-            "audio", f"audio covers {covered:.3f} s of the {length_s:.3f} s presented"
+            "audio",
+            f"audio is presented from {delay:.3f} s to {end:.3f} s, but the clip reports "
+            f"{span_s[0]:.3f} s to {span_s[1]:.3f} s",
         )
 
 

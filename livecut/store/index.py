@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     started_ms INTEGER NOT NULL,
     ended_ms INTEGER,
     end_reason TEXT,
-    live_edge_ms INTEGER
+    live_edge_ms INTEGER,
+    tracks_edge_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_by_stream ON sessions (stream_id, started_ms);
 CREATE TABLE IF NOT EXISTS renditions (
@@ -197,6 +198,9 @@ class Index:
         have = {r["name"] for r in self._db.execute("PRAGMA table_info(segments)")}
         if "params" not in have:
             self._db.execute("ALTER TABLE segments ADD COLUMN params TEXT NOT NULL DEFAULT ''")
+        have = {r["name"] for r in self._db.execute("PRAGMA table_info(sessions)")}
+        if "tracks_edge_ms" not in have:
+            self._db.execute("ALTER TABLE sessions ADD COLUMN tracks_edge_ms INTEGER")
 
     def close(self) -> None:
         self._db.close()
@@ -350,7 +354,10 @@ class Index:
         has_audio: bool,
         indexed_ms: int,
         params: str = "",
+        edge_ms: int | None = None,
     ) -> None:
+        """Index a stored segment; `edge_ms` is where all its tracks are recorded to (by
+        default its end), which clips waiting for the live edge go by."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
@@ -375,9 +382,10 @@ class Index:
                 ),
             )
             self._db.execute(
-                "UPDATE sessions SET live_edge_ms = MAX(COALESCE(live_edge_ms, 0), ?) "
+                "UPDATE sessions SET live_edge_ms = MAX(COALESCE(live_edge_ms, 0), ?), "
+                "tracks_edge_ms = MAX(COALESCE(tracks_edge_ms, 0), ?) "
                 "WHERE id = (SELECT session_id FROM renditions WHERE id = ? AND main = 1)",
-                (end_ms, rendition_id),
+                (end_ms, end_ms if edge_ms is None else edge_ms, rendition_id),
             )
             self._extend_span(rendition_id, start_ms, end_ms)
 
@@ -924,6 +932,7 @@ def _session(row: sqlite3.Row) -> SessionRow:
         ended_ms=row["ended_ms"],
         end_reason=row["end_reason"],
         live_edge_ms=row["live_edge_ms"],
+        tracks_edge_ms=row["tracks_edge_ms"],
     )
 
 

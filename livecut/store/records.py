@@ -20,6 +20,8 @@ class SessionRow:
     ended_ms: int | None
     end_reason: str | None
     live_edge_ms: int | None  # end of the last recorded segment
+    # Where every track of the main rendition is recorded to (audio may trail the video).
+    tracks_edge_ms: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
