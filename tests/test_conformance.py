@@ -80,11 +80,16 @@ def _analyse(records: list[CaseRecord]) -> dict[str, CaseResult]:
         )
     results = {}
     for record, origin in zip(records, origins, strict=True):
-        walls = wall_frames(origin, _run_anchors(record, origin))
+        anchors = _run_anchors(record, origin)
+        walls = wall_frames(origin, anchors)
+        audio_ends_ms = {
+            run: wall_of(origin, anchors, seq, run, pts)
+            for run, (seq, pts) in origin.audio_ends.items()
+        }
         row = ROWS.setdefault(record.case.name, CaseRow(case=record.case.name))
         judged = []
         for clip in record.clips:
-            verdict = _judge(record, origin, walls, clip, decoded)
+            verdict = _judge(record, origin, walls, clip, decoded, audio_ends_ms)
             judged.append(Judged(clip=clip, verdict=verdict, frames=0))
             row.clips += 1
             row.start_errors += verdict.start_error not in (0, None)
@@ -105,6 +110,7 @@ def _judge(
     walls: list[WallFrame],
     clip: ClipTry,
     decoded: dict[Path, Decoded],
+    audio_ends_ms: dict[int, float],
 ) -> Verdict:
     if not clip.outputs:
         return Verdict(problems=[f"clip not delivered: {clip.error}"])
@@ -116,6 +122,7 @@ def _judge(
         end_ms=clip.end_ms,
         accuracy=clip.accuracy,
         pieces=[(part, decoded[path]) for path, part in clip.outputs],
+        audio_ends_ms=audio_ends_ms,
     )
 
 

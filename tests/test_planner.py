@@ -157,6 +157,24 @@ def test_discontinuities_and_parameter_changes_start_new_runs() -> None:
     assert plan.runs[2].to_s == pytest.approx(53.5)
 
 
+def test_unknown_parameters_are_not_a_change() -> None:
+    # A segment that starts between keyframes (or an open-GOP segment without parameter
+    # sets) shows no codec parameters; a known change further on still splits.
+    segments = run(4)
+    segments[1] = replace(segments[1], params="")
+    segments[3] = replace(segments[3], params="h264 High 640x360|aac 48000 2")
+    plan = plan_clip(segments, T0 + 500, T0 + 7500)
+    assert seqs(plan.runs) == [[0, 1, 2], [3]]
+    assert [r.change for r in plan.runs] == ["start", "parameters"]
+
+
+def test_the_segment_after_the_end_is_read_ahead_not_planned() -> None:
+    plan = plan_clip(run(5), T0 + 500, T0 + 3500)
+    assert seqs(plan.runs) == [[0, 1]]
+    assert plan.runs[0].spill is not None and plan.runs[0].spill.seq == 2
+    assert plan_clip(run(2), T0 + 500, T0 + 3500).runs[0].spill is None
+
+
 def test_media_time_that_does_not_follow_on_starts_a_new_run() -> None:
     # An encoder restarted without a discontinuity tag: timestamps begin again.
     segments = [seg(0, T0), seg(1, T0 + 2000, ref=1.4)]

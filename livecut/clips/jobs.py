@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # How far before a clip's start to look for the keyframe it must begin at.
 KEYFRAME_LOOKBACK_MS = 30_000
+# ...and how far after its end, so the planner finds the segment that holds the audio
+# (and open-GOP pictures) of the clip's last moments (PlannedRun.spill).
+SPILL_LOOKAHEAD_MS = 15_000
 QUEUE_LIMIT = 1000
 
 
@@ -345,7 +348,7 @@ class ClipJobs:
         segments = self.store.index.stream_segments(
             clip.stream_id,
             window.start_ms - KEYFRAME_LOOKBACK_MS,
-            window.end_ms,
+            window.end_ms + SPILL_LOOKAHEAD_MS,
             session_id=clip.session_id,
             rendition=rendition,
         )
@@ -479,6 +482,9 @@ class ClipJobs:
             raise
 
     def _remux_run(self, run: PlannedRun) -> RemuxRun:
+        first = run.segments[0]
+        if first.has_video and not first.params:
+            return remux_run(run, self.store.path, self.store.index.parameter_segment(first))
         return remux_run(run, self.store.path)
 
     async def _subtitles(self, clip: ClipRow, plan: ClipPlan) -> tuple[list[Cue], str | None]:
@@ -545,11 +551,15 @@ async def _file_entry(clip_id: str, path: Path) -> dict[str, object]:
     }
 
 
-def remux_run(run: PlannedRun, path_of: Callable[[str], Path]) -> RemuxRun:
-    """What the remuxer needs of a planned run; `path_of` resolves the index's paths."""
+def remux_run(
+    run: PlannedRun, path_of: Callable[[str], Path], parameters: SegmentRow | None = None
+) -> RemuxRun:
+    """What the remuxer needs of a planned run; `path_of` resolves the index's paths.
+    `parameters`: an earlier segment holding the parameter sets the run's own lack."""
     first = run.segments[0]
     return RemuxRun(
-        paths=tuple(path_of(s.path) for s in run.segments),
+        parameters=None if parameters is None else path_of(parameters.path),
+        paths=tuple(path_of(s.path) for s in (*run.segments, *filter(None, [run.spill]))),
         init_path=None if first.init_path is None else path_of(first.init_path),
         wraps=run.wraps,
         ref_s=run.refs_s[0],

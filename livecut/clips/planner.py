@@ -43,6 +43,9 @@ class PlannedRun:
     from_s: float  # media time to start copying at (a keyframe, or the run's start)
     to_s: float | None  # media time to stop presenting at; None: the run's end
     change: Change  # why it does not continue the run before it
+    # The run's next segment, read only as far as the copy needs: encoders lead segments
+    # with audio (the audio for a segment's last moments is stored in the next one).
+    spill: SegmentRow | None = None
 
     @property
     def start_ms(self) -> int:
@@ -103,7 +106,7 @@ def plan_clip(segments: Sequence[SegmentRow], start_ms: int, end_ms: int) -> Cli
     holes: list[tuple[int, int]] = []
     for n, (run, run_begin) in enumerate(chosen):
         begin = clip_start if n == 0 else run_begin
-        kept = _needed(run, begin, clip_end)
+        kept, spill = _needed(run, begin, clip_end)
         change: Change = "start"
         if planned:
             previous = planned[-1]
@@ -117,6 +120,7 @@ def plan_clip(segments: Sequence[SegmentRow], start_ms: int, end_ms: int) -> Cli
             from_s=0.0,
             to_s=None,
             change=change,
+            spill=spill,
         )
         last = n == len(chosen) - 1
         planned.append(
@@ -136,21 +140,19 @@ def plan_clip(segments: Sequence[SegmentRow], start_ms: int, end_ms: int) -> Cli
     )
 
 
-def _needed(run: Sequence[SegmentRow], begin_ms: int, end_ms: int) -> tuple[SegmentRow, ...]:
-    """The segments of a run that hold media presented in [begin_ms, end_ms).
-
-    A segment that starts at or after end_ms is still needed when the one before it
-    stops presenting short of end_ms: in an open GOP the pictures shown just before a
-    segment's keyframe are stored after it, in that next segment.
-    """
+def _needed(
+    run: Sequence[SegmentRow], begin_ms: int, end_ms: int
+) -> tuple[tuple[SegmentRow, ...], SegmentRow | None]:
+    """The segments of a run that hold media presented in [begin_ms, end_ms), and the
+    one after them, if the run has one (see PlannedRun.spill)."""
     kept: list[SegmentRow] = []
     for i, segment in enumerate(run):
         if segment.end_ms <= begin_ms and i + 1 < len(run) and run[i + 1].start_ms <= begin_ms:
             continue
         if kept and segment.start_ms >= end_ms and kept[-1].end_ms >= end_ms:
-            break
+            return tuple(kept), segment
         kept.append(segment)
-    return tuple(kept)
+    return tuple(kept), None
 
 
 def group_runs(segments: Sequence[SegmentRow]) -> list[list[SegmentRow]]:

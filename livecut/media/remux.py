@@ -117,6 +117,8 @@ class RemuxRun:
     from_s: float  # start at the first keyframe at or after this media time
     to_s: float | None  # present nothing at or after this media time (None: the run's end)
     wall_ms: Callable[[float], float]  # media time -> wall time (by the local PDT)
+    # An earlier segment whose parameter sets (SPS/PPS) this run's video lacks, if any.
+    parameters: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -333,7 +335,9 @@ class _Copy:
                 first = index == 0
                 with open_run(run.paths, run.init_path) as src:
                     if first:
-                        self.tracks = _add_tracks(out, src, _first_frame_config(run))
+                        self.tracks = _add_tracks(
+                            out, src, _first_frame_config(run), parameters=run.parameters
+                        )
                         if alternate.pending and "audio" not in self.tracks:
                             self.tracks.update(alternate.add_track(out))
                     _RunCopy(self, out, src, run, first=first, alternate=alternate).copy()
@@ -472,7 +476,6 @@ class _RunCopy:
         self.held: list[_Item] = []
         self.tail: list[_Item] = []  # frames after the end, until a shown frame needs them
         self.late_audio: list[_Item] = []  # audio after the end, until the end is known
-        self.keyframe_s: float | None = None  # the first GOP's keyframe (open-GOP leaders)
         self.start_keyframe_s: float | None = None
         self.started = not self.has_video
         self.video_done = False
@@ -498,13 +501,12 @@ class _RunCopy:
         if not self.started:
             if not item.packet.is_keyframe or item.t < self.run.from_s - SAME_S:
                 return False
+            # Leading pictures of an open GOP (decoded after its keyframe, shown before
+            # it) are kept: some are references whose frame_num and memory management
+            # the pictures after them count on, so dropping them breaks the stream.
+            # They are shown before the clip's first frame, hidden by the edit list.
             self.started = True
-            self.keyframe_s = self.start_keyframe_s = item.t
-        elif self.keyframe_s is not None:
-            if item.packet.is_keyframe:
-                self.keyframe_s = None  # past the first GOP: every picture is decodable
-            elif item.t < self.keyframe_s - SAME_S:
-                return False  # a leading picture of an open GOP: its references are not here
+            self.start_keyframe_s = item.t
         return True
 
     def _settle(self, item: _Item | None) -> bool:
@@ -555,7 +557,11 @@ class _RunCopy:
             return False
         if self.has_video and not self.video_done:
             return False
-        return item.kind != "video" and item.t >= self.end_s + 1.0
+        if item.kind == "video" or self.placement is None:
+            return False
+        # Audio comes in time order: once one packet starts after the end, all do.
+        end = self.clip.end_out_s + self.placement.shift_s if self.has_video else self.end_s
+        return item.t >= end
 
     def _put(self, item: _Item) -> None:
         placement = self.placement
@@ -767,9 +773,11 @@ def _add_tracks(
     config_of: Callable[[AudioStream], bytes | None],
     *,
     kinds: Sequence[str] = ("video", "audio"),
+    parameters: Path | None = None,
 ) -> dict[str, _Track]:
     """Output tracks like the source's first video and audio streams; `config_of` finds
-    the AAC configuration of audio that carries it in band (ADTS, from MPEG-TS)."""
+    the AAC configuration of audio that carries it in band (ADTS, from MPEG-TS), and
+    video without parameter sets of its own takes them from the `parameters` segment."""
     tracks: dict[str, _Track] = {}
     for stream in source.streams:
         if stream.type in tracks or stream.type not in kinds:
@@ -777,8 +785,20 @@ def _add_tracks(
         if isinstance(stream, VideoStream):
             ctx = stream.codec_context
             rate = stream.average_rate
+            template: VideoStream = stream
+            if not (ctx.width and ctx.height) and parameters is not None:
+                with open_run((parameters,), None) as earlier:
+                    template = earlier.streams.video[0]
+                    added = out.add_stream_from_template(template)
+                ctx = template.codec_context
+            else:
+                added = out.add_stream_from_template(stream)
+            if not (ctx.width and ctx.height):
+                raise RemuxError(
+                    "the video's parameter sets (its size) are in no segment still recorded"
+                )
             tracks["video"] = _Track(
-                out=out.add_stream_from_template(stream),
+                out=added,
                 kind="video",
                 codec=ctx.name,
                 width=ctx.width,
@@ -790,13 +810,13 @@ def _add_tracks(
             )
         elif isinstance(stream, AudioStream):
             actx = stream.codec_context
-            added = out.add_stream_from_template(stream)
+            sound = out.add_stream_from_template(stream)
             if actx.name == "aac" and not actx.extradata:
                 config = config_of(stream)
-                if config is not None and added.codec_context is not None:
-                    added.codec_context.extradata = config
+                if config is not None and sound.codec_context is not None:
+                    sound.codec_context.extradata = config
             tracks["audio"] = _Track(
-                out=added,
+                out=sound,
                 kind="audio",
                 codec=actx.name,
                 width=None,

@@ -112,20 +112,32 @@ def verify_mp4(
 
 def verify_by_decoding(path: Path, *, video_frames: int | None) -> None:
     """Decode every frame; raise VerifyError on a decoder error or a frame count that
-    differs from the one reported (a caller's `verify: "decode"`)."""
+    differs from the one reported (a caller's `verify: "decode"`).
+
+    Errors while decoding packets the edit list hides (before the first frame) do not
+    count: a copy that starts at an open GOP's keyframe carries its leading pictures,
+    whose references lie before the clip, and they are never shown.
+    """
+    errors: list[str] = []
+    counted: int | None = None
     with av.logging.Capture() as logs:
         try:
             with av.open(str(path)) as container:
-                counted = (
-                    sum(1 for _ in container.decode(video=0)) if container.streams.video else None
-                )
-                for stream in container.streams.audio[:1]:
+                for stream in (*container.streams.video[:1], *container.streams.audio[:1]):
+                    # Decoded in this thread, so its log capture hears every complaint.
+                    stream.codec_context.thread_count = 1
                     container.seek(0)
-                    for _ in container.decode(stream):
-                        pass
+                    frames = 0
+                    for packet in container.demux(stream):
+                        before = len(logs)
+                        frames += len(packet.decode())
+                        if packet.pts is not None and packet.pts < 0:
+                            continue  # hidden pre-roll
+                        errors += [m for level, _, m in logs[before:] if level <= av.logging.ERROR]
+                    if stream.type == "video":
+                        counted = frames
         except (av.error.FFmpegError, ValueError) as exc:
             raise VerifyError("decode", f"decoding the clip failed: {exc}") from exc
-    errors = [message for level, _, message in logs if level <= av.logging.ERROR]
     if errors:
         raise VerifyError("decode", f"the decoder reported errors: {errors[0].strip()}")
     if video_frames is not None and counted != video_frames:

@@ -580,6 +580,17 @@ class Index:
         )
         return cur.rowcount
 
+    def parameter_segment(self, segment: SegmentRow) -> SegmentRow | None:
+        """The latest video segment of the same rendition and epoch, at or before this
+        one, whose codec parameters could be read: where a run that starts without its
+        own parameter sets (an open GOP's later segments, with x264) finds them."""
+        row = self._db.execute(
+            "SELECT * FROM segments WHERE rendition_id = ? AND epoch = ? AND seq <= ? "
+            "AND params != '' AND has_video = 1 ORDER BY seq DESC LIMIT 1",
+            (segment.rendition_id, segment.epoch, segment.seq),
+        ).fetchone()
+        return None if row is None else _segment(row)
+
     def first_segment_start(self, session_id: str) -> int | None:
         value = self._scalar(
             "SELECT MIN(seg.start_ms) FROM segments seg JOIN renditions r "

@@ -11,7 +11,7 @@ import io
 import itertools
 import re
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
@@ -59,6 +59,9 @@ class Origin:
     frames: tuple[SourceFrame, ...]  # in presentation order within each run, runs in order
     beep_offsets: dict[int, float]  # beep frame number -> onset minus that frame's time, s
     errors: tuple[str, ...]  # libav errors while decoding the origin itself
+    # Per run: its last segment and the media time where its audio ends (encoders stop
+    # audio and video at different instants; no clip can have audio the source lacks).
+    audio_ends: dict[int, tuple[int, Fraction]] = field(default_factory=dict)
 
 
 def parse_playlist(text: str) -> list[OriginSegment]:
@@ -102,6 +105,7 @@ def analyse_origin(folder: Path, playlist_text: str, beep_every: int) -> Origin:
     beeps: dict[int, float] = {}
     errors: list[str] = []
     runs: list[list[OriginSegment]] = []
+    audio_ends: dict[int, tuple[int, Fraction]] = {}
     for segment in segments:
         if not runs or runs[-1][-1].epoch != segment.epoch:
             runs.append([])
@@ -132,6 +136,9 @@ def analyse_origin(folder: Path, playlist_text: str, beep_every: int) -> Origin:
                 earliest_pts_s=min(p for p, _ in packets),
                 first_packet_key=first_key,
             )
+        audio_end = _audio_end(body)
+        if audio_end is not None:
+            audio_ends[run_index] = (run[-1].seq, audio_end)
         decoded, onsets, run_errors, intra = decode_media(body)
         errors += run_errors
         run_frames = []
@@ -149,6 +156,7 @@ def analyse_origin(folder: Path, playlist_text: str, beep_every: int) -> Origin:
         frames=tuple(frames),
         beep_offsets=beeps,
         errors=tuple(errors),
+        audio_ends=audio_ends,
     )
 
 
@@ -163,6 +171,19 @@ def match_beeps(
         if nearest is not None and abs(nearest.pts_s - onset) < Fraction(1, 2):
             out[nearest.number] = float(onset - nearest.pts_s)
     return out
+
+
+def _audio_end(data: bytes) -> Fraction | None:
+    """Media time where the run's audio ends: its last audio packet's end."""
+    with av.logging.Capture(local=False), av.open(io.BytesIO(data)) as container:
+        if not container.streams.audio:
+            return None
+        ends = [
+            Fraction(p.pts + (p.duration or 0)) * p.time_base
+            for p in container.demux(container.streams.audio[0])
+            if p.pts is not None and p.time_base is not None
+        ]
+    return max(ends, default=None)
 
 
 def _video_packets(data: bytes) -> list[tuple[Fraction, bool, int]]:

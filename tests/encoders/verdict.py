@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import av
+import av.logging
+
 from tests.encoders.truth import Origin, audio_span, decode_media
 
 AAC_FRAME_S = 1024 / 48_000
@@ -31,8 +34,31 @@ class Decoded:
 
 def decode_output(path: Path) -> Decoded:
     """Run in a worker process, so libav's log capture sees this decode alone."""
-    frames, onsets, errors, _ = decode_media(path)
-    return Decoded(frames=frames, onsets=onsets, errors=errors, audio=audio_span(path))
+    frames, onsets, _, _ = decode_media(path)
+    return Decoded(frames=frames, onsets=onsets, errors=shown_errors(path), audio=audio_span(path))
+
+
+def shown_errors(path: Path) -> list[str]:
+    """libav errors while decoding the packets the clip shows. Packets before the first
+    frame (pre-roll the edit list hides: an open GOP's leading pictures, whose references
+    lie before the clip) are decoded but never shown, and do not count."""
+    errors: list[str] = []
+    av.logging.set_level(av.logging.ERROR)
+    with av.logging.Capture(local=False) as logs, av.open(str(path)) as container:
+        for stream in (*container.streams.video[:1], *container.streams.audio[:1]):
+            stream.codec_context.thread_count = 1
+            container.seek(0)
+            for packet in container.demux(stream):
+                before = len(logs)
+                packet.decode()
+                if packet.pts is not None and packet.pts < 0:
+                    continue
+                errors += [
+                    f"{name}: {message.strip()}"
+                    for level, name, message in logs[before:]
+                    if level <= av.logging.ERROR
+                ]
+    return errors
 
 
 def wall_frames(origin: Origin, run_anchor_ms: dict[int, int] | None) -> list[WallFrame]:
@@ -103,8 +129,10 @@ def judge(
     end_ms: int,
     accuracy: str,
     pieces: list[tuple[dict[str, object], Decoded]],
+    audio_ends_ms: dict[int, float] | None = None,
 ) -> Verdict:
-    """One clip (its MP4 pieces in order) against the truth."""
+    """One clip (its MP4 pieces in order) against the truth. `audio_ends_ms`: per run,
+    the wall time where the source's own audio ends."""
     verdict = Verdict(decode_errors=[e for _, d in pieces for e in d.errors])
     problems = verdict.problems
     walls = [f.wall_ms for f in frames]
@@ -157,7 +185,14 @@ def judge(
                 )
         before = len(problems)
         _check_spacing(frames, where, got, problems)
-        _check_audio(decoded, got, frame_s, beep_offsets, problems)
+        _check_audio(
+            decoded,
+            got,
+            frame_s,
+            beep_offsets,
+            problems,
+            _audio_limit(frames, where, got, audio_ends_ms or {}),
+        )
         problems[before:] = [label + p for p in problems[before:]]
     return verdict
 
@@ -193,18 +228,39 @@ def _check_spacing(
             return
 
 
+def _audio_limit(
+    frames: list[WallFrame],
+    where: dict[int, int],
+    got: list[tuple[Fraction, int]],
+    audio_ends_ms: dict[int, float],
+) -> Fraction | None:
+    """Where, in the piece's time, the source's audio ends (if that is before its last
+    frame is over): the end of a run whose encoder stopped its audio first."""
+    last_t, last_number = max(got)
+    if last_number not in where:
+        return None
+    frame = frames[where[last_number]]
+    end_ms = audio_ends_ms.get(frame.run)
+    if end_ms is None:
+        return None
+    return last_t + Fraction(round((end_ms - frame.wall_ms) * 1000), 1_000_000)
+
+
 def _check_audio(
     decoded: Decoded,
     got: list[tuple[Fraction, int]],
     frame_s: float,
     beep_offsets: dict[int, float],
     problems: list[str],
+    audio_limit: Fraction | None = None,
 ) -> None:
     if decoded.audio is None:
         problems.append("no audio in the clip")
         return
     audio_start, audio_end = decoded.audio
     video_start, video_end = got[0][0], got[-1][0] + Fraction(frame_s)
+    if audio_limit is not None and audio_limit < video_end:
+        video_end = audio_limit  # the source has no audio past here: none is owed
     for label, a, v in (("start", audio_start, video_start), ("end", audio_end, video_end)):
         if abs(float(a - v)) > AAC_FRAME_S + SYNC_TOLERANCE_S:
             problems.append(f"audio {label} {float(a - v) * 1000:+.1f} ms from video {label}")
