@@ -82,6 +82,7 @@ _STREAM_KEYS: Final = (
     "enabled",
     "renditions",
     "playback_id",
+    "shots",
 )
 _FILTER_KEYS: Final = ("max_height", "min_height", "max_bandwidth", "name")
 _RENDITIONS_HINT: Final = (
@@ -231,6 +232,7 @@ class StreamConfig:
     enabled: bool
     renditions: RenditionSpec = "best"  # which renditions of a master playlist to record
     playback_id: str | None = None  # an alias for the Livepeer-compatible API
+    shots: bool = False  # detect shot boundaries on the live recording as segments arrive
 
     def headers_dict(self) -> dict[str, str]:
         """The extra request headers, in file order."""
@@ -554,6 +556,7 @@ def _read_stream(section: _Section) -> StreamConfig:
     default_spec: RenditionSpec = "best"
     renditions = section.read("renditions", default_spec, _parse_renditions)
     playback_id = section.read("playback_id", None, _parse_playback_id)
+    shots = section.boolean("shots", False)
     return StreamConfig(
         id=stream_id,
         url=url,
@@ -563,6 +566,7 @@ def _read_stream(section: _Section) -> StreamConfig:
         enabled=enabled,
         renditions=renditions,
         playback_id=playback_id,
+        shots=shots,
     )
 
 

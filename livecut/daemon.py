@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from livecut import metrics
+from livecut.analysis.live import LiveShots
 from livecut.api.app import make_app
 from livecut.api.context import ApiContext
 from livecut.clips.jobs import ClipJobs
@@ -44,6 +45,7 @@ class Daemon:
         self.clock = clock
         self.store = Store(config.server.data_dir)
         self.jobs = ClipJobs(self.store, config.clips, clock=clock)
+        self.live_shots = LiveShots(self.store, config.streams, clock=clock)
         self.recorders: dict[str, Recorder] = {}
         self._http: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -104,6 +106,7 @@ class Daemon:
         )
         self.deliverer.start()
         self.jobs.start()
+        self.live_shots.start()
         app = make_app(
             ApiContext(
                 config=self.config,
@@ -157,6 +160,7 @@ class Daemon:
         for recorder in self.recorders.values():
             await recorder.stop()
         await self.jobs.stop()
+        await self.live_shots.stop()
         if self._stream_watch is not None:
             self._stream_watch.cancel()
             await asyncio.gather(self._stream_watch, return_exceptions=True)

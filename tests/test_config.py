@@ -284,7 +284,7 @@ def test_parse_stream_for_api_bodies() -> None:
         (
             {"streams": [stream(retension="1h")]},
             "streams[0].retension",
-            "id, url, retention, session_gap, headers, enabled, renditions, playback_id",
+            "id, url, retention, session_gap, headers, enabled, renditions, playback_id, shots",
         ),
     ],
 )

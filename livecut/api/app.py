@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from livecut import metrics
 from livecut.api import livepeer
+from livecut.api.analysis import THUMBNAIL_ROUTES
 from livecut.api.clips import (
     clip_file,
     clip_media,
@@ -71,6 +72,7 @@ def routes() -> list[tuple[str, str, Handler]]:
         ("GET", "/v1/streams/{id}", get_stream),
         ("GET", "/v1/streams/{id}/sessions", list_sessions),
         ("GET", "/v1/streams/{id}/timeline", stream_timeline),
+        *THUMBNAIL_ROUTES,
         ("GET", "/v1/sessions/{id}", get_session),
         ("POST", "/v1/sessions/{id}/export", export_session),
         ("POST", "/v1/clips", create_clip),

@@ -95,6 +95,7 @@ async def stream_timeline(request: web.Request) -> web.Response:
     if from_ms >= to_ms:
         raise Invalid([f"from_ms ({from_ms}) must be before to_ms ({to_ms})"], status=400)
     spans, gaps = ctx.store.index.timeline(stream_id, from_ms, to_ms, limit=TIMELINE_LIMIT)
+    shots = ctx.store.index.analysis.shot_cuts(stream_id, from_ms, to_ms, limit=TIMELINE_LIMIT)
     return web.json_response(
         {
             "stream": stream_id,
@@ -104,7 +105,18 @@ async def stream_timeline(request: web.Request) -> web.Response:
             "gaps": [
                 {"start_ms": g.start_ms, "end_ms": g.end_ms, "reason": g.reason} for g in gaps
             ],
-            "truncated": len(spans) == TIMELINE_LIMIT or len(gaps) == TIMELINE_LIMIT,
+            # Shot boundaries found on the live recording (streams with shots = true).
+            "shots": [
+                {
+                    "at_ms": c.at_ms,
+                    "kind": c.kind,
+                    "span_start_ms": c.span_start_ms,
+                    "span_end_ms": c.span_end_ms,
+                    "score": c.score,
+                }
+                for c in shots
+            ],
+            "truncated": TIMELINE_LIMIT in (len(spans), len(gaps), len(shots)),
         }
     )
 

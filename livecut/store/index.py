@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+from livecut.store.analysis import AnalysisIndex
 from livecut.store.records import (
     AttemptRow,
     ClipRow,
@@ -184,6 +185,7 @@ class Index:
         self._db.executescript(_SCHEMA)
         self._add_missing_columns()
         self._db.executescript(_SCHEMA_EVENTS)
+        self.analysis = AnalysisIndex(self._db)
         # Outbox rows for clip and session events, written in the state change's transaction.
         self.on_event: EventHook | None = None
         self._db.execute(

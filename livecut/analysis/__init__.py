@@ -1,0 +1,1 @@
+"""Analysis of recorded media: shots, previews, thumbnails, loudness, highlight scoring."""

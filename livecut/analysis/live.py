@@ -1,0 +1,138 @@
+"""Shot detection on the live recording: a task per stream follows its newest session and
+feeds each newly indexed segment's frames to a ShotDetector."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from livecut.analysis.frames import decoded_frames, video_fps
+from livecut.analysis.shots import Cut, ShotDetector
+from livecut.config import StreamConfig
+from livecut.store.analysis import ShotCutRow
+from livecut.store.records import SegmentRow
+from livecut.store.store import Store
+
+log = logging.getLogger(__name__)
+
+# A wake-up even without a change notice, so a missed notice delays work, never stops it.
+POLL_S = 5.0
+
+
+@dataclass(kw_only=True, slots=True)
+class _Follow:
+    """Where one stream's detection stands: the detector carries state across segments."""
+
+    session_id: str | None = None
+    last: SegmentRow | None = None
+    detector: ShotDetector | None = None
+    origin_ms: int = 0  # wall time the detector's seconds count from
+    seen: set[int] = field(default_factory=set)
+
+
+class LiveShots:
+    """Owns one follower task per stream with `shots = true`; start/stop bound their lives."""
+
+    def __init__(
+        self,
+        store: Store,
+        streams: Sequence[StreamConfig],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.streams = [s for s in streams if s.shots and s.enabled]
+        self.clock = clock
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        for stream in self.streams:
+            task = asyncio.create_task(self._follow(stream.id), name=f"live-shots:{stream.id}")
+            task.add_done_callback(_log_death)
+            self._tasks.append(task)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _follow(self, stream_id: str) -> None:
+        state = _Follow()
+        while True:
+            sessions = self.store.index.sessions(stream_id, limit=1)
+            # A notice that came while we decoded is gone: look again before waiting.
+            while sessions and await self._catch_up(stream_id, sessions[0].id, state):
+                sessions = self.store.index.sessions(stream_id, limit=1)
+            await self.store.edges.wait(stream_id, POLL_S)
+
+    async def _catch_up(self, stream_id: str, session_id: str, state: _Follow) -> bool:
+        """Detect on every segment indexed since the last call; False when there was none."""
+        if state.session_id != session_id:
+            state.session_id, state.last, state.detector = session_id, None, None
+            state.seen.clear()
+        after = -1 if state.last is None else state.last.start_ms
+        segments = self.store.index.stream_segments(
+            stream_id, after + 1, 2**62, session_id=session_id
+        )
+        worked = False
+        for segment in segments:
+            if segment.id in state.seen or not segment.has_video:
+                continue
+            state.seen.add(segment.id)
+            worked = True
+            try:
+                cuts = await asyncio.to_thread(self._detect, state, segment)
+            except (OSError, ValueError) as exc:
+                log.warning("shots: skipping segment %s of %s: %s", segment.seq, stream_id, exc)
+                state.detector = None  # the next segment starts a fresh shot
+                continue
+            found_ms = int(self.clock() * 1000)
+            self.store.index.analysis.add_shot_cuts(
+                [_row(stream_id, session_id, state.origin_ms, c, found_ms) for c in cuts]
+            )
+            state.last = segment
+        return worked
+
+    def _detect(self, state: _Follow, segment: SegmentRow) -> list[Cut]:
+        """Runs in a worker thread: decoding and detection hold no event-loop state."""
+        path = self.store.path(segment.path)
+        init = None if segment.init_path is None else self.store.path(segment.init_path)
+        previous = state.last
+        if (
+            state.detector is None
+            or previous is None
+            or segment.seq != previous.seq + 1
+            or segment.epoch != previous.epoch
+            or segment.init_path != previous.init_path
+        ):
+            # A new run: frames before a gap or a discontinuity are not this shot's.
+            state.detector = ShotDetector(video_fps([path], init))
+            state.origin_ms = segment.start_ms
+        detector = state.detector
+        cuts: list[Cut] = []
+        for media_s, picture in decoded_frames([path], init):
+            wall_ms = segment.start_ms + (media_s - segment.ref_pts_s) * 1000
+            cuts += detector.process_frame((wall_ms - state.origin_ms) / 1000, picture)
+        return cuts
+
+
+def _row(stream_id: str, session_id: str, origin_ms: int, cut: Cut, found_ms: int) -> ShotCutRow:
+    return ShotCutRow(
+        stream_id=stream_id,
+        session_id=session_id,
+        at_ms=origin_ms + round(cut.time_s * 1000),
+        kind=cut.kind,
+        span_start_ms=origin_ms + round(cut.span_s[0] * 1000),
+        span_end_ms=origin_ms + round(cut.span_s[1] * 1000),
+        score=cut.explain(),
+        found_ms=found_ms,
+    )
+
+
+def _log_death(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task %s died", task.get_name(), exc_info=task.exception())

@@ -1,0 +1,227 @@
+"""Analysis on media with known events: shots, previews, highlights, thumbnails, live shots."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from livecut.analysis.frames import decoded_frames
+from livecut.analysis.highlights import CaptionText, find_highlights
+from livecut.analysis.loudness import loudness_curve
+from livecut.analysis.previews import animated_webp, preview_frame_count, preview_times
+from livecut.analysis.shots import Cut, ShotDetector
+from livecut.analysis.thumbnails import frame_at
+from livecut.media.scenes import AUDIO_RATE, REEL, write_reel_hls
+from livecut.media.synth import read_frame_number
+from tests.harness import daemon_config, recorded_vod, running, until
+
+PDT0 = 1_767_225_600_000
+FRAME_S = 1 / REEL.fps
+
+
+@pytest.fixture(scope="module")
+def reel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_reel_hls(tmp_path_factory.mktemp("reel")).parent
+
+
+def reel_segments(folder: Path) -> list[Path]:
+    return [folder / f"seg{i}.ts" for i in range(int(REEL.duration_s // 2))]
+
+
+def detect(folder: Path) -> tuple[list[Cut], list[tuple[float, np.ndarray]]]:
+    """Every cut of the reel (seconds from its first frame) and every decoded frame."""
+    detector = ShotDetector(REEL.fps)
+    cuts: list[Cut] = []
+    frames = []
+    first: float | None = None
+    for media_s, picture in decoded_frames(reel_segments(folder), None):
+        first = media_s if first is None else first
+        frames.append((media_s - first, picture))
+        cuts += detector.process_frame(media_s - first, picture)
+    return cuts + detector.flush(), frames
+
+
+def decoded_audio(folder: Path) -> np.ndarray:
+    with av.open(str(folder / "index.m3u8")) as container:
+        chunks = [f.to_ndarray()[0] for f in container.decode(audio=0)]
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def test_every_hard_cut_is_found_within_a_frame_and_none_in_the_static_shot_or_the_pan(
+    reel: Path,
+) -> None:
+    cuts, _ = detect(reel)
+    hard = [c for c in cuts if c.kind == "cut"]
+    for expected in REEL.hard_cuts_s:
+        near = [c for c in hard if abs(c.time_s - expected) <= FRAME_S + 1e-6]
+        assert len(near) == 1, (expected, [(c.kind, c.time_s) for c in cuts])
+        assert near[0].score.content > 0  # the score explains itself part by part
+        assert set(near[0].explain()) >= {"content", "adaptive_ratio"}
+    for start, end in (REEL.static_s, REEL.pan_s):
+        inside = [c for c in cuts if start + FRAME_S < c.time_s < end - FRAME_S]
+        assert inside == [], (start, end, inside)
+    # Nothing but the reel's own transitions.
+    assert len(cuts) == len(REEL.hard_cuts_s) + 1, [(c.kind, c.time_s) for c in cuts]
+
+
+def test_the_slow_dissolve_is_found_within_its_span(reel: Path) -> None:
+    cuts, _ = detect(reel)
+    start, end = REEL.dissolve_s
+    dissolves = [c for c in cuts if c.kind == "dissolve"]
+    assert len(dissolves) == 1, [(c.kind, c.time_s) for c in cuts]
+    assert start <= dissolves[0].time_s <= end
+    assert dissolves[0].explain()["linearity"] > 0.8
+
+
+@given(st.floats(min_value=0.04, max_value=400.0))
+def test_preview_frame_count_follows_mux(duration_s: float) -> None:
+    count = preview_frame_count(duration_s)
+    assert count == (1 if duration_s < 1 else min(100, int(duration_s)))
+    times = preview_times(10.0, 10.0 + duration_s)
+    assert len(times) == count
+    assert all(10.0 < t < 10.0 + duration_s for t in times)
+    assert times == sorted(times)
+
+
+def test_shot_previews_decode_to_one_frame_per_second_of_shot(reel: Path) -> None:
+    cuts, frames = detect(reel)
+    bounds = [0.0, *sorted(c.time_s for c in cuts), frames[-1][0] + FRAME_S]
+    # And a shot under a second: the rule gives it one frame.
+    shots = [*itertools.pairwise(bounds), (3.0, 3.6)]
+    for start, end in shots:
+        wanted = preview_times(start, end)
+        pictures = [
+            next(p for t, p in frames if t >= w - FRAME_S / 2)[..., ::-1].copy() for w in wanted
+        ]
+        data = animated_webp(pictures)
+        image = Image.open(io.BytesIO(data))
+        assert image.format == "WEBP"
+        decoded = 0
+        for n in range(image.n_frames):
+            image.seek(n)
+            image.convert("RGB").load()
+            decoded += 1
+        assert decoded == preview_frame_count(end - start) == len(wanted), (start, end)
+
+
+def test_the_loud_burst_is_the_top_highlight(reel: Path) -> None:
+    cuts, _ = detect(reel)
+    highlights = find_highlights(
+        duration_s=REEL.duration_s,
+        loudness=loudness_curve(decoded_audio(reel), AUDIO_RATE),
+        cuts_s=[c.time_s for c in cuts],
+        captions=[],
+        max_clips=3,
+        min_duration_s=3.0,
+        max_duration_s=6.0,
+    )
+    top = highlights[0]
+    burst_start, burst_end = REEL.burst_s
+    assert top.start_s <= burst_start and top.end_s >= burst_end, top
+    assert top.parts.loudness > 0.5 and top.parts.rise > 0.5
+    assert top.score > highlights[1].score
+    assert top.label == "loud moment" or top.label == "crowd reaction"
+    assert min(h.score for h in highlights) >= 0 and max(h.score for h in highlights) <= 1
+
+
+def test_an_instruction_selects_the_window_holding_its_word(reel: Path) -> None:
+    cuts, _ = detect(reel)
+    captions = [CaptionText(start_s=c.start_s, end_s=c.end_s, text=c.text) for c in REEL.captions]
+    spoken = next(c for c in REEL.captions if "goalkeeper" in c.text)
+    highlights = find_highlights(
+        duration_s=REEL.duration_s,
+        loudness=loudness_curve(decoded_audio(reel), AUDIO_RATE),
+        cuts_s=[c.time_s for c in cuts],
+        captions=captions,
+        max_clips=2,
+        min_duration_s=3.0,
+        max_duration_s=6.0,
+        instruction="the goalkeeper",
+    )
+    top = highlights[0]
+    assert top.start_s < spoken.end_s and top.end_s > spoken.start_s, top
+    assert top.parts.text == 1.0
+    assert "goalkeeper" in top.label
+
+
+async def test_a_thumbnail_mid_gop_shows_the_exact_frame(data_dir: Path, tmp_path: Path) -> None:
+    async with recorded_vod(data_dir, tmp_path / "vod") as daemon:
+        # 25 fps, a keyframe every second: 4.52 s is frame 113, twelve frames into its GOP.
+        for at_ms, frame in ((4520, 113), (4559, 113), (4560, 114), (2000, 50), (7999, 199)):
+            segments = daemon.store.index.stream_segments(
+                "cam", PDT0 + at_ms - 30_000, PDT0 + at_ms + 1
+            )
+            shown = frame_at(segments, PDT0 + at_ms, daemon.store.path)
+            assert read_frame_number(shown) == frame, at_ms
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"{daemon.base_url}/v1/streams/cam/thumbnail.png",
+                params={"at_ms": str(PDT0 + 4520)},
+            ) as response,
+        ):
+            assert response.status == 200, await response.text()
+            assert response.content_type == "image/png"
+            body = await response.read()
+        picture = av.VideoFrame.from_image(Image.open(io.BytesIO(body)).convert("RGB"))
+        assert read_frame_number(picture) == 113
+
+
+async def test_live_shot_detection_reports_a_cut_within_5s_of_its_segment(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    folder = write_reel_hls(tmp_path / "reel").parent
+    lines = (folder / "index.m3u8").read_text().splitlines()
+    head = [line for line in lines if line.startswith("#EXT") and "EXTINF" not in line]
+    head = [line for line in head if "ENDLIST" not in line and "PLAYLIST-TYPE" not in line]
+    published = 3  # a live playlist holding the first three segments: cuts at 3 s are in seg1
+
+    async def playlist(_: web.Request) -> web.Response:
+        body = [h for h in head if "PROGRAM-DATE-TIME" not in h]
+        body.append(next(h for h in head if "PROGRAM-DATE-TIME" in h))
+        for i in range(published):
+            body += ["#EXTINF:2.000,", f"seg{i}.ts"]
+        return web.Response(
+            text="\n".join(body) + "\n", content_type="application/vnd.apple.mpegurl"
+        )
+
+    app = web.Application()
+    app.router.add_get("/live/index.m3u8", playlist)
+    app.router.add_static("/live", folder)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    config = daemon_config(data_dir, f"http://127.0.0.1:{port}/live/index.m3u8")
+    config = replace(config, streams=(replace(config.streams[0], shots=True),))
+    try:
+        async with running(config) as daemon:
+            analysis = daemon.store.index.analysis
+            cut_ms = PDT0 + 3000
+
+            def found() -> bool:
+                return any(
+                    abs(c.at_ms - cut_ms) <= 40
+                    for c in analysis.shot_cuts("cam", PDT0, PDT0 + 10_000, limit=10)
+                )
+
+            await until(daemon, "cam", found, timeout_s=30)
+            cut = next(c for c in analysis.shot_cuts("cam", PDT0, PDT0 + 10_000, limit=10))
+            assert cut.kind == "cut" and abs(cut.at_ms - cut_ms) <= 40
+            segment = next(s for s in daemon.store.index.stream_segments("cam", cut_ms, cut_ms + 1))
+            indexed_ms = daemon.store.index.indexed_times(segment.rendition_id)[segment.seq]
+            assert 0 <= cut.found_ms - indexed_ms <= 5000, (cut.found_ms, indexed_ms)
+    finally:
+        await runner.cleanup()
