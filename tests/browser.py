@@ -283,6 +283,13 @@ _PAGE = """<!doctype html>
   });
   window.livecutPlayer = {
     start(url, headers) {
+      if (url.split("?")[0].endsWith(".mp4")) {
+        // A progressive MP4: the browser's own demuxer, fetching by ranges.
+        video.src = url;
+        video.play().catch((e) => errors.push(
+          {type: "page", details: String(e), fatal: true, reason: ""}));
+        return;
+      }
       if (typeof Hls === "undefined") {
         errors.push({type: "page", details: "hls.js did not load", fatal: true, reason: ""});
         return;

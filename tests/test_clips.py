@@ -287,6 +287,22 @@ async def test_hls_clip_plays_in_a_real_player(
     assert (result.video_width, result.video_height) == (320, 180)
 
 
+async def test_an_mp4_clip_plays_in_a_real_browser(data_dir: Path, tmp_path: Path) -> None:
+    """Chromium plays the MP4 itself (no hls.js), from the index at its start."""
+    require_browser()
+    async with recorded_vod(data_dir, tmp_path / "vod") as daemon:
+        clip = await clip_of(daemon, {"start_ms": PDT0 + 1530, "end_ms": PDT0 + 7470})
+        player = web.Application()
+        add_player_routes(player)
+        async with serve(player) as page_origin:
+            result = await playback_advances(
+                page_origin, f"{daemon.base_url}/v1/clips/{clip.id}/clip.mp4", seconds=3.0
+            )
+    assert result.advanced, result.describe()
+    assert result.media_error is None, result.describe()
+    assert (result.video_width, result.video_height) == (320, 180)
+
+
 async def test_large_frames_copy_with_full_stream_parameters(tmp_path: Path) -> None:
     """720p at 4 Mbit/s: keyframes far larger than the small probe ingest uses."""
     playlist = write_hls_fixture(
