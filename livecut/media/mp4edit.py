@@ -22,11 +22,13 @@ import os
 import struct
 import sys
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+
+from livecut.media.boxes import boxes
 
 _COPY_CHUNK = 1 << 20
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"mvex", b"moof", b"traf"}
@@ -163,7 +165,7 @@ def finish_mp4(
     """
     with open(source, "r+b") as src:
         size = src.seek(0, 2)
-        top = list(_boxes(src, start, size))
+        top = list(boxes(src, start, size))
         moov = _load(src, next((b for b in top if b[0] == b"moov"), None))
         tracks = _read_fragments(src, top, moov)
         payloads = [(body, end) for kind, body, end in top if kind == b"mdat"]
@@ -291,24 +293,6 @@ def _mover(payloads: list[tuple[int, int]], data_at: int) -> Callable[[int], int
 # --- reading ------------------------------------------------------------------------------
 
 
-def _boxes(fh: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """(kind, body offset, end offset) of each box between start and end."""
-    at = start
-    while at + 8 <= end:
-        fh.seek(at)
-        size, kind = struct.unpack(">I4s", fh.read(8))
-        body = at + 8
-        if size == 1:
-            (size,) = struct.unpack(">Q", fh.read(8))
-            body += 8
-        elif size == 0:
-            size = end - at
-        if size < 8 or at + size > end:
-            raise Mp4EditError(f"bad box {kind!r} at {at}")
-        yield kind, body, at + size
-        at += size
-
-
 def _read(fh: BinaryIO, start: int, end: int) -> bytes:
     fh.seek(start)
     return fh.read(end - start)
@@ -323,7 +307,7 @@ def _load(fh: BinaryIO, box: tuple[bytes, int, int] | None) -> _Node:
 def _node(fh: BinaryIO, kind: bytes, body: int, end: int) -> _Node:
     if kind not in _CONTAINERS:
         return _Node(kind, _read(fh, body, end))
-    return _Node(kind, b"", [_node(fh, *child) for child in _boxes(fh, body, end)])
+    return _Node(kind, b"", [_node(fh, *child) for child in boxes(fh, body, end)])
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from av.packet import Packet
 from av.stream import Stream
 from av.video.stream import VideoStream
 
+from livecut.media.boxes import BoxError
 from livecut.media.clock import TS_WRAP_S
 from livecut.media.concat import open_run
 from livecut.media.edges import EdgeEncoder, EdgeError
@@ -253,7 +254,7 @@ def remux_mp4(
                 audio_span_s=copy.audio_span_s(),
             ),
         )
-    except (av.error.FFmpegError, EdgeError, Mp4EditError) as exc:
+    except (av.error.FFmpegError, EdgeError, Mp4EditError, BoxError) as exc:
         output.unlink(missing_ok=True)
         raise RemuxError(f"remux failed: {exc}") from exc
     except VerifyError:

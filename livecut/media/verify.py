@@ -28,6 +28,8 @@ import av
 import av.error
 import av.logging
 
+from livecut.media.boxes import BoxError, boxes
+
 NAL_SLICE, NAL_IDR, NAL_SPS, NAL_PPS = 1, 5, 7, 8
 _HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
@@ -125,9 +127,22 @@ def verify_mp4(
     """Raise VerifyError if the file's structure disagrees with what will be reported:
     `video_frames` presented, `length_s` long, audio from and to `audio_span_s` (by
     default the whole length)."""
+    try:
+        _verify(path, video_frames=video_frames, length_s=length_s, audio_span_s=audio_span_s)
+    except BoxError as exc:
+        raise VerifyError("structure", str(exc)) from exc
+
+
+def _verify(
+    path: Path,
+    *,
+    video_frames: int | None,
+    length_s: float,
+    audio_span_s: tuple[float, float] | None,
+) -> None:
     with open(path, "rb") as fh:
         size = fh.seek(0, 2)
-        moov = next((b for b in _boxes(fh, 0, size) if b[0] == b"moov"), None)
+        moov = next((b for b in boxes(fh, 0, size) if b[0] == b"moov"), None)
         if moov is None:
             raise VerifyError("structure", "the file has no moov box")
         movie_scale, traks = _read_moov(fh, moov[1], moov[2])
@@ -427,24 +442,6 @@ class _Bits:
 # --- boxes ------------------------------------------------------------------------------
 
 
-def _boxes(fh: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """(kind, body offset, end offset) of each box between start and end."""
-    at = start
-    while at + 8 <= end:
-        fh.seek(at)
-        size, kind = struct.unpack(">I4s", fh.read(8))
-        body = at + 8
-        if size == 1:
-            (size,) = struct.unpack(">Q", fh.read(8))
-            body += 8
-        elif size == 0:
-            size = end - at
-        if size < 8 or at + size > end:
-            raise VerifyError("structure", f"box {kind!r} at {at} runs past its parent")
-        yield kind, body, at + size
-        at += size
-
-
 def _read_moov(fh: BinaryIO, start: int, end: int) -> tuple[int, list[_Trak]]:
     fh.seek(start)
     moov = memoryview(fh.read(end - start))  # tables are read from it without copies
@@ -453,7 +450,7 @@ def _read_moov(fh: BinaryIO, start: int, end: int) -> tuple[int, list[_Trak]]:
 
     def walk(begin: int, finish: int, trak: _Trak | None) -> None:
         nonlocal movie_scale
-        for kind, body, box_end in _boxes_in(moov, begin, finish):
+        for kind, body, box_end in boxes(moov, begin, finish):
             if kind == b"trak":
                 traks.append(_Trak())
                 walk(body, box_end, traks[-1])
@@ -466,23 +463,6 @@ def _read_moov(fh: BinaryIO, start: int, end: int) -> tuple[int, list[_Trak]]:
 
     walk(0, end - start, None)
     return movie_scale, traks
-
-
-def _boxes_in(data: memoryview, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """_boxes over bytes in memory."""
-    at = start
-    while at + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, at)
-        body = at + 8
-        if size == 1:
-            (size,) = struct.unpack_from(">Q", data, at + 8)
-            body += 8
-        elif size == 0:
-            size = end - at
-        if size < 8 or at + size > end:
-            raise VerifyError("structure", f"box {kind!r} at {at} runs past its parent")
-        yield kind, body, at + size
-        at += size
 
 
 def _timescale(body: bytes | memoryview) -> int:
@@ -500,7 +480,7 @@ def _read_table(trak: _Trak, kind: bytes, body: memoryview) -> None:
         if trak.codec in (b"avc1", b"avc3", b"hvc1", b"hev1"):
             # VisualSampleEntry: 8 + 70 bytes of fields, then its boxes (avcC, hvcC, ...).
             inner = io.BytesIO(entry)
-            for child, child_body, child_end in _boxes(inner, 86, len(entry)):
+            for child, child_body, child_end in boxes(inner, 86, len(entry)):
                 if child in (b"avcC", b"hvcC"):
                     trak.config = entry[child_body:child_end]
     elif kind == b"stts":
