@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -142,8 +143,20 @@ def _describe(clip: ClipTry, verdict: Verdict) -> str:
     return " ".join(parts)
 
 
+# The real encoders the suite drives, and the Debian packages .ci/run installs for them.
+ENCODERS = {
+    "ffmpeg": "ffmpeg",
+    "gst-launch-1.0": "gstreamer1.0-tools gstreamer1.0-plugins-{good,bad,ugly} gstreamer1.0-libav",
+    "nginx": "nginx libnginx-mod-rtmp",
+}
+
+
 @pytest.fixture(scope="module")
 def conformance(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CaseResult]:
+    missing = [f"{tool} (apt-get install {pkgs})" for tool, pkgs in ENCODERS.items()
+               if shutil.which(tool) is None]  # fmt: skip
+    if missing:
+        pytest.fail("the conformance suite needs real encoders; missing: " + "; ".join(missing))
     root = tmp_path_factory.mktemp("conformance")
     records = asyncio.run(record_all(CASES, root))
     return _analyse(records)
