@@ -507,6 +507,11 @@ def _progressive_stbl(stbl: _Node, samples: _Samples) -> _Node:
     tables.append(_Node(b"stsc", b""))  # filled by _place_chunks
     tables.append(_Node(b"stsz", _be(struct.pack(">III", 0, 0, count), samples.sizes)))
     tables.append(_Node(b"stco", b""))
+    # Encoded now: the arrays need not live on beside their encodings (a long export's
+    # tables are megabytes). Only the chunk runs are read again (_place_chunks).
+    samples.sizes = array("I")
+    samples.deltas = samples.offsets = _Runs()
+    samples.sync = array("I")
     return _Node(b"stbl", b"", kept + tables)
 
 
