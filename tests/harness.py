@@ -56,7 +56,7 @@ async def until(
     while not predicate():
         left = deadline - loop.time()
         if left <= 0:
-            raise AssertionError(f"condition not met within {timeout_s}s")
+            raise AssertionError(f"{stream_id}: condition not met within {timeout_s}s")
         await daemon.store.edges.wait(stream_id, min(left, 1.0))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.encoders import runners
 from tests.encoders.cases import LIVE_S, RESTART_SIZE, SIZE, Case
 from tests.encoders.source import Mezzanine, write_mezzanine
 from tests.encoders.truth import parse_playlist
+from tests.harness import until
 
 RESTART_FIRST_FRAME = 100_000  # the second run's pictures count on from here
 LIVE_CLIPS_AT_S = 24.0  # recorded media every case has before the live clips are cut
@@ -239,8 +239,11 @@ async def _recorded_for(
 ) -> None:
     for record in records:
         name = record.case.name
-        await _until(
-            daemon, name, lambda n=name: _recorded_ms(daemon, n) >= seconds * 1000, timeout_s
+        await until(
+            daemon,
+            name,
+            lambda n=name: _recorded_ms(daemon, n) >= seconds * 1000,
+            timeout_s=timeout_s,
         )
 
 
@@ -251,20 +254,7 @@ async def _all_ended(daemon: Daemon, records: list[CaseRecord], timeout_s: float
 
     for record in records:
         name = record.case.name
-        await _until(daemon, name, lambda n=name: ended(n), timeout_s)
-
-
-async def _until(
-    daemon: Daemon, stream: str, predicate: Callable[[], bool], timeout_s: float
-) -> None:
-    """Wait on the store's change notices for one stream until predicate() holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        left = deadline - loop.time()
-        if left <= 0:
-            raise AssertionError(f"{stream}: condition not met within {timeout_s}s")
-        await daemon.store.edges.wait(stream, min(left, 1.0))
+        await until(daemon, name, lambda n=name: ended(n), timeout_s=timeout_s)
 
 
 def _recorded_segments(daemon: Daemon, stream: str) -> list[SegmentRow]:
