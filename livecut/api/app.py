@@ -23,6 +23,7 @@ from livecut.api.clips import (
     list_clips,
 )
 from livecut.api.context import API_KEY, CTX, ApiContext, Handler, ctx_of, error
+from livecut.api.storage import get_storage
 from livecut.api.streams import (
     get_session,
     get_stream,
@@ -89,6 +90,7 @@ def routes() -> list[tuple[str, str, Handler]]:
         ),
         ("GET", r"/v1/clips/{id}/media/{name:(?:init-)?\d+\.(?:ts|m4s|mp4|vtt)}", clip_media),
         ("GET", "/v1/webhooks/deliveries", list_deliveries),
+        ("GET", "/v1/storage", get_storage),
         # Livepeer Studio's clip API, for apps written against its SDKs.
         ("POST", "/api/clip", livepeer.create_clip),
         ("GET", "/api/asset", livepeer.list_assets),
@@ -223,7 +225,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def prometheus(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     metrics.INDEX_BYTES.set(ctx.store.index.size_bytes())
-    metrics.DISK_FREE_BYTES.set(ctx.store.disk_free_bytes())
+    await ctx.store.space.disk()  # sets the free-space and floor gauges
     body = generate_latest(metrics.REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

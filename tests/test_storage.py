@@ -1,0 +1,324 @@
+"""The disk floor and a full disk, on a real size-limited file system (a tmpfs of 8 MiB)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from livecut import metrics
+from livecut.api.storage import DiskBody, StorageBody, StreamStorageBody
+from livecut.clips.jobs import ClipRequest, Window
+from livecut.config import Config, StorageConfig, StreamConfig
+from livecut.daemon import Daemon
+from livecut.origin import LiveOrigin
+from livecut.store.files import TMP_SUFFIX, prune_empty_folders, write_atomic
+from tests.harness import daemon_config, running, session_ended, until
+
+TMPFS_SIZE = 8 * 1024 * 1024
+# About 145 kB a one-second segment: the 8 MiB disk fills in a minute of recording.
+BITRATE = 1_000_000
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of 8 MiB mounted for the test, unmounted after it."""
+    if os.geteuid() != 0:
+        pytest.fail(
+            "tests/test_storage.py mounts a tmpfs (mount -t tmpfs -o size=8m tmpfs DIR) "
+            "and needs root for it, as CI runs; run the test as root"
+        )
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(mount_point)],
+        check=True,
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def fill(disk: Path, leave_bytes: int) -> Path:
+    """Another program takes the disk's space, all but leave_bytes."""
+    filler = disk / "filler"
+    size = free_bytes(disk) - leave_bytes
+    assert size > 0, "the disk is already fuller than asked"
+    with open(filler, "wb") as fh:
+        fh.write(b"\0" * size)
+    return filler
+
+
+def part_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob(f"*{TMP_SUFFIX}")]
+
+
+def stream(stream_id: str, url: str) -> StreamConfig:
+    return StreamConfig(
+        id=stream_id,
+        url=url,
+        retention_s=3600.0,
+        session_gap_s=60.0,
+        headers=(),
+        enabled=True,
+    )
+
+
+def with_storage(config: Config, storage: StorageConfig, *streams: StreamConfig) -> Config:
+    return replace(config, storage=storage, streams=streams or config.streams)
+
+
+def sample(name: str, labels: dict[str, str]) -> float | None:
+    return metrics.REGISTRY.get_sample_value(name, labels)
+
+
+async def test_floor_evicts_the_oldest_segments_but_not_what_a_clip_serves(
+    small_disk: Path,
+) -> None:
+    data_dir = small_disk / "data"
+    old_origin = LiveOrigin(segment_ms=1000, prefill=6, end_after=6, video_bitrate=BITRATE)
+    new_origin = LiveOrigin(segment_ms=1000, prefill=1, window=6, video_bitrate=BITRATE)
+    old_url = await old_origin.start()
+    new_url = await new_origin.start()
+    floor = 2 * 1024 * 1024
+    storage = StorageConfig(min_free_bytes=floor, keep_live_segments=3)
+    config = with_storage(
+        daemon_config(data_dir, old_url), storage, stream("old", old_url), stream("new", new_url)
+    )
+    evicted_before = sample("livecut_evicted_segments_total", {"stream": "old"}) or 0.0
+    try:
+        async with running(config) as daemon:
+            await until(daemon, "old", lambda: session_ended(daemon, "old"), timeout_s=30)
+            old = daemon.store.index.stream_segments("old", 0, 2**62)
+            assert len(old) == 6
+            # An HLS clip of the second and third segments pins them.
+            clip = daemon.jobs.submit(
+                ClipRequest(
+                    stream_id="old",
+                    session_id=None,
+                    windows=(Window(start_ms=old[1].start_ms, end_ms=old[2].end_ms),),
+                    formats=("hls",),
+                )
+            )
+            done = await daemon.jobs.wait_finished(clip.id, timeout_s=30)
+            assert done is not None and done.state == "ready", done
+            pinned = {old[1].id, old[2].id}
+            unpinned = [s for s in old if s.id not in pinned]
+
+            # Other programs use the disk up to just above the floor: the new stream's
+            # next segments would cross it.
+            fill(small_disk, leave_bytes=floor + 100_000)
+
+            def old_unpinned_gone() -> bool:
+                left = {s.id for s in daemon.store.index.stream_segments("old", 0, 2**62)}
+                return not any(s.id in left for s in unpinned)
+
+            seen: list[list[int]] = []
+
+            def progress() -> bool:
+                left = [s.seq for s in daemon.store.index.stream_segments("old", 0, 2**62)]
+                if not seen or seen[-1] != left:
+                    seen.append(left)
+                return old_unpinned_gone()
+
+            await until(daemon, "new", progress, timeout_s=60)
+            # Oldest first: each step took the oldest unpinned segments that were left.
+            order = [s.seq for s in unpinned]
+            for left in seen:
+                gone = [seq for seq in order if seq not in left]
+                assert gone == order[: len(gone)], f"evicted out of order: {seen}"
+            left = daemon.store.index.stream_segments("old", 0, 2**62)
+            assert {s.id for s in left} == pinned
+            for segment in unpinned:
+                assert not (data_dir / segment.path).exists()
+            for segment in left:
+                assert (data_dir / segment.path).is_file()
+            assert free_bytes(small_disk) >= floor - 200_000, "the floor is kept"
+            evicted = sample("livecut_evicted_segments_total", {"stream": "old"})
+            assert evicted == evicted_before + len(unpinned)
+
+            async with aiohttp.ClientSession() as http:
+                # The clip still plays: its playlist and every segment it names.
+                base = f"{daemon.base_url}/v1/clips/{clip.id}/"
+                async with http.get(base + "index.m3u8") as response:
+                    assert response.status == 200
+                    playlist = await response.text()
+                media = [line for line in playlist.splitlines() if line.startswith("media/")]
+                assert len(media) == 2
+                for name in media:
+                    async with http.get(base + name) as response:
+                        assert response.status == 200
+                        assert len(await response.read()) in {s.size for s in left}
+                async with http.get(f"{daemon.base_url}/v1/storage") as response:
+                    assert response.status == 200
+                    report = await response.json()
+            by_stream = {s["stream"]: s for s in report["streams"]}
+            assert by_stream["old"]["segments"] == 2
+            assert by_stream["old"]["pinned_bytes"] == sum(s.size for s in left)
+            assert by_stream["old"]["bytes"] == sum(s.size for s in left)
+            assert by_stream["old"]["oldest_ms"] == old[1].start_ms
+            assert by_stream["new"]["segments"] >= 3
+            assert report["disk"]["floor_bytes"] == floor
+            assert report["disk"]["total_bytes"] == TMPFS_SIZE
+            assert 0 < report["disk"]["free_bytes"] < TMPFS_SIZE
+            assert report["keep_live_segments"] == 3
+    finally:
+        await old_origin.stop()
+        await new_origin.stop()
+
+
+async def test_full_disk_is_a_disk_full_gap_and_recording_resumes(small_disk: Path) -> None:
+    data_dir = small_disk / "data"
+    origin = LiveOrigin(segment_ms=1000, prefill=2, window=6, video_bitrate=BITRATE)
+    url = await origin.start()
+    # No floor, and nothing the floor could take: the disk simply fills up.
+    storage = StorageConfig(min_free_bytes=0, keep_live_segments=100_000)
+    config = with_storage(daemon_config(data_dir, url, session_gap_s=60.0), storage)
+    write_errors = sample("livecut_storage_errors_total", {"op": "write"}) or 0.0
+    try:
+        async with running(config) as daemon:
+            index = daemon.store.index
+
+            def recorded() -> int:
+                return len(index.stream_segments("cam", 0, 2**62))
+
+            await until(daemon, "cam", lambda: recorded() >= 2, timeout_s=30)
+            live = index.live_session("cam")
+            assert live is not None
+            rendition = index.renditions(live.id)[0]
+            # Room for the index to note a gap, not for a ~145 kB segment.
+            filler = fill(small_disk, leave_bytes=64 * 1024)
+
+            def full_gaps() -> list[int]:
+                return [
+                    g.last_seq or 0
+                    for g in index.rendition_gaps(rendition.id)
+                    if g.reason == "disk_full"
+                ]
+
+            await until(daemon, "cam", lambda: bool(full_gaps()), timeout_s=30)
+            assert part_files(data_dir) == [], "a failed write leaves no temporary file"
+            assert sample("livecut_storage_errors_total", {"op": "write"}) > write_errors
+            assert sample("livecut_origin_errors_total", {"stream": "cam", "kind": "storage"}) in (
+                None,
+                0.0,
+            )
+            assert daemon.recorders["cam"].status.state != "failing", "the origin is fine"
+
+            filler.unlink()
+            lost = max(full_gaps())
+
+            def resumed() -> bool:
+                return index.last_segment(rendition.id) is not None and (
+                    index.last_segment(rendition.id).seq > lost  # type: ignore[union-attr]
+                )
+
+            await until(daemon, "cam", resumed, timeout_s=30)
+            assert len(index.sessions("cam")) == 1, "the same session goes on"
+            assert part_files(data_dir) == []
+            for segment in index.stream_segments("cam", 0, 2**62):
+                assert (data_dir / segment.path).stat().st_size == segment.size
+    finally:
+        await origin.stop()
+
+
+async def test_failed_clip_removes_its_folder(data_dir: Path) -> None:
+    origin = LiveOrigin(prefill=2, end_after=2)
+    url = await origin.start()
+    try:
+        async with running(daemon_config(data_dir, url)) as daemon:
+            await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=20)
+            start = origin.segment_pdt_ms(0) - 3_600_000  # an hour before anything recorded
+            clip = daemon.jobs.submit(
+                ClipRequest(
+                    stream_id="cam",
+                    session_id=None,
+                    windows=(Window(start_ms=start, end_ms=start + 2000),),
+                )
+            )
+            done = await daemon.jobs.wait_finished(clip.id, timeout_s=20)
+            assert done is not None and done.state == "failed"
+            assert not daemon.store.clip_dir(clip.id).exists()
+            assert sample("livecut_clip_jobs_finished_total", {"outcome": "failed"}) >= 1
+    finally:
+        await origin.stop()
+
+
+def test_failed_write_leaves_no_part_file_and_a_pruned_folder_comes_back(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "streams").mkdir(parents=True)
+    with pytest.raises(TypeError):
+        write_atomic(root, "streams/a/b/1.ts", "not bytes")  # type: ignore[arg-type]
+    assert part_files(root) == []
+    prune_empty_folders(root, ["streams/a/b/1.ts"])
+    assert not (root / "streams" / "a").exists()
+    assert (root / "streams").is_dir(), "the tree's own folders stay"
+    write_atomic(root, "streams/a/b/2.ts", b"[2]")
+    assert (root / "streams/a/b/2.ts").read_bytes() == b"[2]"
+
+
+def test_storage_body_matches_the_openapi_document() -> None:
+    from livecut.api.app import OPENAPI
+
+    schema = json.loads(OPENAPI.read_text())["components"]["schemas"]["Storage"]
+    assert {f.name for f in dataclasses.fields(StorageBody)} == set(schema["properties"])
+    assert set(schema["required"]) == set(schema["properties"])
+    disk = schema["properties"]["disk"]
+    assert {f.name for f in dataclasses.fields(DiskBody)} == set(disk["properties"])
+    item = schema["properties"]["streams"]["items"]
+    assert {f.name for f in dataclasses.fields(StreamStorageBody)} == set(item["properties"])
+
+
+def test_floor_is_the_larger_of_bytes_and_percent() -> None:
+    config = StorageConfig(min_free_bytes=1000, min_free_percent=5.0)
+    assert config.floor_bytes(10_000) == 1000
+    assert config.floor_bytes(1_000_000) == 50_000
+
+
+async def test_every_alerted_series_exists_at_zero_from_start(data_dir: Path) -> None:
+    origin = LiveOrigin(prefill=1, end_after=1)
+    url = await origin.start()
+    try:
+        config = daemon_config(data_dir, url, stream_id="fresh")
+        daemon = Daemon(config)
+        await daemon.start()
+        try:
+            for reason in metrics.GAP_REASONS:
+                labels = {"stream": "fresh", "reason": reason}
+                assert sample("livecut_gaps_total", labels) is not None, reason
+            assert sample("livecut_gap_seconds_total", {"stream": "fresh"}) is not None
+            assert sample("livecut_origin_errors_total", {"stream": "fresh", "kind": "timeout"}) == 0
+            assert sample("livecut_evicted_bytes_total", {"stream": "fresh"}) is not None
+            assert sample("livecut_clip_jobs_finished_total", {"outcome": "failed"}) is not None
+            assert sample("livecut_webhook_attempts_total", {"outcome": "failed"}) is not None
+            assert sample("livecut_storage_errors_total", {"op": "write"}) is not None
+            later = stream("later", url)
+            daemon.add_stream(later)
+            assert sample("livecut_gaps_total", {"stream": "later", "reason": "expired"}) == 0
+            info = [
+                s
+                for family in metrics.REGISTRY.collect()
+                if family.name == "livecut_build_info"
+                for s in family.samples
+            ]
+            assert len(info) == 1 and info[0].value == 1
+            assert set(info[0].labels) == {"version", "python", "pyav", "ffmpeg"}
+            assert all(info[0].labels.values())
+            assert sample("process_cpu_seconds_total", {}) is not None
+        finally:
+            await daemon.stop()
+    finally:
+        await origin.stop()
