@@ -300,7 +300,9 @@ async def test_every_alerted_series_exists_at_zero_from_start(data_dir: Path) ->
                 labels = {"stream": "fresh", "reason": reason}
                 assert sample("livecut_gaps_total", labels) is not None, reason
             assert sample("livecut_gap_seconds_total", {"stream": "fresh"}) is not None
-            assert sample("livecut_origin_errors_total", {"stream": "fresh", "kind": "timeout"}) == 0
+            assert (
+                sample("livecut_origin_errors_total", {"stream": "fresh", "kind": "timeout"}) == 0
+            )
             assert sample("livecut_evicted_bytes_total", {"stream": "fresh"}) is not None
             assert sample("livecut_clip_jobs_finished_total", {"outcome": "failed"}) is not None
             assert sample("livecut_webhook_attempts_total", {"outcome": "failed"}) is not None
