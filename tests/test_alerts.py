@@ -76,10 +76,7 @@ def test_rule_tests_cover_every_alert() -> None:
     alerts = {rule["alert"] for group in groups for rule in group["rules"]}
     tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
     tested = {case["alertname"] for test in tests for case in test["alert_rule_test"]}
-    untested = (
-        alerts - tested - {"LivecutIngestLagHigh", "LivecutClipQueueBacklog", "LivecutDiskLow"}
-    )
-    assert not untested, f"alerts without a promtool test: {sorted(untested)}"
+    assert alerts <= tested, f"alerts without a promtool test: {sorted(alerts - tested)}"
 
 
 def test_alert_rules_name_only_exported_metrics() -> None:
