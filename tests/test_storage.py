@@ -222,9 +222,8 @@ async def test_full_disk_is_a_disk_full_gap_and_recording_resumes(small_disk: Pa
             lost = max(full_gaps())
 
             def resumed() -> bool:
-                return index.last_segment(rendition.id) is not None and (
-                    index.last_segment(rendition.id).seq > lost  # type: ignore[union-attr]
-                )
+                newest = index.last_segment(rendition.id)
+                return newest is not None and newest.seq > lost
 
             await until(daemon, "cam", resumed, timeout_s=30)
             assert len(index.sessions("cam")) == 1, "the same session goes on"
@@ -261,7 +260,7 @@ def test_failed_write_leaves_no_part_file_and_a_pruned_folder_comes_back(tmp_pat
     root = tmp_path / "data"
     (root / "streams").mkdir(parents=True)
     with pytest.raises(TypeError):
-        write_atomic(root, "streams/a/b/1.ts", "not bytes")  # type: ignore[arg-type]
+        write_atomic(root, "streams/a/b/1.ts", "not bytes")
     assert part_files(root) == []
     prune_empty_folders(root, ["streams/a/b/1.ts"])
     assert not (root / "streams" / "a").exists()
@@ -324,3 +323,77 @@ async def test_every_alerted_series_exists_at_zero_from_start(data_dir: Path) ->
             await daemon.stop()
     finally:
         await origin.stop()
+
+
+def test_eviction_candidates_oldest_first_sparing_pins_and_live_edges(tmp_path: Path) -> None:
+    from livecut.store.index import Index
+    from livecut.store.records import ClipRow, SegmentRow
+
+    index = Index(tmp_path / "index.sqlite3")
+    try:
+        index.ensure_stream("a", "http://127.0.0.1/a.m3u8", 0)
+        index.ensure_stream("b", "http://127.0.0.1/b.m3u8", 0)
+        ended = index.open_session("a", clock="origin", started_ms=0)
+        live = index.open_session("b", clock="origin", started_ms=500)
+        ids: dict[str, int] = {}
+
+        def add(session_id: str, name: str, seq: int, start_ms: int) -> None:
+            rendition = index.add_rendition(session_id, name="main", uri="u")
+            index.add_segment(
+                rendition_id=rendition.id,
+                seq=seq,
+                epoch=0,
+                start_ms=start_ms,
+                end_ms=start_ms + 1000,
+                path=f"{name}.ts",
+                size=100,
+                init_path=None,
+                ref_pts_s=0.0,
+                keyframes_ms=[start_ms],
+                has_video=True,
+                has_audio=False,
+                indexed_ms=start_ms,
+            )
+            last = index.last_segment(rendition.id)
+            assert last is not None
+            ids[name] = last.id
+
+        # Interleaved in time across the two streams.
+        for n in range(4):
+            add(ended.id, f"a{n}", n, n * 1000)
+            add(live.id, f"b{n}", n, n * 1000 + 500)
+        index.end_session(ended.id, ended_ms=4000, reason="endlist")
+        clip = ClipRow(
+            id="clip_pin",
+            stream_id="a",
+            session_id=None,
+            name=None,
+            state="ready",
+            start_ms=1000,
+            end_ms=2000,
+            created_ms=0,
+            updated_ms=0,
+            error=None,
+            result=None,
+        )
+        index.add_clip(clip)
+        index.pin_segments(clip.id, [ids["a1"]])
+
+        def names(candidates: list[tuple[str, SegmentRow]]) -> list[str]:
+            by_id = {v: k for k, v in ids.items()}
+            return [by_id[s.id] for _, s in candidates]
+
+        everything = index.eviction_candidates(keep_live=2, limit=100)
+        # Oldest first across streams; a1 is pinned; b2 and b3 are the live edge.
+        assert names(everything) == ["a0", "b0", "b1", "a2", "a3"]
+        assert {stream for stream, _ in everything} == {"a", "b"}
+        first = index.eviction_candidates(keep_live=2, limit=2)
+        last = first[-1][1]
+        rest = index.eviction_candidates(keep_live=2, limit=100, after=(last.start_ms, last.id))
+        assert names(first + rest) == names(everything)
+        index.unpin_segments(clip.id)
+        assert "a1" in names(index.eviction_candidates(keep_live=2, limit=100))
+        # Deleting rows hands back what must go from disk with them.
+        assert index.delete_segments([ids["a0"]]) == []
+    finally:
+        index.close()
