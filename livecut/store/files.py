@@ -66,8 +66,10 @@ def prune_empty_folders(root: Path, relpaths: list[str]) -> None:
         while folder not in stop and root in folder.parents:
             try:
                 folder.rmdir()
+            except FileNotFoundError:
+                pass  # pruned already: its parent may still be empty
             except OSError:
-                break  # not empty (or already gone): its parents are not empty either
+                break  # not empty: neither are its parents
             folder = folder.parent
 
 
