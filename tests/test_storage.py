@@ -397,3 +397,77 @@ def test_eviction_candidates_oldest_first_sparing_pins_and_live_edges(tmp_path: 
         assert index.delete_segments([ids["a0"]]) == []
     finally:
         index.close()
+
+
+async def test_sigkill_while_the_floor_evicts_leaves_a_consistent_index(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    import asyncio
+    import signal
+    import sys
+
+    from tests.test_crash import rows_match_files
+
+    data_dir = small_disk / "data"
+    # Thirty segments at once on a disk with room for about fifteen: the floor evicts
+    # while the catch-up is still being written.
+    origin = LiveOrigin(segment_ms=1000, window=30, prefill=30, video_bitrate=BITRATE)
+    url = await origin.start()
+    config_path = tmp_path / "livecut.toml"
+    config_path.write_text(
+        f"""
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{data_dir}"
+
+[storage]
+min_free_bytes = "5MiB"
+keep_live_segments = 3
+
+[[streams]]
+id = "cam"
+url = "{url}"
+session_gap = "60s"
+"""
+    )
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "livecut",
+            "serve",
+            "--config",
+            str(config_path),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        seen: set[Path] = set()
+        try:
+            for _ in range(1200):  # 60 s at most
+                now = {p for p in (data_dir / "streams").rglob("*.ts")}
+                if seen - now:
+                    break  # a segment that was stored has been evicted
+                seen |= now
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the floor never evicted anything")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        assert rows_match_files(data_dir) > 0, "every row names a whole file"
+
+        storage = StorageConfig(min_free_bytes=5 * 1024 * 1024, keep_live_segments=3)
+        config = with_storage(daemon_config(data_dir, url, session_gap_s=60.0), storage)
+        # Start-up reconciliation alone, with nothing being recorded meanwhile.
+        config = replace(config, streams=(replace(config.streams[0], enabled=False),))
+        async with running(config) as daemon:
+            known = daemon.store.index.all_media_paths()
+            on_disk = {
+                p.relative_to(data_dir).as_posix() for p in (data_dir / "streams").rglob("*")
+            }
+            on_disk = {p for p in on_disk if (data_dir / p).is_file()}
+            assert on_disk <= known, f"files no row names survived: {sorted(on_disk - known)}"
+            assert part_files(data_dir) == []
+    finally:
+        await origin.stop()
