@@ -319,6 +319,19 @@ async def test_every_alerted_series_exists_at_zero_from_start(data_dir: Path) ->
             assert set(info[0].labels) == {"version", "python", "pyav", "ffmpeg"}
             assert all(info[0].labels.values())
             assert sample("process_cpu_seconds_total", {}) is not None
+            # Whatever the alert rules and the dashboard count has a series already.
+            from tests.test_alerts import METRIC_NAME, dashboard_expressions, rule_expressions
+
+            used = {
+                name
+                for expr in rule_expressions() + dashboard_expressions()
+                for name in METRIC_NAME.findall(expr)
+            }
+            for family in metrics.REGISTRY.collect():
+                if family.type in ("counter", "histogram") and any(
+                    name.startswith(family.name + "_") for name in used
+                ):
+                    assert family.samples, f"{family.name} has no series before its first event"
         finally:
             await daemon.stop()
     finally:

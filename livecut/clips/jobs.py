@@ -390,6 +390,9 @@ class ClipJobs:
         # or from the first segment of an HLS-only clip.
         zero_ms: float = stored[0].start_ms
         if "mp4" in request.formats:
+            # The MP4 is about as large as the media it copies: room for it first (this
+            # job's own segments are pinned while it runs).
+            await self.store.space.make_room(sum(s.size for s in stored))
             pieces = _pieces(plan)
             outputs = []
             for n, runs in enumerate(pieces):

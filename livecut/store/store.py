@@ -85,6 +85,3 @@ class Store:
 
     def remove_clip_files(self, clip_id: str) -> None:
         shutil.rmtree(self.clip_dir(clip_id), ignore_errors=True)
-
-    def disk_free_bytes(self) -> int:
-        return shutil.disk_usage(self.root).free
