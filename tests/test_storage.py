@@ -484,3 +484,72 @@ session_gap = "60s"
             assert part_files(data_dir) == []
     finally:
         await origin.stop()
+
+
+async def test_make_room_pages_through_pins_and_busy_ranges(
+    small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from livecut.store import space
+    from livecut.store.records import ClipRow
+    from livecut.store.store import Store
+
+    monkeypatch.setattr(space, "EVICT_PAGE", 4)  # several pages, one left half-read
+    store = Store(small_disk / "data", StorageConfig(min_free_bytes=0, keep_live_segments=1))
+    try:
+        index = store.index
+        index.ensure_stream("cam", "http://127.0.0.1/cam.m3u8", 0)
+        session = index.open_session("cam", clock="origin", started_ms=0)
+        rendition = index.add_rendition(session.id, name="main", uri="u")
+        size = 256 * 1024
+        for seq in range(12):
+            relpath = f"streams/cam/{session.id}/main/0-{seq}.ts"
+            await store.write(relpath, bytes([seq]) * size)
+            index.add_segment(
+                rendition_id=rendition.id,
+                seq=seq,
+                epoch=0,
+                start_ms=seq * 1000,
+                end_ms=seq * 1000 + 1000,
+                path=relpath,
+                size=size,
+                init_path=None,
+                ref_pts_s=0.0,
+                keyframes_ms=[seq * 1000],
+                has_video=True,
+                has_audio=False,
+                indexed_ms=0,
+            )
+        index.end_session(session.id, ended_ms=12_000, reason="endlist")
+        segments = index.rendition_segments(rendition.id)
+        index.add_clip(
+            ClipRow(
+                id="clip_hls",
+                stream_id="cam",
+                session_id=None,
+                name=None,
+                state="ready",
+                start_ms=1000,
+                end_ms=2000,
+                created_ms=0,
+                updated_ms=0,
+                error=None,
+                result=None,
+            )
+        )
+        index.pin_segments("clip_hls", [segments[1].id])
+        store.space.busy = lambda stream: [(3000, 5000)] if stream == "cam" else []
+        # One segment's file is gone already (its row is not): evicting it frees nothing,
+        # and another round must go on from the first candidate not yet examined.
+        (store.root / segments[5].path).unlink()
+        need = free_bytes(small_disk) + 3 * size - 100_000
+        eviction = await store.space.make_room(need)
+        left = [s.seq for s in index.rendition_segments(rendition.id)]
+        # 1 is pinned by an HLS clip, 3 and 4 are read by a job: 0, 2, 5, then 6 go.
+        assert left == [1, 3, 4, 7, 8, 9, 10, 11]
+        assert eviction.segments == 4 and eviction.bytes == 4 * size
+        assert eviction.short_bytes == 0
+        for gone in (segments[0], segments[2], segments[6]):
+            assert not (store.root / gone.path).exists()
+        assert (store.root / segments[1].path).read_bytes()[:1] == b"\x01"
+    finally:
+        store.close()

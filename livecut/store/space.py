@@ -89,10 +89,10 @@ class Space:
                 )
                 if not page:
                     break
-                after = (page[-1][1].start_ms, page[-1][1].id)
                 doomed: list[tuple[str, SegmentRow]] = []
                 planned = short
                 for stream_id, segment in page:
+                    after = (segment.start_ms, segment.id)  # the next page starts past it
                     ranges = busy.setdefault(stream_id, self.busy(stream_id))
                     if any(segment.start_ms < e and segment.end_ms > b for b, e in ranges):
                         continue
