@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 # Candidates read from the index at a time, oldest first.
 EVICT_PAGE = 200
-# A floor that cannot be kept is logged at most this often.
-WARN_EVERY_S = 60.0
+# Evictions, and a floor that cannot be kept, are logged at most this often.
+LOG_EVERY_S = 60.0
 
 # Ranges (start_ms, end_ms) of a stream that queued, waiting or running jobs will read.
 BusyRanges = Callable[[str], list[tuple[int, int]]]
@@ -60,7 +60,9 @@ class Space:
         self.config = config
         self.busy: BusyRanges = lambda _stream: []
         self._lock = asyncio.Lock()
-        self._warned_s = -WARN_EVERY_S
+        self._warned_s = -LOG_EVERY_S
+        self._logged_s = -LOG_EVERY_S
+        self._unlogged: dict[str, tuple[int, int]] = {}  # stream -> evicted, not yet logged
 
     async def disk(self) -> Disk:
         # aiofiles: statvfs may block on a network file system; it runs in a thread.
@@ -129,13 +131,25 @@ class Space:
         for stream_id, (count, size) in sorted(by_stream.items()):
             metrics.EVICTED_SEGMENTS.labels(stream_id).inc(count)
             metrics.EVICTED_BYTES.labels(stream_id).inc(size)
-            log.info(
-                "disk floor: evicted %d segment(s), %d bytes, of stream %s", count, size, stream_id
-            )
+            seen_count, seen_size = self._unlogged.get(stream_id, (0, 0))
+            self._unlogged[stream_id] = (seen_count + count, seen_size + size)
+        # Below the floor every segment written evicts one: say so once a minute at most.
+        now = time.monotonic()
+        if now - self._logged_s >= LOG_EVERY_S:
+            self._logged_s = now
+            for stream_id, (count, size) in sorted(self._unlogged.items()):
+                log.info(
+                    "disk floor: evicted %d segment(s), %d bytes, of stream %s before their "
+                    "retention",
+                    count,
+                    size,
+                    stream_id,
+                )
+            self._unlogged.clear()
 
     def _warn_short(self, disk: Disk, short: int) -> None:
         now = time.monotonic()
-        if now - self._warned_s < WARN_EVERY_S:
+        if now - self._warned_s < LOG_EVERY_S:
             return
         self._warned_s = now
         log.warning(
