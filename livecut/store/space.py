@@ -84,7 +84,6 @@ class Space:
                 return Eviction(segments=0, bytes=0, short_bytes=0)
             segments = freed = 0
             after: tuple[int, int] | None = None
-            busy: dict[str, list[tuple[int, int]]] = {}
             while short > 0:
                 page = self.store.index.eviction_candidates(
                     keep_live=self.config.keep_live_segments, limit=EVICT_PAGE, after=after
@@ -93,6 +92,8 @@ class Space:
                     break
                 doomed: list[tuple[str, SegmentRow]] = []
                 planned = short
+                # Read afresh for each page: a job may have been submitted meanwhile.
+                busy: dict[str, list[tuple[int, int]]] = {}
                 for stream_id, segment in page:
                     after = (segment.start_ms, segment.id)  # the next page starts past it
                     ranges = busy.setdefault(stream_id, self.busy(stream_id))
