@@ -61,6 +61,7 @@ class Daemon:
         self._reloader: asyncio.Task[None] | None = None
         self._status: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._sent_status = ""  # the last STATUS= told to the service manager
         self.store = Store(config.server.data_dir)
         self.jobs = ClipJobs(self.store, config.clips, clock=clock)
         self.live_shots = LiveShots(self.store, config.streams, clock=clock)
@@ -166,9 +167,8 @@ class Daemon:
             len(self.recorders),
         )
         # The index is open and the API answers: the service manager may send traffic.
-        status = self.status_line()
-        self.notifier.ready(status)
-        self._status = asyncio.create_task(self._report_status(status), name="notify-status")
+        self._ready()
+        self._status = asyncio.create_task(self._report_status(), name="notify-status")
         self._status.add_done_callback(_log_death)
         return self.base_url
 
@@ -239,13 +239,17 @@ class Daemon:
             line += "; restart to apply " + ", ".join(last.needs_restart)
         return line
 
-    async def _report_status(self, sent: str) -> None:
+    def _ready(self) -> None:
+        self._sent_status = self.status_line()
+        self.notifier.ready(self._sent_status)
+
+    async def _report_status(self) -> None:
         while True:
             await asyncio.sleep(STATUS_EVERY_S)
             status = self.status_line()
-            if status != sent:
+            if status != self._sent_status:
                 self.notifier.status(status)
-                sent = status
+                self._sent_status = status
 
     async def _feed_watchdog(self, period_s: float) -> None:
         # Runs on the event loop: if the loop stalls, the pings stop and systemd restarts us.
@@ -270,7 +274,7 @@ class Daemon:
         try:
             outcome = await self._reload()
         finally:
-            self.notifier.ready(self.status_line())
+            self._ready()
         return outcome
 
     async def _reload(self) -> ReloadOutcome:
