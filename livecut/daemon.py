@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -266,7 +267,12 @@ class Daemon:
         while True:
             await self._reload_wanted.wait()
             self._reload_wanted.clear()
-            await self.reload()
+            try:
+                await self.reload()
+            except (OSError, sqlite3.Error):
+                # The index or a file failed mid-way. self.config changes only once all is
+                # applied, so the next SIGHUP plans the same changes again and finishes them.
+                log.exception("config reload failed while applying; send SIGHUP to retry")
 
     async def reload(self) -> ReloadOutcome:
         """Re-read the config file and apply it; a config with errors is refused whole."""
@@ -296,13 +302,18 @@ class Daemon:
         for stream_id in plan.shots:
             await self.live_shots.unfollow(stream_id)
         for stream_id in plan.stopped:
-            await self.recorders.pop(stream_id).stop()
+            stopped = self.recorders.pop(stream_id, None)
+            if stopped is not None:  # None: stopped by a reload that failed half-way
+                await stopped.stop()
         for stream in plan.restarted:
-            await self.recorders[stream.id].stop()
+            if stream.id in self.recorders:
+                await self.recorders[stream.id].stop()
             self.store.index.ensure_stream(stream.id, stream.url, int(self.clock() * 1000))
             self.recorders[stream.id] = self._recorder(stream)
             self.recorders[stream.id].start()
         for stream in plan.started:
+            if stream.id in self.recorders:  # left by a reload that failed half-way
+                await self.recorders[stream.id].stop()
             self.add_stream(stream)
         now_ms = int(self.clock() * 1000)
         for stream in plan.config.streams:

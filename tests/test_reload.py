@@ -1,11 +1,17 @@
-"""The reload plan: which recorders start, stop or restart, and which keys need a restart."""
+"""Reload: which recorders start, stop or restart, which keys need a restart; applying it."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from pathlib import Path
 
+import aiohttp
+
 from livecut.config import parse_config
+from livecut.origin import LiveOrigin
 from livecut.reload import ReloadOutcome, plan_reload
+from tests.harness import daemon_config, running
 
 A = {"id": "a", "url": "http://o/a.m3u8"}
 B = {"id": "b", "url": "http://o/b.m3u8"}
@@ -99,3 +105,49 @@ def test_outcome_summary_and_json() -> None:
         "restarted": [],
         "updated": [],
     }
+
+
+async def test_apply_leaves_untouched_recorders_running_and_follows_aliases(
+    data_dir: Path,
+) -> None:
+    origin = LiveOrigin()
+    url = await origin.start()
+    base = daemon_config(data_dir, url, stream_id="a")
+    a = base.streams[0]
+    config = replace(base, streams=(a, replace(a, id="b")))
+    try:
+        async with running(config) as daemon, aiohttp.ClientSession() as http:
+            before = dict(daemon.recorders)
+            new = replace(
+                config,
+                streams=(
+                    replace(a, retention_s=60.0, playback_id="alias-a", shots=True),
+                    replace(a, id="b", headers=(("X-Test", "1"),)),
+                    replace(a, id="c"),
+                ),
+            )
+            outcome = await daemon.apply_config(new)
+            assert (outcome.updated, outcome.restarted, outcome.started) == (("a",), ("b",), ("c",))
+            assert daemon.recorders["a"] is before["a"], "a's recorder was not touched"
+            assert daemon.recorders["b"] is not before["b"]
+            assert daemon.config.streams[0].retention_s == 60.0
+            assert {"recorder:a", "recorder:b", "recorder:c", "live-shots:a"} <= task_names()
+            async with http.get(f"{daemon.base_url}/api/stream/alias-a") as response:
+                assert response.status == 200
+                assert (await response.json())["playbackId"] == "alias-a"
+            async with http.get(f"{daemon.base_url}/healthz") as response:
+                health = await response.json()
+            assert health["last_reload"]["streams"]["started"] == ["c"]
+
+            outcome = await daemon.apply_config(replace(new, streams=new.streams[1:]))
+            assert outcome.stopped == ("a",) and not outcome.started
+            names = task_names()
+            assert "live-shots:a" not in names and "recorder:a" not in names
+            async with http.get(f"{daemon.base_url}/api/stream/alias-a") as response:
+                assert response.status == 404
+    finally:
+        await origin.stop()
+
+
+def task_names() -> set[str]:
+    return {task.get_name() for task in asyncio.all_tasks()}

@@ -60,6 +60,9 @@ class LiveShots:
 
     def follow(self, stream_id: str) -> None:
         """Start detecting on one stream (at start-up, or when a config reload adds it)."""
+        running = self._tasks.get(stream_id)
+        if running is not None and not running.done():
+            return
         task = asyncio.create_task(self._follow(stream_id), name=f"live-shots:{stream_id}")
         task.add_done_callback(_log_death)
         self._tasks[stream_id] = task
