@@ -348,6 +348,7 @@ class Daemon:
         failing = {k for k, r in self.recorders.items() if r.status.state == "failing"}
         while True:
             await asyncio.sleep(STREAM_WATCH_S)
+            failing &= self.recorders.keys()  # a stream a reload removed starts afresh
             for stream_id, recorder in list(self.recorders.items()):
                 status = recorder.status
                 now_failing = status.state == "failing"
