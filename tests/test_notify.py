@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from livecut.config import default_config
+from livecut.daemon import Daemon
 from livecut.notify import Notifier, message, socket_address, watchdog_period_s
 
 
@@ -85,3 +91,48 @@ def test_a_vanished_manager_is_warned_about_once(
     notifier.close()
     warnings = [r for r in caplog.records if "cannot notify" in r.getMessage()]
     assert len(warnings) == 1
+
+
+async def test_watchdog_pings_stop_while_the_event_loop_is_stalled(tmp_path: Path) -> None:
+    address = str(tmp_path / "notify")
+    receiver = _receiver(address)
+    receiver.settimeout(0.2)
+    loop = asyncio.get_running_loop()
+    pings: list[float] = []
+    pinged = asyncio.Event()
+    done = threading.Event()
+
+    def listen() -> None:  # a thread: it hears the pings even while the loop is stuck
+        while not done.is_set():
+            try:
+                data = receiver.recv(4096)
+            except TimeoutError:
+                continue
+            if data == b"WATCHDOG=1":
+                pings.append(time.monotonic())
+                loop.call_soon_threadsafe(pinged.set)
+
+    async def next_ping() -> None:
+        pinged.clear()
+        await asyncio.wait_for(pinged.wait(), 10)
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    base = default_config(tmp_path / "data")
+    config = replace(base, server=replace(base.server, listen_port=0))
+    daemon = Daemon(config, notifier=Notifier(address, watchdog_s=0.05))
+    try:
+        await daemon.start()
+        for _ in range(3):
+            await next_ping()
+        stalled_at = time.monotonic()
+        time.sleep(0.6)  # the stall under test: the event loop blocked
+        resumed_at = time.monotonic()
+        await next_ping()
+    finally:
+        await daemon.stop()
+        done.set()
+        listener.join()
+        receiver.close()
+    assert not [t for t in pings if stalled_at + 0.1 < t < resumed_at], "pinged while stalled"
+    assert any(t >= resumed_at for t in pings)
