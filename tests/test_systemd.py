@@ -7,6 +7,7 @@ a datagram socket bound here and named by NOTIFY_SOCKET.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import uuid
@@ -32,16 +34,22 @@ from tests.harness import decode_clip
 ROOT = Path(__file__).parent.parent
 UNIT = ROOT / "systemd" / "livecut.service"
 POLL_S = 0.2
+SO_TIMESTAMPNS = 35  # Linux; the socket module does not name it
 POLL_LIMIT = 300  # 60 s at most
 Fields = Mapping[str, str]
 
 
 class ServiceManager:
-    """The notify socket a service manager would hold: every datagram, with its arrival time."""
+    """The notify socket a service manager would hold: every datagram, with its arrival time.
+
+    Arrival times are the kernel's (SO_TIMESTAMPNS), so a busy test loop reading late does
+    not bunch them up.
+    """
 
     def __init__(self, address: str) -> None:
         self.address = address  # as NOTIFY_SOCKET names it: a path, or "@name"
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._socket.bind("\0" + address[1:] if address.startswith("@") else address)
         self._socket.setblocking(False)
         self.received: list[tuple[float, dict[str, str]]] = []
@@ -55,13 +63,27 @@ class ServiceManager:
                 recent = [fields for _, fields in self.received[-5:]]
                 raise AssertionError(f"no such notification within {timeout_s}s; last: {recent}")
             try:
-                data = await asyncio.wait_for(loop.sock_recv(self._socket, 65536), left)
-            except TimeoutError:
+                data, ancillary, _, _ = self._socket.recvmsg(65536, socket.CMSG_SPACE(16))
+            except BlockingIOError:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._readable(), left)
                 continue
+            (level, kind, stamp), *_ = ancillary
+            assert (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS)
+            seconds, nanoseconds = struct.unpack("qq", stamp[:16])
             fields = dict(line.split("=", 1) for line in data.decode().splitlines())
-            self.received.append((loop.time(), fields))
+            self.received.append((seconds + nanoseconds / 1e9, fields))
             if wanted(fields):
                 return fields
+
+    async def _readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        readable = loop.create_future()
+        loop.add_reader(self._socket.fileno(), lambda: readable.done() or readable.set_result(None))
+        try:
+            await readable
+        finally:
+            loop.remove_reader(self._socket.fileno())
 
     def close(self) -> None:
         self._socket.close()
