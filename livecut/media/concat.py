@@ -7,18 +7,14 @@ instead of one per segment, and packets cross segment joins as the encoder wrote
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import queue
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import av
 from av.container import InputContainer
-from av.packet import Packet
 
 from livecut.media.probe import NO_DECODE, TS_SYNC
 
@@ -115,55 +111,3 @@ def open_run(
     if not any("|" in name for name in names):
         return av.open("concat:" + "|".join(names), mode="r", format=fmt, options=options)
     return av.open(RunReader(files), mode="r", format=fmt, options=options, buffer_size=_BUFFER)
-
-
-class ReadAhead:
-    """A run's packets, demuxed on a thread of their own while the caller muxes.
-
-    av_read_frame (reading, TS parsing, splitting access units) runs without the GIL,
-    so with a second core it overlaps the caller's copy loop instead of preceding each
-    packet. Packets cross in batches, since one queue operation per packet would cost
-    about what it saves; at most `depth` batches of about `batch_bytes` wait, so memory
-    stays bounded whatever the run's length. close() stops and joins the thread: call
-    it before the container is closed.
-    """
-
-    def __init__(
-        self, source: InputContainer, *, batch_bytes: int = 1 << 20, depth: int = 4
-    ) -> None:
-        self._source = source
-        self._batch_bytes = batch_bytes
-        self._queue: queue.Queue[list[Packet[Any]] | BaseException | None] = queue.Queue(depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._demux, name="demux", daemon=True)
-        self._thread.start()
-
-    def __iter__(self) -> Iterator[Packet[Any]]:
-        while (batch := self._queue.get()) is not None:
-            if isinstance(batch, BaseException):
-                raise batch
-            yield from batch
-
-    def close(self) -> None:
-        self._stop.set()
-        while self._thread.is_alive():  # make room for a put the thread is blocked in
-            with contextlib.suppress(queue.Empty):
-                self._queue.get(timeout=0.05)
-        self._thread.join()
-
-    def _demux(self) -> None:
-        batch: list[Packet[Any]] = []
-        size = 0
-        try:
-            for packet in self._source.demux():
-                if self._stop.is_set():
-                    return
-                batch.append(packet)
-                size += packet.size
-                if size >= self._batch_bytes:
-                    self._queue.put(batch)
-                    batch, size = [], 0
-            self._queue.put(batch)
-            self._queue.put(None)
-        except BaseException as exc:  # noqa: BLE001 (handed to the reading thread)
-            self._queue.put(exc)

@@ -21,11 +21,10 @@ presented frame, and copying resumes at the source's next IDR.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import math
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -41,7 +40,7 @@ from av.video.stream import VideoStream
 
 from livecut.media.boxes import BoxError
 from livecut.media.clock import TS_WRAP_S
-from livecut.media.concat import ReadAhead, open_run
+from livecut.media.concat import open_run
 from livecut.media.edges import EdgeEncoder, EdgeError
 from livecut.media.mp4edit import Finished, Mp4EditError, finish_mp4
 from livecut.media.subtitles import Cue, MovTextTrack
@@ -484,17 +483,13 @@ class _RunCopy:
         self.end_t = -math.inf  # media time where the last shown video frame ends
 
     def copy(self) -> None:
-        # Closed on leaving: the read-ahead thread stops before the container closes.
-        with contextlib.closing(
-            _items(self.source, self.run, kinds=tuple(self.clip.tracks))
-        ) as items:
-            for item in items:
-                if item.kind == "video" and not self._take_video(item):
-                    continue
-                if self.placement is None and not self._settle(item):
-                    continue
-                if self._finished(item):
-                    break
+        for item in _items(self.source, self.run, kinds=tuple(self.clip.tracks)):
+            if item.kind == "video" and not self._take_video(item):
+                continue
+            if self.placement is None and not self._settle(item):
+                continue
+            if self._finished(item):
+                break
         if self.placement is None and self.held:
             self._settle(None)
         self._end_video()
@@ -618,7 +613,7 @@ class _RunCopy:
                 self.clip.mux(self.out, item, self.placement)
 
 
-def _items(source: InputContainer, run: RemuxRun, *, kinds: Sequence[str]) -> Generator[_Item]:
+def _items(source: InputContainer, run: RemuxRun, *, kinds: Sequence[str]) -> Iterator[_Item]:
     """The run's audio and video packets in file order, timed on the run's clock.
 
     This loop meets every packet of every clip: plain floats and ints only (no Fraction
@@ -636,44 +631,40 @@ def _items(source: InputContainer, run: RemuxRun, *, kinds: Sequence[str]) -> Ge
         streams[stream.index] = (stream.type, frame_s, tb, float(tb), adts)
     wraps, ref = run.wraps, run.ref_s
     half = TS_WRAP_S / 2
-    packets = ReadAhead(source)
-    try:
-        for packet in packets:
-            known = streams.get(packet.stream_index)
-            pts = packet.pts
-            if known is None or pts is None:
-                continue
-            kind, frame_s, tb, tb_s, adts = known
-            if adts:
-                packet = _without_adts(packet)
-            dts = packet.dts
-            if dts is None:
-                dts = pts
-            if wraps:
-                # Whole 33-bit periods, in ticks, that bring pts within half a period of ref.
-                raw_t = pts * tb_s
-                periods = 0
-                while raw_t + periods * TS_WRAP_S < ref - half:
-                    periods += 1
-                while raw_t + periods * TS_WRAP_S > ref + half:
-                    periods -= 1
-                if periods:
-                    step = periods * round(TS_WRAP_S / tb_s)
-                    pts += step
-                    dts += step
-            duration = packet.duration
-            yield _Item(
-                kind,
-                packet,
-                tb,
-                pts * tb_s,
-                dts * tb_s,
-                pts,
-                dts,
-                duration * tb_s if duration else frame_s,
-            )
-    finally:
-        packets.close()
+    for packet in source.demux():
+        known = streams.get(packet.stream_index)
+        pts = packet.pts
+        if known is None or pts is None:
+            continue
+        kind, frame_s, tb, tb_s, adts = known
+        if adts:
+            packet = _without_adts(packet)
+        dts = packet.dts
+        if dts is None:
+            dts = pts
+        if wraps:
+            # Whole 33-bit periods, in ticks, that bring pts within half a period of ref.
+            raw_t = pts * tb_s
+            periods = 0
+            while raw_t + periods * TS_WRAP_S < ref - half:
+                periods += 1
+            while raw_t + periods * TS_WRAP_S > ref + half:
+                periods -= 1
+            if periods:
+                step = periods * round(TS_WRAP_S / tb_s)
+                pts += step
+                dts += step
+        duration = packet.duration
+        yield _Item(
+            kind,
+            packet,
+            tb,
+            pts * tb_s,
+            dts * tb_s,
+            pts,
+            dts,
+            duration * tb_s if duration else frame_s,
+        )
 
 
 def _first_frame_config(run: RemuxRun) -> Callable[[AudioStream], bytes | None]:
@@ -731,7 +722,7 @@ class _AlternateAudio:
     def __init__(self, runs: Sequence[RemuxRun]) -> None:
         self._runs = list(runs)
         self._source: InputContainer | None = None
-        self._items: Generator[_Item] | None = None
+        self._items: Iterator[_Item] | None = None
         self._run: RemuxRun | None = None
         self._next: _Item | None = None
 
@@ -772,9 +763,6 @@ class _AlternateAudio:
         return self._next
 
     def close(self) -> None:
-        if self._items is not None:
-            self._items.close()  # its read-ahead thread first, then the container
-            self._items = None
         if self._source is not None:
             self._source.close()
             self._source = None
