@@ -206,6 +206,23 @@ def declare_stream(stream_id: str) -> None:
         ORIGIN_ERRORS.labels(stream_id, kind)
 
 
+CONFIG_RELOADS = Counter(
+    "livecut_config_reloads_total",
+    "Config reloads (SIGHUP), by result: applied, partial (some keys need a restart), "
+    "refused (the file has errors; the running config is kept).",
+    ["result"],
+    registry=REGISTRY,
+)
+for _result in ("applied", "partial", "refused"):
+    CONFIG_RELOADS.labels(_result)
+CONFIG_LAST_RELOAD_SUCCESSFUL = Gauge(
+    "livecut_config_last_reload_successful",
+    "1 if the last config reload was applied (or none was asked for), 0 if it was refused.",
+    registry=REGISTRY,
+)
+CONFIG_LAST_RELOAD_SUCCESSFUL.set(1)
+
+
 class StateCollector(Collector):
     """Gauges read from the daemon's state at scrape time rather than pushed on every change."""
 

@@ -553,3 +553,21 @@ async def test_make_room_pages_through_pins_and_busy_ranges(
         assert (store.root / segments[1].path).read_bytes()[:1] == b"\x01"
     finally:
         store.close()
+
+
+async def test_a_reload_moves_the_floor(data_dir: Path) -> None:
+    origin = LiveOrigin(prefill=1, end_after=1)
+    url = await origin.start()
+    try:
+        config = daemon_config(data_dir, url)
+        async with running(config) as daemon:
+            assert daemon.store.space.config == StorageConfig()
+            raised = StorageConfig(min_free_bytes=0, min_free_percent=90.0)
+            outcome = await daemon.apply_config(replace(config, storage=raised))
+            assert outcome.result == "applied"
+            assert daemon.store.space.config == raised
+            disk = await daemon.store.space.disk()
+            assert disk.floor_bytes == int(disk.total_bytes * 0.9)
+            assert sample("livecut_disk_floor_bytes", {}) == disk.floor_bytes
+    finally:
+        await origin.stop()

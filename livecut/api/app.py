@@ -219,7 +219,14 @@ def _auth(keys: tuple[ApiKey, ...]) -> Middleware:
 async def healthz(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    return web.json_response({"status": "ok", "streams": len(ctx.recorders)})
+    last_reload = ctx.last_reload()
+    return web.json_response(
+        {
+            "status": "ok",
+            "streams": len(ctx.recorders),
+            "last_reload": None if last_reload is None else last_reload.as_dict(),
+        }
+    )
 
 
 async def prometheus(request: web.Request) -> web.Response:
