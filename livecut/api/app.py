@@ -11,7 +11,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from livecut import metrics
-from livecut.api import livepeer
+from livecut.api import livepeer, storage
 from livecut.api.analysis import THUMBNAIL_ROUTES
 from livecut.api.clips import (
     clip_file,
@@ -23,7 +23,6 @@ from livecut.api.clips import (
     list_clips,
 )
 from livecut.api.context import API_KEY, CTX, ApiContext, Handler, ctx_of, error
-from livecut.api.storage import get_storage
 from livecut.api.streams import (
     get_session,
     get_stream,
@@ -69,6 +68,7 @@ def routes() -> list[tuple[str, str, Handler]]:
         ("GET", "/healthz", healthz),
         ("GET", "/metrics", prometheus),
         ("GET", "/openapi.json", openapi),
+        ("GET", "/v1/storage", storage.get_storage),
         ("GET", "/v1/streams", list_streams),
         ("GET", "/v1/streams/{id}", get_stream),
         ("GET", "/v1/streams/{id}/sessions", list_sessions),
@@ -90,7 +90,6 @@ def routes() -> list[tuple[str, str, Handler]]:
         ),
         ("GET", r"/v1/clips/{id}/media/{name:(?:init-)?\d+\.(?:ts|m4s|mp4|vtt)}", clip_media),
         ("GET", "/v1/webhooks/deliveries", list_deliveries),
-        ("GET", "/v1/storage", get_storage),
         # Livepeer Studio's clip API, for apps written against its SDKs.
         ("POST", "/api/clip", livepeer.create_clip),
         ("GET", "/api/asset", livepeer.list_assets),
