@@ -571,3 +571,52 @@ async def test_a_reload_moves_the_floor(data_dir: Path) -> None:
             assert sample("livecut_disk_floor_bytes", {}) == disk.floor_bytes
     finally:
         await origin.stop()
+
+
+async def test_a_disk_too_full_for_the_index_too_does_not_stop_the_recorder(
+    small_disk: Path,
+) -> None:
+    data_dir = small_disk / "data"
+    origin = LiveOrigin(segment_ms=1000, prefill=2, window=6, video_bitrate=BITRATE)
+    url = await origin.start()
+    storage = StorageConfig(min_free_bytes=0, keep_live_segments=100_000)
+    config = with_storage(daemon_config(data_dir, url, session_gap_s=60.0), storage)
+    index_errors = sample("livecut_storage_errors_total", {"op": "index"}) or 0.0
+    try:
+        async with running(config) as daemon:
+            index = daemon.store.index
+            await until(
+                daemon,
+                "cam",
+                lambda: len(index.stream_segments("cam", 0, 2**62)) >= 2,
+                timeout_s=30,
+            )
+            live = index.live_session("cam")
+            assert live is not None
+            rendition = index.renditions(live.id)[0]
+            before = index.last_segment(rendition.id)
+            assert before is not None
+            # Not a byte left: neither a segment nor the index's next page can be written.
+            filler = fill(small_disk, leave_bytes=0)
+            write_errors = sample("livecut_storage_errors_total", {"op": "write"}) or 0.0
+
+            def failed_twice() -> bool:
+                now = sample("livecut_storage_errors_total", {"op": "write"}) or 0.0
+                return now >= write_errors + 2
+
+            await until(daemon, "cam", failed_twice, timeout_s=30)
+            assert part_files(data_dir) == []
+            filler.unlink()
+
+            def resumed() -> bool:
+                newest = index.last_segment(rendition.id)
+                return newest is not None and newest.seq > before.seq + 2
+
+            await until(daemon, "cam", resumed, timeout_s=30)
+            crashes = sample("livecut_origin_errors_total", {"stream": "cam", "kind": "crash"})
+            assert crashes == 0, "the rendition worker never died"
+            assert len(index.sessions("cam")) == 1
+            # The gaps could not be indexed either: counted, and survived.
+            assert (sample("livecut_storage_errors_total", {"op": "index"}) or 0.0) > index_errors
+    finally:
+        await origin.stop()
