@@ -147,6 +147,8 @@ async def test_floor_evicts_the_oldest_segments_but_not_what_a_clip_serves(
             for segment in left:
                 assert (data_dir / segment.path).is_file()
             assert free_bytes(small_disk) >= floor - 200_000, "the floor is kept"
+            spans, _gaps = daemon.store.index.timeline("old", 0, 2**62, limit=100)
+            assert [(a, b) for a, b, _ in spans] == [(old[1].start_ms, old[2].end_ms)]
             evicted = sample("livecut_evicted_segments_total", {"stream": "old"})
             assert evicted == evicted_before + len(unpinned)
 
@@ -620,3 +622,44 @@ async def test_a_disk_too_full_for_the_index_too_does_not_stop_the_recorder(
             assert (sample("livecut_storage_errors_total", {"op": "index"}) or 0.0) > index_errors
     finally:
         await origin.stop()
+
+
+def test_deleting_segments_cuts_the_recorded_spans(tmp_path: Path) -> None:
+    from livecut.store.index import Index
+
+    index = Index(tmp_path / "index.sqlite3")
+    try:
+        index.ensure_stream("cam", "http://127.0.0.1/cam.m3u8", 0)
+        session = index.open_session("cam", clock="origin", started_ms=0)
+        rendition = index.add_rendition(session.id, name="main", uri="u")
+        for seq in range(5):
+            index.add_segment(
+                rendition_id=rendition.id,
+                seq=seq,
+                epoch=0,
+                start_ms=seq * 1000,
+                end_ms=seq * 1000 + 1000,
+                path=f"{seq}.ts",
+                size=1,
+                init_path=None,
+                ref_pts_s=0.0,
+                keyframes_ms=[seq * 1000],
+                has_video=True,
+                has_audio=False,
+                indexed_ms=0,
+            )
+        ids = [s.id for s in index.rendition_segments(rendition.id)]
+
+        def ranges() -> list[tuple[int, int]]:
+            spans, _gaps = index.timeline("cam", 0, 10_000, limit=100)
+            return [(start, end) for start, end, _session in spans]
+
+        assert ranges() == [(0, 5000)]
+        index.delete_segments([ids[2]])  # a pinned clip kept its neighbours
+        assert ranges() == [(0, 2000), (3000, 5000)]
+        index.delete_segments([ids[0], ids[4]])
+        assert ranges() == [(1000, 2000), (3000, 4000)]
+        index.delete_segments([ids[1], ids[3]])
+        assert ranges() == []
+    finally:
+        index.close()

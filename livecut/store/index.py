@@ -587,13 +587,14 @@ class Index:
         with self._db:
             self._db.execute("BEGIN")
             rows = self._db.execute(
-                f"SELECT DISTINCT rendition_id, init_path FROM segments WHERE id IN ({marks})",
+                "SELECT rendition_id, init_path, start_ms FROM segments "
+                f"WHERE id IN ({marks}) ORDER BY start_ms",
                 tuple(segment_ids),
             ).fetchall()
             self._db.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in segment_ids])
-            for rendition_id in {int(r[0]) for r in rows}:
-                self._shrink_spans(rendition_id)
-            inits = {str(r[1]) for r in rows if r[1]}
+            for row in rows:
+                self._cut_span(int(row["rendition_id"]), int(row["start_ms"]))
+            inits = {str(r["init_path"]) for r in rows if r["init_path"]}
             return sorted(
                 path
                 for path in inits
@@ -657,20 +658,38 @@ class Index:
         )
         return int(value or 0)
 
-    def _shrink_spans(self, rendition_id: int) -> None:
-        """After retention: spans start where their oldest remaining segment does."""
-        for span in self._db.execute(
-            "SELECT id, start_ms, end_ms FROM spans WHERE rendition_id = ?", (rendition_id,)
-        ).fetchall():
+    def _cut_span(self, rendition_id: int, removed_start_ms: int) -> None:
+        """After a segment starting at `removed_start_ms` is deleted: the span that held
+        it becomes what remains on either side (none, one or two spans), each from its
+        first remaining segment's start to its last one's end."""
+        span = self._db.execute(
+            "SELECT id, start_ms, end_ms FROM spans WHERE rendition_id = ? "
+            "AND end_ms >= ? AND start_ms <= ? ORDER BY end_ms LIMIT 1",
+            (rendition_id, removed_start_ms, removed_start_ms),
+        ).fetchone()
+        if span is None:
+            return
+        self._db.execute("DELETE FROM spans WHERE id = ?", (span["id"],))
+        for where, low, high in (
+            ("start_ms >= ? AND start_ms < ?", span["start_ms"], removed_start_ms),
+            ("start_ms > ? AND start_ms <= ?", removed_start_ms, span["end_ms"]),
+        ):
             first = self._scalar(
-                "SELECT MIN(start_ms) FROM segments WHERE rendition_id = ? "
-                "AND start_ms >= ? AND start_ms <= ?",
-                (rendition_id, span["start_ms"], span["end_ms"]),
+                f"SELECT start_ms FROM segments WHERE rendition_id = ? AND {where} "
+                "ORDER BY start_ms LIMIT 1",
+                (rendition_id, low, high),
             )
             if first is None:
-                self._db.execute("DELETE FROM spans WHERE id = ?", (span["id"],))
-            elif first != span["start_ms"]:
-                self._db.execute("UPDATE spans SET start_ms = ? WHERE id = ?", (first, span["id"]))
+                continue
+            last_end = self._scalar(
+                f"SELECT end_ms FROM segments WHERE rendition_id = ? AND {where} "
+                "ORDER BY start_ms DESC LIMIT 1",
+                (rendition_id, low, high),
+            )
+            self._db.execute(
+                "INSERT INTO spans (rendition_id, start_ms, end_ms) VALUES (?, ?, ?)",
+                (rendition_id, int(first), int(last_end)),
+            )
 
     def forget_emptied(self, stream_id: str, cutoff_ms: int) -> int:
         """Drop ended sessions older than cutoff whose segments are all gone."""
