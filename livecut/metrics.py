@@ -31,6 +31,7 @@ GAP_REASONS = (
 ORIGIN_ERROR_KINDS = (
     "http_404",
     "http_403",
+    "http_410",
     "http_4xx",
     "http_5xx",
     "http_error",
