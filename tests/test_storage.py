@@ -254,6 +254,22 @@ async def test_failed_clip_removes_its_folder(data_dir: Path) -> None:
             assert done is not None and done.state == "failed"
             assert not daemon.store.clip_dir(clip.id).exists()
             assert sample("livecut_clip_jobs_finished_total", {"outcome": "failed"}) >= 1
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{daemon.base_url}/v1/storage?stream=cam") as response:
+                    assert response.status == 400
+                    (message,) = (await response.json())["errors"]
+                    assert "stream" in message
+                async with http.head(f"{daemon.base_url}/v1/storage") as response:
+                    assert response.status == 200
+                async with http.get(f"{daemon.base_url}/v1/storage") as response:
+                    body = await response.json()
+            (cam,) = body["streams"]
+            recorded = daemon.store.index.stream_segments("cam", 0, 2**62)
+            assert cam["segments"] == len(recorded) == 2
+            assert cam["bytes"] == sum(s.size for s in recorded)
+            assert cam["pinned_bytes"] == 0, "a failed clip holds nothing"
+            assert cam["newest_ms"] == recorded[-1].end_ms
+            assert body["index_bytes"] > 0
     finally:
         await origin.stop()
 
