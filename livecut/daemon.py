@@ -63,8 +63,9 @@ class Daemon:
         self._status: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._sent_status = ""  # the last STATUS= told to the service manager
-        self.store = Store(config.server.data_dir)
+        self.store = Store(config.server.data_dir, config.storage)
         self.jobs = ClipJobs(self.store, config.clips, clock=clock)
+        self.store.space.busy = self.jobs.read_ranges  # the disk floor keeps what jobs read
         self.live_shots = LiveShots(self.store, config.streams, clock=clock)
         self.recorders: dict[str, Recorder] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -111,6 +112,7 @@ class Daemon:
         )
         for stream in self.config.streams:
             self.store.index.ensure_stream(stream.id, stream.url, now_ms)
+            metrics.declare_stream(stream.id)
             if stream.enabled:
                 self.recorders[stream.id] = self._recorder(stream)
         self._uninstall_metrics = metrics.install_state_collector(
@@ -175,6 +177,7 @@ class Daemon:
 
     def add_stream(self, stream: StreamConfig) -> Recorder:
         self.store.index.ensure_stream(stream.id, stream.url, int(self.clock() * 1000))
+        metrics.declare_stream(stream.id)
         recorder = self._recorder(stream)
         self.recorders[stream.id] = recorder
         recorder.start()
@@ -319,6 +322,7 @@ class Daemon:
         for stream in plan.config.streams:
             self.store.index.ensure_stream(stream.id, stream.url, now_ms)
         self.config = plan.config
+        self.store.space.config = plan.config.storage  # the floor holds from the next write
         for stream in plan.config.streams:
             if stream.id in plan.shots and stream.enabled and stream.shots:
                 self.live_shots.follow(stream.id)
@@ -370,6 +374,7 @@ class Daemon:
             await asyncio.sleep(RETENTION_EVERY_S)
             try:
                 self.retain()
+                await self.store.space.make_room()  # clip outputs take disk space too
             except OSError:
                 log.exception("retention pass failed; trying again in %ss", RETENTION_EVERY_S)
 
@@ -388,8 +393,8 @@ class Daemon:
                 if not doomed:
                     break
                 # Row first, then file: a crash in between leaves an orphan, never a dangling row.
-                self.store.index.delete_segments([s.id for s in doomed])
-                self.store.remove_files([s.path for s in doomed])
+                inits = self.store.index.delete_segments([s.id for s in doomed])
+                self.store.remove_files([s.path for s in doomed] + inits)
                 segments_removed += len(doomed)
                 if len(old) < RETENTION_BATCH:
                     break
