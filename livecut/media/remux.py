@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 import av
 import av.error
 from av.audio.stream import AudioStream
+from av.bitstream import BitStreamFilterContext
 from av.container import InputContainer, OutputContainer
 from av.packet import Packet
 from av.stream import Stream
@@ -619,7 +620,7 @@ def _items(source: InputContainer, run: RemuxRun, *, kinds: Sequence[str]) -> It
     This loop meets every packet of every clip: plain floats and ints only (no Fraction
     arithmetic), each stream's constants looked up once.
     """
-    streams: dict[int, tuple[str, float, Fraction, float, bool]] = {}
+    streams: dict[int, tuple[str, float, Fraction, float, BitStreamFilterContext | None]] = {}
     for stream in source.streams:
         if stream.type not in kinds or any(v[0] == stream.type for v in streams.values()):
             continue
@@ -627,7 +628,12 @@ def _items(source: InputContainer, run: RemuxRun, *, kinds: Sequence[str]) -> It
         if isinstance(stream, VideoStream) and stream.average_rate:
             frame_s = float(1 / stream.average_rate)
         tb = stream.time_base or Fraction(1, 90_000)
-        adts = isinstance(stream, AudioStream) and stream.codec_context.name == "aac"
+        adts: BitStreamFilterContext | None = None
+        if isinstance(stream, AudioStream) and stream.codec_context.name == "aac":
+            # MP4 holds raw AAC frames, so the ADTS headers TS carries come off (the
+            # configuration goes in the sample description); libavcodec's filter does it
+            # without a copy of each frame through Python. Raw frames pass unchanged.
+            adts = BitStreamFilterContext("aac_adtstoasc", stream)
         streams[stream.index] = (stream.type, frame_s, tb, float(tb), adts)
     wraps, ref = run.wraps, run.ref_s
     half = TS_WRAP_S / 2
@@ -637,8 +643,8 @@ def _items(source: InputContainer, run: RemuxRun, *, kinds: Sequence[str]) -> It
         if known is None or pts is None:
             continue
         kind, frame_s, tb, tb_s, adts = known
-        if adts:
-            packet = _without_adts(packet)
+        if adts is not None:
+            (packet,) = adts.filter(packet)
         dts = packet.dts
         if dts is None:
             dts = pts
@@ -684,20 +690,6 @@ def _adts_header_size(data: bytes) -> int:
     if len(data) < 9 or data[0] != 0xFF or data[1] & 0xF6 != 0xF0:
         return 0
     return 7 if data[1] & 1 else 9  # protection_absent: no CRC
-
-
-def _without_adts(packet: Packet[Any]) -> Packet[Any]:
-    """MP4 holds raw AAC frames (the configuration is in the sample description), so the
-    ADTS headers TS carries come off; the fragmented muxer refuses them."""
-    data = bytes(packet)
-    size = _adts_header_size(data)
-    if not size:
-        return packet
-    raw = Packet(data[size:])
-    raw.pts, raw.dts, raw.duration = packet.pts, packet.dts, packet.duration
-    raw.time_base = packet.time_base
-    raw.is_keyframe = packet.is_keyframe
-    return raw
 
 
 def _aac_config(source: InputContainer, stream: AudioStream) -> bytes | None:
