@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from livecut import metrics
+from livecut.analysis.jobs import AnalysisJobs
 from livecut.analysis.live import LiveShots
 from livecut.api.app import make_app
 from livecut.api.context import ApiContext
@@ -46,6 +47,11 @@ class Daemon:
         self.store = Store(config.server.data_dir)
         self.jobs = ClipJobs(self.store, config.clips, clock=clock)
         self.live_shots = LiveShots(self.store, config.streams, clock=clock)
+        self.analysis = AnalysisJobs(
+            self.store, self.jobs, base_url=lambda: self.base_url, clock=clock
+        )
+        self.jobs.on_finished = self.analysis.clip_done
+        self.jobs.on_deleted = self.analysis.clip_gone
         self.recorders: dict[str, Recorder] = {}
         self._http: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -106,12 +112,14 @@ class Daemon:
         )
         self.deliverer.start()
         self.jobs.start()
+        self.analysis.start()
         self.live_shots.start()
         app = make_app(
             ApiContext(
                 config=self.config,
                 store=self.store,
                 jobs=self.jobs,
+                analysis=self.analysis,
                 recorders=self.recorders,
                 clock=self.clock,
                 base_url=lambda: self.base_url,
@@ -160,6 +168,7 @@ class Daemon:
         for recorder in self.recorders.values():
             await recorder.stop()
         await self.jobs.stop()
+        await self.analysis.stop()
         await self.live_shots.stop()
         if self._stream_watch is not None:
             self._stream_watch.cancel()

@@ -15,6 +15,7 @@ from livecut.config import Config
 from livecut.store.store import Store
 
 if TYPE_CHECKING:
+    from livecut.analysis.jobs import AnalysisJobs
     from livecut.ingest.recorder import Recorder
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -26,6 +27,7 @@ class ApiContext:
     store: Store
     jobs: ClipJobs
     recorders: Mapping[str, Recorder]
+    analysis: AnalysisJobs | None = None  # shots and highlights jobs (absent in bare tests)
     clock: Callable[[], float]
     base_url: Callable[[], str] = lambda: ""  # public base URL for absolute links
     wake_webhooks: Callable[[], None] = lambda: None
