@@ -321,6 +321,21 @@ async def test_highlights_are_cut_as_one_clip_with_explained_scores(
         async with http.get(f"{api}/v1/highlights/high_nope") as r:
             assert r.status == 404
 
+        # The timeline's loudness envelope: the burst (11-12.5 s) is its loudest stretch.
+        timeline = f"{api}/v1/streams/cam/timeline?from_ms={PDT0}&to_ms={PDT0 + 24_000}"
+        async with http.get(f"{timeline}&loudness_ms=1000") as r:
+            assert r.status == 200, await r.text()
+            buckets = (await r.json())["loudness"]
+        assert [b["start_ms"] for b in buckets] == [PDT0 + n * 1000 for n in range(24)]
+        levels = [b["momentary_lufs"] for b in buckets]
+        assert all(isinstance(v, float) for v in levels[1:]), levels
+        loudest = max(range(24), key=lambda n: levels[n] or -100.0)
+        assert loudest in (11, 12), levels
+        assert (levels[11] or 0) - (levels[5] or 0) > 25, levels
+        for query in ("loudness_ms=5", "loudness_ms=x"):
+            async with http.get(f"{timeline}&{query}") as r:
+                assert r.status == 400 and "loudness_ms" in (await r.json())["errors"][0]
+
 
 async def test_clip_thumbnail_animated_preview_and_storyboard_show_exact_frames(
     data_dir: Path, tmp_path: Path
