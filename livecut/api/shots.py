@@ -333,7 +333,7 @@ SHOTS_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/v1/clips/{id}/shots", get_clip_shots),
     ("DELETE", "/v1/clips/{id}/shots", delete_clip_shots),
     ("GET", "/v1/shots/{id}/manifest.json", shots_manifest_file),
-    ("GET", r"/v1/shots/{id}/{n:\d{1,6}}.webp", shot_preview),
+    ("GET", r"/v1/shots/{id}/{n:\d+}.webp", shot_preview),
     ("POST", "/v1/highlights", post_highlights),
     ("GET", "/v1/highlights/{id}", get_highlights),
 ]
