@@ -22,6 +22,7 @@ from livecut.analysis.loudness import loudness_curve
 from livecut.analysis.previews import animated_webp, preview_frame_count, preview_times
 from livecut.analysis.shots import Cut, ShotDetector
 from livecut.analysis.thumbnails import frame_at
+from livecut.media.clock import TS_WRAP_S
 from livecut.media.scenes import AUDIO_RATE, REEL, write_reel_hls
 from livecut.media.synth import read_frame_number
 from tests.harness import daemon_config, recorded_vod, running, until
@@ -178,10 +179,16 @@ async def test_a_thumbnail_mid_gop_shows_the_exact_frame(data_dir: Path, tmp_pat
         assert read_frame_number(picture) == 113
 
 
+@pytest.mark.parametrize(
+    "start_pts_s",
+    # The second reel's MPEG-TS timestamps wrap 2.5 s in, half a second before the cut.
+    [10.0, TS_WRAP_S - 2.5],
+    ids=["plain", "ts-wrap"],
+)
 async def test_live_shot_detection_reports_a_cut_within_5s_of_its_segment(
-    data_dir: Path, tmp_path: Path
+    data_dir: Path, tmp_path: Path, start_pts_s: float
 ) -> None:
-    folder = write_reel_hls(tmp_path / "reel").parent
+    folder = write_reel_hls(tmp_path / "reel", start_pts_s=start_pts_s).parent
     lines = (folder / "index.m3u8").read_text().splitlines()
     head = [line for line in lines if line.startswith("#EXT") and "EXTINF" not in line]
     head = [line for line in head if "ENDLIST" not in line and "PLAYLIST-TYPE" not in line]
@@ -223,5 +230,39 @@ async def test_live_shot_detection_reports_a_cut_within_5s_of_its_segment(
             segment = next(s for s in daemon.store.index.stream_segments("cam", cut_ms, cut_ms + 1))
             indexed_ms = daemon.store.index.indexed_times(segment.rendition_id)[segment.seq]
             assert 0 <= cut.found_ms - indexed_ms <= 5000, (cut.found_ms, indexed_ms)
+    finally:
+        await runner.cleanup()
+
+
+async def test_live_shots_flush_a_dissolve_open_when_the_session_ends(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """The session ends at 18 s, as the dissolve (16-18 s) ends: only the flush reports it."""
+    folder = write_reel_hls(tmp_path / "reel").parent
+    lines = (folder / "index.m3u8").read_text().splitlines()
+    cut_at = lines.index("seg9.ts") - 1  # the EXTINF line of the segment after 18 s
+    (folder / "short.m3u8").write_text("\n".join([*lines[:cut_at], "#EXT-X-ENDLIST"]) + "\n")
+    app = web.Application()
+    app.router.add_static("/reel", folder)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    config = daemon_config(data_dir, f"http://127.0.0.1:{port}/reel/short.m3u8")
+    config = replace(config, streams=(replace(config.streams[0], shots=True),))
+    try:
+        async with running(config) as daemon:
+            analysis = daemon.store.index.analysis
+
+            def dissolves() -> list[int]:
+                cuts = analysis.shot_cuts("cam", PDT0, PDT0 + 30_000, limit=20)
+                return [c.at_ms for c in cuts if c.kind == "dissolve"]
+
+            await until(daemon, "cam", lambda: bool(dissolves()), timeout_s=30)
+            start, end = (PDT0 + round(s * 1000) for s in REEL.dissolve_s)
+            assert len(dissolves()) == 1 and start <= dissolves()[0] <= end, dissolves()
+            session = daemon.store.index.sessions("cam")[0]
+            assert session.state == "ended"
     finally:
         await runner.cleanup()
