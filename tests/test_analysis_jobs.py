@@ -14,10 +14,13 @@ from pathlib import Path
 
 import aiohttp
 import av
+import numpy as np
+import pytest
 from aiohttp import web
 from PIL import Image
 
 from livecut.analysis.previews import preview_frame_count
+from livecut.analysis.thumbnails import FitMode, encode_image
 from livecut.config import Config, WebhookEndpoint, WebhooksConfig
 from livecut.daemon import Daemon
 from livecut.media.scenes import REEL, write_reel_hls
@@ -440,3 +443,32 @@ async def test_clip_thumbnail_animated_preview_and_storyboard_show_exact_frames(
         for kind in ("jpg", "webp", "vtt"):
             async with http.get(f"{api}/v1/sessions/ses_nope/storyboard.{kind}") as r:
                 assert r.status == 404 and "unknown session" in (await r.json())["errors"][0]
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "fit_mode", "size"),
+    [
+        (None, None, "preserve", (320, 180)),
+        (160, None, "preserve", (160, 90)),
+        (None, 90, "crop", (160, 90)),
+        (100, 100, "preserve", (100, 56)),
+        (100, 100, "stretch", (100, 100)),
+        (100, 100, "crop", (100, 100)),
+        (100, 100, "pad", (100, 100)),
+    ],
+)
+def test_thumbnail_sizes_follow_the_fit_mode(
+    width: int | None, height: int | None, fit_mode: FitMode, size: tuple[int, int]
+) -> None:
+    picture = np.zeros((180, 320, 3), np.uint8)
+    picture[:, :, 1] = 200  # green everywhere: a pad shows as black bars, a crop does not
+    frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+    data = encode_image(frame, "png", width=width, height=height, fit_mode=fit_mode)
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    assert image.size == size
+    corner = image.getpixel((0, 0))
+    assert isinstance(corner, tuple)
+    if fit_mode == "pad":
+        assert corner == (0, 0, 0)
+    else:
+        assert corner[1] > 150

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from av.stream import Discard
 
 from livecut.media.concat import open_run
 
@@ -33,6 +34,9 @@ def decoded_frames(
         stream = container.streams.video[0]
         # Frame threads keep both cores busy; decoding dominates the cost of analysis.
         stream.thread_type = "AUTO"
+        for other in container.streams:
+            if other is not stream:
+                other.discard = Discard.all  # audio is never turned into packets here
         if keyframes_only:
             # The decoder skips every other picture: a storyboard of an hour costs seconds.
             stream.codec_context.skip_frame = "NONKEY"
