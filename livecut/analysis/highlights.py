@@ -156,10 +156,16 @@ def find_highlights(
         if any(candidate.start_s < c.end_s and c.start_s < candidate.end_s for c in chosen):
             continue
         chosen.append(candidate)
-    snapped = [
-        _snap(h, cuts_s, loudness, momentary, typical, min_duration_s, max_duration_s, duration_s)
-        for h in chosen
-    ]
+    snapped: list[Highlight] = []
+    for n, h in enumerate(chosen):
+        moved = _snap(
+            h, cuts_s, loudness, momentary, typical, min_duration_s, max_duration_s, duration_s
+        )
+        # A window's edges move outward: never onto another chosen window.
+        others = [*snapped, *chosen[n + 1 :]]
+        if any(moved.start_s < o.end_s and o.start_s < moved.end_s for o in others):
+            moved = h
+        snapped.append(moved)
     return [_labelled(h, captions) for h in snapped]
 
 
