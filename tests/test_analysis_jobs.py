@@ -389,6 +389,8 @@ async def test_clip_thumbnail_animated_preview_and_storyboard_show_exact_frames(
             manifest = await r.json()
         assert manifest["clip"] == clip_id and manifest["shots"][0]["start_time"] == 0
         assert manifest["shots"][0]["start_ms"] == PDT0 + 1480
+        async with http.post(f"{api}/v1/clips/{clip_id}/shots", json={"x": 1}) as r:
+            assert r.status == 422 and "allowed: none" in (await r.json())["errors"][0]
 
         # An animated preview: 4 fps over 2 s, each frame the one presented at its instant.
         params = {"from_ms": str(PDT0 + 2000), "to_ms": str(PDT0 + 4000), "fps": "4"}
@@ -443,6 +445,16 @@ async def test_clip_thumbnail_animated_preview_and_storyboard_show_exact_frames(
         for kind in ("jpg", "webp", "vtt"):
             async with http.get(f"{api}/v1/sessions/ses_nope/storyboard.{kind}") as r:
                 assert r.status == 404 and "unknown session" in (await r.json())["errors"][0]
+
+        # A clip's shots go with it.
+        folder = daemon.analysis.job_dir(finished.id)
+        assert folder.is_dir()
+        async with http.delete(f"{api}/v1/clips/{clip_id}") as r:
+            assert r.status == 204
+        assert not folder.exists()
+        assert daemon.store.index.analysis.job(finished.id) is None
+        async with http.get(f"{api}/v1/clips/{clip_id}/shots") as r:
+            assert r.status == 404
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,7 @@ async def _body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, obj
         raise Invalid(
             [
                 f"unknown field(s) {', '.join(short(u) for u in unknown[:5])}; "
-                f"allowed: {', '.join(allowed)}"
+                f"allowed: {', '.join(allowed) or 'none (send an empty body)'}"
             ]
         )
     return body
