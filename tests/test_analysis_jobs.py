@@ -141,6 +141,9 @@ async def test_session_shots_job_previews_webhook_delete_and_errors(
         async with http.get(path) as r:
             done = await r.json()
         assert done["status"] == "completed" and done["progress"] == 1.0
+        async with http.get(f"{api}/metrics") as r:
+            scraped = await r.text()
+        assert 'livecut_analysis_jobs_finished_total{kind="shots",outcome="completed"}' in scraped
         manifest_url = done["shots_manifest_url"]
         assert manifest_url == f"{PUBLIC}/v1/shots/{job.id}/manifest.json"
         async with http.get(local(daemon, manifest_url)) as r:

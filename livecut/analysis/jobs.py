@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from livecut import metrics
 from livecut.analysis.highlights import CaptionText, Highlight, find_highlights
 from livecut.analysis.loudness import loudness_curve
 from livecut.analysis.results import as_json, highlights_body, shots_job_body
@@ -279,6 +280,9 @@ class AnalysisJobs:
         if state in ("completed", "failed"):
             self._progress.pop(job_id, None)
             self._signal(job_id)
+            job = self.index.job(job_id)
+            if job is not None:
+                metrics.ANALYSIS_JOBS.labels(job.kind, state).inc()
 
     def _signal(self, job_id: str) -> None:
         event = self._finished.pop(job_id, None)
@@ -300,11 +304,13 @@ class AnalysisJobs:
             return  # deleted while it waited
         self._set(job.id, "processing")
         self._progress[job.id] = 0.0
+        began = time.monotonic()
         try:
             if job.kind == "shots":
                 await self._shots(job)
             else:
                 await self._highlights(job)
+            metrics.ANALYSIS_SECONDS.labels(job.kind).observe(time.monotonic() - began)
         except (NothingRecorded, OSError, ValueError, QueueFull) as exc:
             self._fail(job.id, str(exc))
         except Exception as exc:  # a worker must outlive any one job's bug
