@@ -487,3 +487,55 @@ def test_thumbnail_sizes_follow_the_fit_mode(
         assert corner == (0, 0, 0)
     else:
         assert corner[1] > 150
+
+
+async def test_an_instruction_picks_the_window_whose_subtitles_say_it(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """The reel with its captions as a WebVTT subtitles rendition of a master playlist."""
+    folder = tmp_path / "reel"
+    write_reel_hls(folder)
+    (folder / "subs.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:24\n#EXT-X-MEDIA-SEQUENCE:0\n"
+        "#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:00.000Z\n"
+        "#EXTINF:24.000,\ncaptions.vtt\n#EXT-X-ENDLIST\n"
+    )
+    (folder / "master.m3u8").write_text(
+        "#EXTM3U\n"
+        '#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="English",LANGUAGE="en",'
+        'DEFAULT=YES,AUTOSELECT=YES,URI="subs.m3u8"\n'
+        '#EXT-X-STREAM-INF:BANDWIDTH=500000,RESOLUTION=320x180,SUBTITLES="subs"\n'
+        "index.m3u8\n"
+    )
+    app = web.Application()
+    app.router.add_static("/reel", folder)
+    async with (
+        serve(app) as origin,
+        hook_receiver() as (hook_url, _),
+        running(reel_config(data_dir, f"{origin}/reel/master.m3u8", hook_url)) as daemon,
+        aiohttp.ClientSession() as http,
+    ):
+        await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
+        session = daemon.store.index.sessions("cam")[0]
+        body = {
+            "session": session.id,
+            "max_clips": 1,
+            "min_duration_ms": 3000,
+            "max_duration_ms": 6000,
+            "instruction": "show me the goalkeeper",
+        }
+        async with http.post(f"{_bound(daemon)}/v1/highlights", json=body) as r:
+            assert r.status == 202, await r.text()
+            job = await daemon.analysis.wait_finished((await r.json())["id"], 90)
+        assert job is not None and job.state == "completed", job
+        assert job.result is not None
+        (top,) = job.result["highlights"]
+        spoken = next(c for c in REEL.captions if "goalkeeper" in c.text)
+        said_from, said_to = (PDT0 + round(s * 1000) for s in (spoken.start_s, spoken.end_s))
+        assert top["start_ms"] < said_to and top["end_ms"] > said_from, top
+        assert top["parts"]["text"]["value"] == 1.0
+        assert "goalkeeper" in top["label"]
+        clip = daemon.store.index.clip(job.clip_id or "")
+        assert clip is not None and clip.state == "ready"
+        window = (clip.result or {})["windows"][0]
+        assert "goalkeeper" in window["label"]
