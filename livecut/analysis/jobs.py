@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from livecut.analysis.scan import (
     planned_runs,
     range_fps,
 )
-from livecut.analysis.shotlist import RangeAnalysis, analyse_frames
+from livecut.analysis.shotlist import Picture, RangeAnalysis, analyse_frames
 from livecut.clips.jobs import KEYFRAME_LOOKBACK_MS, ClipJobs, ClipRequest, QueueFull, Window
 from livecut.clips.planner import NothingRecorded
 from livecut.media.subtitles import SubtitleError, parse_segment
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 WORKERS = 1  # analysis decodes on every core it gets; more at once only shares them
 QUEUE_LIMIT = 100
 MAX_HIGHLIGHTS = 10
+
+
+class Stopped(RuntimeError):
+    """The daemon stopped during the job: it runs again at the next start."""
 
 
 class AnalysisBusy(RuntimeError):
@@ -74,7 +79,11 @@ class AnalysisJobs:
         self.clips = clips
         self.base_url = base_url
         self.clock = clock
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=QUEUE_LIMIT)
+        # Unbounded, so every job found unfinished at start-up is taken back; new requests
+        # are refused past QUEUE_LIMIT instead.
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        # Set on stop: a decode running in a worker thread gives up at its next frame.
+        self._stopping = threading.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._progress: dict[str, float] = {}
         self._finished: dict[str, asyncio.Event] = {}
@@ -105,6 +114,7 @@ class AnalysisJobs:
             self._workers.append(task)
 
     async def stop(self) -> None:
+        self._stopping.set()
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -225,7 +235,7 @@ class AnalysisJobs:
 
     # states --------------------------------------------------------------------
     def _add(self, **fields: Any) -> AnalysisJobRow:
-        if self._queue.full():
+        if self._queue.qsize() >= QUEUE_LIMIT:
             raise AnalysisBusy(
                 f"{self._queue.qsize()} analysis jobs are waiting (at most {QUEUE_LIMIT});"
                 " retry shortly"
@@ -311,6 +321,8 @@ class AnalysisJobs:
             else:
                 await self._highlights(job)
             metrics.ANALYSIS_SECONDS.labels(job.kind).observe(time.monotonic() - began)
+        except Stopped:
+            return  # left processing: the next start runs it again
         except (NothingRecorded, OSError, ValueError, QueueFull) as exc:
             self._fail(job.id, str(exc))
         except Exception as exc:  # a worker must outlive any one job's bug
@@ -343,15 +355,17 @@ class AnalysisJobs:
         path_of = self.store.path
         report = self._on_progress(job.id, asyncio.get_running_loop())
 
+        def frames() -> Iterator[tuple[float, Picture]]:
+            for wall_ms, picture in frames_in_range(runs, job.from_ms, job.to_ms, path_of):
+                if self._stopping.is_set():
+                    raise Stopped("the daemon is stopping")
+                yield (wall_ms - job.from_ms) / 1000, picture
+
         def work() -> RangeAnalysis:
             fps = range_fps(runs, path_of)
-            frames = (
-                ((wall_ms - job.from_ms) / 1000, picture)
-                for wall_ms, picture in frames_in_range(runs, job.from_ms, job.to_ms, path_of)
-            )
             duration_s = (job.to_ms - job.from_ms) / 1000
             return analyse_frames(
-                frames, fps, duration_s=duration_s, previews=previews, on_progress=report
+                frames(), fps, duration_s=duration_s, previews=previews, on_progress=report
             )
 
         return await asyncio.to_thread(work)
