@@ -50,7 +50,8 @@ ANIMATED_WIDTH = (16, 640)
 TILE_WIDTH = (32, 640)
 INTERVAL_MS = (1_000, 3_600_000)
 STORYBOARD_FORMATS = ("jpg", "webp", "vtt")
-# Recorded frames never change, so an image of one can be kept as long as it is asked for.
+# Recorded frames never change, so an image of one can be kept as long as it is asked for
+# (keyed by the data directory too: one process may serve more than one store).
 _cache: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
 
 
@@ -152,7 +153,7 @@ async def _image_at(
     height: int | None,
     fit_mode: FitMode,
 ) -> web.Response:
-    key = (stream_id, session_id, at_ms, width, height, fit_mode, image_format)
+    key = (str(ctx.store.root), stream_id, session_id, at_ms, width, height, fit_mode, image_format)
     body = _cached(key)
     if body is None:
         segments = ctx.store.index.stream_segments(
@@ -220,7 +221,7 @@ async def animated(request: web.Request) -> web.Response:
         )
     fps = _bounded(request, "fps", 2, ANIMATED_FPS)
     width = _bounded(request, "width", 320, ANIMATED_WIDTH)
-    key = ("animated", stream_id, from_ms, to_ms, fps, width)
+    key = (str(ctx.store.root), "animated", stream_id, from_ms, to_ms, fps, width)
     body = _cached(key)
     if body is None:
         segments = ctx.store.index.stream_segments(stream_id, from_ms - KEYFRAME_LOOKBACK_MS, to_ms)
@@ -310,7 +311,17 @@ async def _storyboard(request: web.Request, scope: str, kind: str) -> web.Respon
             columns=COLUMNS,
         )
         return web.Response(text=text, content_type="text/vtt")
-    key = ("storyboard", stream_id, session_id, from_ms, to_ms, interval, width, kind)
+    key = (
+        str(ctx.store.root),
+        "storyboard",
+        stream_id,
+        session_id,
+        from_ms,
+        to_ms,
+        interval,
+        width,
+        kind,
+    )
     body = _cached(key)
     if body is None:
         instants = tile_instants(from_ms, to_ms, interval)
