@@ -21,6 +21,7 @@ import aiohttp
 from livecut import __version__
 from livecut.config import ConfigError, StreamConfig, default_config, load_config, parse_duration
 from livecut.daemon import Daemon
+from livecut.notify import Notifier
 
 log = logging.getLogger("livecut")
 
@@ -56,7 +57,11 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="run the daemon from a config file")
+    serve = sub.add_parser(
+        "serve",
+        help="run the daemon from a config file (SIGHUP re-reads it; speaks systemd's "
+        "notify protocol when NOTIFY_SOCKET is set)",
+    )
     serve.add_argument("--config", required=True, help="TOML config file")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
@@ -96,7 +101,8 @@ def _serve(path: Path) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    return asyncio.run(_run_until_signal(Daemon(config), duration_s=None))
+    daemon = Daemon(config, config_path=path, notifier=Notifier.from_environment())
+    return asyncio.run(_run_until_signal(daemon, duration_s=None))
 
 
 async def _run_until_signal(
@@ -106,10 +112,13 @@ async def _run_until_signal(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP (systemctl reload) re-reads the config file; without one it is refused and logged.
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
     try:
         base_url = await daemon.start()
     except OSError as exc:
         log.error("cannot start: %s", exc)
+        daemon.notifier.status(f"cannot start: {exc}")
         await daemon.stop()
         return 1
     try:

@@ -29,6 +29,7 @@ __all__ = [
     "ConfigError",
     "IngestConfig",
     "ServerConfig",
+    "StorageConfig",
     "StreamConfig",
     "WebhookEndpoint",
     "WebhooksConfig",
@@ -36,6 +37,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_duration",
+    "parse_size",
     "parse_stream",
 ]
 
@@ -43,7 +45,21 @@ _T = TypeVar("_T")
 
 DURATION_HINT: Final = 'use seconds as a number or a string like "90s", "15m", "24h", "7d"'
 
-_TOP_KEYS: Final = ("server", "clips", "ingest", "webhooks", "streams")
+_TOP_KEYS: Final = ("server", "clips", "ingest", "storage", "webhooks", "streams")
+_STORAGE_KEYS: Final = ("min_free_bytes", "min_free_percent", "keep_live_segments")
+SIZE_HINT: Final = 'use bytes as a whole number or a string like "500MB", "2GiB", "1.5TB"'
+_SIZE_TEXT = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
+_SIZE_UNITS: Final = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
 _SERVER_KEYS: Final = ("listen", "data_dir", "api_keys", "public_url", "cors_origins")
 _API_KEY_KEYS: Final = ("name", "key", "scope")
 _WEBHOOKS_KEYS: Final = (
@@ -223,6 +239,20 @@ class IngestConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class StorageConfig:
+    """The free-disk floor: below it the oldest unpinned segments are evicted first."""
+
+    min_free_bytes: int = 1024**3
+    min_free_percent: float = 0.0  # of the data directory's file system
+    # The newest segments of each rendition of a live session the floor never takes.
+    keep_live_segments: int = 10
+
+    def floor_bytes(self, total_bytes: int) -> int:
+        """The free space to keep on a file system of `total_bytes`: the larger of the two."""
+        return max(self.min_free_bytes, int(total_bytes * self.min_free_percent / 100))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class StreamConfig:
     """One configured source."""
 
@@ -250,6 +280,7 @@ class Config:
     ingest: IngestConfig
     streams: tuple[StreamConfig, ...]
     webhooks: WebhooksConfig = WebhooksConfig()
+    storage: StorageConfig = StorageConfig()
 
 
 def load_config(path: Path) -> Config:
@@ -286,11 +317,19 @@ def parse_config(data: Mapping[str, object], *, source: str = "<config>") -> Con
     server = _read_server(_Section(_top_table(data, "server", errors), "server", errors))
     clips = _read_clips(_Section(_top_table(data, "clips", errors), "clips", errors))
     ingest = _read_ingest(_Section(_top_table(data, "ingest", errors), "ingest", errors))
+    storage = _read_storage(_Section(_top_table(data, "storage", errors), "storage", errors))
     streams = _read_streams(data.get("streams"), errors)
     webhooks = _read_webhooks(_Section(_top_table(data, "webhooks", errors), "webhooks", errors))
     if errors:
         raise ConfigError(errors, source=source)
-    return Config(server=server, clips=clips, ingest=ingest, streams=streams, webhooks=webhooks)
+    return Config(
+        server=server,
+        clips=clips,
+        ingest=ingest,
+        streams=streams,
+        webhooks=webhooks,
+        storage=storage,
+    )
 
 
 def parse_stream(data: Mapping[str, object], *, key: str = "") -> StreamConfig:
@@ -321,6 +360,22 @@ def parse_duration(value: object, *, key: str) -> float:
     if seconds < 0:
         raise ConfigError([f"{key}: {_show(value)} is negative; {DURATION_HINT}"])
     return seconds
+
+
+def parse_size(value: object, *, key: str) -> int:
+    """Bytes from a whole number >= 0 or a string like "500MB", "2GiB" (SI and binary units)."""
+    size: float | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str):
+        match = _SIZE_TEXT.fullmatch(value)
+        if match is not None:
+            size = float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+    if size is None:
+        raise ConfigError([f"{key}: {_show(value)} is not a size; {SIZE_HINT}"])
+    if size < 0:
+        raise ConfigError([f"{key}: {_show(value)} is negative; {SIZE_HINT}"])
+    return int(size)
 
 
 def default_config(data_dir: Path) -> Config:
@@ -500,6 +555,36 @@ def _read_ingest(section: _Section) -> IngestConfig:
         user_agent=user_agent,
         max_segment_bytes=max_segment_bytes,
     )
+
+
+def _read_storage(section: _Section) -> StorageConfig:
+    section.check_keys(_STORAGE_KEYS, "[storage]")
+    defaults = StorageConfig()
+
+    def parse_floor(value: object, key: str) -> int:
+        size = parse_size(value, key=key)
+        if size > _MAX_FLOOR_BYTES:
+            raise ConfigError([f"{key}: {_show(value)} is out of range; use 0 to 1PiB"])
+        return size
+
+    def parse_percent(value: object, key: str) -> float:
+        allowed = "use a number from 0 to 90 (percent of the file system)"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError([f"{key}: {_show(value)} is not a number; {allowed}"])
+        if not 0 <= value <= 90:
+            raise ConfigError([f"{key}: {_show(value)} is out of range; {allowed}"])
+        return float(value)
+
+    return StorageConfig(
+        min_free_bytes=section.read("min_free_bytes", defaults.min_free_bytes, parse_floor),
+        min_free_percent=section.read("min_free_percent", defaults.min_free_percent, parse_percent),
+        keep_live_segments=section.integer(
+            "keep_live_segments", defaults.keep_live_segments, low=1, high=100_000
+        ),
+    )
+
+
+_MAX_FLOOR_BYTES: Final = 1024**5
 
 
 def _read_streams(value: object, errors: list[str]) -> tuple[StreamConfig, ...]:

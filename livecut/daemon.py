@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -18,8 +20,10 @@ from livecut.analysis.live import LiveShots
 from livecut.api.app import make_app
 from livecut.api.context import ApiContext
 from livecut.clips.jobs import ClipJobs
-from livecut.config import Config, StreamConfig
+from livecut.config import Config, ConfigError, StreamConfig, load_config
 from livecut.ingest.recorder import Recorder
+from livecut.notify import Notifier
+from livecut.reload import ReloadOutcome, plan_reload
 from livecut.store.store import Store
 from livecut.webhooks.events import EventBuilder
 from livecut.webhooks.outbox import Deliverer
@@ -30,6 +34,7 @@ RETENTION_EVERY_S = 30.0
 RETENTION_BATCH = 500
 STREAM_WATCH_S = 1.0
 IDEMPOTENCY_KEEP_MS = 24 * 3600 * 1000
+STATUS_EVERY_S = 1.0  # how often the service manager's STATUS= is checked for a change
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -41,11 +46,27 @@ class RetentionReport:
 class Daemon:
     """Start, run, stop: every long-lived task below is owned and stopped from here."""
 
-    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
-        self.store = Store(config.server.data_dir)
+        self.config_path = config_path  # re-read on reload(); None: nothing to re-read
+        self.notifier = Notifier(None) if notifier is None else notifier
+        self.last_reload: ReloadOutcome | None = None
+        self._reload_wanted = asyncio.Event()
+        self._reloader: asyncio.Task[None] | None = None
+        self._status: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._sent_status = ""  # the last STATUS= told to the service manager
+        self.store = Store(config.server.data_dir, config.storage)
         self.jobs = ClipJobs(self.store, config.clips, clock=clock)
+        self.store.space.busy = self.jobs.read_ranges  # the disk floor keeps what jobs read
         self.live_shots = LiveShots(self.store, config.streams, clock=clock)
         self.analysis = AnalysisJobs(
             self.store, self.jobs, base_url=lambda: self.base_url, clock=clock
@@ -79,6 +100,11 @@ class Daemon:
 
     async def start(self) -> str:
         """Bring everything up; returns the API's base URL."""
+        if self.notifier.watchdog_s is not None:
+            self._watchdog = asyncio.create_task(
+                self._feed_watchdog(self.notifier.watchdog_s), name="watchdog"
+            )
+            self._watchdog.add_done_callback(_log_death)
         removed = self.store.reconcile()
         if removed:
             log.info("removed %d orphan file(s) left by an interrupted write", len(removed))
@@ -92,6 +118,7 @@ class Daemon:
         )
         for stream in self.config.streams:
             self.store.index.ensure_stream(stream.id, stream.url, now_ms)
+            metrics.declare_stream(stream.id)
             if stream.enabled:
                 self.recorders[stream.id] = self._recorder(stream)
         self._uninstall_metrics = metrics.install_state_collector(
@@ -124,6 +151,8 @@ class Daemon:
                 clock=self.clock,
                 base_url=lambda: self.base_url,
                 wake_webhooks=self._wake_webhooks,
+                streams=lambda: self.config.streams,
+                last_reload=lambda: self.last_reload,
             )
         )
         self._runner = web.AppRunner(app, access_log=None)
@@ -139,6 +168,8 @@ class Daemon:
         self._retention = asyncio.create_task(self._retain_forever(), name="retention")
         self._stream_watch = asyncio.create_task(self._watch_streams(), name="stream-watch")
         self._stream_watch.add_done_callback(_log_death)
+        self._reloader = asyncio.create_task(self._reload_when_asked(), name="config-reload")
+        self._reloader.add_done_callback(_log_death)
         bound = ", ".join(_address(a) for a in self._runner.addresses)
         log.info(
             "livecut API listening on %s (links use %s), recording %d stream(s)",
@@ -146,10 +177,15 @@ class Daemon:
             self.base_url,
             len(self.recorders),
         )
+        # The index is open and the API answers: the service manager may send traffic.
+        self._ready()
+        self._status = asyncio.create_task(self._report_status(), name="notify-status")
+        self._status.add_done_callback(_log_death)
         return self.base_url
 
     def add_stream(self, stream: StreamConfig) -> Recorder:
         self.store.index.ensure_stream(stream.id, stream.url, int(self.clock() * 1000))
+        metrics.declare_stream(stream.id)
         recorder = self._recorder(stream)
         self.recorders[stream.id] = recorder
         recorder.start()
@@ -162,6 +198,12 @@ class Daemon:
         )
 
     async def stop(self) -> None:
+        self.notifier.stopping()
+        for task in (self._reloader, self._status):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._reloader = self._status = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -188,6 +230,130 @@ class Daemon:
             self._uninstall_metrics()
             self._uninstall_metrics = None
         self.store.close()
+        # Fed until the very end: a slow but live shutdown is not a hang.
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+            self._watchdog = None
+        self.notifier.close()
+
+    # the service manager -----------------------------------------------------------
+    def status_line(self) -> str:
+        """One line for `systemctl status`: what is recording, what is queued, where the API is."""
+        recording = sum(1 for r in self.recorders.values() if r.status.state == "recording")
+        line = (
+            f"recording {recording} of {len(self.recorders)} stream(s), "
+            f"{self.jobs.queue_depth()} clip(s) queued; API on {self.base_url}"
+        )
+        last = self.last_reload
+        if last is not None and last.result == "refused":
+            line += "; last config reload refused (see the log)"
+        elif last is not None and last.needs_restart:
+            line += "; restart to apply " + ", ".join(last.needs_restart)
+        return line
+
+    def _ready(self) -> None:
+        self._sent_status = self.status_line()
+        self.notifier.ready(self._sent_status)
+
+    async def _report_status(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_EVERY_S)
+            status = self.status_line()
+            if status != self._sent_status:
+                self.notifier.status(status)
+                self._sent_status = status
+
+    async def _feed_watchdog(self, period_s: float) -> None:
+        # Runs on the event loop: if the loop stalls, the pings stop and systemd restarts us.
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(period_s)
+
+    # reload ------------------------------------------------------------------------
+    def request_reload(self) -> None:
+        """Ask for the config file to be re-read (SIGHUP); requests during a reload coalesce."""
+        self._reload_wanted.set()
+
+    async def _reload_when_asked(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            try:
+                await self.reload()
+            except (OSError, sqlite3.Error):
+                # The index or a file failed mid-way. self.config changes only once all is
+                # applied, so the next SIGHUP plans the same changes again and finishes them.
+                log.exception("config reload failed while applying; send SIGHUP to retry")
+
+    async def reload(self) -> ReloadOutcome:
+        """Re-read the config file and apply it; a config with errors is refused whole."""
+        self.notifier.reloading()
+        try:
+            outcome = await self._reload()
+        finally:
+            self._ready()
+        return outcome
+
+    async def _reload(self) -> ReloadOutcome:
+        now_ms = int(self.clock() * 1000)
+        if self.config_path is None:
+            errors = ["no config file to re-read: the daemon was started without one"]
+        else:
+            try:
+                return await self.apply_config(load_config(self.config_path))
+            except ConfigError as exc:
+                errors = [str(ConfigError([e], source=exc.source)) for e in exc.errors]
+        for message in errors:
+            log.error("config reload refused, the running config is kept: %s", message)
+        return self._record(ReloadOutcome(at_ms=now_ms, result="refused", errors=tuple(errors)))
+
+    async def apply_config(self, new: Config) -> ReloadOutcome:
+        """Start, stop or replace the recorders whose streams changed; leave the rest running."""
+        plan = plan_reload(self.config, new)
+        for stream_id in plan.shots:
+            await self.live_shots.unfollow(stream_id)
+        for stream_id in plan.stopped:
+            stopped = self.recorders.pop(stream_id, None)
+            if stopped is not None:  # None: stopped by a reload that failed half-way
+                await stopped.stop()
+        for stream in plan.restarted:
+            if stream.id in self.recorders:
+                await self.recorders[stream.id].stop()
+            self.store.index.ensure_stream(stream.id, stream.url, int(self.clock() * 1000))
+            self.recorders[stream.id] = self._recorder(stream)
+            self.recorders[stream.id].start()
+        for stream in plan.started:
+            if stream.id in self.recorders:  # left by a reload that failed half-way
+                await self.recorders[stream.id].stop()
+            self.add_stream(stream)
+        now_ms = int(self.clock() * 1000)
+        for stream in plan.config.streams:
+            self.store.index.ensure_stream(stream.id, stream.url, now_ms)
+        self.config = plan.config
+        self.store.space.config = plan.config.storage  # the floor holds from the next write
+        for stream in plan.config.streams:
+            if stream.id in plan.shots and stream.enabled and stream.shots:
+                self.live_shots.follow(stream.id)
+        for key in plan.needs_restart:
+            log.warning("config reload: %s changed; it takes effect after a restart", key)
+        outcome = ReloadOutcome(
+            at_ms=now_ms,
+            result="partial" if plan.needs_restart else "applied",
+            needs_restart=plan.needs_restart,
+            started=tuple(s.id for s in plan.started),
+            stopped=plan.stopped,
+            restarted=tuple(s.id for s in plan.restarted),
+            updated=plan.updated,
+        )
+        log.info("%s", outcome.summary())
+        return self._record(outcome)
+
+    def _record(self, outcome: ReloadOutcome) -> ReloadOutcome:
+        self.last_reload = outcome
+        metrics.CONFIG_RELOADS.labels(outcome.result).inc()
+        metrics.CONFIG_LAST_RELOAD_SUCCESSFUL.set(0 if outcome.result == "refused" else 1)
+        return outcome
 
     # stream events ---------------------------------------------------------------
     async def _watch_streams(self) -> None:
@@ -195,6 +361,7 @@ class Daemon:
         failing = {k for k, r in self.recorders.items() if r.status.state == "failing"}
         while True:
             await asyncio.sleep(STREAM_WATCH_S)
+            failing &= self.recorders.keys()  # a stream a reload removed starts afresh
             for stream_id, recorder in list(self.recorders.items()):
                 status = recorder.status
                 now_failing = status.state == "failing"
@@ -216,6 +383,7 @@ class Daemon:
             await asyncio.sleep(RETENTION_EVERY_S)
             try:
                 self.retain()
+                await self.store.space.make_room()  # clip outputs take disk space too
             except OSError:
                 log.exception("retention pass failed; trying again in %ss", RETENTION_EVERY_S)
 
@@ -234,8 +402,8 @@ class Daemon:
                 if not doomed:
                     break
                 # Row first, then file: a crash in between leaves an orphan, never a dangling row.
-                self.store.index.delete_segments([s.id for s in doomed])
-                self.store.remove_files([s.path for s in doomed])
+                inits = self.store.index.delete_segments([s.id for s in doomed])
+                self.store.remove_files([s.path for s in doomed] + inits)
                 segments_removed += len(doomed)
                 if len(old) < RETENTION_BATCH:
                     break

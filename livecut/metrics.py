@@ -2,15 +2,68 @@
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import av
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from livecut import __version__
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 STREAM_STATES = ("connecting", "recording", "stalled", "ended", "failing")
+# Every value a labelled counter's label can take, so that each series exists at 0 from
+# start-up: increase() over a series that appears with its first event sees nothing.
+GAP_REASONS = (
+    "expired",
+    "tagged_gap",
+    "pdt_jump",
+    "download_failed",
+    "unreadable",
+    "too_large",
+    "refused",
+    "not_stored",
+    "disk_full",
+)
+ORIGIN_ERROR_KINDS = (
+    "http_404",
+    "http_403",
+    "http_410",
+    "http_4xx",
+    "http_5xx",
+    "http_error",
+    "timeout",
+    "connection",
+    "truncated",
+    "too_large",
+    "bad_uri",
+    "bad_redirect",
+    "bad_range",
+    "playlist",
+    "unreadable_media",
+    "unsupported",
+    "crash",
+)
+# write: a segment or init section; index: the SQLite index; clip: a clip's output;
+# remove: deleting media that retention or the disk floor let go.
+STORAGE_OPS = ("write", "index", "clip", "remove")
+CLIP_OUTCOMES = ("ready", "failed")
+WEBHOOK_OUTCOMES = ("delivered", "retry", "failed")
+
+# Standard process_* metrics (CPU, memory, open files) on Linux.
+ProcessCollector(registry=REGISTRY)
+BUILD_INFO = Gauge(
+    "livecut_build_info",
+    "Always 1; the labels say which livecut, Python, PyAV and FFmpeg are running.",
+    ["version", "python", "pyav", "ffmpeg"],
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(
+    __version__, platform.python_version(), av.__version__, str(av.ffmpeg_version_info)
+).set(1)
 
 SEGMENTS_INGESTED = Counter(
     "livecut_segments_ingested_total",
@@ -109,6 +162,82 @@ DISK_FREE_BYTES = Gauge(
     "Free bytes on the data directory's file system.",
     registry=REGISTRY,
 )
+DISK_FLOOR_BYTES = Gauge(
+    "livecut_disk_floor_bytes",
+    "Free space the daemon keeps on the data directory's file system by evicting the "
+    "oldest unpinned segments (storage.min_free_bytes or storage.min_free_percent).",
+    registry=REGISTRY,
+)
+STORAGE_ERRORS = Counter(
+    "livecut_storage_errors_total",
+    "Failed writes and removals on the data directory, by operation (write, index, clip, remove).",
+    ["op"],
+    registry=REGISTRY,
+)
+EVICTED_SEGMENTS = Counter(
+    "livecut_evicted_segments_total",
+    "Segments removed before their retention to keep the disk above its floor.",
+    ["stream"],
+    registry=REGISTRY,
+)
+EVICTED_BYTES = Counter(
+    "livecut_evicted_bytes_total",
+    "Bytes of segments removed before their retention to keep the disk above its floor.",
+    ["stream"],
+    registry=REGISTRY,
+)
+
+
+# What StateCollector yields at scrape time: (name, help, labels).
+STATE_FAMILIES: tuple[tuple[str, str, list[str]], ...] = (
+    (
+        "livecut_live_edge_age_seconds",
+        "Seconds since the end of the newest recorded media of each stream.",
+        ["stream"],
+    ),
+    ("livecut_clip_jobs", "Clip jobs by current state.", ["state"]),
+    (
+        "livecut_stream_state",
+        "1 for each stream's current recording state, 0 for the others.",
+        ["stream", "state"],
+    ),
+    ("livecut_clip_queue_depth", "Clip jobs waiting for a worker.", []),
+    (
+        "livecut_webhook_outbox_depth",
+        "Webhook deliveries not yet accepted and not given up.",
+        [],
+    ),
+)
+
+
+def declare_stream(stream_id: str) -> None:
+    """Create a stream's labelled series at 0, at start-up or when the stream is added."""
+    for counter in (SEGMENTS_INGESTED, BYTES_INGESTED, GAP_SECONDS, SESSIONS_STARTED):
+        counter.labels(stream_id)
+    for counter in (EVICTED_SEGMENTS, EVICTED_BYTES):
+        counter.labels(stream_id)
+    INGEST_LAG.labels(stream_id)
+    for reason in GAP_REASONS:
+        GAPS.labels(stream_id, reason)
+    for kind in ORIGIN_ERROR_KINDS:
+        ORIGIN_ERRORS.labels(stream_id, kind)
+
+
+CONFIG_RELOADS = Counter(
+    "livecut_config_reloads_total",
+    "Config reloads (SIGHUP), by result: applied, partial (some keys need a restart), "
+    "refused (the file has errors; the running config is kept).",
+    ["result"],
+    registry=REGISTRY,
+)
+for _result in ("applied", "partial", "refused"):
+    CONFIG_RELOADS.labels(_result)
+CONFIG_LAST_RELOAD_SUCCESSFUL = Gauge(
+    "livecut_config_last_reload_successful",
+    "1 if the last config reload was applied (or none was asked for), 0 if it was refused.",
+    registry=REGISTRY,
+)
+CONFIG_LAST_RELOAD_SUCCESSFUL.set(1)
 
 
 class StateCollector(Collector):
@@ -131,42 +260,38 @@ class StateCollector(Collector):
         self._queue_depth = queue_depth
         self._clock = clock
 
+    def describe(self) -> Iterator[Metric]:
+        """The families collect() yields, without reading the daemon's state."""
+        for name, help_text, labels in STATE_FAMILIES:
+            yield GaugeMetricFamily(name, help_text, labels=labels)
+
     def collect(self) -> Iterator[Metric]:
-        age = GaugeMetricFamily(
-            "livecut_live_edge_age_seconds",
-            "Seconds since the end of the newest recorded media of each stream.",
-            labels=["stream"],
-        )
+        age = _state_family("livecut_live_edge_age_seconds")
         now_ms = self._clock() * 1000
         for stream, edge_ms in sorted(self._live_edges().items()):
             age.add_metric([stream], max(0.0, (now_ms - edge_ms) / 1000))
         yield age
-        jobs = GaugeMetricFamily(
-            "livecut_clip_jobs", "Clip jobs by current state.", labels=["state"]
-        )
+        jobs = _state_family("livecut_clip_jobs")
         counts = self._clip_states()
         for state in ("queued", "waiting", "processing", "ready", "failed"):
             jobs.add_metric([state], counts.get(state, 0))
         yield jobs
-        states = GaugeMetricFamily(
-            "livecut_stream_state",
-            "1 for each stream's current recording state, 0 for the others.",
-            labels=["stream", "state"],
-        )
+        states = _state_family("livecut_stream_state")
         for stream, current in sorted(self._stream_states().items()):
             for state in STREAM_STATES:
                 states.add_metric([stream, state], 1.0 if state == current else 0.0)
         yield states
-        yield GaugeMetricFamily(
-            "livecut_clip_queue_depth",
-            "Clip jobs waiting for a worker.",
-            value=self._queue_depth(),
-        )
-        yield GaugeMetricFamily(
-            "livecut_webhook_outbox_depth",
-            "Webhook deliveries not yet accepted and not given up.",
-            value=self._outbox_depth(),
-        )
+        queue = _state_family("livecut_clip_queue_depth")
+        queue.add_metric([], self._queue_depth())
+        yield queue
+        outbox = _state_family("livecut_webhook_outbox_depth")
+        outbox.add_metric([], self._outbox_depth())
+        yield outbox
+
+
+def _state_family(name: str) -> GaugeMetricFamily:
+    help_text, labels = next((h, ls) for n, h, ls in STATE_FAMILIES if n == name)
+    return GaugeMetricFamily(name, help_text, labels=labels)
 
 
 def install_state_collector(collector: StateCollector) -> Callable[[], None]:
@@ -187,3 +312,24 @@ WEBHOOK_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0),
     registry=REGISTRY,
 )
+for _outcome in WEBHOOK_OUTCOMES:
+    WEBHOOK_DELIVERIES.labels(_outcome)
+for _outcome in CLIP_OUTCOMES:
+    CLIP_JOBS.labels(_outcome)
+for _op in STORAGE_OPS:
+    STORAGE_ERRORS.labels(_op)
+
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gauge": ("",),
+}
+
+
+def exported_names() -> set[str]:
+    """Every livecut_* sample name /metrics can carry (the daemon's state gauges included)."""
+    names = {name for name, _, _ in STATE_FAMILIES}
+    for family in REGISTRY.collect():
+        if family.name.startswith("livecut_"):
+            names |= {family.name + s for s in _SUFFIXES.get(family.type, ("",))}
+    return names

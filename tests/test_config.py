@@ -268,7 +268,7 @@ def test_parse_stream_for_api_bodies() -> None:
 @pytest.mark.parametrize(
     ("data", "key", "allowed"),
     [
-        ({"sever": {}}, "sever", "server, clips, ingest, webhooks, streams"),
+        ({"sever": {}}, "sever", "server, clips, ingest, storage, webhooks, streams"),
         (
             {"server": {"listn": "x"}},
             "server.listn",
@@ -665,9 +665,10 @@ def test_example_config_loads() -> None:
 
 def test_example_config_mentions_every_key() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
-    for table in ("server", "clips", "ingest", "webhooks", "streams"):
+    for table in ("server", "clips", "ingest", "storage", "webhooks", "streams"):
         assert table in text
     for name in (
+        *config_module._STORAGE_KEYS,
         *config_module._WEBHOOKS_KEYS,
         *config_module._ENDPOINT_KEYS,
         *config_module._SERVER_KEYS,
@@ -702,3 +703,32 @@ def test_rendition_choices() -> None:
         with pytest.raises(ConfigError) as caught:
             renditions(bad)
         assert any(fragment in e for e in caught.value.errors), caught.value.errors
+
+
+def test_storage_floor_keys() -> None:
+    from livecut.config import ConfigError, StorageConfig, parse_config
+
+    storage = parse_config(
+        {"storage": {"min_free_bytes": "2GiB", "min_free_percent": 7.5, "keep_live_segments": 4}}
+    ).storage
+    assert storage == StorageConfig(
+        min_free_bytes=2 * 1024**3, min_free_percent=7.5, keep_live_segments=4
+    )
+    assert parse_config({"storage": {"min_free_bytes": "500 MB"}}).storage.min_free_bytes == (
+        500_000_000
+    )
+    assert parse_config({"storage": {"min_free_bytes": 0}}).storage.min_free_bytes == 0
+    assert parse_config({}).storage == StorageConfig()
+    for bad, key, allowed in (
+        ({"min_free_bytes": "lots"}, "storage.min_free_bytes", '"2GiB"'),
+        ({"min_free_bytes": -1}, "storage.min_free_bytes", "negative"),
+        ({"min_free_bytes": True}, "storage.min_free_bytes", "whole number"),
+        ({"min_free_bytes": "2PiB"}, "storage.min_free_bytes", "is not a size"),
+        ({"min_free_percent": 95}, "storage.min_free_percent", "from 0 to 90"),
+        ({"min_free_percent": "5%"}, "storage.min_free_percent", "from 0 to 90"),
+        ({"keep_live_segments": 0}, "storage.keep_live_segments", "from 1 to 100000"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_config({"storage": bad})
+        (message,) = caught.value.errors
+        assert message.startswith(f"{key}: ") and allowed in message, message

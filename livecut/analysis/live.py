@@ -48,19 +48,32 @@ class LiveShots:
         self.store = store
         self.streams = [s for s in streams if s.shots and s.enabled]
         self.clock = clock
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def start(self) -> None:
         for stream in self.streams:
-            task = asyncio.create_task(self._follow(stream.id), name=f"live-shots:{stream.id}")
-            task.add_done_callback(_log_death)
-            self._tasks.append(task)
+            self.follow(stream.id)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in self._tasks.values():
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
+
+    def follow(self, stream_id: str) -> None:
+        """Start detecting on one stream (at start-up, or when a config reload adds it)."""
+        running = self._tasks.get(stream_id)
+        if running is not None and not running.done():
+            return
+        task = asyncio.create_task(self._follow(stream_id), name=f"live-shots:{stream_id}")
+        task.add_done_callback(_log_death)
+        self._tasks[stream_id] = task
+
+    async def unfollow(self, stream_id: str) -> None:
+        task = self._tasks.pop(stream_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _follow(self, stream_id: str) -> None:
         state = _Follow()

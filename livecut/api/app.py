@@ -11,7 +11,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from livecut import metrics
-from livecut.api import livepeer
+from livecut.api import livepeer, storage
 from livecut.api.analysis import THUMBNAIL_ROUTES
 from livecut.api.clips import (
     clip_file,
@@ -69,6 +69,7 @@ def routes() -> list[tuple[str, str, Handler]]:
         ("GET", "/healthz", healthz),
         ("GET", "/metrics", prometheus),
         ("GET", "/openapi.json", openapi),
+        ("GET", "/v1/storage", storage.get_storage),
         ("GET", "/v1/streams", list_streams),
         ("GET", "/v1/streams/{id}", get_stream),
         ("GET", "/v1/streams/{id}/sessions", list_sessions),
@@ -219,13 +220,20 @@ def _auth(keys: tuple[ApiKey, ...]) -> Middleware:
 async def healthz(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    return web.json_response({"status": "ok", "streams": len(ctx.recorders)})
+    last_reload = ctx.last_reload()
+    return web.json_response(
+        {
+            "status": "ok",
+            "streams": len(ctx.recorders),
+            "last_reload": None if last_reload is None else last_reload.as_dict(),
+        }
+    )
 
 
 async def prometheus(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     metrics.INDEX_BYTES.set(ctx.store.index.size_bytes())
-    metrics.DISK_FREE_BYTES.set(ctx.store.disk_free_bytes())
+    await ctx.store.space.disk()  # sets the free-space and floor gauges
     body = generate_latest(metrics.REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -11,7 +11,8 @@ from aiohttp import web
 
 from livecut.api.validate import Invalid
 from livecut.clips.jobs import ClipJobs
-from livecut.config import Config
+from livecut.config import Config, StreamConfig
+from livecut.reload import ReloadOutcome
 from livecut.store.store import Store
 
 if TYPE_CHECKING:
@@ -27,10 +28,13 @@ class ApiContext:
     store: Store
     jobs: ClipJobs
     recorders: Mapping[str, Recorder]
+    # The streams as last (re)loaded; `config` keeps the sections fixed at start-up.
+    streams: Callable[[], Sequence[StreamConfig]]
     analysis: AnalysisJobs | None = None  # shots and highlights jobs (absent in bare tests)
     clock: Callable[[], float]
     base_url: Callable[[], str] = lambda: ""  # public base URL for absolute links
     wake_webhooks: Callable[[], None] = lambda: None
+    last_reload: Callable[[], ReloadOutcome | None] = lambda: None
 
 
 CTX = web.AppKey("livecut", ApiContext)

@@ -35,14 +35,14 @@ def stream_of(ctx: ApiContext, playback_id: str) -> str | None:
     """The stream a playback id names: its id, or a configured alias."""
     if playback_id in ctx.recorders:
         return playback_id
-    for stream in ctx.config.streams:
+    for stream in ctx.streams():
         if stream.playback_id == playback_id and stream.id in ctx.recorders:
             return stream.id
     return None
 
 
 def playback_id_of(ctx: ApiContext, stream_id: str) -> str:
-    for stream in ctx.config.streams:
+    for stream in ctx.streams():
         if stream.id == stream_id and stream.playback_id:
             return stream.playback_id
     return stream_id

@@ -165,6 +165,14 @@ class ClipJobs:
         """Ranges that queued, waiting or running jobs will read: retention keeps them."""
         return [(s, e) for (st, s, e) in self._active.values() if st == stream_id]
 
+    def read_ranges(self, stream_id: str) -> list[tuple[int, int]]:
+        """Active ranges widened to every segment a job may open (the keyframe before the
+        start, the audio after the end): what the disk floor must not evict."""
+        return [
+            (s - KEYFRAME_LOOKBACK_MS, e + SPILL_LOOKAHEAD_MS)
+            for s, e in self.active_ranges(stream_id)
+        ]
+
     # requests ------------------------------------------------------------------
     def progress(self, clip_id: str) -> float | None:
         return self._progress.get(clip_id)
@@ -313,7 +321,11 @@ class ClipJobs:
             metrics.CLIP_CHECKS_FAILED.labels(exc.check).inc()
             self._fail(clip_id, f"the output failed its check ({exc.check}): {exc}; not delivered")
             return
-        except (NothingRecorded, RemuxError, OSError) as exc:
+        except OSError as exc:
+            metrics.STORAGE_ERRORS.labels("clip").inc()
+            self._fail(clip_id, str(exc))
+            return
+        except (NothingRecorded, RemuxError) as exc:
             self._fail(clip_id, str(exc))
             return
         except Exception as exc:  # a worker must outlive any one clip's bug
@@ -330,6 +342,9 @@ class ClipJobs:
 
     def _fail(self, clip_id: str, error: str) -> None:
         log.warning("clip %s failed: %s", clip_id, error)
+        # Nothing of a failed clip is served: its files and its hold on segments go now.
+        self.store.remove_clip_files(clip_id)
+        self.store.index.unpin_segments(clip_id)
         if self.store.index.clip(clip_id) is not None:
             self._set_state(clip_id, "failed", error=error)
             metrics.CLIP_JOBS.labels("failed").inc()
@@ -384,6 +399,9 @@ class ClipJobs:
         # or from the first segment of an HLS-only clip.
         zero_ms: float = stored[0].start_ms
         if "mp4" in request.formats:
+            # The MP4 is about as large as the media it copies: room for it first (this
+            # job's own segments are pinned while it runs).
+            await self.store.space.make_room(sum(s.size for s in stored))
             pieces = _pieces(plan)
             outputs = []
             for n, runs in enumerate(pieces):

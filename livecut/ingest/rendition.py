@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -273,9 +275,20 @@ class RenditionWorker:
                     try:
                         await self._store(media)
                     except OSError as exc:
-                        # Disk full or unwritable: a hole that says so, and keep going.
-                        self.keeper.error("storage", f"cannot store {step.segment.uri}: {exc}")
-                        self._lost(step, "not_stored")
+                        # Disk full or unwritable: a hole that says so, and keep going; the
+                        # next segment tries again. Counted as a storage error (by the
+                        # store), never as the origin's.
+                        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                        log.warning(
+                            "stream %s/%s: cannot store %s: %s",
+                            self.stream_id,
+                            self.target.name,
+                            step.segment.uri,
+                            exc,
+                        )
+                        # An index on the same full disk may not take the gap either.
+                        with contextlib.suppress(OSError):
+                            self._lost(step, "disk_full" if full else "not_stored")
         finally:
             for task in tasks:
                 task.cancel()
@@ -375,7 +388,11 @@ class RenditionWorker:
                 lambda: self._store_init(row, init_bytes),
             )
         await self.keeper.store.write(relpath, media.body)
-        self._commit(row, media, relpath=relpath, init_relpath=init_relpath)
+        try:
+            self._commit(row, media, relpath=relpath, init_relpath=init_relpath)
+        except OSError:
+            self.keeper.store.remove_files([relpath])  # never indexed: not left behind
+            raise
 
     async def _decrypted(self, segment: PlaylistSegment, body: bytes) -> bytes:
         key = segment.key

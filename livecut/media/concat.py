@@ -103,7 +103,10 @@ def open_run(
     with open(files[0], "rb") as first:
         head = first.read(1)
     fmt = "mpegts" if init_path is None and head == bytes([TS_SYNC]) else None
-    options = None if decode else NO_DECODE
+    # Probed as far as its first segment reaches, as ingest probed that segment alone:
+    # libavformat's default (5 MB and 5 s) would read several segments of a long run.
+    probe_bytes = sum(path.stat().st_size for path in files[: 2 if init_path else 1])
+    options = {**({} if decode else NO_DECODE), "probesize": str(max(probe_bytes, 1 << 15))}
     names = [str(path.resolve()) for path in files]
     if not any("|" in name for name in names):
         return av.open("concat:" + "|".join(names), mode="r", format=fmt, options=options)

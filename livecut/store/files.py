@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+from livecut import metrics
+
 log = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".part"
@@ -28,22 +30,47 @@ def segment_relpath(stream_id: str, session_id: str, rendition: str, name: str) 
 def write_atomic(root: Path, relpath: str, data: bytes) -> None:
     """Write, fsync, rename, fsync the folder: after this returns the file is durable.
 
-    Blocking; call it from a worker thread. A crash leaves at most a `.part` file,
-    which start-up reconciliation removes.
+    Blocking; call it from a worker thread. A failed write (a full disk) removes its
+    temporary file before raising; a crash leaves at most a `.part` file, which
+    start-up reconciliation removes.
     """
     final = root / relpath
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + TMP_SUFFIX)
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
+    try:
+        try:
+            fh = open(tmp, "wb")  # noqa: SIM115 - closed below, on every path
+        except FileNotFoundError:
+            # First file of its folder, or the folder was just emptied and pruned.
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(tmp, "wb")  # noqa: SIM115
+        with fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
     dir_fd = os.open(final.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def prune_empty_folders(root: Path, relpaths: list[str]) -> None:
+    """Remove the folders these files were in, and their parents, once they are empty
+    (never root/streams or root/clips themselves)."""
+    stop = {root, root / "streams", root / "clips"}
+    for folder in sorted({(root / r).parent for r in relpaths}, key=lambda f: -len(f.parts)):
+        while folder not in stop and root in folder.parents:
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                pass  # pruned already: its parent may still be empty
+            except OSError:
+                break  # not empty: neither are its parents
+            folder = folder.parent
 
 
 def remove_quietly(path: Path) -> None:
@@ -52,7 +79,15 @@ def remove_quietly(path: Path) -> None:
     except FileNotFoundError:
         pass
     except OSError as exc:
+        metrics.STORAGE_ERRORS.labels("remove").inc()
         log.warning("could not remove %s: %s", path, exc)
+
+
+def remove_and_prune(root: Path, relpaths: list[str]) -> None:
+    """Remove files under root and the folders they leave empty. Blocking."""
+    for relpath in relpaths:
+        remove_quietly(root / relpath)
+    prune_empty_folders(root, relpaths)
 
 
 def sweep_orphans(root: Path, known: set[str]) -> list[str]:

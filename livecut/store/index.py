@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+from livecut import metrics
 from livecut.store.analysis import AnalysisIndex
 from livecut.store.records import (
     AttemptRow,
@@ -77,6 +80,8 @@ CREATE TABLE IF NOT EXISTS segments (
     UNIQUE (rendition_id, seq)
 );
 CREATE INDEX IF NOT EXISTS segments_by_time ON segments (rendition_id, start_ms);
+-- The disk floor evicts the oldest segments of all streams first.
+CREATE INDEX IF NOT EXISTS segments_by_start ON segments (start_ms);
 CREATE TABLE IF NOT EXISTS gaps (
     id INTEGER PRIMARY KEY,
     rendition_id INTEGER NOT NULL REFERENCES renditions(id) ON DELETE CASCADE,
@@ -167,6 +172,35 @@ EventHook = Callable[[str, object], list[DeliveryRow]]
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
+
+
+class IndexFull(OSError):
+    """The index could not be written because its file system is full (SQLITE_FULL)."""
+
+
+@contextlib.contextmanager
+def _full_is_enospc() -> Iterator[None]:
+    """A full disk under the index reads as the OSError (ENOSPC) a full disk under a
+    media file gives, so ingest treats both alike."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+            raise
+        metrics.STORAGE_ERRORS.labels("index").inc()
+        raise IndexFull(errno.ENOSPC, f"the index cannot grow: {exc}") from exc
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class StreamUsage:
+    """What one stream's recorded segments take on disk."""
+
+    stream_id: str
+    segments: int
+    bytes: int
+    pinned_bytes: int  # of segments an HLS clip or export serves
+    oldest_ms: int | None
+    newest_ms: int | None
 
 
 class Index:
@@ -358,7 +392,7 @@ class Index:
     ) -> None:
         """Index a stored segment; `edge_ms` is where all its tracks are recorded to (by
         default its end), which clips waiting for the live edge go by."""
-        with self._db:
+        with _full_is_enospc(), self._db:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO segments (rendition_id, seq, epoch, start_ms, end_ms, path, size,"
@@ -462,11 +496,19 @@ class Index:
         return [_gap(r) for r in rows]
 
     def add_gap(self, gap: GapRow) -> None:
-        self._db.execute(
-            "INSERT INTO gaps (rendition_id, start_ms, end_ms, first_seq, last_seq, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (gap.rendition_id, gap.start_ms, gap.end_ms, gap.first_seq, gap.last_seq, gap.reason),
-        )
+        with _full_is_enospc():
+            self._db.execute(
+                "INSERT INTO gaps (rendition_id, start_ms, end_ms, first_seq, last_seq, reason)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    gap.rendition_id,
+                    gap.start_ms,
+                    gap.end_ms,
+                    gap.first_seq,
+                    gap.last_seq,
+                    gap.reason,
+                ),
+            )
 
     def gaps(self, rendition_ids: Sequence[int], start_ms: int, end_ms: int) -> list[GapRow]:
         if not rendition_ids:
@@ -536,39 +578,118 @@ class Index:
         ).fetchall()
         return [_segment(r) for r in rows]
 
-    def delete_segments(self, segment_ids: Sequence[int]) -> None:
+    def delete_segments(self, segment_ids: Sequence[int]) -> list[str]:
+        """Delete segment rows; returns the init sections no remaining segment uses, whose
+        files may go with them."""
+        if not segment_ids:
+            return []
+        marks = ",".join("?" * len(segment_ids))
         with self._db:
             self._db.execute("BEGIN")
-            touched = (
-                {
-                    int(r[0])
-                    for r in self._db.execute(
-                        f"SELECT DISTINCT rendition_id FROM segments WHERE id IN "
-                        f"({','.join('?' * len(segment_ids))})",
-                        tuple(segment_ids),
-                    )
-                }
-                if segment_ids
-                else set()
-            )
+            rows = self._db.execute(
+                "SELECT rendition_id, init_path, start_ms FROM segments "
+                f"WHERE id IN ({marks}) ORDER BY start_ms",
+                tuple(segment_ids),
+            ).fetchall()
             self._db.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in segment_ids])
-            for rendition_id in touched:
-                self._shrink_spans(rendition_id)
+            for row in rows:
+                self._cut_span(int(row["rendition_id"]), int(row["start_ms"]))
+            inits = {str(r["init_path"]) for r in rows if r["init_path"]}
+            return sorted(
+                path
+                for path in inits
+                if self._scalar("SELECT 1 FROM segments WHERE init_path = ? LIMIT 1", (path,))
+                is None
+            )
 
-    def _shrink_spans(self, rendition_id: int) -> None:
-        """After retention: spans start where their oldest remaining segment does."""
-        for span in self._db.execute(
-            "SELECT id, start_ms, end_ms FROM spans WHERE rendition_id = ?", (rendition_id,)
-        ).fetchall():
+    def eviction_candidates(
+        self, *, keep_live: int, limit: int, after: tuple[int, int] | None = None
+    ) -> list[tuple[str, SegmentRow]]:
+        """(stream, segment), oldest first across every stream, that the disk floor may
+        evict: none an HLS clip or export serves, nor the newest `keep_live` of each
+        rendition of a live session. `after` is the (start_ms, id) of the last one seen."""
+        start_ms, last_id = after if after is not None else (-(2**63), -1)
+        rows = self._db.execute(
+            "SELECT seg.*, s.stream_id AS stream_id FROM segments seg "
+            "JOIN renditions r ON r.id = seg.rendition_id JOIN sessions s ON s.id = r.session_id "
+            "WHERE (seg.start_ms, seg.id) > (?, ?) "
+            "AND NOT EXISTS (SELECT 1 FROM clip_segments cs WHERE cs.segment_id = seg.id) "
+            "AND NOT (s.state = 'live' AND seg.seq >= COALESCE((SELECT x.seq FROM segments x "
+            "WHERE x.rendition_id = seg.rendition_id ORDER BY x.seq DESC LIMIT 1 OFFSET ?), -1)) "
+            "ORDER BY seg.start_ms, seg.id LIMIT ?",
+            (start_ms, last_id, keep_live - 1, limit),
+        ).fetchall()
+        return [(str(r["stream_id"]), _segment(r)) for r in rows]
+
+    def storage_usage(self) -> list[StreamUsage]:
+        """Segments, bytes, pinned bytes and recorded reach of every stream with media."""
+        rows = self._db.execute(
+            "SELECT s.stream_id, COUNT(seg.id), COALESCE(SUM(seg.size), 0), "
+            "COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM clip_segments cs "
+            "WHERE cs.segment_id = seg.id) THEN seg.size ELSE 0 END), 0), "
+            "MIN(seg.start_ms), MAX(seg.end_ms) "
+            "FROM segments seg JOIN renditions r ON r.id = seg.rendition_id "
+            "JOIN sessions s ON s.id = r.session_id GROUP BY s.stream_id ORDER BY s.stream_id"
+        ).fetchall()
+        return [
+            StreamUsage(
+                stream_id=str(r[0]),
+                segments=int(r[1]),
+                bytes=int(r[2]),
+                pinned_bytes=int(r[3]),
+                oldest_ms=None if r[4] is None else int(r[4]),
+                newest_ms=None if r[5] is None else int(r[5]),
+            )
+            for r in rows
+        ]
+
+    def bytes_in_ranges(self, stream_id: str, ranges: Sequence[tuple[int, int]]) -> int:
+        """Bytes of a stream's segments overlapping any range that no HLS clip pins already
+        (what queued, waiting and running jobs hold on to)."""
+        if not ranges:
+            return 0
+        overlaps = " OR ".join("(seg.start_ms < ? AND seg.end_ms > ?)" for _ in ranges)
+        value = self._scalar(
+            "SELECT COALESCE(SUM(seg.size), 0) FROM segments seg "
+            "JOIN renditions r ON r.id = seg.rendition_id JOIN sessions s ON s.id = r.session_id "
+            f"WHERE s.stream_id = ? AND ({overlaps}) "
+            "AND NOT EXISTS (SELECT 1 FROM clip_segments cs WHERE cs.segment_id = seg.id)",
+            (stream_id, *(v for start, end in ranges for v in (end, start))),
+        )
+        return int(value or 0)
+
+    def _cut_span(self, rendition_id: int, removed_start_ms: int) -> None:
+        """After a segment starting at `removed_start_ms` is deleted: the span that held
+        it becomes what remains on either side (none, one or two spans), each from its
+        first remaining segment's start to its last one's end."""
+        span = self._db.execute(
+            "SELECT id, start_ms, end_ms FROM spans WHERE rendition_id = ? "
+            "AND end_ms >= ? AND start_ms <= ? ORDER BY end_ms LIMIT 1",
+            (rendition_id, removed_start_ms, removed_start_ms),
+        ).fetchone()
+        if span is None:
+            return
+        self._db.execute("DELETE FROM spans WHERE id = ?", (span["id"],))
+        for where, low, high in (
+            ("start_ms >= ? AND start_ms < ?", span["start_ms"], removed_start_ms),
+            ("start_ms > ? AND start_ms <= ?", removed_start_ms, span["end_ms"]),
+        ):
             first = self._scalar(
-                "SELECT MIN(start_ms) FROM segments WHERE rendition_id = ? "
-                "AND start_ms >= ? AND start_ms <= ?",
-                (rendition_id, span["start_ms"], span["end_ms"]),
+                f"SELECT start_ms FROM segments WHERE rendition_id = ? AND {where} "
+                "ORDER BY start_ms LIMIT 1",
+                (rendition_id, low, high),
             )
             if first is None:
-                self._db.execute("DELETE FROM spans WHERE id = ?", (span["id"],))
-            elif first != span["start_ms"]:
-                self._db.execute("UPDATE spans SET start_ms = ? WHERE id = ?", (first, span["id"]))
+                continue
+            last_end = self._scalar(
+                f"SELECT end_ms FROM segments WHERE rendition_id = ? AND {where} "
+                "ORDER BY start_ms DESC LIMIT 1",
+                (rendition_id, low, high),
+            )
+            self._db.execute(
+                "INSERT INTO spans (rendition_id, start_ms, end_ms) VALUES (?, ?, ?)",
+                (rendition_id, int(first), int(last_end)),
+            )
 
     def forget_emptied(self, stream_id: str, cutoff_ms: int) -> int:
         """Drop ended sessions older than cutoff whose segments are all gone."""
@@ -919,6 +1040,10 @@ class Index:
             "INSERT OR IGNORE INTO clip_segments (clip_id, segment_id) VALUES (?, ?)",
             [(clip_id, s) for s in segment_ids],
         )
+
+    def unpin_segments(self, clip_id: str) -> None:
+        """A clip that failed serves nothing: its segments are free to go."""
+        self._db.execute("DELETE FROM clip_segments WHERE clip_id = ?", (clip_id,))
 
     def pinned_segment(self, clip_id: str, segment_id: int) -> SegmentRow | None:
         row = self._db.execute(

@@ -7,8 +7,11 @@ import logging
 import shutil
 from pathlib import Path
 
+from livecut import metrics
+from livecut.config import StorageConfig
 from livecut.store import files
 from livecut.store.index import Index
+from livecut.store.space import Space
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +38,13 @@ class EdgeWatch:
 
 
 class Store:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, storage: StorageConfig | None = None) -> None:
         self.root = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / "clips").mkdir(exist_ok=True)
         self.index = Index(data_dir / "index.sqlite3")
         self.edges = EdgeWatch()
+        self.space = Space(self, storage or StorageConfig())
 
     def close(self) -> None:
         self.index.close()
@@ -49,10 +53,20 @@ class Store:
         return self.root / relpath
 
     async def write(self, relpath: str, data: bytes) -> None:
-        await asyncio.to_thread(files.write_atomic, self.root, relpath, data)
+        """Make room above the disk floor, then write a media file durably. A full disk
+        raises OSError (ENOSPC) with nothing left behind."""
+        await self.space.make_room(len(data))
+        try:
+            # One thread hop for write, fsync, rename and the folder's fsync: cheaper
+            # than four aiofiles hops, and the file is never half-visible to the loop.
+            await asyncio.to_thread(files.write_atomic, self.root, relpath, data)
+        except OSError:
+            metrics.STORAGE_ERRORS.labels("write").inc()
+            raise
 
     async def write_file(self, path: Path, data: bytes) -> None:
-        """Atomically write a file outside the segment tree (clip outputs)."""
+        """Atomically write a file outside the segment tree (clip outputs; the clip job
+        counts its failures)."""
         await asyncio.to_thread(files.write_atomic, path.parent, path.name, data)
 
     def clip_dir(self, clip_id: str) -> Path:
@@ -66,11 +80,8 @@ class Store:
         return removed
 
     def remove_files(self, relpaths: list[str]) -> None:
-        for relpath in relpaths:
-            files.remove_quietly(self.root / relpath)
+        """Remove media files and the folders they leave empty."""
+        files.remove_and_prune(self.root, relpaths)
 
     def remove_clip_files(self, clip_id: str) -> None:
         shutil.rmtree(self.clip_dir(clip_id), ignore_errors=True)
-
-    def disk_free_bytes(self) -> int:
-        return shutil.disk_usage(self.root).free

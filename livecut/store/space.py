@@ -1,0 +1,163 @@
+"""The free-disk floor: measure free space, and evict the oldest unpinned segments below it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiofiles.os
+
+from livecut import metrics
+from livecut.config import StorageConfig
+from livecut.store import files
+from livecut.store.records import SegmentRow
+
+if TYPE_CHECKING:
+    from livecut.store.store import Store
+
+log = logging.getLogger(__name__)
+
+# Candidates read from the index at a time, oldest first.
+EVICT_PAGE = 200
+# Evictions, and a floor that cannot be kept, are logged at most this often.
+LOG_EVERY_S = 60.0
+
+# Ranges (start_ms, end_ms) of a stream that queued, waiting or running jobs will read.
+BusyRanges = Callable[[str], list[tuple[int, int]]]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Disk:
+    """The data directory's file system, as statvfs sees it, and the floor kept on it."""
+
+    total_bytes: int
+    free_bytes: int  # available to the daemon (f_bavail)
+    floor_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Eviction:
+    segments: int
+    bytes: int
+    short_bytes: int  # how far below the floor (plus the write to come) the disk stays
+
+
+class Space:
+    """Keeps the data directory's free space above the floor before every segment write
+    (and on the daemon's retention pass), evicting the oldest segments across streams.
+
+    Never evicted: segments an HLS clip or export serves (the clip_segments pins), those
+    a queued, waiting or running job reads (`busy`), and the newest
+    `keep_live_segments` of each rendition of a live session.
+    """
+
+    def __init__(self, store: Store, config: StorageConfig) -> None:
+        self.store = store
+        self.config = config
+        self.busy: BusyRanges = lambda _stream: []
+        self._lock = asyncio.Lock()
+        self._warned_s = -LOG_EVERY_S
+        self._logged_s = -LOG_EVERY_S
+        self._unlogged: dict[str, tuple[int, int]] = {}  # stream -> evicted, not yet logged
+
+    async def disk(self) -> Disk:
+        # aiofiles: statvfs may block on a network file system; it runs in a thread.
+        st = await aiofiles.os.statvfs(self.store.root)
+        total = st.f_blocks * st.f_frsize
+        free = st.f_bavail * st.f_frsize
+        disk = Disk(total_bytes=total, free_bytes=free, floor_bytes=self.config.floor_bytes(total))
+        metrics.DISK_FREE_BYTES.set(free)
+        metrics.DISK_FLOOR_BYTES.set(disk.floor_bytes)
+        return disk
+
+    async def make_room(self, incoming: int = 0) -> Eviction:
+        """Evict until `incoming` more bytes leave the floor's free space, or nothing
+        more may go. One pass at a time: concurrent writers wait for it, then measure."""
+        async with self._lock:
+            disk = await self.disk()
+            short = disk.floor_bytes + incoming - disk.free_bytes
+            if short <= 0:
+                return Eviction(segments=0, bytes=0, short_bytes=0)
+            segments = freed = 0
+            after: tuple[int, int] | None = None
+            while short > 0:
+                page = self.store.index.eviction_candidates(
+                    keep_live=self.config.keep_live_segments, limit=EVICT_PAGE, after=after
+                )
+                if not page:
+                    break
+                doomed: list[tuple[str, SegmentRow]] = []
+                planned = short
+                # Read afresh for each page: a job may have been submitted meanwhile.
+                busy: dict[str, list[tuple[int, int]]] = {}
+                for stream_id, segment in page:
+                    after = (segment.start_ms, segment.id)  # the next page starts past it
+                    ranges = busy.setdefault(stream_id, self.busy(stream_id))
+                    if any(segment.start_ms < e and segment.end_ms > b for b, e in ranges):
+                        continue
+                    doomed.append((stream_id, segment))
+                    planned -= segment.size
+                    if planned <= 0:
+                        break
+                if not doomed:
+                    continue
+                try:
+                    await self._evict(doomed)
+                except OSError as exc:  # the index itself may not be writable now
+                    log.error("the disk floor could not evict: %s", exc)
+                    break
+                segments += len(doomed)
+                freed += sum(s.size for _, s in doomed)
+                disk = await self.disk()
+                short = disk.floor_bytes + incoming - disk.free_bytes
+            if short > 0:
+                self._warn_short(disk, short)
+            return Eviction(segments=segments, bytes=freed, short_bytes=max(0, short))
+
+    async def _evict(self, doomed: Sequence[tuple[str, SegmentRow]]) -> None:
+        # Row first, then file: a crash in between leaves orphan files, which start-up
+        # reconciliation removes; never a row that names a missing file.
+        inits = self.store.index.delete_segments([s.id for _, s in doomed])
+        paths = [s.path for _, s in doomed] + inits
+        # One thread hop for the whole batch: cheaper than an aiofiles call per file.
+        await asyncio.to_thread(files.remove_and_prune, self.store.root, paths)
+        by_stream: dict[str, tuple[int, int]] = {}
+        for stream_id, segment in doomed:
+            count, size = by_stream.get(stream_id, (0, 0))
+            by_stream[stream_id] = (count + 1, size + segment.size)
+        for stream_id, (count, size) in sorted(by_stream.items()):
+            metrics.EVICTED_SEGMENTS.labels(stream_id).inc(count)
+            metrics.EVICTED_BYTES.labels(stream_id).inc(size)
+            seen_count, seen_size = self._unlogged.get(stream_id, (0, 0))
+            self._unlogged[stream_id] = (seen_count + count, seen_size + size)
+        # Below the floor every segment written evicts one: say so once a minute at most.
+        now = time.monotonic()
+        if now - self._logged_s >= LOG_EVERY_S:
+            self._logged_s = now
+            for stream_id, (count, size) in sorted(self._unlogged.items()):
+                log.info(
+                    "disk floor: evicted %d segment(s), %d bytes, of stream %s before their "
+                    "retention",
+                    count,
+                    size,
+                    stream_id,
+                )
+            self._unlogged.clear()
+
+    def _warn_short(self, disk: Disk, short: int) -> None:
+        now = time.monotonic()
+        if now - self._warned_s < LOG_EVERY_S:
+            return
+        self._warned_s = now
+        log.warning(
+            "disk floor: %d bytes free, floor %d bytes; %d bytes more cannot be evicted "
+            "(pinned by clips and jobs, or among the newest %d segments of a live rendition)",
+            disk.free_bytes,
+            disk.floor_bytes,
+            short,
+            self.config.keep_live_segments,
+        )
