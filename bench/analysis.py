@@ -3,7 +3,9 @@
 
     .venv/bin/python bench/analysis.py
 
-Media is generated into a temporary folder each run (about a minute at 1080p).
+Media is generated into a temporary folder each run (about a minute at 1080p). Figures
+taken on a machine shared with other work are indicative only: the load average is printed
+beside them.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ async def thumbnail_latency(work: Path) -> list[tuple[float, bool]]:
 
 def main() -> None:
     reel30 = replace(REEL, fps=30)
-    print(f"cores: {os.cpu_count()}")
+    print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         rows = []
@@ -129,6 +131,7 @@ def main() -> None:
                 f" | {s['hard_within_frame']}/{len(REEL.hard_cuts_s)} (cuts reported:"
                 f" {s['cuts']}) | {'found' if s['dissolve_found'] else 'missed'} | {loud:.0f}x |"
             )
+        print(f"load average after detection: {os.getloadavg()[0]:.1f}")
         latencies = asyncio.run(thumbnail_latency(work))
         times = [t for t, _ in latencies]
         print()

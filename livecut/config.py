@@ -79,6 +79,8 @@ WEBHOOK_EVENTS: Final = (
     "session.ended",
     "stream.failing",
     "stream.recovered",
+    "shots.ready",
+    "highlights.ready",
 )
 _MIN_SECRET_LENGTH: Final = 16
 _CLIPS_KEYS: Final = ("workers", "max_wait", "max_duration", "keep")

@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from livecut import metrics
+from livecut.analysis.jobs import AnalysisJobs
 from livecut.analysis.live import LiveShots
 from livecut.api.app import make_app
 from livecut.api.context import ApiContext
@@ -67,6 +68,11 @@ class Daemon:
         self.jobs = ClipJobs(self.store, config.clips, clock=clock)
         self.store.space.busy = self.jobs.read_ranges  # the disk floor keeps what jobs read
         self.live_shots = LiveShots(self.store, config.streams, clock=clock)
+        self.analysis = AnalysisJobs(
+            self.store, self.jobs, base_url=lambda: self.base_url, clock=clock
+        )
+        self.jobs.on_finished = self.analysis.clip_done
+        self.jobs.on_deleted = self.analysis.clip_gone
         self.recorders: dict[str, Recorder] = {}
         self._http: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -133,12 +139,14 @@ class Daemon:
         )
         self.deliverer.start()
         self.jobs.start()
+        self.analysis.start()
         self.live_shots.start()
         app = make_app(
             ApiContext(
                 config=self.config,
                 store=self.store,
                 jobs=self.jobs,
+                analysis=self.analysis,
                 recorders=self.recorders,
                 clock=self.clock,
                 base_url=lambda: self.base_url,
@@ -202,6 +210,7 @@ class Daemon:
         for recorder in self.recorders.values():
             await recorder.stop()
         await self.jobs.stop()
+        await self.analysis.stop()
         await self.live_shots.stop()
         if self._stream_watch is not None:
             self._stream_watch.cancel()

@@ -115,6 +115,22 @@ CLIP_JOBS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+ANALYSIS_JOBS = Counter(
+    "livecut_analysis_jobs_finished_total",
+    "Shots and highlights jobs that finished, by kind and outcome (completed, failed).",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+for _kind in ("shots", "highlights"):
+    for _outcome in ("completed", "failed"):
+        ANALYSIS_JOBS.labels(_kind, _outcome)
+ANALYSIS_SECONDS = Histogram(
+    "livecut_analysis_seconds",
+    "Time a shots job, or the scoring of a highlights job, spent decoding and analysing.",
+    ["kind"],
+    buckets=(0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
+    registry=REGISTRY,
+)
 CLIP_CHECKS_FAILED = Counter(
     "livecut_clip_checks_failed_total",
     "Clip outputs refused by the check they pass before delivery, by what failed.",

@@ -17,11 +17,19 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from livecut.analysis.frames import decoded_frames
-from livecut.analysis.highlights import CaptionText, find_highlights
-from livecut.analysis.loudness import loudness_curve
+from livecut.analysis.highlights import CaptionText, HighlightScore, find_highlights
+from livecut.analysis.loudness import LoudnessCurve, envelope, loudness_curve
 from livecut.analysis.previews import animated_webp, preview_frame_count, preview_times
+from livecut.analysis.scan import pictures_at
 from livecut.analysis.shots import Cut, ShotDetector
+from livecut.analysis.storyboards import (
+    default_interval_ms,
+    sprite_sheet,
+    storyboard_vtt,
+    tile_instants,
+)
 from livecut.analysis.thumbnails import frame_at
+from livecut.media.clock import TS_WRAP_S
 from livecut.media.scenes import AUDIO_RATE, REEL, write_reel_hls
 from livecut.media.synth import read_frame_number
 from tests.harness import daemon_config, recorded_vod, running, until
@@ -178,10 +186,16 @@ async def test_a_thumbnail_mid_gop_shows_the_exact_frame(data_dir: Path, tmp_pat
         assert read_frame_number(picture) == 113
 
 
+@pytest.mark.parametrize(
+    "start_pts_s",
+    # The second reel's MPEG-TS timestamps wrap 2.5 s in, half a second before the cut.
+    [10.0, TS_WRAP_S - 2.5],
+    ids=["plain", "ts-wrap"],
+)
 async def test_live_shot_detection_reports_a_cut_within_5s_of_its_segment(
-    data_dir: Path, tmp_path: Path
+    data_dir: Path, tmp_path: Path, start_pts_s: float
 ) -> None:
-    folder = write_reel_hls(tmp_path / "reel").parent
+    folder = write_reel_hls(tmp_path / "reel", start_pts_s=start_pts_s).parent
     lines = (folder / "index.m3u8").read_text().splitlines()
     head = [line for line in lines if line.startswith("#EXT") and "EXTINF" not in line]
     head = [line for line in head if "ENDLIST" not in line and "PLAYLIST-TYPE" not in line]
@@ -225,3 +239,139 @@ async def test_live_shot_detection_reports_a_cut_within_5s_of_its_segment(
             assert 0 <= cut.found_ms - indexed_ms <= 5000, (cut.found_ms, indexed_ms)
     finally:
         await runner.cleanup()
+
+
+async def test_live_shots_flush_a_dissolve_open_when_the_session_ends(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """The session ends at 18 s, as the dissolve (16-18 s) ends: only the flush reports it."""
+    folder = write_reel_hls(tmp_path / "reel").parent
+    lines = (folder / "index.m3u8").read_text().splitlines()
+    cut_at = lines.index("seg9.ts") - 1  # the EXTINF line of the segment after 18 s
+    (folder / "short.m3u8").write_text("\n".join([*lines[:cut_at], "#EXT-X-ENDLIST"]) + "\n")
+    app = web.Application()
+    app.router.add_static("/reel", folder)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    config = daemon_config(data_dir, f"http://127.0.0.1:{port}/reel/short.m3u8")
+    config = replace(config, streams=(replace(config.streams[0], shots=True),))
+    try:
+        async with running(config) as daemon:
+            analysis = daemon.store.index.analysis
+
+            def dissolves() -> list[int]:
+                cuts = analysis.shot_cuts("cam", PDT0, PDT0 + 30_000, limit=20)
+                return [c.at_ms for c in cuts if c.kind == "dissolve"]
+
+            await until(daemon, "cam", lambda: bool(dissolves()), timeout_s=30)
+            start, end = (PDT0 + round(s * 1000) for s in REEL.dissolve_s)
+            assert len(dissolves()) == 1 and start <= dissolves()[0] <= end, dissolves()
+            session = daemon.store.index.sessions("cam")[0]
+            assert session.state == "ended"
+    finally:
+        await runner.cleanup()
+
+
+@st.composite
+def signals(draw: st.DrawFn) -> dict[str, object]:
+    duration_s = draw(st.floats(min_value=2.0, max_value=60.0))
+    blocks = max(0, int((duration_s - 0.4) / 0.1) + 1)
+    levels = draw(st.lists(st.floats(min_value=-70, max_value=0), min_size=blocks, max_size=blocks))
+    min_s = draw(st.floats(min_value=0.5, max_value=duration_s))
+    max_s = draw(st.floats(min_value=min_s, max_value=max(min_s, 2 * duration_s)))
+    return {
+        "duration_s": duration_s,
+        "loudness": LoudnessCurve(start_s=0.0, momentary=tuple(levels), short_term=tuple(levels)),
+        "cuts_s": sorted(draw(st.lists(st.floats(min_value=0, max_value=duration_s), max_size=20))),
+        "motion": [
+            (t, v)
+            for t, v in zip(
+                np.arange(0, duration_s, 0.5),
+                draw(
+                    st.lists(
+                        st.floats(min_value=0, max_value=255),
+                        min_size=len(np.arange(0, duration_s, 0.5)),
+                        max_size=len(np.arange(0, duration_s, 0.5)),
+                    )
+                ),
+                strict=True,
+            )
+        ],
+        "captions": [
+            CaptionText(start_s=a, end_s=a + 1.0, text=w)
+            for a, w in draw(
+                st.lists(
+                    st.tuples(
+                        st.floats(min_value=0, max_value=duration_s),
+                        st.sampled_from(["goal", "save", "the crowd", "replay"]),
+                    ),
+                    max_size=5,
+                )
+            )
+        ],
+        "max_clips": draw(st.integers(min_value=1, max_value=10)),
+        "min_duration_s": min_s,
+        "max_duration_s": max_s,
+        "instruction": draw(st.sampled_from([None, "", "the goal", "a save please"])),
+    }
+
+
+@given(signals())
+def test_highlights_are_bounded_disjoint_and_explained(args: dict[str, object]) -> None:
+    found = find_highlights(**args)  # type: ignore[arg-type]
+    duration_s = args["duration_s"]
+    max_clips = args["max_clips"]
+    min_s, max_s = args["min_duration_s"], args["max_duration_s"]
+    assert isinstance(duration_s, float) and isinstance(max_clips, int)
+    assert isinstance(min_s, float) and isinstance(max_s, float)
+    assert 1 <= len(found) <= max_clips
+    for h in found:
+        assert 0 <= h.start_s < h.end_s <= duration_s + 1e-9
+        assert h.end_s - h.start_s <= max_s + 1e-9
+        assert h.end_s - h.start_s >= min(min_s, duration_s) - 1e-9
+        assert 0 <= h.score <= 1 and all(0 <= p <= 1 for p in h.parts)
+        weighted = sum(p * w for p, w in zip(h.parts, h.weights, strict=True))
+        assert abs(weighted / sum(h.weights) - h.score) < 1e-3
+        assert set(h.explain()) == set(HighlightScore._fields)
+        assert h.label
+    for a, b in itertools.combinations(found, 2):
+        assert a.end_s <= b.start_s or b.end_s <= a.start_s, (a, b)
+    assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
+
+
+def test_loudness_envelope_takes_each_buckets_loudest_block() -> None:
+    # Blocks end at 0.4, 0.5, ... s: the 1 s buckets hold blocks 0-5, 6-15, 16-.
+    levels = tuple(float(-60 + (20 if i == 8 else 0)) for i in range(20))
+    curve = LoudnessCurve(start_s=0.0, momentary=levels, short_term=levels)
+    buckets = envelope(curve, zero_ms=10_000, from_ms=10_000, to_ms=13_000, resolution_ms=1000)
+    assert [b.start_ms for b in buckets] == [10_000, 11_000, 12_000]
+    assert [b.momentary_lufs for b in buckets] == [-60.0, -40.0, -60.0]
+    empty = envelope(curve, zero_ms=0, from_ms=50_000, to_ms=52_000, resolution_ms=1000)
+    assert [b.momentary_lufs for b in empty] == [None, None]
+
+
+def test_storyboard_cues_name_each_tile_of_the_sheet() -> None:
+    vtt = storyboard_vtt(
+        count=12, interval_ms=5000, total_ms=57_500, tile=(160, 90), image_url="http://x/s.jpg"
+    )
+    cues = vtt.split("\n\n")[1:]
+    assert vtt.startswith("WEBVTT\n") and len([c for c in cues if c.strip()]) == 12
+    assert "00:00:05.000 --> 00:00:10.000\nhttp://x/s.jpg#xywh=160,0,160,90" in vtt
+    assert "00:00:55.000 --> 00:00:57.500\nhttp://x/s.jpg#xywh=160,90,160,90" in vtt
+    assert (
+        tile_instants(0, 57_500, 5000)[-1] == 55_000 and len(tile_instants(0, 57_500, 5000)) == 12
+    )
+    assert default_interval_ms(100_000) == 1000 and default_interval_ms(100_001) == 2000
+    pictures = [np.full((90, 160, 3), n * 20, np.uint8) for n in range(12)]
+    sheet = Image.open(io.BytesIO(sprite_sheet(pictures, image_format="jpg"))).convert("RGB")
+    assert sheet.size == (1600, 180)
+    assert abs(sheet.getpixel((160 + 80, 90 + 45))[0] - 11 * 20) <= 4  # type: ignore[index]
+
+
+def test_pictures_at_shows_the_frame_presented_at_each_instant() -> None:
+    frames = [(1000.0 + 40 * n, np.full((2, 2, 3), n, np.uint8)) for n in range(10)]
+    chosen = pictures_at(iter(frames), [900, 1000, 1039, 1040, 1200, 5000])
+    assert [int(p[0, 0, 0]) for p in chosen] == [0, 0, 0, 1, 5, 9]

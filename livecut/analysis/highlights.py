@@ -1,7 +1,7 @@
 """Highlight scoring: signals over time in, ranked windows out, each score explained by part.
 
-Pure: loudness, cuts and caption text are computed elsewhere; times here are seconds
-from the start of the analysed range.
+Pure: loudness, cuts, motion and caption text are computed elsewhere; times here are
+seconds from the start of the analysed range.
 """
 
 from __future__ import annotations
@@ -59,12 +59,17 @@ class HighlightScore(NamedTuple):
     loudness: float  # how far above the range's typical loudness the window is
     rise: float  # the sharpest jump in loudness over the seconds before (a reaction)
     shots: float  # cuts per second: edited action
+    motion: float  # how much more the picture moves than is typical for the range
     text: float  # share of the instruction's keywords said in the window's captions
 
 
-WEIGHTS = HighlightScore(loudness=0.35, rise=0.35, shots=0.2, text=0.1)
+WEIGHTS = HighlightScore(loudness=0.3, rise=0.3, shots=0.15, motion=0.15, text=0.1)
 # An instruction is the caller saying what matters: its words then outweigh the rest.
-WEIGHTS_WITH_INSTRUCTION = HighlightScore(loudness=0.15, rise=0.15, shots=0.1, text=0.6)
+WEIGHTS_WITH_INSTRUCTION = HighlightScore(
+    loudness=0.15, rise=0.1, shots=0.05, motion=0.05, text=0.65
+)
+# Mean absolute luma change between frames (0-255) above the range's median that scores 1.
+MOTION_FULL = 12.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -107,9 +112,16 @@ def find_highlights(
     min_duration_s: float,
     max_duration_s: float,
     instruction: str | None = None,
+    motion: Sequence[tuple[float, float]] = (),
 ) -> list[Highlight]:
-    """The best non-overlapping windows, best first."""
+    """The best non-overlapping windows, best first.
+
+    `motion`: (time s, mean absolute change from the frame before) for each frame.
+    """
     words = keywords(instruction)
+    motion_times = np.asarray([t for t, _ in motion], dtype=np.float64)
+    motion_values = np.asarray([v for _, v in motion], dtype=np.float64)
+    typical_motion = float(np.median(motion_values)) if len(motion_values) else 0.0
     weights = WEIGHTS_WITH_INSTRUCTION if words else WEIGHTS
     length = min(max_duration_s, max(min_duration_s, (min_duration_s + max_duration_s) / 2))
     length = min(length, duration_s)
@@ -122,6 +134,7 @@ def find_highlights(
             loudness=_loudness_part(loudness, momentary, typical, start, start + length),
             rise=_rise_part(loudness, momentary, start, start + length),
             shots=_shots_part(cuts_s, start, start + length),
+            motion=_motion_part(motion_times, motion_values, typical_motion, start, length),
             text=_text_part(captions, words, start, start + length),
         )
         total = sum(p * w for p, w in zip(parts, weights, strict=True)) / sum(weights)
@@ -143,10 +156,16 @@ def find_highlights(
         if any(candidate.start_s < c.end_s and c.start_s < candidate.end_s for c in chosen):
             continue
         chosen.append(candidate)
-    snapped = [
-        _snap(h, cuts_s, loudness, momentary, typical, min_duration_s, max_duration_s, duration_s)
-        for h in chosen
-    ]
+    snapped: list[Highlight] = []
+    for n, h in enumerate(chosen):
+        moved = _snap(
+            h, cuts_s, loudness, momentary, typical, min_duration_s, max_duration_s, duration_s
+        )
+        # A window's edges move outward: never onto another chosen window.
+        others = [*snapped, *chosen[n + 1 :]]
+        if any(moved.start_s < o.end_s and o.start_s < moved.end_s for o in others):
+            moved = h
+        snapped.append(moved)
     return [_labelled(h, captions) for h in snapped]
 
 
@@ -180,6 +199,19 @@ def _rise_part(loudness: LoudnessCurve, momentary: np.ndarray, start: float, end
 def _shots_part(cuts_s: Sequence[float], start: float, end: float) -> float:
     inside = sum(1 for c in cuts_s if start < c < end)
     return _unit(inside / max(1.0, end - start) * 2.5)  # a cut every 0.4 s scores 1
+
+
+def _motion_part(
+    times: np.ndarray, values: np.ndarray, typical: float, start: float, length: float
+) -> float:
+    if not len(times):
+        return 0.0
+    first, last = np.searchsorted(times, [start, start + length])
+    inside = values[first:last]
+    if not len(inside):
+        return 0.0
+    # A cut is one huge change: the upper quartile, not the peak, is the window's motion.
+    return _unit((float(np.percentile(inside, 75)) - typical) / MOTION_FULL)
 
 
 def _text_part(
@@ -230,6 +262,7 @@ def _labelled(h: Highlight, captions: Sequence[CaptionText]) -> Highlight:
             "loudness": "loud moment",
             "rise": "crowd reaction",
             "shots": "fast cutting",
+            "motion": "action",
             "text": "keyword match",
         }
         weighted = {n: p * w for n, p, w in zip(h.parts._fields, h.parts, h.weights, strict=True)}

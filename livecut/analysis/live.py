@@ -1,5 +1,6 @@
 """Shot detection on the live recording: a task per stream follows its newest session and
-feeds each newly indexed segment's frames to a ShotDetector."""
+feeds each newly indexed segment's frames to a ShotDetector. A transition still open when
+its run ends (a gap, a discontinuity, the session's end) is reported then (flush)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from livecut.analysis.frames import decoded_frames, video_fps
 from livecut.analysis.shots import Cut, ShotDetector
 from livecut.config import StreamConfig
+from livecut.media.clock import unwrap_s
 from livecut.store.analysis import ShotCutRow
 from livecut.store.records import SegmentRow
 from livecut.store.store import Store
@@ -85,6 +87,7 @@ class LiveShots:
     async def _catch_up(self, stream_id: str, session_id: str, state: _Follow) -> bool:
         """Detect on every segment indexed since the last call; False when there was none."""
         if state.session_id != session_id:
+            self._flush(stream_id, state)
             state.session_id, state.last, state.detector = session_id, None, None
             state.seen.clear()
         after = -1 if state.last is None else state.last.start_ms
@@ -97,6 +100,8 @@ class LiveShots:
                 continue
             state.seen.add(segment.id)
             worked = True
+            if state.detector is not None and not _continues(state.last, segment):
+                self._flush(stream_id, state)  # a new run: what was open ends here
             try:
                 cuts = await asyncio.to_thread(self._detect, state, segment)
             except (OSError, ValueError) as exc:
@@ -108,29 +113,49 @@ class LiveShots:
                 [_row(stream_id, session_id, state.origin_ms, c, found_ms) for c in cuts]
             )
             state.last = segment
+        if not worked and state.detector is not None:
+            session = self.store.index.session(session_id)
+            if session is not None and session.state == "ended":
+                self._flush(stream_id, state)
         return worked
+
+    def _flush(self, stream_id: str, state: _Follow) -> None:
+        """Report a transition the detector still holds open; its run has ended."""
+        if state.detector is None or state.session_id is None:
+            return
+        cuts = state.detector.flush()
+        state.detector = None
+        found_ms = int(self.clock() * 1000)
+        self.store.index.analysis.add_shot_cuts(
+            [_row(stream_id, state.session_id, state.origin_ms, c, found_ms) for c in cuts]
+        )
 
     def _detect(self, state: _Follow, segment: SegmentRow) -> list[Cut]:
         """Runs in a worker thread: decoding and detection hold no event-loop state."""
         path = self.store.path(segment.path)
         init = None if segment.init_path is None else self.store.path(segment.init_path)
-        previous = state.last
-        if (
-            state.detector is None
-            or previous is None
-            or segment.seq != previous.seq + 1
-            or segment.epoch != previous.epoch
-            or segment.init_path != previous.init_path
-        ):
+        if state.detector is None or not _continues(state.last, segment):
             # A new run: frames before a gap or a discontinuity are not this shot's.
             state.detector = ShotDetector(video_fps([path], init))
             state.origin_ms = segment.start_ms
         detector = state.detector
         cuts: list[Cut] = []
+        wraps = segment.init_path is None  # MPEG-TS: 33-bit timestamps wrap every 26.5 h
         for media_s, picture in decoded_frames([path], init):
+            media_s = unwrap_s(media_s, segment.ref_pts_s, wraps=wraps)
             wall_ms = segment.start_ms + (media_s - segment.ref_pts_s) * 1000
             cuts += detector.process_frame((wall_ms - state.origin_ms) / 1000, picture)
         return cuts
+
+
+def _continues(previous: SegmentRow | None, segment: SegmentRow) -> bool:
+    """Whether segment follows on in the same run (no gap, no discontinuity)."""
+    return (
+        previous is not None
+        and segment.seq == previous.seq + 1
+        and segment.epoch == previous.epoch
+        and segment.init_path == previous.init_path
+    )
 
 
 def _row(stream_id: str, session_id: str, origin_ms: int, cut: Cut, found_ms: int) -> ShotCutRow:

@@ -55,3 +55,42 @@ def _blocks(samples: npt.NDArray[np.float32], rate: int, block_s: float) -> list
         max(SILENCE_LUFS, float(v)) if np.isfinite(v) else SILENCE_LUFS
         for v in meter.blockwise_loudness
     ]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LoudnessBucket:
+    start_ms: int
+    momentary_lufs: float | None  # the loudest 400 ms block ending in the bucket
+    short_term_lufs: float | None  # the loudest 3 s block ending in the bucket
+
+
+def envelope(
+    curve: LoudnessCurve, *, zero_ms: float, from_ms: int, to_ms: int, resolution_ms: int
+) -> list[LoudnessBucket]:
+    """The curve in buckets of resolution_ms over [from_ms, to_ms); `zero_ms` is the wall
+    time of the curve's second 0. A bucket no block ends in has no value."""
+    count = -(-(to_ms - from_ms) // resolution_ms)
+    momentary: list[float | None] = [None] * count
+    short: list[float | None] = [None] * count
+    for i, (m, s) in enumerate(zip(curve.momentary, curve.short_term, strict=False)):
+        end_ms = zero_ms + (curve.start_s + (i + 1) * HOP_S + 0.3) * 1000  # the block's end
+        n = int((end_ms - from_ms) // resolution_ms)
+        if 0 <= n < count:
+            momentary[n] = _louder(momentary[n], m)
+            short[n] = _louder(short[n], s)
+    return [
+        LoudnessBucket(
+            start_ms=from_ms + n * resolution_ms,
+            momentary_lufs=_rounded(momentary[n]),
+            short_term_lufs=_rounded(short[n]),
+        )
+        for n in range(count)
+    ]
+
+
+def _louder(current: float | None, value: float) -> float:
+    return value if current is None else max(current, value)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -26,7 +26,12 @@ def preview_times(start_s: float, end_s: float) -> list[float]:
     return [start_s + (i + 0.5) * step for i in range(count)]
 
 
-def animated_webp(pictures: Sequence[npt.NDArray[np.uint8]], *, quality: int = 60) -> bytes:
+def animated_webp(
+    pictures: Sequence[npt.NDArray[np.uint8]],
+    *,
+    quality: int = 60,
+    frame_ms: int = PREVIEW_FRAME_MS,
+) -> bytes:
     """An animated WebP with exactly one frame per RGB picture.
 
     libwebp's animation encoder folds a frame identical to the one before into a longer
@@ -44,7 +49,7 @@ def animated_webp(pictures: Sequence[npt.NDArray[np.uint8]], *, quality: int = 6
             + _u24(0)
             + _u24(width - 1)
             + _u24(height - 1)
-            + _u24(PREVIEW_FRAME_MS)
+            + _u24(frame_ms)
             # Flags: no blending, no disposal; each frame covers the whole canvas.
             + bytes([0b10])
             + _still(picture, quality),

@@ -23,6 +23,7 @@ from livecut.api.clips import (
     list_clips,
 )
 from livecut.api.context import API_KEY, CTX, ApiContext, Handler, ctx_of, error
+from livecut.api.shots import SHOTS_ROUTES
 from livecut.api.streams import (
     get_session,
     get_stream,
@@ -89,6 +90,7 @@ def routes() -> list[tuple[str, str, Handler]]:
             clip_file,
         ),
         ("GET", r"/v1/clips/{id}/media/{name:(?:init-)?\d+\.(?:ts|m4s|mp4|vtt)}", clip_media),
+        *SHOTS_ROUTES,
         ("GET", "/v1/webhooks/deliveries", list_deliveries),
         # Livepeer Studio's clip API, for apps written against its SDKs.
         ("POST", "/api/clip", livepeer.create_clip),

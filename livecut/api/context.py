@@ -16,6 +16,7 @@ from livecut.reload import ReloadOutcome
 from livecut.store.store import Store
 
 if TYPE_CHECKING:
+    from livecut.analysis.jobs import AnalysisJobs
     from livecut.ingest.recorder import Recorder
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -29,6 +30,7 @@ class ApiContext:
     recorders: Mapping[str, Recorder]
     # The streams as last (re)loaded; `config` keeps the sections fixed at start-up.
     streams: Callable[[], Sequence[StreamConfig]]
+    analysis: AnalysisJobs | None = None  # shots and highlights jobs (absent in bare tests)
     clock: Callable[[], float]
     base_url: Callable[[], str] = lambda: ""  # public base URL for absolute links
     wake_webhooks: Callable[[], None] = lambda: None

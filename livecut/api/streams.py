@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import Mapping
 
 from aiohttp import web
 
+from livecut.analysis.loudness import envelope, loudness_curve
+from livecut.analysis.scan import LOUDNESS_RATE, audio_in_range, planned_runs
 from livecut.api.context import ApiContext, ctx_of, error, now_ms
 from livecut.api.validate import Invalid, check_query, page_limit, query_int, short
 from livecut.api.views import session_json
+from livecut.clips.planner import NothingRecorded
 
 
 def _stream_json(ctx: ApiContext, stream_id: str, edges: Mapping[str, int]) -> dict[str, object]:
@@ -82,18 +87,21 @@ async def get_session(request: web.Request) -> web.Response:
 
 TIMELINE_DEFAULT_MS = 24 * 3600 * 1000
 TIMELINE_LIMIT = 5000
+LOUDNESS_RESOLUTION_MS = (100, 3_600_000)
+LOUDNESS_MAX_RANGE_MS = 3_600_000  # decoding more audio than this is a job, not a GET
 
 
 async def stream_timeline(request: web.Request) -> web.Response:
     """Recorded ranges and gaps of a stream between from_ms and to_ms (default: the last day)."""
     ctx = ctx_of(request)
     stream_id = request.match_info["id"]
-    check_query(request.query, ("from_ms", "to_ms"))
+    check_query(request.query, ("from_ms", "to_ms", "loudness_ms"))
     known_stream(ctx, stream_id)
     to_ms = _query_ms(request, "to_ms", now_ms(ctx))
     from_ms = _query_ms(request, "from_ms", to_ms - TIMELINE_DEFAULT_MS)
     if from_ms >= to_ms:
         raise Invalid([f"from_ms ({from_ms}) must be before to_ms ({to_ms})"], status=400)
+    loudness = await _loudness(ctx, request, stream_id, from_ms, to_ms)
     spans, gaps = ctx.store.index.timeline(stream_id, from_ms, to_ms, limit=TIMELINE_LIMIT)
     shots = ctx.store.index.analysis.shot_cuts(stream_id, from_ms, to_ms, limit=TIMELINE_LIMIT)
     return web.json_response(
@@ -116,9 +124,48 @@ async def stream_timeline(request: web.Request) -> web.Response:
                 }
                 for c in shots
             ],
+            # With loudness_ms: EBU R128 loudness in buckets of that many milliseconds.
+            **({} if loudness is None else {"loudness": loudness}),
             "truncated": TIMELINE_LIMIT in (len(spans), len(gaps), len(shots)),
         }
     )
+
+
+async def _loudness(
+    ctx: ApiContext, request: web.Request, stream_id: str, from_ms: int, to_ms: int
+) -> list[dict[str, object]] | None:
+    raw = request.query.get("loudness_ms")
+    if raw is None:
+        return None
+    low, high = LOUDNESS_RESOLUTION_MS
+    resolution = query_int(raw, "loudness_ms", signed=False)
+    if not low <= resolution <= high:
+        raise Invalid([f"loudness_ms must be from {low} to {high}, not {resolution}"], 400)
+    if to_ms - from_ms > LOUDNESS_MAX_RANGE_MS:
+        raise Invalid(
+            [
+                f"with loudness_ms, to_ms - from_ms may be at most {LOUDNESS_MAX_RANGE_MS} ms,"
+                f" not {to_ms - from_ms}"
+            ],
+            status=400,
+        )
+    if (to_ms - from_ms) // resolution > TIMELINE_LIMIT:
+        raise Invalid(
+            [f"loudness_ms gives more than {TIMELINE_LIMIT} buckets: choose a larger one"], 400
+        )
+    segments = ctx.store.index.stream_segments(stream_id, from_ms - 30_000, to_ms)
+    try:
+        runs = planned_runs(segments, from_ms, to_ms)
+    except NothingRecorded:
+        return []
+    samples, first_ms = await asyncio.to_thread(
+        audio_in_range, runs, from_ms, to_ms, ctx.store.path
+    )
+    curve = await asyncio.to_thread(loudness_curve, samples, LOUDNESS_RATE)
+    buckets = envelope(
+        curve, zero_ms=first_ms, from_ms=from_ms, to_ms=to_ms, resolution_ms=resolution
+    )
+    return [dataclasses.asdict(b) for b in buckets]
 
 
 def _query_ms(request: web.Request, key: str, default: int) -> int:

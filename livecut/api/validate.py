@@ -28,6 +28,7 @@ CLIP_FIELDS = (
     "callback_url",
     "callback_id",
     "verify",
+    "generate_shots",
 )
 NAME_MAX = 200
 TEXT_MAX = 255  # passthrough, callback_id
@@ -139,6 +140,11 @@ def _meta(body: Mapping[str, object], extras: Extras, errors: list[str]) -> dict
             errors.append(str(exc))
     elif "callback_id" in meta:
         errors.append("callback_id is sent with webhooks to callback_url; give callback_url too")
+    shots = body.get("generate_shots", False)
+    if not isinstance(shots, bool):
+        errors.append(f"generate_shots must be true or false, not {short(shots)}")
+    elif shots:
+        meta["generate_shots"] = True  # a shots job starts once the clip is cut
     return meta
 
 

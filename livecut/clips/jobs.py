@@ -132,6 +132,10 @@ class ClipJobs:
         self._finished: dict[str, asyncio.Event] = {}
         self._active: dict[str, tuple[str, int, int]] = {}  # clip -> (stream, start, end)
         self._progress: dict[str, float] = {}  # clip -> share of its windows cut
+        # Told of each clip once it is ready or failed, and of each deleted one (analysis
+        # jobs follow the clips they made or were asked for).
+        self.on_finished: Callable[[ClipRow], None] | None = None
+        self.on_deleted: Callable[[str], None] | None = None
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -214,6 +218,8 @@ class ClipJobs:
         self.store.index.delete_clip(clip_id)
         self.store.remove_clip_files(clip_id)
         self._signal(clip_id)
+        if self.on_deleted is not None:
+            self.on_deleted(clip_id)
         return True
 
     async def wait_finished(self, clip_id: str, timeout_s: float) -> ClipRow | None:
@@ -285,6 +291,9 @@ class ClipJobs:
             self._active.pop(clip_id, None)
             self._progress.pop(clip_id, None)
             self._signal(clip_id)
+            row = self.store.index.clip(clip_id)
+            if self.on_finished is not None and row is not None:
+                self.on_finished(row)
 
     def _signal(self, clip_id: str) -> None:
         event = self._finished.pop(clip_id, None)

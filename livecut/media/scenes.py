@@ -136,9 +136,12 @@ def write_reel_hls(
     height: int = 180,
     segment_s: int = 2,
     start_pdt_ms: int = 1_767_225_600_000,
+    start_pts_s: float = 10.0,
 ) -> Path:
     """Encode the reel as TS segments of segment_s (H.264 with keyframes every segment,
-    never forced at cuts, so detection cannot lean on them) and write a VOD playlist."""
+    never forced at cuts, so detection cannot lean on them) and write a VOD playlist.
+    `start_pts_s` is the media time of the first frame (near 2**33 / 90 kHz, the TS
+    timestamps wrap inside the reel)."""
     folder.mkdir(parents=True, exist_ok=True)
     frames_total = int(reel.duration_s * reel.fps)
     per_segment = segment_s * reel.fps
@@ -146,7 +149,7 @@ def write_reel_hls(
     audio_per_segment = segment_s * AUDIO_RATE
     lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{segment_s}"]
     lines += ["#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-PLAYLIST-TYPE:VOD"]
-    output = _SegmentEncoder(reel.fps, width, height, per_segment)
+    output = _SegmentEncoder(reel.fps, width, height, per_segment, start_pts_s=start_pts_s)
     try:
         for index in range(frames_total // per_segment):
             first = index * per_segment
@@ -171,7 +174,9 @@ def write_reel_hls(
 class _SegmentEncoder:
     """One encoder pair for the whole reel; each segment gets its own TS muxer."""
 
-    def __init__(self, fps: int, width: int, height: int, gop: int) -> None:
+    def __init__(
+        self, fps: int, width: int, height: int, gop: int, *, start_pts_s: float = 10.0
+    ) -> None:
         self._template = av.open(io.BytesIO(), "w", format="mpegts")
         options = {"preset": "veryfast", "g": str(gop), "keyint_min": str(gop)}
         options |= {"sc_threshold": "0", "bf": "0", "crf": "20", "tune": "zerolatency"}
@@ -181,18 +186,20 @@ class _SegmentEncoder:
         self._template.start_encoding()
         self.fps = fps
         self._sample = 0
+        self._first_frame = round(start_pts_s * fps)
+        self._first_sample = round(start_pts_s * AUDIO_RATE)
 
     def segment(self, first: int, pictures: list[Image], sound: npt.NDArray[np.float32]) -> bytes:
         packets = []
         for n, picture in enumerate(pictures, start=first):
             frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
-            frame.pts, frame.time_base = n + 10 * self.fps, Fraction(1, self.fps)
+            frame.pts, frame.time_base = n + self._first_frame, Fraction(1, self.fps)
             packets += self.video.encode(frame)
         for start in range(0, len(sound), 1024):
             chunk = sound[start : start + 1024]
             sound_frame = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
             sound_frame.sample_rate = AUDIO_RATE
-            sound_frame.pts = self._sample + 10 * AUDIO_RATE
+            sound_frame.pts = self._sample + self._first_sample
             sound_frame.time_base = Fraction(1, AUDIO_RATE)
             self._sample += len(chunk)
             packets += self.audio.encode(sound_frame)

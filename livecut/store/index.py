@@ -219,7 +219,7 @@ class Index:
         self._db.executescript(_SCHEMA)
         self._add_missing_columns()
         self._db.executescript(_SCHEMA_EVENTS)
-        self.analysis = AnalysisIndex(self._db)
+        self.analysis = AnalysisIndex(self._db, write=self._write)
         # Outbox rows for clip and session events, written in the state change's transaction.
         self.on_event: EventHook | None = None
         self._db.execute(

@@ -1,0 +1,520 @@
+"""Durable analysis jobs: shots of a session or a clip (previews included) and highlights
+of a range, run in worker threads a few at a time; a job interrupted by a restart is run
+again from the top."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from livecut import metrics
+from livecut.analysis.highlights import CaptionText, Highlight, find_highlights
+from livecut.analysis.loudness import loudness_curve
+from livecut.analysis.results import as_json, highlights_body, shots_job_body
+from livecut.analysis.scan import (
+    LOUDNESS_RATE,
+    audio_in_range,
+    frames_in_range,
+    planned_runs,
+    range_fps,
+)
+from livecut.analysis.shotlist import Picture, RangeAnalysis, analyse_frames
+from livecut.clips.jobs import KEYFRAME_LOOKBACK_MS, ClipJobs, ClipRequest, QueueFull, Window
+from livecut.clips.planner import NothingRecorded
+from livecut.media.subtitles import SubtitleError, parse_segment
+from livecut.store.analysis import AnalysisIndex, AnalysisJobRow, JobState
+from livecut.store.files import safe_name
+from livecut.store.index import new_id
+from livecut.store.records import ClipRow, SegmentRow
+from livecut.store.store import Store
+
+log = logging.getLogger(__name__)
+
+WORKERS = 1  # analysis decodes on every core it gets; more at once only shares them
+QUEUE_LIMIT = 100
+MAX_HIGHLIGHTS = 10
+
+
+class Stopped(RuntimeError):
+    """The daemon stopped during the job: it runs again at the next start."""
+
+
+class AnalysisBusy(RuntimeError):
+    """Too many analysis jobs are waiting: the caller should retry later."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HighlightsRequest:
+    stream_id: str
+    session_id: str | None
+    from_ms: int
+    to_ms: int
+    max_clips: int = 3
+    min_duration_ms: int = 5_000
+    max_duration_ms: int = 30_000
+    instruction: str | None = None
+    windows: tuple[Window, ...] = ()  # given: cut exactly these, score nothing
+    clip_options: dict[str, Any] | None = None  # formats, accuracy, name, ... of the clip
+
+
+class AnalysisJobs:
+    """Owns the analysis worker tasks; `start`/`stop` bound their lives."""
+
+    def __init__(
+        self,
+        store: Store,
+        clips: ClipJobs,
+        *,
+        base_url: Callable[[], str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.clips = clips
+        self.base_url = base_url
+        self.clock = clock
+        # Unbounded, so every job found unfinished at start-up is taken back; new requests
+        # are refused past QUEUE_LIMIT instead.
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        # Set on stop: a decode running in a worker thread gives up at its next frame.
+        self._stopping = threading.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._progress: dict[str, float] = {}
+        self._finished: dict[str, asyncio.Event] = {}
+
+    @property
+    def index(self) -> AnalysisIndex:
+        return self.store.index.analysis
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.store.root / "analysis" / safe_name(job_id)
+
+    # lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        for job in self.index.unfinished_jobs():
+            if job.kind == "highlights" and job.clip_id is not None:
+                clip = self.store.index.clip(job.clip_id)
+                if clip is None or clip.state in ("ready", "failed"):
+                    self.clip_finished(job.clip_id, clip)
+                continue  # its clip job is run again by the clip queue; we wait for it
+            # Interrupted by a restart: run again from the top (nothing partial is kept).
+            self._enqueue(job.id)
+        for n in range(WORKERS):
+            task = asyncio.create_task(self._work(), name=f"analysis-worker-{n}")
+            task.add_done_callback(_log_death)
+            self._workers.append(task)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
+
+    def progress(self, job_id: str) -> float | None:
+        return self._progress.get(job_id)
+
+    async def wait_finished(self, job_id: str, timeout_s: float) -> AnalysisJobRow | None:
+        job = self.index.job(job_id)
+        while job is not None and job.state not in ("completed", "failed"):
+            event = self._finished.setdefault(job_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), timeout_s)
+            except TimeoutError:
+                break
+            job = self.index.job(job_id)
+        return job
+
+    # requests ------------------------------------------------------------------
+    def submit_shots(
+        self,
+        *,
+        stream_id: str,
+        session_id: str | None,
+        clip_id: str | None,
+        from_ms: int,
+        to_ms: int,
+        zero_ms: int,
+    ) -> AnalysisJobRow:
+        """Shots of a session (or a slice of it) or of a clip; replaces the earlier ones."""
+        subject = f"clip:{clip_id}" if clip_id is not None else f"session:{session_id}"
+        earlier = self.index.job_of(subject)
+        if earlier is not None:
+            self._remove(earlier)
+        return self._add(
+            kind="shots",
+            subject=subject,
+            stream_id=stream_id,
+            session_id=session_id,
+            clip_id=clip_id,
+            from_ms=from_ms,
+            to_ms=to_ms,
+            zero_ms=zero_ms,
+            options={},
+        )
+
+    def submit_highlights(self, request: HighlightsRequest) -> AnalysisJobRow:
+        return self._add(
+            kind="highlights",
+            subject=None,
+            stream_id=request.stream_id,
+            session_id=request.session_id,
+            clip_id=None,
+            from_ms=request.from_ms,
+            to_ms=request.to_ms,
+            zero_ms=request.from_ms,
+            options={
+                "max_clips": request.max_clips,
+                "min_duration_ms": request.min_duration_ms,
+                "max_duration_ms": request.max_duration_ms,
+                "instruction": request.instruction,
+                "windows": [
+                    {"start_ms": w.start_ms, "end_ms": w.end_ms, "label": w.label}
+                    for w in request.windows
+                ],
+                "clip": request.clip_options or {},
+            },
+        )
+
+    def delete(self, job: AnalysisJobRow) -> None:
+        self._remove(job)
+
+    def clip_deleted(self, clip_id: str) -> None:
+        """A clip's shots go with it."""
+        job = self.index.job_of(f"clip:{clip_id}")
+        if job is not None:
+            self._remove(job)
+
+    def clip_done(self, clip: ClipRow) -> None:
+        """ClipJobs' hook: a clip is ready or failed."""
+        if clip.state == "ready":
+            self.clip_ready(clip)
+        self.clip_finished(clip.id, clip)
+
+    def clip_gone(self, clip_id: str) -> None:
+        """ClipJobs' hook: a clip was deleted."""
+        self.clip_deleted(clip_id)
+        self.clip_finished(clip_id, None)
+
+    def clip_ready(self, clip: ClipRow) -> None:
+        """A clip asked for with generate_shots: its shots job starts when it is cut."""
+        meta = (clip.options or {}).get("meta") or {}
+        if isinstance(meta, dict) and meta.get("generate_shots") is True:
+            start_ms, end_ms = _delivered_span(clip)
+            try:
+                self.submit_shots(
+                    stream_id=clip.stream_id,
+                    session_id=clip.session_id,
+                    clip_id=clip.id,
+                    from_ms=start_ms,
+                    to_ms=end_ms,
+                    zero_ms=start_ms,
+                )
+            except AnalysisBusy:
+                log.warning("clip %s: analysis queue full; its shots were not started", clip.id)
+
+    def clip_finished(self, clip_id: str, clip: ClipRow | None) -> None:
+        """A highlights job is completed (or failed) with the clip that cuts its windows."""
+        for job in self.index.jobs_of_clip(clip_id):
+            if job.kind != "highlights" or job.state in ("completed", "failed"):
+                continue
+            if clip is not None and clip.state == "ready":
+                self._set(job.id, "completed", event="highlights.ready")
+            else:
+                reason = "deleted" if clip is None else (clip.error or "failed")
+                self._set(job.id, "failed", error=f"the clip {clip_id} was not cut: {reason}")
+
+    # states --------------------------------------------------------------------
+    def _add(self, **fields: Any) -> AnalysisJobRow:
+        if self._queue.qsize() >= QUEUE_LIMIT:
+            raise AnalysisBusy(
+                f"{self._queue.qsize()} analysis jobs are waiting (at most {QUEUE_LIMIT});"
+                " retry shortly"
+            )
+        now = self._now_ms()
+        job = AnalysisJobRow(
+            id=new_id(str(fields["kind"])),
+            state="pending",
+            result=None,
+            error=None,
+            created_ms=now,
+            updated_ms=now,
+            **fields,
+        )
+        self.index.add_job(job)
+        self._enqueue(job.id)
+        return job
+
+    def _enqueue(self, job_id: str) -> None:
+        self._queue.put_nowait(job_id)
+
+    def _remove(self, job: AnalysisJobRow) -> None:
+        self.index.delete_job(job.id)
+        self._progress.pop(job.id, None)
+        shutil.rmtree(self.job_dir(job.id), ignore_errors=True)
+        self._signal(job.id)
+
+    def _set(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        clip_id: str | None = None,
+        event: str | None = None,
+    ) -> None:
+        body = highlights_body if event == "highlights.ready" else shots_job_body
+        self.index.update_job(
+            job_id,
+            state=state,
+            now_ms=self._now_ms(),
+            result=result,
+            error=error,
+            clip_id=clip_id,
+            event=(
+                None
+                if event is None
+                else (event, lambda j: as_json(body(j, base_url=self.base_url(), progress=1.0)))
+            ),
+        )
+        if state in ("completed", "failed"):
+            self._progress.pop(job_id, None)
+            self._signal(job_id)
+            job = self.index.job(job_id)
+            if job is not None:
+                metrics.ANALYSIS_JOBS.labels(job.kind, state).inc()
+
+    def _signal(self, job_id: str) -> None:
+        event = self._finished.pop(job_id, None)
+        if event is not None:
+            event.set()
+
+    # work ------------------------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            job_id = await self._queue.get()
+            try:
+                await self._process(job_id)
+            finally:
+                self._queue.task_done()
+
+    async def _process(self, job_id: str) -> None:
+        job = self.index.job(job_id)
+        if job is None:
+            return  # deleted while it waited
+        self._set(job.id, "processing")
+        self._progress[job.id] = 0.0
+        began = time.monotonic()
+        try:
+            if job.kind == "shots":
+                await self._shots(job)
+            else:
+                await self._highlights(job)
+            metrics.ANALYSIS_SECONDS.labels(job.kind).observe(time.monotonic() - began)
+        except Stopped:
+            return  # left processing: the next start runs it again
+        except (NothingRecorded, OSError, ValueError, QueueFull) as exc:
+            self._fail(job.id, str(exc))
+        except Exception as exc:  # a worker must outlive any one job's bug
+            log.exception("analysis job %s: unexpected error", job.id)
+            self._fail(job.id, f"internal error ({type(exc).__name__}); see the daemon's log")
+
+    def _fail(self, job_id: str, error: str) -> None:
+        log.warning("analysis job %s failed: %s", job_id, error)
+        if self.index.job(job_id) is not None:
+            self._set(job_id, "failed", error=error)
+
+    def _segments(self, job: AnalysisJobRow, kind: str | None = None) -> list[SegmentRow]:
+        segments: list[SegmentRow] = self.store.index.stream_segments(
+            job.stream_id,
+            job.from_ms - (KEYFRAME_LOOKBACK_MS if kind is None else 0),
+            job.to_ms,
+            session_id=job.session_id,
+            kind=kind,
+        )
+        return segments
+
+    def _on_progress(self, job_id: str, loop: asyncio.AbstractEventLoop) -> Callable[[float], None]:
+        def report(share: float) -> None:
+            loop.call_soon_threadsafe(self._progress.__setitem__, job_id, share)
+
+        return report
+
+    async def _analyse(self, job: AnalysisJobRow, *, previews: bool) -> RangeAnalysis:
+        runs = planned_runs(self._segments(job), job.from_ms, job.to_ms)
+        path_of = self.store.path
+        report = self._on_progress(job.id, asyncio.get_running_loop())
+
+        def frames() -> Iterator[tuple[float, Picture]]:
+            for wall_ms, picture in frames_in_range(runs, job.from_ms, job.to_ms, path_of):
+                if self._stopping.is_set():
+                    raise Stopped("the daemon is stopping")
+                yield (wall_ms - job.from_ms) / 1000, picture
+
+        def work() -> RangeAnalysis:
+            fps = range_fps(runs, path_of)
+            duration_s = (job.to_ms - job.from_ms) / 1000
+            return analyse_frames(
+                frames(), fps, duration_s=duration_s, previews=previews, on_progress=report
+            )
+
+        return await asyncio.to_thread(work)
+
+    async def _shots(self, job: AnalysisJobRow) -> None:
+        found = await self._analyse(job, previews=True)
+        folder = self.job_dir(job.id)
+        shots = []
+        for n, shot in enumerate(found.shots):
+            await self.store.write_file(folder / f"{n}.webp", shot.preview)
+            shots.append(
+                {
+                    "start_ms": job.from_ms + round(shot.start_s * 1000),
+                    "end_ms": min(job.to_ms, job.from_ms + round(shot.end_s * 1000)),
+                    "kind": "start" if shot.cut is None else shot.cut.kind,
+                    "score": {} if shot.cut is None else shot.cut.explain(),
+                }
+            )
+        if self.index.job(job.id) is None:
+            shutil.rmtree(folder, ignore_errors=True)  # deleted while it ran
+            return
+        self._set(job.id, "completed", result={"shots": shots}, event="shots.ready")
+
+    async def _highlights(self, job: AnalysisJobRow) -> None:
+        options = job.options
+        given = [
+            Window(start_ms=int(w["start_ms"]), end_ms=int(w["end_ms"]), label=w.get("label"))
+            for w in options.get("windows") or []
+        ]
+        chosen: list[dict[str, Any]]
+        if given:
+            # The caller chose the moments: cut exactly those, score nothing.
+            chosen = [
+                {"start_ms": w.start_ms, "end_ms": w.end_ms, "label": w.label, "score": None}
+                for w in given
+            ]
+        else:
+            found = await self._score(job)
+            chosen = [
+                {
+                    "start_ms": job.from_ms + round(h.start_s * 1000),
+                    "end_ms": job.from_ms + round(h.end_s * 1000),
+                    "label": h.label,
+                    "score": h.score,
+                    "parts": h.explain(),
+                }
+                for h in found
+            ]
+        if not chosen:
+            self._set(job.id, "failed", error="no moment in the range is long enough to cut")
+            return
+        clip_options = dict(options.get("clip") or {})
+        meta = clip_options.pop("meta", None)
+        request = ClipRequest(
+            stream_id=job.stream_id,
+            session_id=job.session_id,
+            windows=tuple(
+                Window(start_ms=int(c["start_ms"]), end_ms=int(c["end_ms"]), label=c["label"])
+                for c in sorted(chosen, key=lambda c: int(c["start_ms"]))
+            ),
+            name=clip_options.get("name"),
+            accuracy="keyframe" if clip_options.get("accuracy") == "keyframe" else "frame",
+            formats=tuple(clip_options.get("formats") or ("mp4",)),
+            rendition=str(clip_options.get("rendition") or "best"),
+            reencode_edges=clip_options.get("reencode_edges") is True,
+            meta=meta if isinstance(meta, dict) else None,
+        )
+        if self.index.job(job.id) is None:
+            return
+        sessions = (job.session_id,) if job.session_id else ()
+        clip = self.clips.submit(request, sessions=sessions)
+        self._set(job.id, "processing", result={"highlights": chosen}, clip_id=clip.id)
+
+    async def _score(self, job: AnalysisJobRow) -> list[Highlight]:
+        options = job.options
+        analysis = await self._analyse(job, previews=False)
+        runs = planned_runs(self._segments(job), job.from_ms, job.to_ms)
+        samples, first_ms = await asyncio.to_thread(
+            audio_in_range, runs, job.from_ms, job.to_ms, self.store.path
+        )
+        loudness = await asyncio.to_thread(
+            loudness_curve, samples, LOUDNESS_RATE, start_s=(first_ms - job.from_ms) / 1000
+        )
+        captions = await self._captions(job)
+        return find_highlights(
+            duration_s=(job.to_ms - job.from_ms) / 1000,
+            loudness=loudness,
+            cuts_s=[s.start_s for s in analysis.shots if s.cut is not None],
+            captions=captions,
+            max_clips=int(options["max_clips"]),
+            min_duration_s=int(options["min_duration_ms"]) / 1000,
+            max_duration_s=int(options["max_duration_ms"]) / 1000,
+            instruction=options.get("instruction"),
+            motion=analysis.motion,
+        )
+
+    async def _captions(self, job: AnalysisJobRow) -> list[CaptionText]:
+        """Cue text of the first subtitles rendition over the range, seconds from its start."""
+        subtitles = self._segments(job, kind="subtitles")
+        if not subtitles:
+            return []
+        video = self._segments(job)
+        captions: list[CaptionText] = []
+        for segment in subtitles:
+            data = await asyncio.to_thread(self.store.path(segment.path).read_bytes)
+            try:
+                cues = parse_segment(
+                    data,
+                    pts_to_wall_ms=lambda t: _pts_to_wall_ms(video, t),
+                    segment_start_ms=segment.start_ms,
+                )
+            except SubtitleError as exc:
+                log.warning("highlights %s: skipping subtitles %s: %s", job.id, segment.path, exc)
+                continue
+            captions += [
+                CaptionText(
+                    start_s=(c.start_ms - job.from_ms) / 1000,
+                    end_s=(c.end_ms - job.from_ms) / 1000,
+                    text=c.text.replace("\n", " "),
+                )
+                for c in cues
+            ]
+        return sorted(set(captions), key=lambda c: (c.start_s, c.text))
+
+
+def _delivered_span(clip: ClipRow) -> tuple[int, int]:
+    result = clip.result or {}
+    start, end = result.get("start_ms"), result.get("end_ms")
+    if isinstance(start, int) and isinstance(end, int) and end > start:
+        return start, end
+    return clip.start_ms, clip.end_ms
+
+
+def _pts_to_wall_ms(video: list[SegmentRow], media_s: float) -> float:
+    """A media time (a WebVTT cue's MPEG-TS time) on the wall clock, by the nearest video
+    segment's PDT."""
+    if not video:
+        return media_s * 1000
+
+    def distance(segment: SegmentRow) -> float:
+        span_s = (segment.end_ms - segment.start_ms) / 1000
+        if segment.ref_pts_s <= media_s <= segment.ref_pts_s + span_s:
+            return 0.0
+        return min(abs(media_s - segment.ref_pts_s), abs(media_s - segment.ref_pts_s - span_s))
+
+    nearest = min(video, key=distance)
+    return nearest.start_ms + (media_s - nearest.ref_pts_s) * 1000
+
+
+def _log_death(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task %s died", task.get_name(), exc_info=task.exception())
