@@ -143,11 +143,18 @@ class RenditionWorker:
                 attempt += 1
                 continue
             # The snapshot is as of its arrival (a blocking reload may be held for
-            # seconds); the next reload is timed from when this one was asked for.
-            reload_ms = await self._take(playlist, self.keeper.now_ms())
-            wait_ms = began + reload_ms - self.keeper.now_ms()
-            if wait_ms > 0:
-                await asyncio.sleep(wait_ms / 1000)
+            # seconds); the RFC floor for the next reload runs from when this one began.
+            reload_at_ms = await self._take(playlist, self.keeper.now_ms(), began)
+            await self._sleep_until(reload_at_ms)
+
+    async def _sleep_until(self, at_ms: int) -> None:
+        """Sleep until the stream's clock reads at_ms: not a millisecond early (the RFC
+        floor), and without rounding that would let the reload phase creep later."""
+        for _ in range(3):
+            wait_s = at_ms / 1000 - self.keeper.clock()
+            if wait_s <= 0:
+                return
+            await asyncio.sleep(wait_s)
 
     def _next_url(self, playlist: MediaPlaylist | None) -> str:
         """A blocking reload for the next segment when the origin offers it (LL-HLS)."""
@@ -179,9 +186,9 @@ class RenditionWorker:
             )
         return parsed
 
-    async def _take(self, playlist: MediaPlaylist, fetched_at_ms: int) -> int:
-        """Feed one snapshot through the tracker and record what it reports."""
-        update = self._tracker.update(playlist, fetched_at_ms)
+    async def _take(self, playlist: MediaPlaylist, fetched_at_ms: int, requested_at_ms: int) -> int:
+        """Feed one snapshot through the tracker, record what it reports; when to reload."""
+        update = self._tracker.update(playlist, fetched_at_ms, requested_at_ms=requested_at_ms)
         self._target_ms = max(1000, playlist.target_duration_ms)
         self.keeper.target_duration(self.target.name, self._target_ms)
         if update.reset:
@@ -206,10 +213,10 @@ class RenditionWorker:
         else:
             self.keeper.check_silence()
         if playlist.ended:
-            return ENDED_RELOAD_MS
+            return requested_at_ms + ENDED_RELOAD_MS
         if self._next_url(playlist) != self.target.uri:
-            return 0  # the blocking reload itself waits for the next segment
-        return max(update.reload_after_ms, 100)
+            return requested_at_ms  # the blocking reload itself waits for the next segment
+        return max(update.reload_at_ms, requested_at_ms + 100)
 
     def _after_resume(self, new: list[NewSegment]) -> list[NewSegment]:
         """First snapshot after a restart: skip what is stored, note what was missed."""
@@ -455,6 +462,11 @@ class RenditionWorker:
         metrics.INGEST_LAG.labels(self.stream_id).observe(
             max(0.0, (now - new.first_seen_ms) / 1000)
         )
+        if not new.backfill:
+            # From before the origin's clock says it was done, when it runs a little ahead.
+            metrics.PUBLISH_TO_INDEXED.labels(self.stream_id, new.publish_clock).observe(
+                max(0.0, (now - new.published_ms) / 1000)
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

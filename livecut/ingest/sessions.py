@@ -77,6 +77,8 @@ class SessionKeeper:
         self._last_commit_ms: int | None = None
         self._all_ended = False
         self._targets: dict[str, int] = {}  # rendition -> its target duration
+        for clock_kind in metrics.PUBLISH_CLOCKS:  # alerts see the stream from the start
+            metrics.PUBLISH_TO_INDEXED.labels(stream.id, clock_kind)
 
     @property
     def target_ms(self) -> int:

@@ -1,0 +1,109 @@
+"""When to reload a polled media playlist: just after the next segment is due, never early.
+
+RFC 8216 §6.3.4 sets the floor: after a load that found the playlist changed (and after
+the first load), the next may begin no sooner than one target duration after that load
+began; after a load that found nothing new, no sooner than half a target duration.
+
+Reloading at the floor every time lets the phase between our loads and the origin's
+publishing creep: each load begins a little after its floor (timer and loop latency),
+and with segments as long as the target duration nothing pulls the phase back, so the
+lag from publish to listed wanders across the whole target duration. Instead the
+schedule estimates when the origin publishes:
+
+- `delay_ms`: how long after the end of a segment on the playlist's own timeline (PDT +
+  duration, or the arrival-clock estimate without PDT) the origin lists it. A load that
+  lists a new segment bounds it from above (fetched - end); every load bounds the next
+  segment's from below (requested - its expected end), since that one was not listed.
+  With a trusted origin clock it starts at 0 (an encoder lists a segment once it has
+  finished it); otherwise at the first listing.
+- the next reload is aimed `MARGIN_MS` after the next segment is due, or at the floor
+  when that is later. When the floor has drifted more than a quarter of the target
+  duration past the due time, the reload waits for the segment after (one segment is
+  late by about a segment) so that the phase comes back to just after publishing.
+- a load that finds nothing new is followed up at its floor (half a target duration).
+- a load aimed by the estimate (not held back by the floor) that found its segment moves
+  the estimate `DECAY_MS` earlier, so an estimate raised by a one-off late segment falls
+  back; a later miss raises it again.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# How long after the due time to reload: covers an encoder's publishing jitter.
+MARGIN_MS: Final = 100
+# How much earlier each reload that found its segment aims next time.
+DECAY_MS: Final = 5
+# The origin's clock is trusted when the newest segment of a first snapshot ends no more
+# than this far ahead of our clock...
+TRUST_AHEAD_MS: Final = 1000
+# ...and no further behind than one target duration (the most it can have been listed
+# before we loaded) plus this.
+TRUST_BEHIND_MS: Final = 2000
+
+
+def clock_trusted(edge_ms: int, fetched_at_ms: int, target_ms: int) -> bool:
+    """Whether a playlist's newest segment end (PDT + duration) agrees with local arrival."""
+    skew = fetched_at_ms - edge_ms
+    return -TRUST_AHEAD_MS <= skew <= target_ms + TRUST_BEHIND_MS
+
+
+class ReloadSchedule:
+    """One media playlist's reload times; fed after every load, on one millisecond clock."""
+
+    def __init__(self) -> None:
+        self.delay_ms: int | None = None  # estimated listing time minus segment end
+        self._aimed = False  # the last reload was timed by the estimate, not the floor
+
+    def forget(self) -> None:
+        """A new encoder or a new clock: what was learnt of the old one no longer holds."""
+        self.delay_ms = None
+        self._aimed = False
+
+    def next_reload(
+        self,
+        *,
+        requested_at_ms: int,
+        fetched_at_ms: int,
+        target_ms: int,
+        changed: bool,
+        edge_ms: int | None,
+        next_duration_ms: int,
+        new_edge: bool,
+        trusted: bool,
+    ) -> tuple[int, int]:
+        """(the RFC floor, when to reload) after one load; both absolute.
+
+        edge_ms: where the newest known segment ends on the playlist's timeline (None
+        before any); new_edge: this load listed it for the first time.
+        """
+        floor = requested_at_ms + (target_ms if changed else target_ms // 2)
+        if edge_ms is None:
+            return floor, floor
+        if new_edge:
+            listed_by = fetched_at_ms - edge_ms
+            if self.delay_ms is None:
+                self.delay_ms = min(0, listed_by) if trusted else listed_by
+            else:
+                if self._aimed:
+                    self.delay_ms -= DECAY_MS
+                self.delay_ms = min(self.delay_ms, listed_by)
+        if self.delay_ms is not None:
+            # The segment after the newest was not there when this load began.
+            not_yet = requested_at_ms - (edge_ms + next_duration_ms)
+            self.delay_ms = max(self.delay_ms, not_yet + 1)
+        if self.delay_ms is None:
+            return floor, floor
+        step = max(1, next_duration_ms)
+        due = edge_ms + next_duration_ms + self.delay_ms
+        aim = due + MARGIN_MS
+        if aim >= floor:
+            self._aimed = True
+            return floor, aim
+        self._aimed = False
+        behind = (floor - due) % step  # past the latest segment due by the floor
+        if not new_edge or behind <= target_ms // 4:
+            return floor, floor
+        # Drifted too far behind publishing: wait for the segment after that instead.
+        self._aimed = True
+        return floor, floor - behind + step + MARGIN_MS
