@@ -17,99 +17,74 @@ T0 = 1_800_000_000_000
 TARGET = 2000
 
 
-def test_first_reload_aims_just_after_the_next_segment_with_a_trusted_clock() -> None:
-    schedule = ReloadSchedule()
-    # Loaded 1.3 s after the newest segment ended (PDT + duration): the next one ends
-    # 0.7 s from now, and is listed then.
-    floor, at = schedule.next_reload(
-        requested_at_ms=T0 + 1_290,
-        fetched_at_ms=T0 + 1_300,
+def load(
+    schedule: ReloadSchedule,
+    requested: int,
+    *,
+    edge: int,
+    new_edge: bool = True,
+    changed: bool | None = None,
+    trusted: bool = True,
+) -> tuple[int, int]:
+    return schedule.next_reload(
+        requested_at_ms=requested,
+        fetched_at_ms=requested + 10,
         target_ms=TARGET,
-        changed=True,
-        edge_ms=T0,
+        changed=new_edge if changed is None else changed,
+        edge_ms=edge,
         next_duration_ms=2000,
-        new_edge=True,
-        trusted=True,
+        new_edge=new_edge,
+        trusted=trusted,
     )
-    assert floor == T0 + 1_290 + TARGET
-    assert schedule.delay_ms == 0
-    # Segment 2 is due at 2.0 s, before the floor (3.29 s); reloading at the floor would
-    # list it 1.29 s late, and every one after it too: wait for segment 3 instead.
-    assert at == T0 + 4_000 + MARGIN_MS
+
+
+def test_wide_bracket_is_probed_at_its_middle() -> None:
+    schedule = ReloadSchedule()
+    # The newest segment ended (PDT + duration) 1.3 s before it reached us: with a trusted
+    # clock it was listed somewhere in (0, 1.3 s] after its end.
+    floor, at = load(schedule, T0 + 1_290, edge=T0)
+    assert (schedule.lo_ms, schedule.hi_ms) == (-1, 1_300)
+    assert floor == T0 + 3_290
+    # The next is due at 2.0 s + the bracket's middle (649 ms): the floor is 641 ms past
+    # that, so the reload waits for the one after, at 4.649 s.
+    assert at == T0 + 4_649
+
+
+def test_narrow_bracket_aims_a_margin_past_its_lower_end() -> None:
+    schedule = ReloadSchedule()
+    assert load(schedule, T0 + 100, edge=T0) == (T0 + 2_100, T0 + 2_100)
+    assert (schedule.lo_ms, schedule.hi_ms) == (-1, 110)
+    assert schedule.delay_ms == -1 + MARGIN_MS
 
 
 def test_drifted_phase_waits_for_the_segment_after() -> None:
     schedule = ReloadSchedule()
-    schedule.next_reload(
-        requested_at_ms=T0 + 100,
-        fetched_at_ms=T0 + 110,
-        target_ms=TARGET,
-        changed=True,
-        edge_ms=T0,
-        next_duration_ms=2000,
-        new_edge=True,
-        trusted=True,
-    )
-    # The next load began 700 ms after segment 2 was due (floor-bound drift):
-    floor, at = schedule.next_reload(
-        requested_at_ms=T0 + 2_700,
-        fetched_at_ms=T0 + 2_710,
-        target_ms=TARGET,
-        changed=True,
-        edge_ms=T0 + 2000,
-        next_duration_ms=2000,
-        new_edge=True,
-        trusted=True,
-    )
+    load(schedule, T0 + 100, edge=T0)
+    # The next load began 700 ms after its segment ended (a floor that crept):
+    floor, at = load(schedule, T0 + 2_700, edge=T0 + 2_000)
     assert floor == T0 + 4_700
-    # 4.7 s is 700 ms past segment 3's due time (4.0 s, less 5 ms of decay): more than a
-    # quarter of the target, so it waits for segment 4 (6.0 s) and comes back in phase.
-    assert at == T0 + 6_000 - 5 + MARGIN_MS
+    # Segment 3 is due at 4.099 s; the floor is 601 ms past that, more than a quarter of
+    # the target, so it waits for segment 4 (6.099 s) and comes back in phase.
+    assert at == T0 + 6_099
 
 
-def test_miss_is_followed_up_at_half_the_target_and_raises_the_estimate() -> None:
+def test_miss_is_followed_up_at_half_the_target_and_raises_the_lower_end() -> None:
     schedule = ReloadSchedule()
-    schedule.next_reload(
-        requested_at_ms=T0 + 50,
-        fetched_at_ms=T0 + 60,
-        target_ms=TARGET,
-        changed=True,
-        edge_ms=T0,
-        next_duration_ms=2000,
-        new_edge=True,
-        trusted=True,
-    )
-    assert schedule.delay_ms == 0
-    # Aimed at 2.1 s; the segment due at 2.0 s was not listed yet.
-    floor, at = schedule.next_reload(
-        requested_at_ms=T0 + 2_100,
-        fetched_at_ms=T0 + 2_105,
-        target_ms=TARGET,
-        changed=False,
-        edge_ms=T0,
-        next_duration_ms=2000,
-        new_edge=False,
-        trusted=True,
-    )
-    assert (floor, at) == (T0 + 3_100, T0 + 3_100)
-    assert schedule.delay_ms == 101
+    assert load(schedule, T0 + 50, edge=T0) == (T0 + 2_050, T0 + 2_060)
+    # Nothing new at 2.06 s: the segment is listed later than 60 ms after its end.
+    floor, at = load(schedule, T0 + 2_060, edge=T0, new_edge=False)
+    assert (floor, at) == (T0 + 3_060, T0 + 3_060)
+    assert (schedule.lo_ms, schedule.hi_ms) == (60, 60 + 2 * MARGIN_MS)
 
 
 def test_untrusted_clock_starts_from_the_first_listing() -> None:
     schedule = ReloadSchedule()
-    floor, at = schedule.next_reload(
-        requested_at_ms=5_000,
-        fetched_at_ms=5_020,
-        target_ms=TARGET,
-        changed=True,
-        edge_ms=T0,  # an origin clock far from ours
-        next_duration_ms=2000,
-        new_edge=True,
-        trusted=False,
-    )
-    assert schedule.delay_ms == 5_020 - T0
+    # An origin clock far from ours: listed up to a target duration before we looked.
+    floor, at = load(schedule, 5_000, edge=T0, trusted=False)
+    assert (schedule.lo_ms, schedule.hi_ms) == (5_010 - T0 - TARGET, 5_010 - T0)
     assert floor == 7_000
-    assert at == 5_020 + 2000 + MARGIN_MS
+    # Due at 6.01 s by the bracket's middle; the floor is 990 ms past it: probe at 8.01 s.
+    assert at == 8_010
 
 
 def test_clock_trusted_within_the_bounds() -> None:

@@ -290,8 +290,7 @@ def test_stale_copy_from_a_lagging_edge_is_not_a_reset() -> None:
         changed=False,
         reload_after_ms=DUR // 2,
         next_msn=106,
-        # Segment 106 is due 6 s after 105 was first listed (7 s, less 5 ms of decay).
-        reload_at_ms=7_000 - 5 + DUR + 100,
+        reload_at_ms=10_000 + DUR // 2,  # nothing new: followed up at the floor
     )
     assert seqs(tracker.update(live(102, 106), 13_000)) == [106]
 

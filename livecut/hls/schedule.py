@@ -10,20 +10,22 @@ and with segments as long as the target duration nothing pulls the phase back, s
 lag from publish to listed wanders across the whole target duration. Instead the
 schedule estimates when the origin publishes:
 
-- `delay_ms`: how long after the end of a segment on the playlist's own timeline (PDT +
-  duration, or the arrival-clock estimate without PDT) the origin lists it. A load that
-  lists a new segment bounds it from above (fetched - end); every load bounds the next
-  segment's from below (requested - its expected end), since that one was not listed.
-  With a trusted origin clock it starts at 0 (an encoder lists a segment once it has
-  finished it); otherwise at the first listing.
-- the next reload is aimed `MARGIN_MS` after the next segment is due, or at the floor
-  when that is later. When the floor has drifted more than a quarter of the target
+- the listing delay: how long after the end of a segment on the playlist's own timeline
+  (PDT + duration, or the arrival-clock estimate without PDT) the origin lists it, kept
+  as a bracket (lo, hi]. A load that lists a new segment bounds it from above (fetched -
+  end); every load bounds the next segment's from below (requested - its expected end),
+  since that one was not listed yet. With a trusted origin clock it starts as (0, first
+  listing] (an encoder lists a segment once it has finished it), otherwise as the
+  target duration before the first listing.
+- reloads aim into the bracket: at its middle while it is wide (each load then halves
+  it), `MARGIN_MS` past its lower end once it is narrow; or at the floor when that is
+  later. When the floor has drifted more than a quarter of the target
   duration past the due time, the reload waits for the segment after (one segment is
   late by about a segment) so that the phase comes back to just after publishing.
 - a load that finds nothing new is followed up at its floor (half a target duration).
 - a load aimed by the estimate (not held back by the floor) that found its segment moves
-  the estimate `DECAY_MS` earlier, so an estimate raised by a one-off late segment falls
-  back; a later miss raises it again.
+  the lower end `DECAY_MS` earlier, so an estimate raised by a one-off late segment
+  falls back; a later miss raises it again.
 """
 
 from __future__ import annotations
@@ -52,12 +54,22 @@ class ReloadSchedule:
     """One media playlist's reload times; fed after every load, on one millisecond clock."""
 
     def __init__(self) -> None:
-        self.delay_ms: int | None = None  # estimated listing time minus segment end
+        # The listing delay (listed - segment end) lies in (lo, hi]; None until a segment.
+        self.lo_ms: int | None = None
+        self.hi_ms: int | None = None
         self._aimed = False  # the last reload was timed by the estimate, not the floor
+
+    @property
+    def delay_ms(self) -> int | None:
+        """Where reloads aim, after a segment's end: inside the bracket, at its lower end
+        plus the margin once it is narrow, at its middle while it is wide."""
+        if self.lo_ms is None or self.hi_ms is None:
+            return None
+        return min(self.hi_ms, self.lo_ms + max(MARGIN_MS, (self.hi_ms - self.lo_ms) // 2))
 
     def forget(self) -> None:
         """A new encoder or a new clock: what was learnt of the old one no longer holds."""
-        self.delay_ms = None
+        self.lo_ms = self.hi_ms = None
         self._aimed = False
 
     def next_reload(
@@ -82,28 +94,46 @@ class ReloadSchedule:
             return floor, floor
         if new_edge:
             listed_by = fetched_at_ms - edge_ms
-            if self.delay_ms is None:
-                self.delay_ms = min(0, listed_by) if trusted else listed_by
+            if self.lo_ms is None or self.hi_ms is None:
+                # Trusted: an encoder lists a segment once it has finished it. Otherwise it
+                # may have been listed as much as a target duration before we looked.
+                self.lo_ms = min(0, listed_by) - 1 if trusted else listed_by - target_ms
+                self.hi_ms = listed_by
             else:
                 if self._aimed:
-                    self.delay_ms -= DECAY_MS
-                self.delay_ms = min(self.delay_ms, listed_by)
-        if self.delay_ms is not None:
-            # The segment after the newest was not there when this load began.
-            not_yet = requested_at_ms - (edge_ms + next_duration_ms)
-            self.delay_ms = max(self.delay_ms, not_yet + 1)
-        if self.delay_ms is None:
+                    self.lo_ms -= DECAY_MS
+                self._upper(listed_by)
+        if self.lo_ms is None:
             return floor, floor
+        # The segment after the newest was not there when this load began.
+        self._lower(requested_at_ms - (edge_ms + next_duration_ms))
+        delay = self.delay_ms
+        assert delay is not None
         step = max(1, next_duration_ms)
-        due = edge_ms + next_duration_ms + self.delay_ms
-        aim = due + MARGIN_MS
-        if aim >= floor:
+        due = edge_ms + next_duration_ms + delay
+        if due >= floor:
             self._aimed = True
-            return floor, aim
+            return floor, due
         self._aimed = False
         behind = (floor - due) % step  # past the latest segment due by the floor
-        if not new_edge or behind <= target_ms // 4:
+        assert self.hi_ms is not None
+        # Loads held at the floor all see the same phase and teach nothing: while the
+        # bracket is wide, step off it to halve the bracket.
+        wide = self.hi_ms - self.lo_ms > 2 * MARGIN_MS
+        if not new_edge or behind <= (MARGIN_MS if wide else target_ms // 4):
             return floor, floor
-        # Drifted too far behind publishing: wait for the segment after that instead.
+        # Too far behind publishing: wait for the segment after that instead.
         self._aimed = True
-        return floor, floor - behind + step + MARGIN_MS
+        return floor, floor - behind + step
+
+    def _lower(self, bound: int) -> None:
+        assert self.lo_ms is not None and self.hi_ms is not None
+        self.lo_ms = max(self.lo_ms, bound)
+        if self.hi_ms <= self.lo_ms:  # later than we thought (jitter, a slower origin)
+            self.hi_ms = self.lo_ms + 2 * MARGIN_MS
+
+    def _upper(self, bound: int) -> None:
+        assert self.lo_ms is not None and self.hi_ms is not None
+        self.hi_ms = min(self.hi_ms, bound)
+        if self.lo_ms >= self.hi_ms:  # earlier than we thought
+            self.lo_ms = self.hi_ms - 2 * MARGIN_MS

@@ -216,6 +216,14 @@ class RenditionWorker:
             return requested_at_ms + ENDED_RELOAD_MS
         if self._next_url(playlist) != self.target.uri:
             return requested_at_ms  # the blocking reload itself waits for the next segment
+        log.debug(
+            "stream %s/%s: %d new, reload in %d ms (RFC floor %d ms)",
+            self.stream_id,
+            self.target.name,
+            len(update.new),
+            update.reload_at_ms - requested_at_ms,
+            update.reload_after_ms,
+        )
         return max(update.reload_at_ms, requested_at_ms + 100)
 
     def _after_resume(self, new: list[NewSegment]) -> list[NewSegment]:
