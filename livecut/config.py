@@ -43,7 +43,8 @@ _T = TypeVar("_T")
 
 DURATION_HINT: Final = 'use seconds as a number or a string like "90s", "15m", "24h", "7d"'
 
-_TOP_KEYS: Final = ("server", "clips", "ingest", "webhooks", "streams")
+_TOP_KEYS: Final = ("server", "clips", "ingest", "webhooks", "streams", "log")
+LOG_FORMATS: Final = ("text", "json")
 _SERVER_KEYS: Final = ("listen", "data_dir", "api_keys", "public_url", "cors_origins")
 _API_KEY_KEYS: Final = ("name", "key", "scope")
 _WEBHOOKS_KEYS: Final = (
@@ -240,6 +241,13 @@ class StreamConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class LogConfig:
+    """How the daemon logs."""
+
+    format: str = "text"  # text | json (one object per line)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -248,6 +256,7 @@ class Config:
     ingest: IngestConfig
     streams: tuple[StreamConfig, ...]
     webhooks: WebhooksConfig = WebhooksConfig()
+    log: LogConfig = LogConfig()
 
 
 def load_config(path: Path) -> Config:
@@ -286,9 +295,21 @@ def parse_config(data: Mapping[str, object], *, source: str = "<config>") -> Con
     ingest = _read_ingest(_Section(_top_table(data, "ingest", errors), "ingest", errors))
     streams = _read_streams(data.get("streams"), errors)
     webhooks = _read_webhooks(_Section(_top_table(data, "webhooks", errors), "webhooks", errors))
+    log_section = _Section(_top_table(data, "log", errors), "log", errors)
+    log_section.check_keys(("format",), "[log]")
+    log = LogConfig(format=log_section.read("format", "text", _parse_log_format))
     if errors:
         raise ConfigError(errors, source=source)
-    return Config(server=server, clips=clips, ingest=ingest, streams=streams, webhooks=webhooks)
+    return Config(
+        server=server, clips=clips, ingest=ingest, streams=streams, webhooks=webhooks, log=log
+    )
+
+
+def _parse_log_format(value: object, key: str) -> str:
+    if value not in LOG_FORMATS:
+        raise ConfigError([f'{key}: {_show(value)} is not a log format; use "text" or "json"'])
+    assert isinstance(value, str)
+    return value
 
 
 def parse_stream(data: Mapping[str, object], *, key: str = "") -> StreamConfig:

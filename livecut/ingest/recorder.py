@@ -80,7 +80,8 @@ class Recorder:
     def _log_death(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("recorder for %s died", self.stream.id, exc_info=task.exception())
-            self.keeper.error("crash", f"recorder crashed: {task.exception()!r}")
+            exc = task.exception()
+            self.keeper.error("crash", f"recorder crashed: {type(exc).__name__}: {exc}")
 
     # the loop ------------------------------------------------------------------------
     async def _run(self) -> None:

@@ -36,9 +36,16 @@ log = logging.getLogger(__name__)
 
 SEGMENT_ATTEMPTS = 5
 UNREADABLE_ATTEMPTS = 2
-# After EXT-X-ENDLIST the origin is only watched for a new broadcast, not hammered.
+# After EXT-X-ENDLIST the origin is only watched for a new broadcast, not hammered: the
+# first reload after 5 s, each later one twice as long after, up to once a minute.
 ENDED_RELOAD_MS = 5000
+ENDED_RELOAD_MAX_MS = 60_000
 SUPPORTED_KEYS = ("AES-128",)
+
+
+def ended_reload_ms(polls: int) -> int:
+    """How long to wait before the n-th reload (1, 2, ...) of a playlist that has ended."""
+    return min(ENDED_RELOAD_MAX_MS, ENDED_RELOAD_MS << min(max(polls - 1, 0), 16))
 
 
 class UnsupportedStream(Exception):
@@ -86,6 +93,7 @@ class RenditionWorker:
         self._init_files = 0
         self._target_ms = 2000
         self._last: _Placed | None = None  # the last segment committed, for untagged PDTs
+        self._ended_polls = 0  # reloads since the stream ended (EXT-X-ENDLIST)
 
     # lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -118,7 +126,8 @@ class RenditionWorker:
                 self.target.name,
                 exc_info=task.exception(),
             )
-            self.keeper.error("crash", f"recorder crashed: {task.exception()!r}")
+            exc = task.exception()
+            self.keeper.error("crash", f"recorder crashed: {type(exc).__name__}: {exc}")
 
     # the loop --------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -134,6 +143,10 @@ class RenditionWorker:
             except (FetchError, PlaylistError, UnsupportedStream) as exc:
                 kind = _error_kind(exc)
                 self.keeper.error(kind, str(exc))
+                if self.keeper.all_ended:
+                    # A finished origin going away is expected: keep watching, slowly.
+                    await self._sleep_until(began + self._ended_backoff_ms())
+                    continue
                 self.playlist_failures += 1
                 self.keeper.check_silence()
                 playlist = None
@@ -146,6 +159,10 @@ class RenditionWorker:
             # seconds); the RFC floor for the next reload runs from when this one began.
             reload_at_ms = await self._take(playlist, self.keeper.now_ms(), began)
             await self._sleep_until(reload_at_ms)
+
+    def _ended_backoff_ms(self) -> int:
+        self._ended_polls += 1
+        return ended_reload_ms(self._ended_polls)
 
     async def _sleep_until(self, at_ms: int) -> None:
         """Sleep until the stream's clock reads at_ms: not a millisecond early (the RFC
@@ -193,6 +210,8 @@ class RenditionWorker:
         self.keeper.target_duration(self.target.name, self._target_ms)
         if update.reset:
             self._generation = self.keeper.reset(self.target.name, self._generation, "reset")
+        if update.new:
+            self.keeper.recovered()
         new = list(update.new)
         gaps = list(update.gaps)
         # A clock that went back starts a new session at that segment, not before it:
@@ -213,7 +232,8 @@ class RenditionWorker:
         else:
             self.keeper.check_silence()
         if playlist.ended:
-            return requested_at_ms + ENDED_RELOAD_MS
+            return requested_at_ms + self._ended_backoff_ms()
+        self._ended_polls = 0
         if self._next_url(playlist) != self.target.uri:
             return requested_at_ms  # the blocking reload itself waits for the next segment
         log.debug(

@@ -9,10 +9,14 @@ from dataclasses import dataclass, field, replace
 from livecut import metrics
 from livecut.config import StreamConfig
 from livecut.hls.tracker import Gap
+from livecut.logs import Repeats
 from livecut.store.records import GapRow, RenditionRow, SessionRow
 from livecut.store.store import Store
 
 log = logging.getLogger(__name__)
+
+# An error that keeps recurring is logged once, then summarised at most this often.
+REPEAT_SUMMARY_S = 60.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -77,6 +81,7 @@ class SessionKeeper:
         self._last_commit_ms: int | None = None
         self._all_ended = False
         self._targets: dict[str, int] = {}  # rendition -> its target duration
+        self._repeats = Repeats(REPEAT_SUMMARY_S)
         for clock_kind in metrics.PUBLISH_CLOCKS:  # alerts see the stream from the start
             metrics.PUBLISH_TO_INDEXED.labels(stream.id, clock_kind)
 
@@ -217,10 +222,21 @@ class SessionKeeper:
             )
         return self.generation
 
+    @property
+    def all_ended(self) -> bool:
+        """Every rendition saw EXT-X-ENDLIST and nothing new came since."""
+        return self._all_ended
+
     def ended(self, name: str) -> None:
         self._ended.add(name)
         if not self.active <= self._ended:
             return  # other renditions are still going
+        if not self._all_ended:
+            log.info(
+                "stream %s: ended (EXT-X-ENDLIST); watching the origin for a new broadcast",
+                self.stream.id,
+                extra={"stream": self.stream.id},
+            )
         self._all_ended = True
         if self.current is not None:
             self.end("endlist", self.current.live_edge_ms or self.now_ms())
@@ -283,10 +299,28 @@ class SessionKeeper:
         self.store.edges.changed(self.stream.id)
 
     def error(self, kind: str, message: str) -> None:
+        """A failed request or an unusable answer. After EXT-X-ENDLIST the origin may
+        well be gone: that is neither an origin error nor worth a warning."""
+        fields = {"stream": self.stream.id, "kind": kind}
+        if self._all_ended:
+            log.debug("stream %s (ended): %s", self.stream.id, message, extra=fields)
+            return
         self.status.errors += 1
         self.status.last_error = message
         self.status.last_error_ms = self.now_ms()
         metrics.ORIGIN_ERRORS.labels(self.stream.id, kind).inc()
-        log.warning("stream %s: %s: %s", self.stream.id, kind, message)
+        line = self._repeats.note(message, self.clock())
+        if line is not None:
+            log.warning("stream %s: %s", self.stream.id, line, extra=fields)
         # The stream's state may have changed (failing): wake whoever watches it.
         self.store.edges.changed(self.stream.id)
+
+    def recovered(self) -> None:
+        """A playlist brought new segments: earlier errors are history."""
+        for line in self._repeats.flush(self.clock()):
+            log.info("stream %s: %s", self.stream.id, line, extra={"stream": self.stream.id})
+        if self.status.last_error is not None:
+            log.info("stream %s: recovered", self.stream.id, extra={"stream": self.stream.id})
+            self.status.last_error = None
+            self.status.last_error_ms = None
+            self.store.edges.changed(self.stream.id)
