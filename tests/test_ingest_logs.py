@@ -131,18 +131,14 @@ def test_json_logs_are_one_object_per_line(root_logging: None) -> None:
     sink = io.StringIO()
     configure("json", level=logging.INFO, stream=sink)
     log = logging.getLogger("livecut.ingest.sessions")
-    log.warning(
-        "stream %s: %s",
-        "cam",
-        "origin timed out: GET u",
-        extra={"stream": "cam", "kind": "timeout"},
-    )
+    fields = {"stream": "cam", "kind": "timeout"}
+    log.warning("stream %s: %s: %s", "cam", "timeout", "origin timed out: GET u", extra=fields)
     log.info("two\nlines")
     first, second = sink.getvalue().splitlines()
     entry = json.loads(first)
     assert entry["ts"].endswith("Z") and "T" in entry["ts"]
     assert (entry["level"], entry["logger"]) == ("warning", "livecut.ingest.sessions")
-    assert entry["msg"] == "stream cam: origin timed out: GET u"
+    assert entry["msg"] == "stream cam: timeout: origin timed out: GET u"
     assert (entry["stream"], entry["kind"]) == ("cam", "timeout")
     assert json.loads(second)["msg"] == "two\nlines"
 

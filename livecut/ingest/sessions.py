@@ -311,7 +311,7 @@ class SessionKeeper:
         metrics.ORIGIN_ERRORS.labels(self.stream.id, kind).inc()
         line = self._repeats.note(message, self.clock())
         if line is not None:
-            log.warning("stream %s: %s", self.stream.id, line, extra=fields)
+            log.warning("stream %s: %s: %s", self.stream.id, kind, line, extra=fields)
         # The stream's state may have changed (failing): wake whoever watches it.
         self.store.edges.changed(self.stream.id)
 
