@@ -116,11 +116,17 @@ class ReloadSchedule:
             return floor, due
         self._aimed = False
         behind = (floor - due) % step  # past the latest segment due by the floor
+        worst = behind
         assert self.hi_ms is not None
-        # Loads held at the floor all see the same phase and teach nothing: while the
-        # bracket is wide, step off it to halve the bracket.
-        wide = self.hi_ms - self.lo_ms > 2 * MARGIN_MS
-        if not new_edge or behind <= (MARGIN_MS if wide else target_ms // 4):
+        if self.hi_ms - self.lo_ms > 2 * MARGIN_MS:
+            # Loads held at the floor all see the same phase and teach nothing: when the
+            # floor may be more than a quarter behind, step off it to halve the bracket.
+            # Behind as a function of the delay falls as the delay grows, and jumps back
+            # up a whole segment where the floor is exactly a segment past due.
+            worst = (floor - (edge_ms + next_duration_ms + self.lo_ms)) % step
+            if self.hi_ms - self.lo_ms > worst:
+                worst = step
+        if not new_edge or worst <= target_ms // 4:
             return floor, floor
         # Too far behind publishing: wait for the segment after that instead.
         self._aimed = True
