@@ -94,6 +94,7 @@ class RenditionWorker:
         self._target_ms = 2000
         self._last: _Placed | None = None  # the last segment committed, for untagged PDTs
         self._ended_polls = 0  # reloads since the stream ended (EXT-X-ENDLIST)
+        self._last_text: tuple[str, bytes, MediaPlaylist] | None = None  # url, body, parsed
 
     # lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -189,6 +190,9 @@ class RenditionWorker:
         # A blocking reload is held by the origin for up to a few target durations.
         timeout = self.ingest.playlist_timeout_s + (3 * self._target_ms / 1000 if blocking else 0)
         fetched = await fetch(self.http, url, headers=self.headers, timeout_s=timeout)
+        if self._last_text is not None and self._last_text[:2] == (fetched.url, fetched.body):
+            # Unchanged to the byte (a reload before the next segment): no need to parse.
+            return self._last_text[2]
         parsed = parse_playlist(fetched.body.decode("utf-8", "replace"), fetched.url)
         if isinstance(parsed, MasterPlaylist):
             raise PlaylistError(
@@ -201,6 +205,7 @@ class RenditionWorker:
                 f"{url}: EXT-X-KEY METHOD={parsed.encryption} is not supported; "
                 f"supported: NONE, {', '.join(SUPPORTED_KEYS)}"
             )
+        self._last_text = (fetched.url, fetched.body, parsed)
         return parsed
 
     async def _take(self, playlist: MediaPlaylist, fetched_at_ms: int, requested_at_ms: int) -> int:
