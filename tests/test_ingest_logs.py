@@ -78,6 +78,12 @@ async def test_repeated_errors_are_summarised_and_last_error_clears_on_recovery(
         )
         warned = [m for m in caplog.messages if "HTTP 503" in m]
         assert len(warned) == 1  # the rest wait for a summary
+        [record] = [rec for rec in caplog.records if "HTTP 503" in rec.getMessage()]
+        # The fields a JSON log line carries beside the text:
+        assert (getattr(record, "stream", None), getattr(record, "kind", None)) == (
+            r.stream,
+            "http_5xx",
+        )
         assert "Error" not in warned[0] and "(" not in warned[0]  # no exception repr
 
         r.script.clear()

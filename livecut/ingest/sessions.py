@@ -82,6 +82,7 @@ class SessionKeeper:
         self._all_ended = False
         self._targets: dict[str, int] = {}  # rendition -> its target duration
         self._repeats = Repeats(REPEAT_SUMMARY_S)
+        self._fields = {"stream": stream.id}  # what JSON log lines carry besides the text
         for clock_kind in metrics.PUBLISH_CLOCKS:  # alerts see the stream from the start
             metrics.PUBLISH_TO_INDEXED.labels(stream.id, clock_kind)
 
@@ -112,7 +113,9 @@ class SessionKeeper:
             self._by_generation[self.generation] = session
             self._rows[session.id] = {r.name: r for r in self.store.index.renditions(session.id)}
             self._last_commit_ms = self.now_ms()
-            log.info("stream %s: resuming session %s", self.stream.id, session.id)
+            log.info(
+                "stream %s: resuming session %s", self.stream.id, session.id, extra=self._fields
+            )
         else:
             self.store.index.end_session(session.id, ended_ms=edge, reason="restart")
 
@@ -160,7 +163,9 @@ class SessionKeeper:
             )
             self._ended = set()
             metrics.SESSIONS_STARTED.labels(self.stream.id).inc()
-            log.info("stream %s: session %s started", self.stream.id, self.current.id)
+            log.info(
+                "stream %s: session %s started", self.stream.id, self.current.id, extra=self._fields
+            )
         self._by_generation[self.generation] = self.current
         return self.current
 
@@ -235,7 +240,7 @@ class SessionKeeper:
             log.info(
                 "stream %s: ended (EXT-X-ENDLIST); watching the origin for a new broadcast",
                 self.stream.id,
-                extra={"stream": self.stream.id},
+                extra=self._fields,
             )
         self._all_ended = True
         if self.current is not None:
@@ -254,7 +259,13 @@ class SessionKeeper:
         if self.current is None:
             return
         self.store.index.end_session(self.current.id, ended_ms=ended_ms, reason=reason)
-        log.info("stream %s: session %s ended (%s)", self.stream.id, self.current.id, reason)
+        log.info(
+            "stream %s: session %s ended (%s)",
+            self.stream.id,
+            self.current.id,
+            reason,
+            extra=self._fields,
+        )
         # Rows stay known while a lagging rendition of this generation may still commit.
         self._rows = {
             sid: rows
@@ -295,6 +306,7 @@ class SessionKeeper:
             gap.first_seq,
             gap.last_seq,
             why,
+            extra=self._fields,
         )
         self.store.edges.changed(self.stream.id)
 
@@ -318,9 +330,9 @@ class SessionKeeper:
     def recovered(self) -> None:
         """A playlist brought new segments: earlier errors are history."""
         for line in self._repeats.flush(self.clock()):
-            log.info("stream %s: %s", self.stream.id, line, extra={"stream": self.stream.id})
+            log.info("stream %s: %s", self.stream.id, line, extra=self._fields)
         if self.status.last_error is not None:
-            log.info("stream %s: recovered", self.stream.id, extra={"stream": self.stream.id})
+            log.info("stream %s: recovered", self.stream.id, extra=self._fields)
             self.status.last_error = None
             self.status.last_error_ms = None
             self.store.edges.changed(self.stream.id)
