@@ -166,10 +166,11 @@ class RenditionWorker:
         return ended_reload_ms(self._ended_polls)
 
     async def _sleep_until(self, at_ms: int) -> None:
-        """Sleep until the stream's clock reads at_ms: not a millisecond early (the RFC
-        floor), and without rounding that would let the reload phase creep later."""
+        """Sleep until the stream's clock reads at_ms: not early (the RFC floor was taken
+        from a clock reading truncated to the millisecond, hence the extra one), and
+        without rounding that would let the reload phase creep later."""
         for _ in range(3):
-            wait_s = at_ms / 1000 - self.keeper.clock()
+            wait_s = (at_ms + 1) / 1000 - self.keeper.clock()
             if wait_s <= 0:
                 return
             await asyncio.sleep(wait_s)
