@@ -19,9 +19,12 @@ schedule estimates when the origin publishes:
   target duration before the first listing.
 - reloads aim into the bracket: at its middle while it is wide (each load then halves
   it), `MARGIN_MS` past its lower end once it is narrow; or at the floor when that is
-  later. When the floor has drifted more than a quarter of the target
-  duration past the due time, the reload waits for the segment after (one segment is
-  late by about a segment) so that the phase comes back to just after publishing.
+  later. When the floor has drifted more than a quarter of the target duration past the
+  due time (or, while the bracket is wide, may have), the reload waits for the segment
+  after (that one segment is listed about a segment late) so that the phase comes back
+  to just after publishing. A bracket proved wrong by a late or early segment is
+  narrowed around the new bound rather than opened wide, so jitter does not set off
+  probing again.
 - a load that finds nothing new is followed up at its floor (half a target duration).
 - a load aimed by the estimate (not held back by the floor) that found its segment moves
   the lower end `DECAY_MS` earlier, so an estimate raised by a one-off late segment
