@@ -19,7 +19,7 @@ schedule estimates when the origin publishes:
   target duration before the first listing.
 - reloads aim into the bracket: at its middle while it is wide (each load then halves
   it), `MARGIN_MS` past its lower end once it is narrow; or at the floor when that is
-  later. When the floor has drifted more than a quarter of the target duration past the
+  later. When the floor has drifted more than a third of the target duration past the
   due time (or, while the bracket is wide, may have), the reload waits for the segment
   after (that one segment is listed about a segment late) so that the phase comes back
   to just after publishing. A bracket proved wrong by a late or early segment is
@@ -45,6 +45,13 @@ TRUST_AHEAD_MS: Final = 1000
 # ...and no further behind than one target duration (the most it can have been listed
 # before we loaded) plus this.
 TRUST_BEHIND_MS: Final = 2000
+
+
+def behind_limit_ms(target_ms: int) -> int:
+    """How far past due the floor may drift before a reload waits for the next segment
+    to bring the phase back: each such wait lists one segment about a segment late, so
+    the limit trades the typical lag against how often that happens."""
+    return target_ms // 3
 
 
 def clock_trusted(edge_ms: int, fetched_at_ms: int, target_ms: int) -> bool:
@@ -129,7 +136,7 @@ class ReloadSchedule:
             worst = (floor - (edge_ms + next_duration_ms + self.lo_ms)) % step
             if self.hi_ms - self.lo_ms > worst:
                 worst = step
-        if not new_edge or worst <= target_ms // 4:
+        if not new_edge or worst <= behind_limit_ms(target_ms):
             return floor, floor
         # Too far behind publishing: wait for the segment after that instead.
         self._aimed = True

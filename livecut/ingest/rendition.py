@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -135,7 +136,8 @@ class RenditionWorker:
         attempt = 0
         playlist: MediaPlaylist | None = None
         while True:
-            began = self.keeper.now_ms()
+            # Rounded up: the RFC floor taken from it is then never short of the real one.
+            began = math.ceil(self.keeper.clock() * 1000)
             url = self._next_url(playlist)
             try:
                 playlist = await self._load(url, blocking=url != self.target.uri)
@@ -166,11 +168,10 @@ class RenditionWorker:
         return ended_reload_ms(self._ended_polls)
 
     async def _sleep_until(self, at_ms: int) -> None:
-        """Sleep until the stream's clock reads at_ms: not early (the RFC floor was taken
-        from a clock reading truncated to the millisecond, hence the extra one), and
+        """Sleep until the stream's clock reads at_ms: not early (the RFC floor), and
         without rounding that would let the reload phase creep later."""
         for _ in range(3):
-            wait_s = (at_ms + 1) / 1000 - self.keeper.clock()
+            wait_s = at_ms / 1000 - self.keeper.clock()
             if wait_s <= 0:
                 return
             await asyncio.sleep(wait_s)
