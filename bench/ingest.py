@@ -293,6 +293,10 @@ async def _watch_loop(seconds: float) -> list[float]:
 def _print_profile(
     loop_profile: cProfile.Profile, worker_profiles: list[cProfile.Profile], clock: str
 ) -> None:
+    alone = pstats.Stats(loop_profile, stream=sys.stdout)
+    alone.strip_dirs()
+    print(f"\n--- cProfile ({clock} time): the event-loop thread alone; top {PROFILE_TOP} ---")
+    alone.sort_stats("tottime").print_stats(PROFILE_TOP)
     stats = pstats.Stats(loop_profile, stream=sys.stdout)
     for worker in worker_profiles:
         stats.add(worker)

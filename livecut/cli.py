@@ -18,7 +18,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 
-from livecut import __version__
+from livecut import __version__, logs
 from livecut.config import ConfigError, StreamConfig, default_config, load_config, parse_duration
 from livecut.daemon import Daemon
 from livecut.notify import Notifier
@@ -101,6 +101,7 @@ def _serve(path: Path) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    logs.configure(config.log.format)
     daemon = Daemon(config, config_path=path, notifier=Notifier.from_environment())
     return asyncio.run(_run_until_signal(daemon, duration_s=None))
 

@@ -45,7 +45,7 @@ _T = TypeVar("_T")
 
 DURATION_HINT: Final = 'use seconds as a number or a string like "90s", "15m", "24h", "7d"'
 
-_TOP_KEYS: Final = ("server", "clips", "ingest", "storage", "webhooks", "streams")
+_TOP_KEYS: Final = ("server", "clips", "ingest", "storage", "webhooks", "streams", "log")
 _STORAGE_KEYS: Final = ("min_free_bytes", "min_free_percent", "keep_live_segments")
 SIZE_HINT: Final = 'use bytes as a whole number or a string like "500MB", "2GiB", "1.5TB"'
 _SIZE_TEXT = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
@@ -60,6 +60,7 @@ _SIZE_UNITS: Final = {
     "gib": 1024**3,
     "tib": 1024**4,
 }
+LOG_FORMATS: Final = ("text", "json")
 _SERVER_KEYS: Final = ("listen", "data_dir", "api_keys", "public_url", "cors_origins")
 _API_KEY_KEYS: Final = ("name", "key", "scope")
 _WEBHOOKS_KEYS: Final = (
@@ -272,6 +273,13 @@ class StreamConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class LogConfig:
+    """How the daemon logs."""
+
+    format: str = "text"  # text | json (one object per line)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -281,6 +289,7 @@ class Config:
     streams: tuple[StreamConfig, ...]
     webhooks: WebhooksConfig = WebhooksConfig()
     storage: StorageConfig = StorageConfig()
+    log: LogConfig = LogConfig()
 
 
 def load_config(path: Path) -> Config:
@@ -320,6 +329,9 @@ def parse_config(data: Mapping[str, object], *, source: str = "<config>") -> Con
     storage = _read_storage(_Section(_top_table(data, "storage", errors), "storage", errors))
     streams = _read_streams(data.get("streams"), errors)
     webhooks = _read_webhooks(_Section(_top_table(data, "webhooks", errors), "webhooks", errors))
+    log_section = _Section(_top_table(data, "log", errors), "log", errors)
+    log_section.check_keys(("format",), "[log]")
+    log = LogConfig(format=log_section.read("format", "text", _parse_log_format))
     if errors:
         raise ConfigError(errors, source=source)
     return Config(
@@ -329,7 +341,15 @@ def parse_config(data: Mapping[str, object], *, source: str = "<config>") -> Con
         streams=streams,
         webhooks=webhooks,
         storage=storage,
+        log=log,
     )
+
+
+def _parse_log_format(value: object, key: str) -> str:
+    if value not in LOG_FORMATS:
+        raise ConfigError([f'{key}: {_show(value)} is not a log format; use "text" or "json"'])
+    assert isinstance(value, str)
+    return value
 
 
 def parse_stream(data: Mapping[str, object], *, key: str = "") -> StreamConfig:

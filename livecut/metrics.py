@@ -84,6 +84,16 @@ INGEST_LAG = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
     registry=REGISTRY,
 )
+PUBLISH_TO_INDEXED = Histogram(
+    "livecut_publish_to_indexed_seconds",
+    "Time from the origin publishing a segment to it being indexed. clock=origin: from "
+    "its end by PDT (PDT + duration), when the origin's clock agrees with ours; "
+    "clock=listing: from the first playlist that listed it, otherwise.",
+    ["stream", "clock"],
+    buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+PUBLISH_CLOCKS = ("origin", "listing")
 GAPS = Counter(
     "livecut_gaps_total",
     "Stretches of a stream that could not be recorded, by reason.",
@@ -217,6 +227,8 @@ def declare_stream(stream_id: str) -> None:
     for counter in (EVICTED_SEGMENTS, EVICTED_BYTES):
         counter.labels(stream_id)
     INGEST_LAG.labels(stream_id)
+    for clock in PUBLISH_CLOCKS:
+        PUBLISH_TO_INDEXED.labels(stream_id, clock)
     for reason in GAP_REASONS:
         GAPS.labels(stream_id, reason)
     for kind in ORIGIN_ERROR_KINDS:

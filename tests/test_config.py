@@ -268,7 +268,7 @@ def test_parse_stream_for_api_bodies() -> None:
 @pytest.mark.parametrize(
     ("data", "key", "allowed"),
     [
-        ({"sever": {}}, "sever", "server, clips, ingest, storage, webhooks, streams"),
+        ({"sever": {}}, "sever", "server, clips, ingest, storage, webhooks, streams, log"),
         (
             {"server": {"listn": "x"}},
             "server.listn",

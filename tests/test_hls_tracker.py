@@ -107,7 +107,11 @@ def test_first_snapshot_emits_the_whole_window() -> None:
         clock="origin",
         first_seen_ms=fetched,
         expires_at_ms=fetched + DUR,
+        published_ms=T0 + 11 * DUR,  # its end on the origin's clock, which agrees with ours
+        publish_clock="origin",
+        backfill=True,
     )
+    assert [n.backfill for n in update.new] == [True, True, True, True, False]
     assert [n.expires_at_ms for n in update.new] == [fetched + k * DUR for k in range(1, 6)]
     assert update.gaps == ()
     assert not update.reset
@@ -145,6 +149,7 @@ def test_unchanged_reload_waits_half_the_target_duration() -> None:
         reload_after_ms=DUR // 2,
         pdt_jumps=(),
         next_msn=15,
+        reload_at_ms=7_000 + DUR // 2,
     )
     assert tracker.last_change_ms == 1_000
     assert tracker.silent_for_ms(10_000) == 9_000
@@ -285,6 +290,7 @@ def test_stale_copy_from_a_lagging_edge_is_not_a_reset() -> None:
         changed=False,
         reload_after_ms=DUR // 2,
         next_msn=106,
+        reload_at_ms=10_000 + DUR // 2,  # nothing new: followed up at the floor
     )
     assert seqs(tracker.update(live(102, 106), 13_000)) == [106]
 

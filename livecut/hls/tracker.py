@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
 from livecut.hls.playlist import ByteRange, MediaPlaylist, PlaylistSegment
+from livecut.hls.schedule import ReloadSchedule, clock_trusted
 
 # Two copies of one segment may resolve slightly different PDTs when only some
 # segments carry the tag (EXTINF is rounded); a restarted encoder is seconds apart.
@@ -22,6 +23,13 @@ class NewSegment:
     clock: Literal["origin", "local"]
     first_seen_ms: int  # fetched_at of the snapshot where it first appeared
     expires_at_ms: int  # estimate of when it leaves the playlist; bounds fetch retries
+    # When the origin published it: its end (PDT + duration) when the origin's clock is
+    # trusted (see hls.schedule.clock_trusted), else when a playlist first listed it.
+    published_ms: int = 0
+    publish_clock: Literal["origin", "listing"] = "listing"
+    # Listed already in the first snapshot (or the first after a reset), behind the newest:
+    # recorded late because we started late, not because ingest is slow.
+    backfill: bool = False
     # A new discontinuity epoch begins with it: its timestamps do not follow on from the
     # previous emitted segment's (also when the DISCONTINUITY tag itself expired unseen).
     discontinuity: bool = False
@@ -56,9 +64,12 @@ class TrackerUpdate:
     reset: bool  # a new encoder: the caller starts a new session before storing `new`
     ended: bool  # EXT-X-ENDLIST seen (reported once)
     changed: bool  # new segments, new gaps, a reset or the end appeared
-    reload_after_ms: int  # RFC 8216 §6.3.4; 0 once the playlist has ended
+    reload_after_ms: int  # RFC 8216 §6.3.4 floor after the request began; 0 once ended
     pdt_jumps: tuple[PdtJump, ...] = ()  # in media-sequence order; forward ones are also Gaps
     next_msn: int | None = None  # last consumed seq + 1: the _HLS_msn of a blocking reload
+    # When to reload (absolute, on fetched_at's clock): just after the next segment is due,
+    # never before requested_at + reload_after_ms. See hls.schedule.
+    reload_at_ms: int = 0
 
 
 @dataclass(kw_only=True, slots=True)
@@ -116,6 +127,8 @@ class MediaTracker:
         # recognise a stale copy, too little to mistake a restart from seq 0 for one.
         self._known: dict[int, _Identity] = {}
         self._longest_window = 0
+        self._schedule = ReloadSchedule()
+        self._trusted: bool | None = None  # the origin's PDT clock; decided on first sight
 
     @property
     def last_change_ms(self) -> int | None:
@@ -132,7 +145,15 @@ class MediaTracker:
             return 0
         return max(0, now_ms - self._last_change_ms)
 
-    def update(self, playlist: MediaPlaylist, fetched_at_ms: int) -> TrackerUpdate:
+    @property
+    def origin_clock_trusted(self) -> bool:
+        return bool(self._trusted)
+
+    def update(
+        self, playlist: MediaPlaylist, fetched_at_ms: int, *, requested_at_ms: int | None = None
+    ) -> TrackerUpdate:
+        """One snapshot, as it arrived at fetched_at_ms; its request began at requested_at_ms."""
+        requested_ms = fetched_at_ms if requested_at_ms is None else requested_at_ms
         first_load = not self._loaded
         self._loaded = True
         reset = False
@@ -146,6 +167,11 @@ class MediaTracker:
         if playlist.segments:
             self._remember(playlist, newest=not stale)
 
+        if self._trusted is None and playlist.segments:
+            last = playlist.segments[-1]
+            self._trusted = last.pdt_ms is not None and clock_trusted(
+                last.pdt_ms + last.duration_ms, fetched_at_ms, playlist.target_duration_ms
+            )
         if self._last_seq is None:
             batch = self._take_all(playlist, fetched_at_ms)
         else:
@@ -157,12 +183,27 @@ class MediaTracker:
         if new:
             self._last_change_ms = fetched_at_ms
         changed = bool(new or gaps or reset or ended)
+        if any(j.actual_ms != j.expected_ms for j in batch.jumps):
+            self._schedule.forget()  # the origin's clock moved: learn its phase anew
+        floor_ms, reload_at_ms = self._schedule.next_reload(
+            requested_at_ms=requested_ms,
+            fetched_at_ms=fetched_at_ms,
+            target_ms=playlist.target_duration_ms,
+            changed=changed or first_load,
+            edge_ms=None if self._last_seq is None else self._last_end_ms,
+            next_duration_ms=(
+                playlist.segments[-1].duration_ms
+                if playlist.segments
+                else playlist.target_duration_ms
+            ),
+            new_edge=bool(new or gaps),
+            trusted=bool(self._trusted),
+        )
         if playlist.ended:
             reload_after_ms = 0
-        elif changed or first_load:
-            reload_after_ms = playlist.target_duration_ms
+            reload_at_ms = requested_ms
         else:
-            reload_after_ms = playlist.target_duration_ms // 2
+            reload_after_ms = floor_ms - requested_ms
         return TrackerUpdate(
             new=tuple(new),
             gaps=tuple(gaps),
@@ -172,6 +213,7 @@ class MediaTracker:
             reload_after_ms=reload_after_ms,
             pdt_jumps=tuple(batch.jumps),
             next_msn=None if self._last_seq is None else self._last_seq + 1,
+            reload_at_ms=reload_at_ms,
         )
 
     def _forget(self) -> None:
@@ -182,6 +224,8 @@ class MediaTracker:
         self._ended_reported = False
         self._known.clear()
         self._longest_window = 0
+        self._schedule.forget()
+        self._trusted = None
 
     def _remember(self, playlist: MediaPlaylist, *, newest: bool) -> None:
         if newest:
@@ -250,6 +294,8 @@ class MediaTracker:
             start_ms = fetched_at_ms - sum(seg.duration_ms for seg in segments)
         self._last_epoch = segments[0].epoch
         self._consume(playlist, 0, start_ms, fetched_at_ms, batch)
+        # Only the newest was listed just now; the rest were published before we looked.
+        batch.new[:-1] = [replace(n, backfill=True) for n in batch.new[:-1]]
         return batch
 
     def _take_after(self, playlist: MediaPlaylist, fetched_at_ms: int, last_seq: int) -> _Batch:
@@ -315,6 +361,7 @@ class MediaTracker:
     ) -> None:
         """Emit segments[index:], the first starting at start_ms; GAP segments become Gaps."""
         clock: Literal["origin", "local"] = "origin" if playlist.has_pdt else "local"
+        trusted = playlist.has_pdt and bool(self._trusted)
         gaps = batch.gaps
         elapsed_ms = sum(seg.duration_ms for seg in playlist.segments[:index])
         for seg in playlist.segments[index:]:
@@ -373,6 +420,8 @@ class MediaTracker:
                         first_seen_ms=fetched_at_ms,
                         # It scrolls out once everything up to and including it has.
                         expires_at_ms=fetched_at_ms + elapsed_ms,
+                        published_ms=end_ms if trusted else fetched_at_ms,
+                        publish_clock="origin" if trusted else "listing",
                         # By epoch, not only the tag: the tagged segment may have expired
                         # or been a GAP, and the epoch number still tells.
                         discontinuity=seg.discontinuity

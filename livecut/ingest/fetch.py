@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -83,15 +85,42 @@ async def fetch(
     except FetchError:
         raise
     except TimeoutError as exc:
-        raise FetchError("timeout", f"timed out after {timeout_s:g}s fetching {current}") from exc
+        raise FetchError(
+            "timeout", f"origin timed out: GET {current}: no response within {timeout_s:g} s"
+        ) from exc
     except aiohttp.ClientPayloadError as exc:
-        raise FetchError("truncated", f"{current}: body cut short ({exc})") from exc
+        raise FetchError(
+            "truncated", f"origin cut the body short: GET {current}: {describe(exc)}"
+        ) from exc
     except aiohttp.ClientConnectionError as exc:
-        raise FetchError("connection", f"{current}: {exc!r}") from exc
+        raise FetchError(
+            "connection", f"origin unreachable: GET {current}: {describe(exc)}"
+        ) from exc
     except aiohttp.InvalidURL as exc:
         raise FetchError("bad_uri", f"{current}: invalid URL ({exc})", retryable=False) from exc
     except aiohttp.ClientError as exc:
-        raise FetchError("http_error", f"{current}: {exc!r}") from exc
+        raise FetchError(
+            "http_error", f"origin request failed: GET {current}: {describe(exc)}"
+        ) from exc
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, in words, without the exception's repr."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        if isinstance(os_error, socket.gaierror):
+            return f"cannot resolve {exc.host}: {os_error.strerror}"
+        if os_error.errno:
+            return os.strerror(os_error.errno).lower()
+        return f"cannot connect to {exc.host}:{exc.port}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the connection ended before the body did"
+    text = str(exc).strip()
+    return text or type(exc).__name__
 
 
 def _scheme(url: str) -> str:
@@ -132,7 +161,7 @@ async def _body(
 ) -> bytes:
     status = response.status
     if not 200 <= status < 300:
-        raise FetchError(_status_kind(status), f"HTTP {status} for {url}")
+        raise FetchError(_status_kind(status), f"origin answered HTTP {status}: GET {url}")
     if byterange is not None and status != 206:
         # The server ignored Range and sends the whole resource: keep just our range.
         wanted = byterange.offset + byterange.length

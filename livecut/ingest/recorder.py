@@ -21,7 +21,7 @@ from livecut.hls.playlist import (
     select_renditions,
 )
 from livecut.ingest.fetch import FetchError, fetch, sleep_backoff
-from livecut.ingest.rendition import RenditionWorker
+from livecut.ingest.rendition import RenditionWorker, ended_reload_ms
 from livecut.ingest.sessions import RenditionTarget, SessionKeeper, StreamStatus
 from livecut.store.store import Store
 
@@ -80,7 +80,8 @@ class Recorder:
     def _log_death(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("recorder for %s died", self.stream.id, exc_info=task.exception())
-            self.keeper.error("crash", f"recorder crashed: {task.exception()!r}")
+            exc = task.exception()
+            self.keeper.error("crash", f"recorder crashed: {type(exc).__name__}: {exc}")
 
     # the loop ------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -93,8 +94,11 @@ class Recorder:
                 kind = exc.kind if isinstance(exc, FetchError) else "playlist"
                 self.keeper.error(kind, str(exc))
                 self.keeper.check_silence()
-                await sleep_backoff(attempt, limit_s=max(2.0, self.stream.session_gap_s / 4))
                 attempt += 1
+                if self.keeper.all_ended:  # a finished broadcast's origin may be gone
+                    await asyncio.sleep(ended_reload_ms(attempt) / 1000)
+                    continue
+                await sleep_backoff(attempt - 1, limit_s=max(2.0, self.stream.session_gap_s / 4))
                 continue
             await self._apply(targets)
             await self._until_reread(from_master)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -38,9 +39,16 @@ log = logging.getLogger(__name__)
 
 SEGMENT_ATTEMPTS = 5
 UNREADABLE_ATTEMPTS = 2
-# After EXT-X-ENDLIST the origin is only watched for a new broadcast, not hammered.
+# After EXT-X-ENDLIST the origin is only watched for a new broadcast, not hammered: the
+# first reload after 5 s, each later one twice as long after, up to once a minute.
 ENDED_RELOAD_MS = 5000
+ENDED_RELOAD_MAX_MS = 60_000
 SUPPORTED_KEYS = ("AES-128",)
+
+
+def ended_reload_ms(polls: int) -> int:
+    """How long to wait before the n-th reload (1, 2, ...) of a playlist that has ended."""
+    return min(ENDED_RELOAD_MAX_MS, ENDED_RELOAD_MS << min(max(polls - 1, 0), 16))
 
 
 class UnsupportedStream(Exception):
@@ -88,6 +96,8 @@ class RenditionWorker:
         self._init_files = 0
         self._target_ms = 2000
         self._last: _Placed | None = None  # the last segment committed, for untagged PDTs
+        self._ended_polls = 0  # reloads since the stream ended (EXT-X-ENDLIST)
+        self._last_text: tuple[str, bytes, MediaPlaylist] | None = None  # url, body, parsed
 
     # lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -120,14 +130,16 @@ class RenditionWorker:
                 self.target.name,
                 exc_info=task.exception(),
             )
-            self.keeper.error("crash", f"recorder crashed: {task.exception()!r}")
+            exc = task.exception()
+            self.keeper.error("crash", f"recorder crashed: {type(exc).__name__}: {exc}")
 
     # the loop --------------------------------------------------------------------------
     async def _run(self) -> None:
         attempt = 0
         playlist: MediaPlaylist | None = None
         while True:
-            began = self.keeper.now_ms()
+            # Rounded up: the RFC floor taken from it is then never short of the real one.
+            began = math.ceil(self.keeper.clock() * 1000)
             url = self._next_url(playlist)
             try:
                 playlist = await self._load(url, blocking=url != self.target.uri)
@@ -136,6 +148,10 @@ class RenditionWorker:
             except (FetchError, PlaylistError, UnsupportedStream) as exc:
                 kind = _error_kind(exc)
                 self.keeper.error(kind, str(exc))
+                if self.keeper.all_ended:
+                    # A finished origin going away is expected: keep watching, slowly.
+                    await self._sleep_until(began + self._ended_backoff_ms())
+                    continue
                 self.playlist_failures += 1
                 self.keeper.check_silence()
                 playlist = None
@@ -145,11 +161,22 @@ class RenditionWorker:
                 attempt += 1
                 continue
             # The snapshot is as of its arrival (a blocking reload may be held for
-            # seconds); the next reload is timed from when this one was asked for.
-            reload_ms = await self._take(playlist, self.keeper.now_ms())
-            wait_ms = began + reload_ms - self.keeper.now_ms()
-            if wait_ms > 0:
-                await asyncio.sleep(wait_ms / 1000)
+            # seconds); the RFC floor for the next reload runs from when this one began.
+            reload_at_ms = await self._take(playlist, self.keeper.now_ms(), began)
+            await self._sleep_until(reload_at_ms)
+
+    def _ended_backoff_ms(self) -> int:
+        self._ended_polls += 1
+        return ended_reload_ms(self._ended_polls)
+
+    async def _sleep_until(self, at_ms: int) -> None:
+        """Sleep until the stream's clock reads at_ms: not early (the RFC floor), and
+        without rounding that would let the reload phase creep later."""
+        for _ in range(3):
+            wait_s = at_ms / 1000 - self.keeper.clock()
+            if wait_s <= 0:
+                return
+            await asyncio.sleep(wait_s)
 
     def _next_url(self, playlist: MediaPlaylist | None) -> str:
         """A blocking reload for the next segment when the origin offers it (LL-HLS)."""
@@ -167,6 +194,9 @@ class RenditionWorker:
         # A blocking reload is held by the origin for up to a few target durations.
         timeout = self.ingest.playlist_timeout_s + (3 * self._target_ms / 1000 if blocking else 0)
         fetched = await fetch(self.http, url, headers=self.headers, timeout_s=timeout)
+        if self._last_text is not None and self._last_text[:2] == (fetched.url, fetched.body):
+            # Unchanged to the byte (a reload before the next segment): no need to parse.
+            return self._last_text[2]
         parsed = parse_playlist(fetched.body.decode("utf-8", "replace"), fetched.url)
         if isinstance(parsed, MasterPlaylist):
             raise PlaylistError(
@@ -179,15 +209,18 @@ class RenditionWorker:
                 f"{url}: EXT-X-KEY METHOD={parsed.encryption} is not supported; "
                 f"supported: NONE, {', '.join(SUPPORTED_KEYS)}"
             )
+        self._last_text = (fetched.url, fetched.body, parsed)
         return parsed
 
-    async def _take(self, playlist: MediaPlaylist, fetched_at_ms: int) -> int:
-        """Feed one snapshot through the tracker and record what it reports."""
-        update = self._tracker.update(playlist, fetched_at_ms)
+    async def _take(self, playlist: MediaPlaylist, fetched_at_ms: int, requested_at_ms: int) -> int:
+        """Feed one snapshot through the tracker, record what it reports; when to reload."""
+        update = self._tracker.update(playlist, fetched_at_ms, requested_at_ms=requested_at_ms)
         self._target_ms = max(1000, playlist.target_duration_ms)
         self.keeper.target_duration(self.target.name, self._target_ms)
         if update.reset:
             self._generation = self.keeper.reset(self.target.name, self._generation, "reset")
+        if update.new:
+            self.keeper.recovered()
         new = list(update.new)
         gaps = list(update.gaps)
         # A clock that went back starts a new session at that segment, not before it:
@@ -208,10 +241,19 @@ class RenditionWorker:
         else:
             self.keeper.check_silence()
         if playlist.ended:
-            return ENDED_RELOAD_MS
+            return requested_at_ms + self._ended_backoff_ms()
+        self._ended_polls = 0
         if self._next_url(playlist) != self.target.uri:
-            return 0  # the blocking reload itself waits for the next segment
-        return max(update.reload_after_ms, 100)
+            return requested_at_ms  # the blocking reload itself waits for the next segment
+        log.debug(
+            "stream %s/%s: %d new, reload in %d ms (RFC floor %d ms)",
+            self.stream_id,
+            self.target.name,
+            len(update.new),
+            update.reload_at_ms - requested_at_ms,
+            update.reload_after_ms,
+        )
+        return max(update.reload_at_ms, requested_at_ms + 100)
 
     def _after_resume(self, new: list[NewSegment]) -> list[NewSegment]:
         """First snapshot after a restart: skip what is stored, note what was missed."""
@@ -472,6 +514,11 @@ class RenditionWorker:
         metrics.INGEST_LAG.labels(self.stream_id).observe(
             max(0.0, (now - new.first_seen_ms) / 1000)
         )
+        if not new.backfill:
+            # From before the origin's clock says it was done, when it runs a little ahead.
+            metrics.PUBLISH_TO_INDEXED.labels(self.stream_id, new.publish_clock).observe(
+                max(0.0, (now - new.published_ms) / 1000)
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

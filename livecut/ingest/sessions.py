@@ -9,10 +9,14 @@ from dataclasses import dataclass, field, replace
 from livecut import metrics
 from livecut.config import StreamConfig
 from livecut.hls.tracker import Gap
+from livecut.logs import Repeats
 from livecut.store.records import GapRow, RenditionRow, SessionRow
 from livecut.store.store import Store
 
 log = logging.getLogger(__name__)
+
+# An error that keeps recurring is logged once, then summarised at most this often.
+REPEAT_SUMMARY_S = 60.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -77,6 +81,8 @@ class SessionKeeper:
         self._last_commit_ms: int | None = None
         self._all_ended = False
         self._targets: dict[str, int] = {}  # rendition -> its target duration
+        self._repeats = Repeats(REPEAT_SUMMARY_S)
+        self._fields = {"stream": stream.id}  # what JSON log lines carry besides the text
 
     @property
     def target_ms(self) -> int:
@@ -105,7 +111,9 @@ class SessionKeeper:
             self._by_generation[self.generation] = session
             self._rows[session.id] = {r.name: r for r in self.store.index.renditions(session.id)}
             self._last_commit_ms = self.now_ms()
-            log.info("stream %s: resuming session %s", self.stream.id, session.id)
+            log.info(
+                "stream %s: resuming session %s", self.stream.id, session.id, extra=self._fields
+            )
         else:
             self.store.index.end_session(session.id, ended_ms=edge, reason="restart")
 
@@ -153,7 +161,9 @@ class SessionKeeper:
             )
             self._ended = set()
             metrics.SESSIONS_STARTED.labels(self.stream.id).inc()
-            log.info("stream %s: session %s started", self.stream.id, self.current.id)
+            log.info(
+                "stream %s: session %s started", self.stream.id, self.current.id, extra=self._fields
+            )
         self._by_generation[self.generation] = self.current
         return self.current
 
@@ -215,10 +225,21 @@ class SessionKeeper:
             )
         return self.generation
 
+    @property
+    def all_ended(self) -> bool:
+        """Every rendition saw EXT-X-ENDLIST and nothing new came since."""
+        return self._all_ended
+
     def ended(self, name: str) -> None:
         self._ended.add(name)
         if not self.active <= self._ended:
             return  # other renditions are still going
+        if not self._all_ended:
+            log.info(
+                "stream %s: ended (EXT-X-ENDLIST); watching the origin for a new broadcast",
+                self.stream.id,
+                extra=self._fields,
+            )
         self._all_ended = True
         if self.current is not None:
             self.end("endlist", self.current.live_edge_ms or self.now_ms())
@@ -236,7 +257,13 @@ class SessionKeeper:
         if self.current is None:
             return
         self.store.index.end_session(self.current.id, ended_ms=ended_ms, reason=reason)
-        log.info("stream %s: session %s ended (%s)", self.stream.id, self.current.id, reason)
+        log.info(
+            "stream %s: session %s ended (%s)",
+            self.stream.id,
+            self.current.id,
+            reason,
+            extra=self._fields,
+        )
         # Rows stay known while a lagging rendition of this generation may still commit.
         self._rows = {
             sid: rows
@@ -277,14 +304,33 @@ class SessionKeeper:
             gap.first_seq,
             gap.last_seq,
             why,
+            extra=self._fields,
         )
         self.store.edges.changed(self.stream.id)
 
     def error(self, kind: str, message: str) -> None:
+        """A failed request or an unusable answer. After EXT-X-ENDLIST the origin may
+        well be gone: that is neither an origin error nor worth a warning."""
+        fields = {"stream": self.stream.id, "kind": kind}
+        if self._all_ended:
+            log.debug("stream %s (ended): %s", self.stream.id, message, extra=fields)
+            return
         self.status.errors += 1
         self.status.last_error = message
         self.status.last_error_ms = self.now_ms()
         metrics.ORIGIN_ERRORS.labels(self.stream.id, kind).inc()
-        log.warning("stream %s: %s: %s", self.stream.id, kind, message)
+        line = self._repeats.note(message, self.clock())
+        if line is not None:
+            log.warning("stream %s: %s: %s", self.stream.id, kind, line, extra=fields)
         # The stream's state may have changed (failing): wake whoever watches it.
         self.store.edges.changed(self.stream.id)
+
+    def recovered(self) -> None:
+        """A playlist brought new segments: earlier errors are history."""
+        for line in self._repeats.flush(self.clock()):
+            log.info("stream %s: %s", self.stream.id, line, extra=self._fields)
+        if self.status.last_error is not None:
+            log.info("stream %s: recovered", self.stream.id, extra=self._fields)
+            self.status.last_error = None
+            self.status.last_error_ms = None
+            self.store.edges.changed(self.stream.id)
