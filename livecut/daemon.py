@@ -393,20 +393,26 @@ class Daemon:
         segments_removed = 0
         for stream in self.config.streams:
             cutoff = now_ms - round(stream.retention_s * 1000)
-            busy = self.jobs.active_ranges(stream.id)
+            # What jobs will open, the keyframe before a start included (as the floor keeps).
+            busy = self.jobs.read_ranges(stream.id)
+            from_ms: int | None = None
             while True:
-                old = self.store.index.segments_before(stream.id, cutoff, limit=RETENTION_BATCH)
+                old = self.store.index.segments_before(
+                    stream.id, cutoff, limit=RETENTION_BATCH, from_ms=from_ms
+                )
                 doomed = [
                     s for s in old if not any(s.start_ms < e and s.end_ms > b for b, e in busy)
                 ]
-                if not doomed:
+                if doomed:
+                    # Row first, then file: a crash in between leaves an orphan, never a
+                    # dangling row.
+                    inits = self.store.index.delete_segments([s.id for s in doomed])
+                    self.store.remove_files([s.path for s in doomed] + inits)
+                    segments_removed += len(doomed)
+                # Busy segments stay behind: the next page starts where this one ended.
+                if len(old) < RETENTION_BATCH or old[-1].start_ms == from_ms:
                     break
-                # Row first, then file: a crash in between leaves an orphan, never a dangling row.
-                inits = self.store.index.delete_segments([s.id for s in doomed])
-                self.store.remove_files([s.path for s in doomed] + inits)
-                segments_removed += len(doomed)
-                if len(old) < RETENTION_BATCH:
-                    break
+                from_ms = old[-1].start_ms
             self.store.index.forget_emptied(stream.id, cutoff)
         self.store.index.forget_idempotency_keys(now_ms - IDEMPOTENCY_KEEP_MS)
         clips_removed = 0

@@ -8,10 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from livecut import daemon as daemon_module
 from livecut import metrics
-from livecut.clips.jobs import ClipRequest, Window
+from livecut.clips.jobs import KEYFRAME_LOOKBACK_MS, SPILL_LOOKAHEAD_MS, ClipRequest, Window
 from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
 from tests.harness import daemon_config, running, session_ended, until
@@ -82,41 +84,51 @@ async def test_api_keys_guard_the_api_but_not_health(data_dir: Path) -> None:
         await origin.stop()
 
 
-async def test_retention_removes_old_segments_but_not_what_a_job_reads(data_dir: Path) -> None:
-    origin = LiveOrigin(prefill=4, end_after=4)
+async def test_retention_removes_old_segments_but_not_what_a_job_reads(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1 s segments, 50 of them: a job's reach (the keyframe look-back before its start,
+    # the audio look-ahead after its end) covers the oldest, not all. Small pages: the
+    # first ones hold only what the job reads, and retention must page on past them.
+    monkeypatch.setattr(daemon_module, "RETENTION_BATCH", 4)
+    count = 50
+    origin = LiveOrigin(segment_ms=1000, prefill=count, end_after=count, window=count)
     url = await origin.start()
     offset = [0.0]
     config = daemon_config(data_dir, url)
-    config = replace(config, streams=(replace(config.streams[0], retention_s=60.0),))
+    config = replace(config, streams=(replace(config.streams[0], retention_s=600.0),))
     try:
         daemon = Daemon(config, clock=lambda: time.time() + offset[0])
         try:
             await daemon.start()
-            await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=20)
+            await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=60)
             segments = daemon.store.index.stream_segments("cam", 0, 2**62)
-            assert len(segments) == 4
-            assert daemon.retain().segments_removed == 0, "nothing is older than 60 s yet"
-            # A queued job (no worker takes it) over the third segment protects it.
+            assert len(segments) == count
+            assert daemon.retain().segments_removed == 0, "nothing is older than 600 s yet"
+            # A queued job (no worker takes it) over one early segment protects every
+            # segment it may open.
             await daemon.jobs.stop()
+            target = segments[5]
             daemon.jobs.submit(
                 ClipRequest(
                     stream_id="cam",
                     session_id=None,
-                    windows=(
-                        Window(
-                            start_ms=segments[2].start_ms + 100, end_ms=segments[2].end_ms - 100
-                        ),
-                    ),
+                    windows=(Window(start_ms=target.start_ms + 100, end_ms=target.end_ms - 100),),
                 )
             )
+            reach = (
+                target.start_ms + 100 - KEYFRAME_LOOKBACK_MS,
+                target.end_ms - 100 + SPILL_LOOKAHEAD_MS,
+            )
+            kept = [s.seq for s in segments if s.start_ms < reach[1] and s.end_ms > reach[0]]
+            assert 0 < len(kept) < count
             offset[0] = 3600.0
             report = daemon.retain()
-            assert report.segments_removed == 3
+            assert report.segments_removed == count - len(kept)
             left = daemon.store.index.stream_segments("cam", 0, 2**62)
-            assert [s.seq for s in left] == [segments[2].seq]
-            for gone in (segments[0], segments[1], segments[3]):
-                assert not (data_dir / gone.path).exists()
-            assert (data_dir / segments[2].path).exists()
+            assert [s.seq for s in left] == kept
+            for segment in segments:
+                assert (data_dir / segment.path).exists() == (segment.seq in kept)
         finally:
             await daemon.stop()
     finally:

@@ -566,15 +566,18 @@ class Index:
         ).fetchall()
         return [(int(r[0]), int(r[1])) for r in rows]
 
-    def segments_before(self, stream_id: str, cutoff_ms: int, *, limit: int) -> list[SegmentRow]:
-        """Retention's candidates: old segments that no HLS clip serves."""
+    def segments_before(
+        self, stream_id: str, cutoff_ms: int, *, limit: int, from_ms: int | None = None
+    ) -> list[SegmentRow]:
+        """Retention's candidates, oldest first: old segments that no HLS clip serves,
+        starting at or after from_ms if given."""
         rows = self._db.execute(
             "SELECT seg.* FROM segments seg JOIN renditions r ON r.id = seg.rendition_id "
             "JOIN sessions s ON s.id = r.session_id "
-            "WHERE s.stream_id = ? AND seg.end_ms <= ? "
+            "WHERE s.stream_id = ? AND seg.end_ms <= ? AND seg.start_ms >= ? "
             "AND NOT EXISTS (SELECT 1 FROM clip_segments cs WHERE cs.segment_id = seg.id) "
             "ORDER BY seg.start_ms LIMIT ?",
-            (stream_id, cutoff_ms, limit),
+            (stream_id, cutoff_ms, -(2**62) if from_ms is None else from_ms, limit),
         ).fetchall()
         return [_segment(r) for r in rows]
 
