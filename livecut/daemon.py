@@ -66,11 +66,11 @@ class Daemon:
         self._sent_status = ""  # the last STATUS= told to the service manager
         self.store = Store(config.server.data_dir, config.storage)
         self.jobs = ClipJobs(self.store, config.clips, clock=clock)
-        self.store.space.busy = self.jobs.read_ranges  # the disk floor keeps what jobs read
         self.live_shots = LiveShots(self.store, config.streams, clock=clock)
         self.analysis = AnalysisJobs(
             self.store, self.jobs, base_url=lambda: self.base_url, clock=clock
         )
+        self.store.space.busy = self.read_ranges  # the disk floor keeps what jobs read
         self.jobs.on_finished = self.analysis.clip_done
         self.jobs.on_deleted = self.analysis.clip_gone
         self.recorders: dict[str, Recorder] = {}
@@ -387,6 +387,10 @@ class Daemon:
             except OSError:
                 log.exception("retention pass failed; trying again in %ss", RETENTION_EVERY_S)
 
+    def read_ranges(self, stream_id: str) -> list[tuple[int, int]]:
+        """What queued or running clip and analysis jobs will read of a stream."""
+        return self.jobs.read_ranges(stream_id) + self.analysis.read_ranges(stream_id)
+
     def retain(self) -> RetentionReport:
         """Drop segments older than each stream's retention, except what clip jobs still read."""
         now_ms = int(self.clock() * 1000)
@@ -394,7 +398,7 @@ class Daemon:
         for stream in self.config.streams:
             cutoff = now_ms - round(stream.retention_s * 1000)
             # What jobs will open, the keyframe before a start included (as the floor keeps).
-            busy = self.jobs.read_ranges(stream.id)
+            busy = self.read_ranges(stream.id)
             from_ms: int | None = None
             while True:
                 old = self.store.index.segments_before(

@@ -87,11 +87,11 @@ async def test_api_keys_guard_the_api_but_not_health(data_dir: Path) -> None:
 async def test_retention_removes_old_segments_but_not_what_a_job_reads(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 1 s segments, 50 of them: a job's reach (the keyframe look-back before its start,
+    # 1 s segments, 80 of them: a job's reach (the keyframe look-back before its start,
     # the audio look-ahead after its end) covers the oldest, not all. Small pages: the
     # first ones hold only what the job reads, and retention must page on past them.
     monkeypatch.setattr(daemon_module, "RETENTION_BATCH", 4)
-    count = 50
+    count = 80
     origin = LiveOrigin(segment_ms=1000, prefill=count, end_after=count, window=count)
     url = await origin.start()
     offset = [0.0]
@@ -116,11 +116,30 @@ async def test_retention_removes_old_segments_but_not_what_a_job_reads(
                     windows=(Window(start_ms=target.start_ms + 100, end_ms=target.end_ms - 100),),
                 )
             )
-            reach = (
-                target.start_ms + 100 - KEYFRAME_LOOKBACK_MS,
-                target.end_ms - 100 + SPILL_LOOKAHEAD_MS,
+            # So does a pending shots job (no analysis worker either) over a later one.
+            await daemon.analysis.stop()
+            later = segments[count - 3]
+            session_id = daemon.store.index.sessions("cam")[0].id
+            daemon.analysis.submit_shots(
+                stream_id="cam",
+                session_id=session_id,
+                clip_id=None,
+                from_ms=later.start_ms,
+                to_ms=later.end_ms,
+                zero_ms=segments[0].start_ms,
             )
-            kept = [s.seq for s in segments if s.start_ms < reach[1] and s.end_ms > reach[0]]
+            reaches = [
+                (
+                    target.start_ms + 100 - KEYFRAME_LOOKBACK_MS,
+                    target.end_ms - 100 + SPILL_LOOKAHEAD_MS,
+                ),
+                (later.start_ms - KEYFRAME_LOOKBACK_MS, later.end_ms + SPILL_LOOKAHEAD_MS),
+            ]
+            kept = [
+                s.seq
+                for s in segments
+                if any(s.start_ms < end and s.end_ms > start for start, end in reaches)
+            ]
             assert 0 < len(kept) < count
             offset[0] = 3600.0
             report = daemon.retain()

@@ -26,7 +26,14 @@ from livecut.analysis.scan import (
     range_fps,
 )
 from livecut.analysis.shotlist import Picture, RangeAnalysis, analyse_frames
-from livecut.clips.jobs import KEYFRAME_LOOKBACK_MS, ClipJobs, ClipRequest, QueueFull, Window
+from livecut.clips.jobs import (
+    KEYFRAME_LOOKBACK_MS,
+    SPILL_LOOKAHEAD_MS,
+    ClipJobs,
+    ClipRequest,
+    QueueFull,
+    Window,
+)
 from livecut.clips.planner import NothingRecorded
 from livecut.media.subtitles import SubtitleError, parse_segment
 from livecut.store.analysis import AnalysisIndex, AnalysisJobRow, JobState
@@ -122,6 +129,15 @@ class AnalysisJobs:
 
     def progress(self, job_id: str) -> float | None:
         return self._progress.get(job_id)
+
+    def read_ranges(self, stream_id: str) -> list[tuple[int, int]]:
+        """Ranges of the stream that pending and running jobs will decode, widened to the
+        keyframe before and the audio after: retention and the disk floor keep them."""
+        return [
+            (job.from_ms - KEYFRAME_LOOKBACK_MS, job.to_ms + SPILL_LOOKAHEAD_MS)
+            for job in self.index.unfinished_jobs()
+            if job.stream_id == stream_id
+        ]
 
     async def wait_finished(self, job_id: str, timeout_s: float) -> AnalysisJobRow | None:
         job = self.index.job(job_id)
