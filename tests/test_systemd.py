@@ -391,7 +391,9 @@ async def test_daemon_records_and_cuts_clips_under_the_units_syscall_filter(
 ) -> None:
     """systemd is not needed: tests/sandbox.py installs the unit's seccomp rules itself."""
     systemd_analyze("--version")  # fails naming the package if it is missing
-    origin = LiveOrigin(segment_ms=1000, prefill=6)
+    # A wide window: a sandboxed start on a busy machine may take seconds, and the range
+    # below must still be listed when the daemon first reads the playlist.
+    origin = LiveOrigin(segment_ms=1000, prefill=6, window=60)
     url = await origin.start()
     config = tmp_path / "livecut.toml"
     write_config(config, tmp_path / "data", {"cam": url}, extra="shots = true\n")
