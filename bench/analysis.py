@@ -135,10 +135,13 @@ def main() -> None:
         latencies = asyncio.run(thumbnail_latency(work))
         times = [t for t, _ in latencies]
         print()
+        # The first request also pays for the daemon's first image encode and the
+        # client's connection: shown apart from the rest.
+        later = times[1:]
         print(
-            f"thumbnail 1080p mid-GOP via the API: median {statistics.median(times):.0f} ms,"
-            f" max {max(times):.0f} ms over {len(times)} instants;"
-            f" exact frame {sum(ok for _, ok in latencies)}/{len(latencies)}"
+            f"thumbnail 1080p mid-GOP via the API: first after start {times[0]:.0f} ms;"
+            f" then median {statistics.median(later):.0f} ms, max {max(later):.0f} ms over"
+            f" {len(later)} instants; exact frame {sum(ok for _, ok in latencies)}/{len(latencies)}"
         )
         bound = rows[0][1]
         share = bound["decode_scale_s"] / (bound["decode_scale_s"] + bound["detect_s"])

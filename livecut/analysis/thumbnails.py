@@ -41,6 +41,7 @@ class _Decoding:
     lock: threading.Lock = field(default_factory=threading.Lock)
     shown: av.VideoFrame | None = None  # the last frame handed out
     ahead: av.VideoFrame | None = None  # decoded after it, not yet shown
+    target_s: float = 0.0  # the instant being decoded towards
 
     def position_s(self) -> float | None:
         frame = self.ahead or self.shown
@@ -126,7 +127,8 @@ def _keep(key: tuple[str, ...], decoding: _Decoding) -> bool:
 
 
 def _open(paths: Sequence[Path], init: Path | None, keyframe_s: float) -> _Decoding:
-    container = open_run(paths, init, decode=True)
+    # Opened without decoding to probe: the decoder below decodes the keyframe anyway.
+    container = open_run(paths, init)
     stream = container.streams.video[0]
     # Slice threads decode one frame faster; frame threads would add delay here and, on a
     # busy machine, cost more than they share.
@@ -135,25 +137,33 @@ def _open(paths: Sequence[Path], init: Path | None, keyframe_s: float) -> _Decod
         if other is not stream:
             other.discard = Discard.all  # nothing but the video is read into packets
     rate = stream.average_rate or stream.base_rate
-    return _Decoding(
-        container=container,
-        frames=_decoded(container, stream, keyframe_s),
-        frame_s=1 / float(rate) if rate else 0.04,
+    decoding = _Decoding(
+        container=container, frames=iter(()), frame_s=1 / float(rate) if rate else 0.04
     )
+    decoding.frames = _decoded(container, stream, keyframe_s, decoding)
+    return decoding
 
 
 def _decoded(
-    container: InputContainer, stream: av.video.stream.VideoStream, keyframe_s: float
+    container: InputContainer,
+    stream: av.video.stream.VideoStream,
+    keyframe_s: float,
+    decoding: _Decoding,
 ) -> Iterator[av.VideoFrame]:
     started = False
+    context = stream.codec_context
     for packet in container.demux(stream):
-        if packet.pts is not None and packet.time_base is not None and not started:
-            # Packets before the planned keyframe cannot change what it shows.
-            started = packet.is_keyframe and float(packet.pts * packet.time_base) >= (
-                keyframe_s - _SAME_FRAME_S
-            )
+        if packet.pts is not None and packet.time_base is not None:
+            pts_s = float(packet.pts * packet.time_base)
             if not started:
-                continue
+                # Packets before the planned keyframe cannot change what it shows.
+                started = packet.is_keyframe and pts_s >= keyframe_s - _SAME_FRAME_S
+                if not started:
+                    continue
+            # A picture that no other refers to and that is gone before the instant is
+            # never shown: the decoder skips it (about half the B-frames of a GOP).
+            gone = pts_s + decoding.frame_s < decoding.target_s - _SAME_FRAME_S
+            context.skip_frame = "NONREF" if gone else "DEFAULT"
         for frame in packet.decode():
             assert isinstance(frame, av.VideoFrame)
             if frame.pts is not None and frame.time_base is not None:
@@ -163,6 +173,7 @@ def _decoded(
 def _advance(decoding: _Decoding, target_s: float) -> av.VideoFrame:
     """Decode on to the frame presented at target_s, stopping as soon as it is known."""
     shown = decoding.shown
+    decoding.target_s = target_s
     while True:
         frame = decoding.ahead or next(decoding.frames, None)
         decoding.ahead = None
