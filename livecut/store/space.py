@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 EVICT_PAGE = 200
 # Evictions, and a floor that cannot be kept, are logged at most this often.
 LOG_EVERY_S = 60.0
+# How long a reading of the free space stands in for a new one, while well above the floor.
+READING_FRESH_S = 1.0
 
 # Ranges (start_ms, end_ms) of a stream that queued, waiting or running jobs will read.
 BusyRanges = Callable[[str], list[tuple[int, int]]]
@@ -63,6 +66,10 @@ class Space:
         self._warned_s = -LOG_EVERY_S
         self._logged_s = -LOG_EVERY_S
         self._unlogged: dict[str, tuple[int, int]] = {}  # stream -> evicted, not yet logged
+        # Bytes that may still be written before the floor, by the last reading less what
+        # was written since, and when that reading was taken (monotonic seconds).
+        self._headroom = 0
+        self._read_s = -math.inf
 
     async def disk(self) -> Disk:
         # aiofiles: statvfs may block on a network file system; it runs in a thread.
@@ -72,11 +79,19 @@ class Space:
         disk = Disk(total_bytes=total, free_bytes=free, floor_bytes=self.config.floor_bytes(total))
         metrics.DISK_FREE_BYTES.set(free)
         metrics.DISK_FLOOR_BYTES.set(disk.floor_bytes)
+        self._headroom = free - disk.floor_bytes
+        self._read_s = time.monotonic()
         return disk
 
     async def make_room(self, incoming: int = 0) -> Eviction:
         """Evict until `incoming` more bytes leave the floor's free space, or nothing
         more may go. One pass at a time: concurrent writers wait for it, then measure."""
+        # Well above the floor by a recent reading: no lock, no thread hop. Every segment
+        # write passes here, and serialising them all on one statvfs each is what a busy
+        # ingest cannot afford; other programs' use of the disk shows at the next reading.
+        if self._headroom > incoming and time.monotonic() - self._read_s < READING_FRESH_S:
+            self._headroom -= incoming
+            return Eviction(segments=0, bytes=0, short_bytes=0)
         async with self._lock:
             disk = await self.disk()
             short = disk.floor_bytes + incoming - disk.free_bytes
