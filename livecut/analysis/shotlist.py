@@ -10,14 +10,13 @@ import numpy as np
 import numpy.typing as npt
 
 from livecut.analysis.previews import animated_webp, preview_times
-from livecut.analysis.shots import Cut, ShotDetector
+from livecut.analysis.shots import Cut, ShotDetector, luma_grid
 
 Picture = npt.NDArray[np.uint8]
 # A shot keeps at most this many sampled pictures for its preview; past it, every other
 # one goes and the sampling step doubles, so memory stays flat however long the shot.
 _MAX_SAMPLES = 200
 _FIRST_STEP_S = 0.25
-_MOTION_GRID = (64, 36)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -85,7 +84,7 @@ def analyse_frames(
 
     for time_s, picture in frames:
         last_s = time_s
-        small = _luma(picture)
+        small = luma_grid(picture)
         if previous is not None:
             motion.append((time_s, float(np.mean(np.abs(small - previous)))))
         previous = small
@@ -120,14 +119,3 @@ def _shot(
             pictures.append(np.ascontiguousarray(kept[nearest][1][..., ::-1]))  # BGR -> RGB
         preview = animated_webp(pictures)
     return FoundShot(start_s=start_s, end_s=end_s, cut=cut, preview=preview)
-
-
-def _luma(picture: Picture) -> npt.NDArray[np.float32]:
-    """A 64x36 luma thumbnail (block means): cheap, and blind to noise and compression."""
-    height, width = picture.shape[:2]
-    cols, rows = _MOTION_GRID
-    cropped = picture[: height - height % rows, : width - width % cols].astype(np.float32)
-    luma = cropped[..., 0] * 0.114 + cropped[..., 1] * 0.587 + cropped[..., 2] * 0.299
-    blocks = luma.reshape(rows, luma.shape[0] // rows, cols, luma.shape[1] // cols)
-    small: npt.NDArray[np.float32] = blocks.mean(axis=(1, 3), dtype=np.float32)
-    return small

@@ -33,7 +33,7 @@ GRADUAL_MIN_LINEARITY = 0.8
 # ... and no single step inside it carries more than this share of the change.
 GRADUAL_MAX_STEP = 0.35
 GRADUAL_WINDOW_S = 1.0
-_SMALL = (64, 36)  # luma thumbnails the gradual detector compares
+LUMA_GRID = (64, 36)  # luma thumbnails the gradual detector (and the motion signal) compare
 
 
 class HardCutScore(NamedTuple):
@@ -90,7 +90,7 @@ class ShotDetector:
         self._times.append(time_s)
         timecode = FrameTimecode(number, self._rate)
         cuts = [self._hard_cut(t) for t in self._hard.process_frame(timecode, frame)]
-        gradual = self._gradual.push(time_s, _luma_small(frame))
+        gradual = self._gradual.push(time_s, luma_grid(frame))
         if gradual is not None and not self._near_hard_cut(gradual, cuts):
             cuts.append(gradual)
         cuts.sort(key=lambda c: c.time_s)
@@ -179,10 +179,10 @@ class _GradualDetector:
         return GradualScore(change=change, linearity=linearity, largest_step=largest)
 
 
-def _luma_small(frame: Frame) -> npt.NDArray[np.float32]:
+def luma_grid(frame: Frame) -> npt.NDArray[np.float32]:
     """A coarse luma picture: block means over a fixed grid, whatever the frame's size."""
     height, width = frame.shape[:2]
-    cols, rows = _SMALL
+    cols, rows = LUMA_GRID
     cropped = frame[: height - height % rows, : width - width % cols].astype(np.float32)
     luma = cropped[..., 0] * 0.114 + cropped[..., 1] * 0.587 + cropped[..., 2] * 0.299
     blocks = luma.reshape(rows, luma.shape[0] // rows, cols, luma.shape[1] // cols)
