@@ -91,6 +91,7 @@ _INGEST_KEYS: Final = (
     "playlist_timeout",
     "user_agent",
     "max_segment_bytes",
+    "segment_workers",
 )
 _STREAM_KEYS: Final = (
     "id",
@@ -237,6 +238,7 @@ class IngestConfig:
     playlist_timeout_s: float
     user_agent: str
     max_segment_bytes: int = 64 * 1024 * 1024
+    segment_workers: int = 4  # processes that write and probe new segments; 0: threads
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -568,12 +570,14 @@ def _read_ingest(section: _Section) -> IngestConfig:
     max_segment_bytes = section.integer(
         "max_segment_bytes", 64 * 1024 * 1024, low=1024, high=4 * 1024**3
     )
+    segment_workers = section.integer("segment_workers", 4, low=0, high=32)
     return IngestConfig(
         max_concurrent_downloads=downloads,
         segment_timeout_s=segment_timeout,
         playlist_timeout_s=playlist_timeout,
         user_agent=user_agent,
         max_segment_bytes=max_segment_bytes,
+        segment_workers=segment_workers,
     )
 
 

@@ -22,6 +22,7 @@ from livecut.api.context import ApiContext
 from livecut.clips.jobs import ClipJobs
 from livecut.config import Config, ConfigError, StreamConfig, load_config
 from livecut.ingest.recorder import Recorder
+from livecut.ingest.staging import SegmentWorkers
 from livecut.notify import Notifier
 from livecut.reload import ReloadOutcome, plan_reload
 from livecut.store.store import Store
@@ -65,6 +66,7 @@ class Daemon:
         self._watchdog: asyncio.Task[None] | None = None
         self._sent_status = ""  # the last STATUS= told to the service manager
         self.store = Store(config.server.data_dir, config.storage)
+        self.segment_workers = SegmentWorkers(config.ingest.segment_workers)
         self.jobs = ClipJobs(self.store, config.clips, clock=clock)
         self.live_shots = LiveShots(self.store, config.streams, clock=clock)
         self.analysis = AnalysisJobs(
@@ -194,7 +196,12 @@ class Daemon:
     def _recorder(self, stream: StreamConfig) -> Recorder:
         assert self._http is not None
         return Recorder(
-            stream, store=self.store, http=self._http, ingest=self.config.ingest, clock=self.clock
+            stream,
+            store=self.store,
+            http=self._http,
+            ingest=self.config.ingest,
+            segment_workers=self.segment_workers,
+            clock=self.clock,
         )
 
     async def stop(self) -> None:
@@ -209,6 +216,7 @@ class Daemon:
             self._runner = None
         for recorder in self.recorders.values():
             await recorder.stop()
+        self.segment_workers.close()
         await self.jobs.stop()
         await self.analysis.stop()
         await self.live_shots.stop()

@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import random
+import signal
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -39,8 +40,10 @@ from livecut import metrics
 from livecut.daemon import Daemon
 from livecut.hls.playlist import MediaPlaylist, parse_playlist
 from livecut.ingest.fetch import FetchError, backoff_s, fetch
-from livecut.media.probe import probe_segment
+from livecut.ingest.staging import stage_segment
+from livecut.media.probe import ProbeError, probe_segment
 from livecut.origin import LiveOrigin
+from livecut.store import files
 from livecut.store.index import Index
 from livecut.store.records import GapRow, RenditionRow, SegmentRow, SessionRow
 from tests.faults import (
@@ -1010,3 +1013,50 @@ async def test_after_a_restart_recording_resumes_without_repeating_rows(data_dir
         assert session.state == "live", "resumed, within session_gap"
         assert r.seqs() == [0, 1, 2, 4, 5]
         assert r.gap_summary() == [(3, 3, "tagged_gap")]
+
+
+# --- segment workers: the processes that write and probe each segment -------------------
+
+
+async def test_killed_segment_workers_cost_no_segment(data_dir: Path) -> None:
+    async with rig(data_dir, prefill=3) as r:
+        await r.until(r.recorded(3))
+        pids = r.daemon.segment_workers.pids()
+        assert 1 <= len(pids) <= r.daemon.config.ingest.segment_workers  # started as needed
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        r.advance(3)
+        await r.until(r.recorded(6))
+        assert r.seqs() == [0, 1, 2, 3, 4, 5]
+        assert r.gaps() == []
+        # A worker killed while idle is replaced quietly; one killed under a segment's
+        # write may cost that segment one retry (counted as unreadable media), no more.
+        assert set(r.errors()) <= {"unreadable_media"}
+        assert r.errors().get("unreadable_media", 0) <= 1
+        assert set(r.daemon.segment_workers.pids()).isdisjoint(pids)
+        assert not list((data_dir / files.INCOMING).glob("*"))  # all published
+
+
+async def test_segments_are_staged_in_threads_with_no_worker_processes(data_dir: Path) -> None:
+    async with rig(data_dir, prefill=3, ingest={"segment_workers": 0}) as r:
+        await r.until(r.recorded(3))
+        assert r.seqs() == [0, 1, 2]
+        assert r.daemon.segment_workers.pids() == []
+        for segment in r.segments():
+            probe = probe_segment(r.daemon.store.path(segment.path).read_bytes())
+            assert segment.keyframes_ms[0] == segment.start_ms + round(
+                probe.keyframes_s[0] * 1000
+            )
+
+
+def test_staging_leaves_no_file_it_could_not_write_or_read(tmp_path: Path) -> None:
+    unreadable = tmp_path / "incoming" / "1.ts"
+    with pytest.raises(ProbeError):
+        stage_segment(unreadable, b"\x47" + b"\x00" * 4000, None, True)
+    assert not unreadable.exists()
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(OSError):
+        stage_segment(tmp_path / "file" / "2.ts", b"x", None, True)  # a file as its folder
+    subtitles = tmp_path / "incoming" / "3.vtt"
+    assert stage_segment(subtitles, b"WEBVTT\n", None, False) is None
+    assert subtitles.read_bytes() == b"WEBVTT\n"

@@ -23,6 +23,7 @@ from livecut.hls.playlist import (
 from livecut.ingest.fetch import FetchError, fetch, sleep_backoff
 from livecut.ingest.rendition import RenditionWorker, ended_reload_ms
 from livecut.ingest.sessions import RenditionTarget, SessionKeeper, StreamStatus
+from livecut.ingest.staging import SegmentWorkers
 from livecut.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,13 @@ class Recorder:
         store: Store,
         http: aiohttp.ClientSession,
         ingest: IngestConfig,
+        segment_workers: SegmentWorkers,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.stream = stream
         self.http = http
         self.ingest = ingest
+        self.segment_workers = segment_workers
         self.keeper = SessionKeeper(stream, store, clock)
         # Case-insensitive, so a stream's own User-Agent header replaces ours.
         headers: CIMultiDict[str] = CIMultiDict({"User-Agent": ingest.user_agent})
@@ -146,6 +149,7 @@ class Recorder:
                     keeper=self.keeper,
                     http=self.http,
                     ingest=self.ingest,
+                    segment_workers=self.segment_workers,
                     headers=self._headers,
                 )
                 self.workers[name] = worker

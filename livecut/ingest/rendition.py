@@ -9,6 +9,7 @@ import logging
 import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -30,8 +31,9 @@ from livecut.hls.tracker import Gap, MediaTracker, NewSegment
 from livecut.ingest.crypto import DecryptError, decrypt_aes128
 from livecut.ingest.fetch import FetchError, fetch, sleep_backoff
 from livecut.ingest.sessions import RenditionTarget, SessionKeeper
+from livecut.ingest.staging import SegmentWorkers
 from livecut.media.clock import continues, unwrap_s
-from livecut.media.probe import ProbeError, SegmentProbe, probe_segment
+from livecut.media.probe import ProbeError, SegmentProbe
 from livecut.store import files
 from livecut.store.records import RenditionRow
 
@@ -57,10 +59,11 @@ class UnsupportedStream(Exception):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class _Media:
-    """A downloaded segment, decrypted and probed, not yet stored."""
+    """A downloaded segment, decrypted, written and probed, not yet in place or indexed."""
 
     new: NewSegment
-    body: bytes
+    staged: Path  # written durably to the incoming folder (store.stage), not yet in place
+    size: int
     init: bytes | None  # its init section's bytes (fMP4)
     probe: SegmentProbe | None  # None for subtitles, which PyAV need not read
 
@@ -75,12 +78,14 @@ class RenditionWorker:
         keeper: SessionKeeper,
         http: aiohttp.ClientSession,
         ingest: IngestConfig,
+        segment_workers: SegmentWorkers,
         headers: dict[str, str],
     ) -> None:
         self.target = target
         self.keeper = keeper
         self.http = http
         self.ingest = ingest
+        self.segment_workers = segment_workers
         self.headers = headers
         self.stream_id = keeper.stream.id
         self.playlist_failures = 0  # consecutive; the Recorder re-reads the master on many
@@ -312,28 +317,34 @@ class RenditionWorker:
                     committed += 1
                     top_up(committed)
                     if isinstance(media, str):
-                        self._lost(step, media)
+                        with contextlib.suppress(OSError):  # the index may be on a full disk
+                            self._lost(step, media)
                         continue
                     try:
                         await self._store(media)
                     except OSError as exc:
-                        # Disk full or unwritable: a hole that says so, and keep going; the
-                        # next segment tries again. Counted as a storage error (by the
-                        # store), never as the origin's.
-                        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                        log.warning(
-                            "stream %s/%s: cannot store %s: %s",
-                            self.stream_id,
-                            self.target.name,
-                            step.segment.uri,
-                            exc,
-                        )
-                        # An index on the same full disk may not take the gap either.
                         with contextlib.suppress(OSError):
-                            self._lost(step, "disk_full" if full else "not_stored")
+                            self._lost(step, self._not_stored(step, exc))
         finally:
-            for task in tasks:
+            for task in tasks[committed:]:
                 task.cancel()
+                # Downloaded and staged, but never to be published: not left behind.
+                if task.done() and not task.cancelled():
+                    media = task.result()
+                    if not isinstance(media, str):
+                        self.keeper.store.discard(media.staged)
+
+    def _not_stored(self, new: NewSegment, exc: OSError) -> str:
+        """Disk full or unwritable: a hole that says so, and keep going; the next segment
+        tries again. Counted as a storage error (by the store), never as the origin's."""
+        log.warning(
+            "stream %s/%s: cannot store %s: %s",
+            self.stream_id,
+            self.target.name,
+            new.segment.uri,
+            exc,
+        )
+        return "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "not_stored"
 
     def _lost(self, new: NewSegment, reason: str) -> None:
         segment = new.segment
@@ -385,10 +396,17 @@ class RenditionWorker:
                         max_bytes=self.ingest.max_segment_bytes,
                     )
                     body = await self._decrypted(segment, fetched.body)
-                    probe = None
-                    if self.target.kind != "subtitles":
-                        probe = await asyncio.to_thread(probe_segment, body, init)
-                    return _Media(new=new, body=body, init=init, probe=probe)
+                    suffix = "." + _extension(self.target.kind, init_section is not None)
+                    staged = self.keeper.store.incoming_path(suffix)
+                    try:
+                        await self.keeper.store.space.make_room(len(body))
+                        probe = await self.segment_workers.stage(
+                            staged, body, init, probe=self.target.kind != "subtitles"
+                        )
+                    except OSError as exc:
+                        metrics.STORAGE_ERRORS.labels("write").inc()
+                        return self._not_stored(new, exc)
+                    return _Media(new=new, staged=staged, size=len(body), init=init, probe=probe)
                 except FetchError as exc:
                     self.keeper.error(exc.kind, str(exc))
                     if not exc.retryable:
@@ -429,7 +447,11 @@ class RenditionWorker:
                 (row.session_id, _init_key(segment.init)),
                 lambda: self._store_init(row, init_bytes),
             )
-        await self.keeper.store.write(relpath, media.body)
+        try:
+            await self.keeper.store.publish(media.staged, relpath)
+        except BaseException:
+            self.keeper.store.discard(media.staged)
+            raise
         try:
             self._commit(row, media, relpath=relpath, init_relpath=init_relpath)
         except OSError:
@@ -478,7 +500,7 @@ class RenditionWorker:
         else:
             duration_ms = new.segment.duration_ms
         now = self.keeper.now_ms()
-        size = len(media.body)
+        size = media.size
         # Where every track is recorded to: encoders that lead segments with audio hold
         # the audio for a segment's last moments in the next one, and a clip that waits
         # for the live edge must find them there.

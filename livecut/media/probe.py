@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import av
 import av.error
@@ -58,6 +59,24 @@ def probe_segment(data: bytes, init: bytes | None = None) -> SegmentProbe:
         with av.open(
             io.BytesIO((init or b"") + data), mode="r", format=fmt, options=FAST_OPEN
         ) as container:
+            return _probe(container)
+    except (av.error.FFmpegError, ValueError, IndexError) as exc:
+        raise ProbeError(f"unreadable segment: {exc}") from exc
+
+
+def probe_file(path: Path, init: bytes | None = None) -> SegmentProbe:
+    """probe_segment for a segment on disk: FFmpeg reads a TS file itself, with no
+    Python in its read loop; an fMP4 fragment is read whole to join its init section."""
+    try:
+        if init is not None:
+            return probe_segment(path.read_bytes(), init)
+        with open(path, "rb") as fh:
+            first = fh.read(1)
+    except OSError as exc:
+        raise ProbeError(f"cannot read the segment: {exc}") from exc
+    fmt = "mpegts" if first == bytes([TS_SYNC]) else None
+    try:
+        with av.open(str(path), mode="r", format=fmt, options=FAST_OPEN) as container:
             return _probe(container)
     except (av.error.FFmpegError, ValueError, IndexError) as exc:
         raise ProbeError(f"unreadable segment: {exc}") from exc

@@ -58,6 +58,51 @@ def write_atomic(root: Path, relpath: str, data: bytes) -> None:
         os.close(dir_fd)
 
 
+# New segments are written here first, then moved into their session's folder once the
+# session they belong to is settled (in commit order). Under streams/, so start-up
+# reconciliation sweeps away whatever a crash left in it.
+INCOMING = "streams/.incoming"
+
+
+def write_durable(path: Path, data: bytes) -> None:
+    """Write and fsync a new file that nothing reads until publish() moves it into place.
+
+    Blocking; call it from a worker thread. A failed write (a full disk) removes the
+    file before raising.
+    """
+    try:
+        try:
+            fh = open(path, "wb")  # noqa: SIM115 - closed below, on every path
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(path, "wb")  # noqa: SIM115
+        with fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        remove_quietly(path)
+        raise
+
+
+def publish(root: Path, staged: Path, relpath: str) -> None:
+    """Move a durable staged file to root/relpath and fsync its folder: after this
+    returns the file is there for good. Blocking; same file system (a rename)."""
+    final = root / relpath
+    try:
+        os.replace(staged, final)
+    except FileNotFoundError:
+        if not staged.exists():
+            raise
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, final)
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def prune_empty_folders(root: Path, relpaths: list[str]) -> None:
     """Remove the folders these files were in, and their parents, once they are empty
     (never root/streams or root/clips themselves)."""

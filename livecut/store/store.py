@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Store:
         self.index = Index(data_dir / "index.sqlite3")
         self.edges = EdgeWatch()
         self.space = Space(self, storage or StorageConfig())
+        self._staged = 0  # names staged segments uniquely
 
     def close(self) -> None:
         self.index.close()
@@ -63,6 +65,24 @@ class Store:
         except OSError:
             metrics.STORAGE_ERRORS.labels("write").inc()
             raise
+
+    def incoming_path(self, suffix: str) -> Path:
+        """A new, unique path in the incoming folder, for a segment to be staged at
+        (ingest/staging.py) and published from."""
+        self._staged += 1
+        return self.root / files.INCOMING / f"{os.getpid()}-{self._staged}{suffix}"
+
+    async def publish(self, staged: Path, relpath: str) -> None:
+        """Move a staged segment to relpath, durably (a rename and the folder's fsync)."""
+        try:
+            await asyncio.to_thread(files.publish, self.root, staged, relpath)
+        except OSError:
+            metrics.STORAGE_ERRORS.labels("write").inc()
+            raise
+
+    def discard(self, staged: Path) -> None:
+        """Remove a staged segment that will not be published."""
+        files.remove_quietly(staged)
 
     async def write_file(self, path: Path, data: bytes) -> None:
         """Atomically write a file outside the segment tree (clip outputs; the clip job
