@@ -124,10 +124,14 @@ async def recording(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[R
                 daemon, "cam", lambda: recorded(origin.segment_pdt_ms(PREFILL - 1)), timeout_s=60
             )
             first = origin.restart_encoder()
-            await until(daemon, "cam", lambda: recorded(origin.segment_pdt_ms(first + 1)), timeout_s=30)
+            await until(
+                daemon, "cam", lambda: recorded(origin.segment_pdt_ms(first + 1)), timeout_s=30
+            )
             missing = origin.gap_next(2)
             after = missing.stop
-            await until(daemon, "cam", lambda: recorded(origin.segment_pdt_ms(after + 1)), timeout_s=30)
+            await until(
+                daemon, "cam", lambda: recorded(origin.segment_pdt_ms(after + 1)), timeout_s=30
+            )
             yield Recording(
                 daemon=daemon,
                 origin=origin,
@@ -278,9 +282,8 @@ async def test_console_rewinds_marks_frames_and_makes_the_clip(
             states = await page.evaluate("window.seenStates")
             assert await page.evaluate("window.sameDocument") is True
             assert f"{clip_id}:ready" in states, states
-            assert [s for s in states if s.startswith(clip_id or "?")][0] != f"{clip_id}:ready", (
-                states  # an earlier state showed first
-            )
+            shown_first = next(s for s in states if s.startswith(f"{clip_id}:"))
+            assert shown_first != f"{clip_id}:ready", states  # an earlier state showed first
             polled = [r for r in requests[before_create:] if f"/v1/clips/{clip_id}" in r]
             assert not [r for r in polled if "thumbnail" not in r and ".mp4" not in r], polled
 

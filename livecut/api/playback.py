@@ -366,7 +366,7 @@ async def stream_media(request: web.Request) -> web.StreamResponse:
 # shared -------------------------------------------------------------------------------------
 def _playlist(text: str, cache: str) -> web.Response:
     return web.Response(
-        text=text,
+        body=text.encode(),
         headers={"Content-Type": PLAYLIST_TYPE, "Cache-Control": cache, **PLAYER_HEADERS},
     )
 
