@@ -412,3 +412,20 @@ def test_the_index_numbers_each_series_and_counts_its_discontinuities(tmp_path: 
         assert [s.playback_seq for s in index.playback_window("cam", "main", 0)] == [5, 6, 7]
     finally:
         index.close()
+
+
+async def test_an_open_event_stream_does_not_hold_up_a_stop(data_dir: Path) -> None:
+    config = daemon_config(data_dir, "http://127.0.0.1:9/nothing.m3u8")
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{daemon.base_url}/v1/events/token") as response:
+                url = (await response.json())["url"]
+            async with http.get(url, headers={"Accept": "text/event-stream"}) as stream:
+                assert (await next_event(stream))[0] == "resync"
+                began = time.monotonic()
+                await asyncio.wait_for(daemon.stop(), 10)
+                assert time.monotonic() - began < 5
+    finally:
+        await daemon.stop()

@@ -147,9 +147,13 @@ export class ClipList extends EventTarget {
     const start = clip.start_ms ?? clip.requested.start_ms;
     const end = clip.end_ms ?? clip.requested.end_ms;
     item.querySelector(".clip-name").textContent = clip.name || clip.id;
-    item.querySelector(".clip-range").textContent =
-      `${localTime(start)} → ${localTime(end)} · ${utcTime(start)} → ${utcTime(end)} · ${duration(end - start)}`;
-    item.querySelector(".clip-error").textContent = clip.error || "";
+    item.querySelector(".clip-range").textContent = `${localTime(start)} → ${localTime(end)}`;
+    item.querySelector(".clip-duration").textContent = duration(end - start);
+    // The UTC range, or what went wrong: one line either way, so the row keeps its size.
+    const detail = item.querySelector(".clip-error");
+    detail.textContent = clip.error || `${utcTime(start)} → ${utcTime(end)}`;
+    detail.title = detail.textContent;
+    detail.classList.toggle("error", Boolean(clip.error));
     const state = item.querySelector(".state");
     state.dataset.state = clip.state;
     state.textContent =

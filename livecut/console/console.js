@@ -246,8 +246,9 @@ function setMarks(inMs, outMs) {
   state.outMs = outMs;
   for (const [which, ms] of [["in", inMs], ["out", outMs]]) {
     const input = $(`${which}-local`);
-    if (document.activeElement !== input) input.value = ms === null ? "" : localDateTime(ms);
+    if (document.activeElement !== input) input.value = ms === null ? "" : localTime(ms);
     input.dataset.ms = ms === null ? "" : String(ms);
+    input.title = ms === null ? "" : localDateTime(ms);
     $(`${which}-utc`).textContent = ms === null ? "—" : utcDateTime(ms);
   }
   const valid = inMs !== null && outMs !== null && outMs > inMs;
@@ -293,7 +294,7 @@ for (const which of ["in", "out"]) {
     $("clip-error").textContent = "";
     if (which === "in") setMarks(ms, state.outMs);
     else setMarks(state.inMs, ms);
-    input.value = localDateTime(ms);
+    input.value = localTime(ms);
   });
 }
 

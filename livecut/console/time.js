@@ -39,8 +39,8 @@ export function duration(ms) {
   const h = Math.floor(ms / 3600000);
   const m = Math.floor((ms % 3600000) / 60000);
   const s = Math.floor((ms % 60000) / 1000);
-  const rest = `${pad(s)}.${pad(ms % 1000, 3)} s`;
-  return sign + (h ? `${h} h ${pad(m)} min ${rest}` : m ? `${m} min ${rest}` : rest);
+  const seconds = (h || m ? pad(s) : String(s)) + `.${pad(ms % 1000, 3)} s`;
+  return sign + (h ? `${h} h ${pad(m)} min ${seconds}` : m ? `${m} min ${seconds}` : seconds);
 }
 
 const TIME = /^(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,3}))?)?$/;
