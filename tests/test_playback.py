@@ -429,3 +429,60 @@ async def test_an_open_event_stream_does_not_hold_up_a_stop(data_dir: Path) -> N
                 assert time.monotonic() - began < 5
     finally:
         await daemon.stop()
+
+
+async def test_master_playlist_of_renditions_alternate_audio_and_subtitles(
+    data_dir: Path,
+) -> None:
+    origin = LiveOrigin(
+        segment_ms=1000,
+        window=8,
+        prefill=6,
+        variants=[(320, 180), (288, 162)],
+        alternate_audio=["en"],
+        subtitles=["en"],
+    )
+    url = await origin.start()
+    config = daemon_config(data_dir, url)
+    config = replace(config, streams=(replace(config.streams[0], renditions="all"),))
+    try:
+        async with running(config) as daemon, aiohttp.ClientSession() as http:
+
+            def recorded() -> bool:
+                sessions = daemon.store.index.sessions("cam")
+                if not sessions:
+                    return False
+                counts = daemon.store.index.rendition_segment_counts(sessions[0].id)
+                return len(counts) == 4 and min(counts.values()) >= 3
+
+            await until(daemon, "cam", recorded, timeout_s=30)
+            urls = await signed(http, daemon)
+            async with http.get(urls["master_url"]) as response:
+                text = await response.text()
+            master = parse_playlist(text, urls["master_url"])
+            assert isinstance(master, MasterPlaylist), text
+            assert len(master.variants) == 2
+            assert all(
+                v.audio_group == "audio" and v.subtitles_group == "subs" for v in master.variants
+            )
+            assert {(m.type, m.language) for m in master.media} == {
+                ("AUDIO", "en"),
+                ("SUBTITLES", "en"),
+            }
+            uris = [v.uri for v in master.variants] + [m.uri for m in master.media if m.uri]
+            for uri in uris:  # each rendition's own live playlist, its media signed too
+                playlist, _ = await media_playlist(http, uri)
+                async with http.get(playlist.segments[-1].uri) as response:
+                    assert response.status == 200, uri
+                    if playlist.segments[-1].uri.split("?")[0].endswith(".vtt"):
+                        assert response.headers["Content-Type"] == "text/vtt"
+            start = daemon.store.index.stream_segments("cam", 0, 2**62)[0].start_ms
+            async with http.get(
+                f"{urls['master_url']}&from_ms={start}&to_ms={start + 3000}"
+            ) as response:
+                vod_master = parse_playlist(await response.text(), urls["master_url"])
+            assert isinstance(vod_master, MasterPlaylist)
+            vod, _ = await media_playlist(http, vod_master.variants[0].uri)
+            assert vod.ended and len(vod.segments) == 3
+    finally:
+        await origin.stop()

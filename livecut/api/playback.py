@@ -443,5 +443,5 @@ PLAYBACK_ROUTES = [
     ("GET", "/v1/streams/{id}/live.m3u8", live_m3u8),
     ("GET", "/v1/streams/{id}/vod.m3u8", vod_m3u8),
     ("GET", "/v1/streams/{id}/master.m3u8", master_m3u8),
-    ("GET", r"/v1/streams/{id}/media/{name:(?:init-)?\d+\.(?:ts|m4s|mp4|vtt|aac)}", stream_media),
+    ("GET", r"/v1/streams/{id}/media/{name:(?:init-)?\d+\.(?:ts|m4s|mp4|vtt)}", stream_media),
 ]
