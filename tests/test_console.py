@@ -196,7 +196,7 @@ async def test_hlsjs_plays_a_vod_range_across_a_discontinuity_and_a_gap(
 
 
 async def test_console_rewinds_marks_frames_and_makes_the_clip(
-    recording: Recording, tmp_path: Path, record_property: Any
+    recording: Recording, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     from playwright.async_api import async_playwright
 
@@ -300,10 +300,10 @@ async def test_console_rewinds_marks_frames_and_makes_the_clip(
             frames = decode_clip(clip_path).frames
             assert (frames[0][1], frames[-1][1]) == (in_frame, out_frame), frames[:3]
 
-            await screenshot(page, tmp_path / "console-1280x720.png", record_property)
+            await screenshot(page, tmp_path / "console-1280x720.png", request)
             await page.set_viewport_size(PHONE)
             await page.locator("#clips").scroll_into_view_if_needed()
-            await screenshot(page, tmp_path / "console-phone.png", record_property)
+            await screenshot(page, tmp_path / "console-phone.png", request)
             await page.set_viewport_size(DESKTOP)
 
             # Delete it: it leaves the list, and the daemon.
@@ -347,7 +347,9 @@ async def step(page: Page, key: str) -> int:
     return await barcode(page)
 
 
-async def screenshot(page: Page, path: Path, record_property: Any) -> None:
+async def screenshot(page: Page, path: Path, request: pytest.FixtureRequest) -> None:
+    """Saved under the test's tmp dir and attached to the run: in the report's properties
+    (junit_family=legacy) and as the [[ATTACHMENT|…]] line CI attachment plugins read."""
     await page.screenshot(path=str(path))
-    record_property(path.stem, str(path))
-    print(f"screenshot: {path}")
+    request.node.user_properties.append((path.stem, str(path)))
+    print(f"[[ATTACHMENT|{path}]]")

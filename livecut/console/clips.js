@@ -137,6 +137,11 @@ export class ClipList extends EventTarget {
       item.dataset.id = clip.id;
       item.dataset.created = String(clip.created_ms);
       item.querySelector(".delete").addEventListener("click", () => this._delete(clip.id));
+      // Signed again on the way out: the page may have been open longer than a signature.
+      item.querySelector(".download").addEventListener("click", (event) => {
+        const links = item.clip.links || {};
+        if (links.mp4) event.currentTarget.href = this.api.sign(links.mp4, item.clip.stream);
+      });
       item.querySelector(".play").addEventListener("click", () =>
         this.dispatchEvent(new CustomEvent("play", { detail: item.clip })),
       );

@@ -3,6 +3,7 @@
 
 const DEFAULT_FRAME_S = 0.04; // until frames have been seen: 25 fps
 const VOD_AROUND_MS = 30 * 60 * 1000; // a seek before the DVR window plays this much around it
+const RENEW_EVERY_MS = 5 * 60 * 1000; // signatures last an hour; renewed past half of it
 
 export class Player extends EventTarget {
   constructor(video, api) {
@@ -18,6 +19,11 @@ export class Player extends EventTarget {
     this.lastFrame = null; // {mediaTime, presentedFrames} from requestVideoFrameCallback
     this.dvrS = 3600;
     this._watchFrames();
+    // Keep the stream's signature fresh while it plays (api.playback asks the daemon only
+    // once half of its life is gone), so no request ever goes out with an expired one.
+    setInterval(() => {
+      if (this.streamId) this.api.playback(this.streamId).catch(() => {});
+    }, RENEW_EVERY_MS);
   }
 
   get available() {
