@@ -170,6 +170,7 @@ async def _demo_async(data: Path, port: int, duration_s: float | None) -> int:
 livecut demo: recording the synthetic live stream "demo" from {master_url}
   data directory: {data}
   API:            {api}   (metrics at {api}/metrics)
+  console:        {api}/   (watch, rewind, mark in and out, clip){_console_note()}
 
 Clip the last 10 seconds and download it as clip.mp4 (try it now, or any time later):
 
@@ -191,6 +192,14 @@ Ctrl-C stops the demo.
         return await _run_until_signal(Daemon(config), duration_s=duration_s, on_started=tell)
     finally:
         await origin.stop()
+
+
+def _console_note() -> str:
+    from livecut.api.console import INSTALL_HLSJS, find_hlsjs
+
+    if find_hlsjs(default_config(Path(".")).server) is not None:
+        return ""
+    return f"\n                  its player needs hls.js: {INSTALL_HLSJS}"
 
 
 def _self_command() -> str:

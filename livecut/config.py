@@ -61,7 +61,16 @@ _SIZE_UNITS: Final = {
     "tib": 1024**4,
 }
 LOG_FORMATS: Final = ("text", "json")
-_SERVER_KEYS: Final = ("listen", "data_dir", "api_keys", "public_url", "cors_origins")
+_SERVER_KEYS: Final = (
+    "listen",
+    "data_dir",
+    "api_keys",
+    "public_url",
+    "cors_origins",
+    "playback_secret",
+    "hlsjs_path",
+)
+_MIN_PLAYBACK_SECRET_LENGTH: Final = 32
 _API_KEY_KEYS: Final = ("name", "key", "scope")
 _WEBHOOKS_KEYS: Final = (
     "endpoints",
@@ -172,6 +181,9 @@ class ServerConfig:
     api_keys: tuple[str | ApiKey, ...] = field(repr=False)  # a bare string is a write key
     public_url: str | None  # without a trailing "/"; None means derive it from listen
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API
+    # Signs playback URLs and event-stream tokens; None: one made in the data directory.
+    playback_secret: str | None = field(default=None, repr=False)
+    hlsjs_path: Path | None = None  # hls.min.js for the console; None: looked for (console.py)
 
     def keys(self) -> tuple[ApiKey, ...]:
         """Every key as an ApiKey; bare strings are write keys named by their position."""
@@ -419,6 +431,8 @@ def _read_server(section: _Section) -> ServerConfig:
     public_url = section.read("public_url", None, _parse_public_url)
     no_origins: tuple[str, ...] = ()
     cors_origins = section.read("cors_origins", no_origins, _parse_origins)
+    playback_secret = section.read("playback_secret", None, _parse_playback_secret)
+    hlsjs_path = section.read("hlsjs_path", None, _parse_file_path)
     needs_keys = not api_keys and not _is_loopback(host)
     if needs_keys and section.valid("listen") and section.valid("api_keys"):
         listen = section.data.get("listen")
@@ -436,7 +450,40 @@ def _read_server(section: _Section) -> ServerConfig:
         api_keys=api_keys,
         public_url=public_url,
         cors_origins=cors_origins,
+        playback_secret=playback_secret,
+        hlsjs_path=hlsjs_path,
     )
+
+
+def _parse_playback_secret(value: object, key: str) -> str | None:
+    if value == "":
+        return None
+    # Never echo a secret.
+    if (
+        not isinstance(value, str)
+        or len(value) < _MIN_PLAYBACK_SECRET_LENGTH
+        or _CONTROL.search(value)
+    ):
+        raise ConfigError(
+            [
+                f"{key}: use a random string of at least {_MIN_PLAYBACK_SECRET_LENGTH} "
+                'printable characters, or "" for one made in the data directory'
+            ]
+        )
+    return value
+
+
+def _parse_file_path(value: object, key: str) -> Path | None:
+    if value == "":
+        return None
+    if not isinstance(value, str) or "\x00" in value:
+        raise ConfigError([f'{key}: {_show(value)} is not a file path; use a string like "/x.js"'])
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:
+        raise ConfigError(
+            [f"{key}: {_show(value)} starts with ~ but the home directory is unknown"]
+        ) from None
 
 
 def _read_clips(section: _Section) -> ClipsConfig:

@@ -18,7 +18,10 @@ from livecut import metrics
 from livecut.analysis.jobs import AnalysisJobs
 from livecut.analysis.live import LiveShots
 from livecut.api.app import make_app
+from livecut.api.console import find_hlsjs
 from livecut.api.context import ApiContext
+from livecut.api.feed import ClipFeed
+from livecut.api.signed import Signer, load_secret
 from livecut.clips.jobs import ClipJobs
 from livecut.config import Config, ConfigError, StreamConfig, load_config
 from livecut.ingest.recorder import Recorder
@@ -92,6 +95,10 @@ class Daemon:
         )
         # Clip and session changes write their webhook rows in their own transaction.
         self.store.index.on_event = self.events
+        # ...and every clip change, once committed, goes to the console's event streams.
+        self.clip_feed = ClipFeed()
+        self.store.index.clip_watchers.append(self.clip_feed.publish)
+        self.signer = Signer(load_secret(config.server.playback_secret, config.server.data_dir))
 
     def _wake_webhooks(self) -> None:
         if self.deliverer is not None:
@@ -155,6 +162,9 @@ class Daemon:
                 wake_webhooks=self._wake_webhooks,
                 streams=lambda: self.config.streams,
                 last_reload=lambda: self.last_reload,
+                signer=self.signer,
+                clip_feed=self.clip_feed,
+                hlsjs=find_hlsjs(self.config.server),
             )
         )
         self._runner = web.AppRunner(app, access_log=None)

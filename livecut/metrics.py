@@ -345,3 +345,16 @@ def exported_names() -> set[str]:
         if family.name.startswith("livecut_"):
             names |= {family.name + s for s in _SUFFIXES.get(family.type, ("",))}
     return names
+
+
+EVENT_STREAMS = Gauge(
+    "livecut_event_streams",
+    "Open event streams (GET /v1/events: consoles following clip states).",
+    registry=REGISTRY,
+)
+EVENT_STREAM_RESYNCS = Counter(
+    "livecut_event_stream_resyncs_total",
+    "Event streams that fell too far behind: their backlog was dropped and the client "
+    "told to read the clip list afresh.",
+    registry=REGISTRY,
+)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from itertools import pairwise
 from urllib.parse import urljoin
 
@@ -11,7 +12,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from livecut.clips.hls import format_pdt, vod_playlist
+from livecut.clips.hls import (
+    GapMark,
+    LiveWindow,
+    carry_query,
+    format_pdt,
+    gap_marks,
+    live_playlist,
+    vod_playlist,
+)
 from livecut.hls.playlist import MediaPlaylist, parse_pdt_ms, parse_playlist
 from livecut.store.records import SegmentRow
 
@@ -366,3 +375,74 @@ def test_random_clips_round_trip(data: st.DataObject) -> None:
     for at, line in enumerate(lines):
         if line == "#EXT-X-DISCONTINUITY":
             assert lines[at + 1].startswith(("#EXT-X-MAP:", "#EXT-X-PROGRAM-DATE-TIME:"))
+
+
+# live (DVR) playlists --------------------------------------------------------------------
+
+
+def numbered(seq: int, disc: int, start_ms: int, **fields: object) -> SegmentRow:
+    return replace(
+        row(seq, start_ms, start_ms + 2000, **fields),  # type: ignore[arg-type]
+        playback_seq=seq + 100,
+        playback_disc=disc,
+    )
+
+
+def render_live(segments: Sequence[SegmentRow], **window: bool) -> str:
+    flags = {"event": False, "ended": False, "can_block_reload": True, **window}
+    return live_playlist(
+        segments, window=LiveWindow(**flags), segment_url=segment_url, init_url=init_url
+    )
+
+
+def test_a_live_playlist_is_numbered_by_the_index() -> None:
+    segments = [numbered(n, 3 if n < 2 else 4, T0 + n * 2000) for n in range(4)]
+    text = render_live(segments)
+    parsed = parse(text)
+    assert parsed.media_sequence == 100 and parsed.discontinuity_sequence == 3
+    assert [s.seq for s in parsed.segments] == [100, 101, 102, 103]
+    # The index's count changed between the second and third: the only discontinuity.
+    assert [s.discontinuity for s in parsed.segments] == [False, False, True, False]
+    assert parsed.playlist_type is None and not parsed.ended
+    assert parsed.server_control is not None and parsed.server_control.can_block_reload
+
+
+def test_live_playlist_event_and_end() -> None:
+    segments = [numbered(n, 0, T0 + n * 2000) for n in range(2)]
+    assert parse(render_live(segments, event=True)).playlist_type == "EVENT"
+    ended = render_live(segments, ended=True)
+    assert parse(ended).ended and "SERVER-CONTROL" not in ended
+
+
+def test_a_live_playlist_refuses_numbers_that_do_not_run_on() -> None:
+    segments = [numbered(0, 0, T0), numbered(2, 0, T0 + 4000)]
+    with pytest.raises(ValueError, match="run on by one"):
+        render_live(segments)
+    with pytest.raises(ValueError, match="playback numbers"):
+        render_live([row(0, T0, T0 + 2000)])
+
+
+def test_gaps_are_marked_where_the_player_reaches_them() -> None:
+    segments = [row(0, T0, T0 + 2000), row(1, T0 + 6000, T0 + 8000)]
+    marks = gap_marks(segments, [(T0 + 2000, T0 + 4000, "download_failed")])
+    assert marks == [GapMark(start_ms=T0 + 2000, end_ms=T0 + 6000, reason="download_failed")]
+    assert gap_marks(segments) == [
+        GapMark(start_ms=T0 + 2000, end_ms=T0 + 6000, reason="not_recorded")
+    ]
+    text = render(segments, holes=[(T0 + 2000, T0 + 6000)])
+    with_marks = vod_playlist(segments, segment_url=segment_url, init_url=init_url, gaps=marks)
+    lines = with_marks.splitlines()
+    tag = next(n for n, line in enumerate(lines) if line.startswith("#EXT-X-DATERANGE"))
+    assert lines[tag + 1] == "#EXT-X-DISCONTINUITY"  # just before the segment after it
+    assert 'START-DATE="2026-01-01T00:00:02.000Z"' in lines[tag]
+    assert 'END-DATE="2026-01-01T00:00:06.000Z"' in lines[tag]
+    assert 'X-REASON="download_failed"' in lines[tag]
+    assert parse(with_marks).segments == parse(text).segments
+
+
+def test_carry_query_signs_every_uri() -> None:
+    text = render([row(0, T0, T0 + 2000, init_path="i.mp4")])
+    signed = carry_query(text, "exp=1&sig=ab")
+    assert '#EXT-X-MAP:URI="/v1/init/i.mp4?exp=1&sig=ab"' in signed
+    assert "../../segments/1?exp=1&sig=ab" in signed
+    assert carry_query("a.ts?x=1\n", "exp=1") == "a.ts?x=1&exp=1\n"

@@ -272,7 +272,7 @@ def test_parse_stream_for_api_bodies() -> None:
         (
             {"server": {"listn": "x"}},
             "server.listn",
-            "listen, data_dir, api_keys, public_url, cors_origins",
+            "listen, data_dir, api_keys, public_url, cors_origins, playback_secret, hlsjs_path",
         ),
         ({"clips": {"worker": 1}}, "clips.worker", "workers, max_wait, max_duration, keep"),
         (

@@ -36,6 +36,7 @@ from livecut.analysis.thumbnails import (
     frame_at,
 )
 from livecut.api.context import ApiContext, Handler, ctx_of, error
+from livecut.api.signed import SIGNED_QUERY
 from livecut.api.streams import known_stream
 from livecut.api.validate import Invalid, check_query, query_int, short
 from livecut.api.views import absolute
@@ -112,7 +113,7 @@ async def _stream_thumbnail(request: web.Request, image_format: ImageFormat) -> 
 async def _clip_thumbnail(request: web.Request, image_format: ImageFormat) -> web.Response:
     """The frame of a clip presented `time` seconds after its first frame."""
     ctx = ctx_of(request)
-    check_query(request.query, ("time", "width", "height", "fit_mode"))
+    check_query(request.query, ("time", "width", "height", "fit_mode", *SIGNED_QUERY))
     clip = ctx.store.index.clip(request.match_info["id"])
     if clip is None:
         return error(404, f"unknown clip {short(request.match_info['id'])}")

@@ -22,8 +22,12 @@ from livecut.api.clips import (
     get_clip,
     list_clips,
 )
+from livecut.api.console import CONSOLE_ROUTES
 from livecut.api.context import API_KEY, CTX, ApiContext, Handler, ctx_of, error
+from livecut.api.events import EVENT_ROUTES
+from livecut.api.playback import PLAYBACK_ROUTES
 from livecut.api.shots import SHOTS_ROUTES
+from livecut.api.signed import EVENTS_SCOPE, stream_scope
 from livecut.api.streams import (
     get_session,
     get_stream,
@@ -38,7 +42,23 @@ from livecut.config import ApiKey
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-OPEN_PATHS = ("/healthz", "/metrics", "/openapi.json")
+OPEN_PATHS = ("/healthz", "/metrics", "/openapi.json", "/")
+OPEN_PREFIXES = ("/console/",)  # the console's static files: the key is entered in the page
+# Routes a signed query (?exp=&sig=) opens without a key, and the scope it must sign:
+# a stream's playback, the files of a clip (signed for the clip's stream), the events.
+SIGNED_STREAM_ROUTES = (
+    "/v1/streams/{id}/live.m3u8",
+    "/v1/streams/{id}/vod.m3u8",
+    "/v1/streams/{id}/master.m3u8",
+    "/v1/streams/{id}/media/{name}",
+)
+SIGNED_CLIP_ROUTES = (
+    "/v1/clips/{id}/{file}",
+    "/v1/clips/{id}/media/{name}",
+    "/v1/clips/{id}/thumbnail.jpg",
+    "/v1/clips/{id}/thumbnail.webp",
+    "/v1/clips/{id}/thumbnail.png",
+)
 OPENAPI = Path(__file__).with_name("openapi.json")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key"
@@ -53,6 +73,11 @@ def make_app(ctx: ApiContext) -> web.Application:
         client_max_size=MAX_BODY,
     )
     app[CTX] = ctx
+
+    async def stopping(_: web.Application) -> None:
+        ctx.stopping.set()  # held reloads and event streams end now, not at a timeout
+
+    app.on_shutdown.append(stopping)
     for method, path, handler in routes():
         app.router.add_route(method, path, handler)
         if method == "GET":
@@ -66,6 +91,7 @@ def routes() -> list[tuple[str, str, Handler]]:
     Every GET route answers HEAD too; every route answers a CORS preflight (OPTIONS).
     """
     return [
+        *CONSOLE_ROUTES,
         ("GET", "/healthz", healthz),
         ("GET", "/metrics", prometheus),
         ("GET", "/openapi.json", openapi),
@@ -74,6 +100,8 @@ def routes() -> list[tuple[str, str, Handler]]:
         ("GET", "/v1/streams/{id}", get_stream),
         ("GET", "/v1/streams/{id}/sessions", list_sessions),
         ("GET", "/v1/streams/{id}/timeline", stream_timeline),
+        *PLAYBACK_ROUTES,
+        *EVENT_ROUTES,
         *THUMBNAIL_ROUTES,
         ("GET", "/v1/sessions/{id}", get_session),
         ("POST", "/v1/sessions/{id}/export", export_session),
@@ -192,7 +220,9 @@ def _auth(keys: tuple[ApiKey, ...]) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not encoded or request.path in OPEN_PATHS:
+        if not encoded or request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
+            return await handler(request)
+        if "Authorization" not in request.headers and _signed(request):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
@@ -214,6 +244,24 @@ def _auth(keys: tuple[ApiKey, ...]) -> Middleware:
         return await handler(request)
 
     return middleware
+
+
+def _signed(request: web.Request) -> bool:
+    """A GET whose query signs the scope of the route it asks for (see api/signed.py)."""
+    if request.method not in ("GET", "HEAD") or "sig" not in request.query:
+        return False
+    resource = request.match_info.route.resource
+    route = "" if resource is None else resource.canonical
+    ctx = ctx_of(request)
+    scope: str | None = None
+    if route in SIGNED_STREAM_ROUTES:
+        scope = stream_scope(request.match_info["id"])
+    elif route in SIGNED_CLIP_ROUTES:
+        clip = ctx.store.index.clip(request.match_info["id"])
+        scope = None if clip is None else stream_scope(clip.stream_id)
+    elif route == EVENTS_SCOPE:
+        scope = EVENTS_SCOPE
+    return scope is not None and ctx.signer.verify(scope, request.query, now_s=ctx.clock())
 
 
 # health and metrics ---------------------------------------------------------------------

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from livecut.api.context import API_KEY, ApiContext, ctx_of, error, json_body, now_ms
+from livecut.api.signed import SIGNED_QUERY
 from livecut.api.validate import (
     ClipLimits,
     Extras,
@@ -20,6 +21,7 @@ from livecut.api.validate import (
     short,
 )
 from livecut.api.views import absolute, clip_json
+from livecut.clips.hls import carry_query
 from livecut.clips.jobs import ClipRequest, QueueFull
 from livecut.clips.planner import nearest_spans
 from livecut.store.records import CLIP_STATES, ClipRow
@@ -272,7 +274,7 @@ def content_disposition(name: str) -> str:
     return f"inline; filename=\"{fallback}.mp4\"; filename*=UTF-8''{exact}.mp4"
 
 
-def _check_range(request: web.Request) -> None:
+def check_range(request: web.Request) -> None:
     """A suffix range of zero bytes (bytes=-0) can be satisfied by nothing: 416."""
     raw = request.headers.get("Range", "")
     if raw.replace(" ", "").lower() == "bytes=-0":
@@ -282,7 +284,7 @@ def _check_range(request: web.Request) -> None:
 async def clip_file(request: web.Request) -> web.StreamResponse:
     """A clip's own output: clip.mp4, index.m3u8, clip.vtt, or wN.* for a window."""
     ctx = ctx_of(request)
-    check_query(request.query, ())
+    check_query(request.query, SIGNED_QUERY)
     clip = ctx.store.index.clip(request.match_info["id"])
     if clip is None:
         return error(404, f"unknown clip {short(request.match_info['id'])}")
@@ -292,20 +294,25 @@ async def clip_file(request: web.Request) -> web.StreamResponse:
     path = ctx.store.clip_dir(clip.id) / name
     if not path.is_file():
         return error(404, f"clip {clip.id} has no file {name!r}; its files are in its links")
-    _check_range(request)
+    check_range(request)
     headers = {
         "Content-Type": CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
         **PLAYER_HEADERS,
     }
     if path.suffix == ".mp4":
         headers["Content-Disposition"] = content_disposition(clip.name or clip.id)
+    signature = {k: request.query[k] for k in SIGNED_QUERY if k in request.query}
+    if path.suffix == ".m3u8" and signature:
+        # Opened with a signed URL: so are the media it lists.
+        text = carry_query(path.read_text(encoding="utf-8"), urlencode(signature))
+        return web.Response(text=text, headers=headers)
     return web.FileResponse(path, headers=headers)
 
 
 async def clip_media(request: web.Request) -> web.StreamResponse:
     """A stored segment (or its init section) that an HLS clip's playlist names."""
     ctx = ctx_of(request)
-    check_query(request.query, ())
+    check_query(request.query, SIGNED_QUERY)
     clip_id, name = request.match_info["id"], request.match_info["name"]
     is_init = name.startswith("init-")
     number = name.removeprefix("init-").split(".", 1)[0]
@@ -319,7 +326,7 @@ async def clip_media(request: web.Request) -> web.StreamResponse:
     relpath = segment.init_path if is_init else segment.path
     if relpath is None:
         return error(404, f"segment {segment.id} has no init section")
-    _check_range(request)
+    check_range(request)
     path = ctx.store.path(relpath)
     suffix = ".mp4" if is_init else path.suffix
     return web.FileResponse(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from livecut.api.feed import ClipFeed
+from livecut.api.signed import Signer
 from livecut.api.validate import Invalid
 from livecut.clips.jobs import ClipJobs
 from livecut.config import Config, StreamConfig
@@ -35,6 +40,13 @@ class ApiContext:
     base_url: Callable[[], str] = lambda: ""  # public base URL for absolute links
     wake_webhooks: Callable[[], None] = lambda: None
     last_reload: Callable[[], ReloadOutcome | None] = lambda: None
+    # Signs playback URLs and event-stream tokens (the daemon's is kept in its data dir).
+    signer: Signer = field(default_factory=lambda: Signer(secrets.token_bytes(32)))
+    # Clip state changes for the event stream; the daemon connects it to the index.
+    clip_feed: ClipFeed = field(default_factory=ClipFeed)
+    hlsjs: Path | None = None  # hls.min.js served to the console, when installed
+    # Set when the server stops: held playlist reloads and event streams end at once.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 CTX = web.AppKey("livecut", ApiContext)

@@ -16,11 +16,10 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from livecut.media.clock import continues, unwrap_s
-from livecut.store.records import SegmentRow
+from livecut.store.records import MEDIA_JOIN_MS, SegmentRow
 
-# Two runs closer than this are a join, not a hole: origins round PDT to the
-# millisecond and place it by their own clock, so successive PDTs jitter slightly.
-JOIN_TOLERANCE_MS = 100
+# Two runs closer than this are a join, not a hole (records.MEDIA_JOIN_MS says why).
+JOIN_TOLERANCE_MS = MEDIA_JOIN_MS
 
 Change = Literal["start", "hole", "discontinuity", "parameters"]
 

@@ -23,6 +23,7 @@ from livecut.store.records import (
     RenditionRow,
     SegmentRow,
     SessionRow,
+    media_runs_on,
 )
 
 SCHEMA_VERSION = 1
@@ -77,6 +78,8 @@ CREATE TABLE IF NOT EXISTS segments (
     has_audio INTEGER NOT NULL,
     indexed_ms INTEGER NOT NULL,
     params TEXT NOT NULL DEFAULT '',
+    playback_seq INTEGER,
+    playback_disc INTEGER,
     UNIQUE (rendition_id, seq)
 );
 CREATE INDEX IF NOT EXISTS segments_by_time ON segments (rendition_id, start_ms);
@@ -122,6 +125,16 @@ CREATE TABLE IF NOT EXISTS clip_segments (
 );
 CREATE INDEX IF NOT EXISTS clip_segments_by_segment ON clip_segments (segment_id);
 CREATE INDEX IF NOT EXISTS clips_by_created ON clips (created_ms, id);
+-- Where each playback series (one rendition name of a stream, across its sessions)
+-- stands: the number and discontinuity count given to its last segment.
+CREATE TABLE IF NOT EXISTS playback_series (
+    stream_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    last_disc INTEGER NOT NULL,
+    last_segment_id INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, name)
+);
 """
 
 
@@ -168,6 +181,8 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 
 # Builds the outbox rows for an event (type, the row it is about); set by the daemon.
 EventHook = Callable[[str, object], list[DeliveryRow]]
+# Told of every clip state change once it is committed: ("clip.<state>" | "clip.deleted", id).
+ClipWatcher = Callable[[str, str], None]
 
 
 def new_id(prefix: str) -> str:
@@ -222,6 +237,9 @@ class Index:
         self.analysis = AnalysisIndex(self._db, write=self._write)
         # Outbox rows for clip and session events, written in the state change's transaction.
         self.on_event: EventHook | None = None
+        # Live views of clips (the console's event stream) follow every change, not only
+        # the ones webhooks report.
+        self.clip_watchers: list[ClipWatcher] = []
         self._db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
@@ -235,6 +253,11 @@ class Index:
         have = {r["name"] for r in self._db.execute("PRAGMA table_info(sessions)")}
         if "tracks_edge_ms" not in have:
             self._db.execute("ALTER TABLE sessions ADD COLUMN tracks_edge_ms INTEGER")
+        have = {r["name"] for r in self._db.execute("PRAGMA table_info(segments)")}
+        if "playback_seq" not in have:
+            # Segments stored before playback numbering stay out of live playlists.
+            self._db.execute("ALTER TABLE segments ADD COLUMN playback_seq INTEGER")
+            self._db.execute("ALTER TABLE segments ADD COLUMN playback_disc INTEGER")
 
     def close(self) -> None:
         self._db.close()
@@ -394,10 +417,14 @@ class Index:
         default its end), which clips waiting for the live edge go by."""
         with _full_is_enospc(), self._db:
             self._db.execute("BEGIN")
-            self._db.execute(
+            series, playback_seq, playback_disc = self._playback_number(
+                rendition_id, epoch=epoch, start_ms=start_ms, end_ms=end_ms, params=params
+            )
+            cursor = self._db.execute(
                 "INSERT INTO segments (rendition_id, seq, epoch, start_ms, end_ms, path, size,"
-                " init_path, ref_pts_s, keyframes_ms, has_video, has_audio, indexed_ms, params)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " init_path, ref_pts_s, keyframes_ms, has_video, has_audio, indexed_ms, params,"
+                " playback_seq, playback_disc)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rendition_id,
                     seq,
@@ -413,7 +440,13 @@ class Index:
                     int(has_audio),
                     indexed_ms,
                     params,
+                    playback_seq,
+                    playback_disc,
                 ),
+            )
+            self._db.execute(
+                "UPDATE playback_series SET last_segment_id = ? WHERE stream_id = ? AND name = ?",
+                (cursor.lastrowid, *series),
             )
             self._db.execute(
                 "UPDATE sessions SET live_edge_ms = MAX(COALESCE(live_edge_ms, 0), ?), "
@@ -422,6 +455,62 @@ class Index:
                 (end_ms, end_ms if edge_ms is None else edge_ms, rendition_id),
             )
             self._extend_span(rendition_id, start_ms, end_ms)
+
+    def _playback_number(
+        self, rendition_id: int, *, epoch: int, start_ms: int, end_ms: int, params: str
+    ) -> tuple[tuple[str, str], int, int]:
+        """The segment's playback series (stream, rendition name), its next number there,
+        and its discontinuity count: one more than the last segment's when the media does
+        not run on from it (vod_playlist's rule for EXT-X-DISCONTINUITY, recorded gaps
+        between the two included)."""
+        owner = self._db.execute(
+            "SELECT r.name, s.stream_id FROM renditions r JOIN sessions s ON s.id = r.session_id "
+            "WHERE r.id = ?",
+            (rendition_id,),
+        ).fetchone()
+        stream_id, name = str(owner["stream_id"]), str(owner["name"])
+        last = self._db.execute(
+            "SELECT last_seq, last_disc, last_segment_id FROM playback_series "
+            "WHERE stream_id = ? AND name = ?",
+            (stream_id, name),
+        ).fetchone()
+        if last is None:
+            number, disc = 1, 0
+        else:
+            previous = self._db.execute(
+                "SELECT * FROM segments WHERE id = ?", (last["last_segment_id"],)
+            ).fetchone()
+            incoming = SegmentRow(
+                id=-1,
+                rendition_id=rendition_id,
+                seq=-1,
+                epoch=epoch,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                path="",
+                size=0,
+                init_path=None,
+                ref_pts_s=0.0,
+                params=params,
+            )
+            runs_on = (
+                previous is not None
+                and media_runs_on(_segment(previous), incoming)
+                and self._scalar(
+                    "SELECT 1 FROM gaps WHERE rendition_id = ? AND start_ms < ? AND end_ms > ? "
+                    "LIMIT 1",
+                    (rendition_id, start_ms, int(previous["end_ms"])),
+                )
+                is None
+            )
+            number, disc = int(last["last_seq"]) + 1, int(last["last_disc"]) + (not runs_on)
+        self._db.execute(
+            "INSERT INTO playback_series (stream_id, name, last_seq, last_disc, last_segment_id)"
+            " VALUES (?, ?, ?, ?, 0) ON CONFLICT (stream_id, name) DO UPDATE SET"
+            " last_seq = excluded.last_seq, last_disc = excluded.last_disc",
+            (stream_id, name, number, disc),
+        )
+        return (stream_id, name), number, disc
 
     def _extend_span(self, rendition_id: int, start_ms: int, end_ms: int) -> None:
         last = self._db.execute(
@@ -565,6 +654,45 @@ class Index:
             (stream_id,),
         ).fetchall()
         return [(int(r[0]), int(r[1])) for r in rows]
+
+    def playback_window(self, stream_id: str, name: str, since_ms: int) -> list[SegmentRow]:
+        """The newest segments of a playback series (rendition `name` of the stream, across
+        sessions) whose numbers run on by one, back to since_ms at most: what a live
+        playlist may list. A segment kept by a clip where its neighbours were removed
+        is left out with everything before it."""
+        rows = self._db.execute(
+            "SELECT seg.* FROM segments seg JOIN renditions r ON r.id = seg.rendition_id "
+            "JOIN sessions s ON s.id = r.session_id "
+            "WHERE s.stream_id = ? AND r.name = ? AND seg.playback_seq IS NOT NULL "
+            "AND seg.end_ms > ? ORDER BY seg.playback_seq",
+            (stream_id, name, since_ms),
+        ).fetchall()
+        segments = [_segment(r) for r in rows]
+        first = len(segments) - 1
+        while first > 0 and segments[first - 1].playback_seq == _number(segments[first]) - 1:
+            first -= 1
+        return segments[max(first, 0) :]
+
+    def stream_segment(self, stream_id: str, segment_id: int) -> SegmentRow | None:
+        """One stored segment of a stream, by id (None once removed, or of another stream)."""
+        row = self._db.execute(
+            "SELECT seg.* FROM segments seg JOIN renditions r ON r.id = seg.rendition_id "
+            "JOIN sessions s ON s.id = r.session_id WHERE seg.id = ? AND s.stream_id = ?",
+            (segment_id, stream_id),
+        ).fetchone()
+        return None if row is None else _segment(row)
+
+    def rendition_gaps_between(
+        self, stream_id: str, name: str, start_ms: int, end_ms: int
+    ) -> list[GapRow]:
+        """Gaps of rendition `name` of the stream, in any session, overlapping a range."""
+        rows = self._db.execute(
+            "SELECT g.* FROM gaps g JOIN renditions r ON r.id = g.rendition_id "
+            "JOIN sessions s ON s.id = r.session_id WHERE s.stream_id = ? AND r.name = ? "
+            "AND g.start_ms < ? AND g.end_ms > ? ORDER BY g.start_ms",
+            (stream_id, name, end_ms, start_ms),
+        ).fetchall()
+        return [_gap(r) for r in rows]
 
     def segments_before(
         self, stream_id: str, cutoff_ms: int, *, limit: int, from_ms: int | None = None
@@ -819,6 +947,7 @@ class Index:
             f"clip.{state}",
             after,
         )
+        self._tell_clip_watchers(f"clip.{state}", clip_id)
 
     def clip(self, clip_id: str) -> ClipRow | None:
         row = self._db.execute("SELECT * FROM clips WHERE id = ?", (clip_id,)).fetchone()
@@ -1036,6 +1165,11 @@ class Index:
         self._write(
             [("DELETE FROM clips WHERE id = ?", (clip_id,))], "clip.deleted", self.clip(clip_id)
         )
+        self._tell_clip_watchers("clip.deleted", clip_id)
+
+    def _tell_clip_watchers(self, event: str, clip_id: str) -> None:
+        for watcher in self.clip_watchers:
+            watcher(event, clip_id)
 
     def pin_segments(self, clip_id: str, segment_ids: Sequence[int]) -> None:
         """An HLS clip serves stored segments: retention must keep them while it exists."""
@@ -1106,7 +1240,13 @@ def _segment(row: sqlite3.Row) -> SegmentRow:
         has_video=bool(row["has_video"]),
         has_audio=bool(row["has_audio"]),
         params=row["params"],
+        playback_seq=row["playback_seq"],
+        playback_disc=row["playback_disc"],
     )
+
+
+def _number(segment: SegmentRow) -> int:
+    return -1 if segment.playback_seq is None else segment.playback_seq
 
 
 def _gap(row: sqlite3.Row) -> GapRow:

@@ -54,6 +54,27 @@ class SegmentRow:
     has_video: bool = True
     has_audio: bool = False
     params: str = ""  # codec parameters (media.probe.stream_params); a change splits a clip
+    # Its number in the stream's playback playlists (EXT-X-MEDIA-SEQUENCE): consecutive
+    # over every stored segment of one series (the main renditions, or one rendition
+    # name) across sessions; and how many discontinuities that series had up to it.
+    playback_seq: int | None = None
+    playback_disc: int | None = None
+
+
+# Two segments closer than this are a join, not a hole: origins round PDT to the
+# millisecond and place it by their own clock, so successive PDTs jitter slightly.
+MEDIA_JOIN_MS = 100
+
+
+def media_runs_on(previous: SegmentRow, segment: SegmentRow) -> bool:
+    """A player may go from `previous` to `segment` without being told of a discontinuity:
+    same rendition, epoch and codec parameters, and no hole between their spans."""
+    return (
+        segment.epoch == previous.epoch
+        and segment.rendition_id == previous.rendition_id
+        and segment.params == previous.params
+        and segment.start_ms - previous.end_ms <= MEDIA_JOIN_MS
+    )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
