@@ -101,6 +101,7 @@ _INGEST_KEYS: Final = (
     "user_agent",
     "max_segment_bytes",
     "segment_workers",
+    "max_buffered_bytes",
 )
 _STREAM_KEYS: Final = (
     "id",
@@ -251,6 +252,7 @@ class IngestConfig:
     user_agent: str
     max_segment_bytes: int = 64 * 1024 * 1024
     segment_workers: int = 4  # processes that write and probe new segments; 0: threads
+    max_buffered_bytes: int = 64 * 1024 * 1024  # segment bytes read and not yet staged
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -618,6 +620,9 @@ def _read_ingest(section: _Section) -> IngestConfig:
         "max_segment_bytes", 64 * 1024 * 1024, low=1024, high=4 * 1024**3
     )
     segment_workers = section.integer("segment_workers", 4, low=0, high=32)
+    max_buffered_bytes = section.integer(
+        "max_buffered_bytes", 64 * 1024 * 1024, low=1024 * 1024, high=64 * 1024**3
+    )
     return IngestConfig(
         max_concurrent_downloads=downloads,
         segment_timeout_s=segment_timeout,
@@ -625,6 +630,7 @@ def _read_ingest(section: _Section) -> IngestConfig:
         user_agent=user_agent,
         max_segment_bytes=max_segment_bytes,
         segment_workers=segment_workers,
+        max_buffered_bytes=max_buffered_bytes,
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from livecut import metrics
+from livecut import memory, metrics
 from livecut.analysis.jobs import AnalysisJobs
 from livecut.analysis.live import LiveShots
 from livecut.api.app import make_app
@@ -66,10 +66,13 @@ class Daemon:
         self._reload_wanted = asyncio.Event()
         self._reloader: asyncio.Task[None] | None = None
         self._status: asyncio.Task[None] | None = None
+        self._trimmer: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._sent_status = ""  # the last STATUS= told to the service manager
         self.store = Store(config.server.data_dir, config.storage)
-        self.segment_workers = SegmentWorkers(config.ingest.segment_workers)
+        self.segment_workers = SegmentWorkers(
+            config.ingest.segment_workers, buffer_bytes=config.ingest.max_buffered_bytes
+        )
         self.jobs = ClipJobs(self.store, config.clips, clock=clock)
         self.live_shots = LiveShots(self.store, config.streams, clock=clock)
         self.analysis = AnalysisJobs(
@@ -178,6 +181,8 @@ class Daemon:
         for recorder in self.recorders.values():
             recorder.start()
         self._retention = asyncio.create_task(self._retain_forever(), name="retention")
+        self._trimmer = asyncio.create_task(memory.trim_forever(), name="malloc-trim")
+        self._trimmer.add_done_callback(_log_death)
         self._stream_watch = asyncio.create_task(self._watch_streams(), name="stream-watch")
         self._stream_watch.add_done_callback(_log_death)
         self._reloader = asyncio.create_task(self._reload_when_asked(), name="config-reload")
@@ -216,17 +221,17 @@ class Daemon:
 
     async def stop(self) -> None:
         self.notifier.stopping()
-        for task in (self._reloader, self._status):
+        for task in (self._reloader, self._status, self._trimmer):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self._reloader = self._status = None
+        self._reloader = self._status = self._trimmer = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
         for recorder in self.recorders.values():
             await recorder.stop()
-        self.segment_workers.close()
+        await self.segment_workers.close()
         await self.jobs.stop()
         await self.analysis.stop()
         await self.live_shots.stop()

@@ -279,7 +279,7 @@ def test_parse_stream_for_api_bodies() -> None:
             {"ingest": {"timeout": 1}},
             "ingest.timeout",
             "max_concurrent_downloads, segment_timeout, playlist_timeout, user_agent,"
-            " max_segment_bytes, segment_workers",
+            " max_segment_bytes, segment_workers, max_buffered_bytes",
         ),
         (
             {"streams": [stream(retension="1h")]},

@@ -8,12 +8,13 @@ import random
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
 from livecut.hls.playlist import ByteRange
+from livecut.ingest.budget import ByteBudget
 
 # Anything we fetch, and anywhere a redirect sends us, must be http or https: an origin
 # must not point us at file://, ftp:// or worse.
@@ -38,6 +39,7 @@ class FetchError(Exception):
 class Fetched:
     url: str  # after redirects
     body: bytes
+    held: int = 0  # bytes of the budget it holds; the caller gives them back
 
 
 async def fetch(
@@ -48,13 +50,17 @@ async def fetch(
     timeout_s: float,
     byterange: ByteRange | None = None,
     max_bytes: int = 512 * 1024 * 1024,
+    budget: ByteBudget | None = None,
+    expected_bytes: int = 0,
 ) -> Fetched:
     """GET url (following up to MAX_REDIRECTS redirects) within timeout_s in all.
 
     Redirects are followed here rather than by aiohttp, so that each target is checked
     before a single byte goes to it: only http and https, and never from https back to
     plain http (that would send the stream's headers, which may carry credentials, in
-    the clear).
+    the clear). With a budget, `expected_bytes` are taken from it before the request
+    (see ByteBudget), adjusted to the body's real size once read, and Fetched.held says
+    how many the caller must give back; a failed fetch gives them back itself.
     """
     if _scheme(url) not in _SCHEMES:
         raise FetchError(
@@ -64,6 +70,56 @@ async def fetch(
     if byterange is not None:
         last = byterange.offset + byterange.length - 1
         request_headers["Range"] = f"bytes={byterange.offset}-{last}"
+    hold = _Hold(budget, expected_bytes if byterange is None else byterange.length)
+    # Taken before the request: a download waiting for room holds no connection, whose
+    # body would otherwise pile up in the client's buffers meanwhile.
+    await hold.take()
+    try:
+        fetched = await _get(http, url, request_headers, timeout_s, byterange, max_bytes, hold)
+    except BaseException:
+        hold.give_back()
+        raise
+    hold.fit(len(fetched.body))
+    return replace(fetched, held=hold.amount)
+
+
+class _Hold:
+    """The share of a budget one fetch holds."""
+
+    def __init__(self, budget: ByteBudget | None, amount: int) -> None:
+        self.budget = budget
+        self.amount = amount if budget is not None else 0
+
+    async def take(self) -> None:
+        if self.budget is not None:
+            await self.budget.take(self.amount)
+
+    def fit(self, size: int) -> None:
+        """Hold exactly `size` (a body longer than expected grows its share, past the
+        cap if it must: a body half read never waits)."""
+        if self.budget is None or size == self.amount:
+            return
+        if size > self.amount:
+            self.budget.grow(size - self.amount)
+        else:
+            self.budget.give(self.amount - size)
+        self.amount = size
+
+    def give_back(self) -> None:
+        if self.budget is not None:
+            self.budget.give(self.amount)
+        self.amount = 0
+
+
+async def _get(
+    http: aiohttp.ClientSession,
+    url: str,
+    request_headers: dict[str, str],
+    timeout_s: float,
+    byterange: ByteRange | None,
+    max_bytes: int,
+    hold: _Hold,
+) -> Fetched:
     current = url
     try:
         async with asyncio.timeout(timeout_s):
@@ -77,7 +133,7 @@ async def fetch(
                             request_headers = _without_credentials(request_headers)
                         current = target
                         continue
-                    body = await _body(response, current, byterange, max_bytes)
+                    body = await _body(_Reader(response, current, max_bytes, hold), byterange)
                     return Fetched(url=current, body=body)
             raise FetchError(
                 "bad_redirect", f"{url}: more than {MAX_REDIRECTS} redirects", retryable=False
@@ -156,16 +212,54 @@ def _without_credentials(headers: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
 
 
-async def _body(
-    response: aiohttp.ClientResponse, url: str, byterange: ByteRange | None, max_bytes: int
-) -> bytes:
+class _Reader:
+    """Reads a response's body, growing its fetch's hold on the budget as bytes come."""
+
+    def __init__(
+        self, response: aiohttp.ClientResponse, url: str, max_bytes: int, hold: _Hold
+    ) -> None:
+        self.response = response
+        self.url = url
+        self.max_bytes = max_bytes
+        self.hold = hold
+
+    async def read(self, *, max_bytes: int, stop_at: int | None) -> bytes:
+        """The whole body (or its first stop_at bytes), refusing more than max_bytes.
+
+        StreamReader.read(n) returns whatever happens to be buffered, so read to the end.
+        """
+        response, url = self.response, self.url
+        declared = response.content_length
+        if stop_at is None and declared is not None and declared > max_bytes:
+            raise FetchError("too_large", f"{url} is {declared} bytes", retryable=False)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self.hold.amount:
+                self.hold.fit(size)
+            if stop_at is not None and size >= stop_at:
+                return b"".join(chunks)[:stop_at]
+            if size > max_bytes:
+                raise FetchError("too_large", f"{url} exceeds {max_bytes} bytes", retryable=False)
+        body = b"".join(chunks)
+        # Content-Length counts encoded bytes; with gzip on the wire, aiohttp hands us more.
+        encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+        if declared is not None and not encoded and len(body) != declared:
+            raise FetchError("truncated", f"{url}: {len(body)} of {declared} bytes")
+        return body
+
+
+async def _body(read: _Reader, byterange: ByteRange | None) -> bytes:
+    response, url, max_bytes = read.response, read.url, read.max_bytes
     status = response.status
     if not 200 <= status < 300:
         raise FetchError(_status_kind(status), f"origin answered HTTP {status}: GET {url}")
     if byterange is not None and status != 206:
         # The server ignored Range and sends the whole resource: keep just our range.
         wanted = byterange.offset + byterange.length
-        body = await _read(response, url, max_bytes=max_bytes + byterange.offset, stop_at=wanted)
+        body = await read.read(max_bytes=max_bytes + byterange.offset, stop_at=wanted)
         if len(body) < wanted:
             raise FetchError(
                 "bad_range",
@@ -173,36 +267,9 @@ async def _body(
                 f"{byterange.offset}-{wanted - 1} (and Range was not honoured)",
             )
         return body[byterange.offset : wanted]
-    body = await _read(response, url, max_bytes=max_bytes, stop_at=None)
+    body = await read.read(max_bytes=max_bytes, stop_at=None)
     if byterange is not None:
         _check_content_range(response, url, byterange, len(body))
-    return body
-
-
-async def _read(
-    response: aiohttp.ClientResponse, url: str, *, max_bytes: int, stop_at: int | None
-) -> bytes:
-    """The whole body (or its first stop_at bytes), refusing more than max_bytes.
-
-    StreamReader.read(n) returns whatever happens to be buffered, so read to the end.
-    """
-    declared = response.content_length
-    if stop_at is None and declared is not None and declared > max_bytes:
-        raise FetchError("too_large", f"{url} is {declared} bytes", retryable=False)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_any():
-        chunks.append(chunk)
-        size += len(chunk)
-        if stop_at is not None and size >= stop_at:
-            return b"".join(chunks)[:stop_at]
-        if size > max_bytes:
-            raise FetchError("too_large", f"{url} exceeds {max_bytes} bytes", retryable=False)
-    body = b"".join(chunks)
-    # Content-Length counts encoded bytes; with gzip on the wire, aiohttp hands us more.
-    encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
-    if declared is not None and not encoded and len(body) != declared:
-        raise FetchError("truncated", f"{url}: {len(body)} of {declared} bytes")
     return body
 
 

@@ -40,6 +40,7 @@ from livecut.store.records import RenditionRow
 log = logging.getLogger(__name__)
 
 SEGMENT_ATTEMPTS = 5
+FIRST_SEGMENT_GUESS = 1024 * 1024  # bytes, until a segment of the rendition has come
 UNREADABLE_ATTEMPTS = 2
 # After EXT-X-ENDLIST the origin is only watched for a new broadcast, not hammered: the
 # first reload after 5 s, each later one twice as long after, up to once a minute.
@@ -99,6 +100,8 @@ class RenditionWorker:
         self._keys: dict[str, asyncio.Task[bytes]] = {}
         self._stored_inits: dict[tuple[str, InitKey], asyncio.Task[str]] = {}
         self._init_files = 0
+        # What the next segment's body is expected to weigh, for the download budget.
+        self._last_size = FIRST_SEGMENT_GUESS
         self._target_ms = 2000
         self._last: _Placed | None = None  # the last segment committed, for untagged PDTs
         self._ended_polls = 0  # reloads since the stream ended (EXT-X-ENDLIST)
@@ -387,26 +390,7 @@ class RenditionWorker:
                             _init_key(init_section),
                             lambda: self._fetch_small(init_section.uri, init_section.byterange),
                         )
-                    fetched = await fetch(
-                        self.http,
-                        segment.uri,
-                        headers=self.headers,
-                        timeout_s=self.ingest.segment_timeout_s,
-                        byterange=segment.byterange,
-                        max_bytes=self.ingest.max_segment_bytes,
-                    )
-                    body = await self._decrypted(segment, fetched.body)
-                    suffix = "." + _extension(self.target.kind, init_section is not None)
-                    staged = self.keeper.store.incoming_path(suffix)
-                    try:
-                        await self.keeper.store.space.make_room(len(body))
-                        probe = await self.segment_workers.stage(
-                            staged, body, init, probe=self.target.kind != "subtitles"
-                        )
-                    except OSError as exc:
-                        metrics.STORAGE_ERRORS.labels("write").inc()
-                        return self._not_stored(new, exc)
-                    return _Media(new=new, staged=staged, size=len(body), init=init, probe=probe)
+                    return await self._fetch_and_stage(new, init)
                 except FetchError as exc:
                     self.keeper.error(exc.kind, str(exc))
                     if not exc.retryable:
@@ -425,6 +409,38 @@ class RenditionWorker:
                     return reason
                 await sleep_backoff(attempt, limit_s=left_s)
         return "download_failed"
+
+    async def _fetch_and_stage(self, new: NewSegment, init: bytes | None) -> _Media | str:
+        """One attempt: the segment's body, decrypted, handed to a segment worker to be
+        written and probed. Its bytes count against the workers' budget until then."""
+        segment = new.segment
+        budget = self.segment_workers.budget
+        fetched = await fetch(
+            self.http,
+            segment.uri,
+            headers=self.headers,
+            timeout_s=self.ingest.segment_timeout_s,
+            byterange=segment.byterange,
+            max_bytes=self.ingest.max_segment_bytes,
+            budget=budget,
+            expected_bytes=self._last_size,
+        )
+        self._last_size = len(fetched.body)
+        try:
+            body = await self._decrypted(segment, fetched.body)
+            suffix = "." + _extension(self.target.kind, segment.init is not None)
+            staged = self.keeper.store.incoming_path(suffix)
+            try:
+                await self.keeper.store.space.make_room(len(body))
+                probe = await self.segment_workers.stage(
+                    staged, body, init, probe=self.target.kind != "subtitles"
+                )
+            except OSError as exc:
+                metrics.STORAGE_ERRORS.labels("write").inc()
+                return self._not_stored(new, exc)
+        finally:
+            budget.give(fetched.held)
+        return _Media(new=new, staged=staged, size=len(body), init=init, probe=probe)
 
     async def _store(self, media: _Media) -> None:
         """Write the segment (and its init section) where its row says, then index it."""

@@ -2,33 +2,43 @@
 
 DESIGN (where a segment's bytes go): a downloaded segment is written, fsynced and
 demuxed once (media/probe.py) for its timestamps and keyframes. Done in the daemon's
-own threads, that work hands the GIL back and forth with the event loop several
-hundred times a segment (PyAV takes it back for every packet and every read; each
-write and fsync takes it back too): at 300 streams of 4 Mbit/s the writes cost 2-3 ms
-of CPU each instead of 0.4 ms, probes twice their cost alone, and the loop waited for
-the GIL for up to 200 ms. So a small pool of worker processes (`[ingest]
-segment_workers`, default 4: they spend most of their time waiting for fsync) takes
-the bytes through a pipe, writes them to the incoming folder, fsyncs and probes them,
-and answers with the probe; the daemon's part is one copy into the pipe. The segment
-is moved into its session's folder later, in commit order (Store.publish), and its
-bytes leave the daemon's memory as soon as they are staged, not when it is indexed.
-`segment_workers = 0` does the same in the daemon's threads, as a one-core machine
-may prefer.
+own threads, that work hands the GIL back and forth with the event loop hundreds of
+times a segment (PyAV takes it back for every packet and every read, each write and
+fsync takes it back too): at 300 streams of 4 Mbit/s the loop waited for the GIL for
+up to 200 ms and a third of the segments were lost. So worker processes (`[ingest]
+segment_workers`, default 4: they spend much of their time waiting for fsync) do it.
+
+Each worker has its own Unix socket to the daemon, and the event loop itself streams a
+segment's bytes into it (non-blocking sends, large socket buffers): no thread of the
+daemon touches them, so nothing there competes with the loop for the GIL. The worker
+writes them to the incoming folder, fsyncs, probes the file and answers with the
+probe. A ProcessPoolExecutor was tried first: its single call pipe, fed by a thread
+that pickles each 1 MB segment, queued segments behind each other for up to 1.5 s at
+300 streams. The segment is moved into its session's folder later, in commit order
+(Store.publish), and its bytes leave the daemon's memory once they are sent.
+`segment_workers = 0` does the same work in the daemon's threads, as a one-core
+machine may prefer.
 
 A worker that dies (a segment that crashes FFmpeg, the kernel's OOM killer) costs only
-that segment's attempt: the pool is replaced and the segment is retried like one that
-was unreadable, so one bad segment cannot take the recorder down with it.
+the attempt it was on: it is replaced, and that segment is retried like one that was
+unreadable, so one bad segment cannot take the recorder down with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import multiprocessing
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import pickle
+import socket
+import struct
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from livecut.ingest.budget import ByteBudget
 from livecut.media.probe import ProbeError, SegmentProbe, probe_file
 from livecut.store import files
 
@@ -39,13 +49,23 @@ log = logging.getLogger(__name__)
 # re-imports PyAV in every worker, a few hundred ms each).
 _START_METHOD = "forkserver"
 _PRELOAD = ["livecut.ingest.staging"]
+# A 1 MB segment leaves the loop in a few non-blocking sends. Linux caps this at
+# net.core.wmem_max / rmem_max; smaller buffers only mean more sends.
+SOCKET_BUFFER = 4 << 20
+# Request: header lengths, then a JSON header, the init section and the segment.
+_REQUEST = struct.Struct("!III")
+# Reply: the length of a pickled ("ok", probe) or ("error", exception).
+_REPLY = struct.Struct("!I")
+STOP_WAIT_S = 2.0
 
 
-def stage_segment(path: Path, data: bytes, init: bytes | None, probe: bool) -> SegmentProbe | None:
+def stage_segment(
+    path: Path, data: bytes | memoryview, init: bytes | None, probe: bool
+) -> SegmentProbe | None:
     """Write the segment durably to `path`, then probe it (unless told not to: subtitles).
 
-    Blocking; runs in a worker process (or thread). A failed write raises OSError and
-    a failed probe ProbeError, with the file removed either way.
+    Blocking. A failed write raises OSError and a failed probe ProbeError, with the
+    file removed either way.
     """
     files.write_durable(path, data)
     if not probe:
@@ -57,16 +77,69 @@ def stage_segment(path: Path, data: bytes, init: bytes | None, probe: bool) -> S
         raise
 
 
+def serve_worker(sock: socket.socket) -> None:
+    """A worker process's whole life: stage each segment the daemon sends, answer, and
+    exit when the daemon closes its end."""
+    with sock:
+        while True:
+            head = _receive(sock, _REQUEST.size)
+            if head is None:
+                return
+            header_size, init_size, data_size = _REQUEST.unpack(head)
+            body = _receive(sock, header_size + init_size + data_size)
+            if body is None:
+                return
+            header = json.loads(body[:header_size])
+            init = bytes(body[header_size : header_size + init_size]) if init_size else None
+            data = memoryview(body)[header_size + init_size :]
+            outcome: tuple[str, object]
+            try:
+                staged = stage_segment(Path(header["path"]), data, init, bool(header["probe"]))
+                outcome = ("ok", staged)
+            except (OSError, ProbeError) as exc:
+                outcome = ("error", exc)
+            reply = pickle.dumps(outcome)
+            sock.sendall(_REPLY.pack(len(reply)) + reply)
+
+
+def _receive(sock: socket.socket, size: int) -> bytearray | None:
+    """Exactly `size` bytes, or None at end of stream."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        count = sock.recv_into(view[got:])
+        if count == 0:
+            return None
+        got += count
+    return buffer
+
+
+@dataclass(kw_only=True, slots=True)
+class _Worker:
+    process: BaseProcess
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+
+class WorkerDied(Exception):
+    """The worker process went away in the middle of a segment."""
+
+
 class SegmentWorkers:
     """Stages segments in `workers` processes (0: in the daemon's own threads).
 
-    The processes start on the first segment, not before: a daemon with nothing to
-    record never starts them.
+    The processes start as segments need them, not before: a daemon with nothing to
+    record never starts one.
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, buffer_bytes: int = 64 * 1024 * 1024) -> None:
         self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
+        # Bytes on their way here: taken as a body is read, given back once it is staged.
+        self.budget = ByteBudget(buffer_bytes)
+        self._idle: asyncio.Queue[_Worker] | None = None
+        self._all: list[_Worker] = []
+        self._starting = 0
         self._closed = False
 
     async def stage(
@@ -74,57 +147,120 @@ class SegmentWorkers:
     ) -> SegmentProbe | None:
         """stage_segment in a worker. OSError: not written; ProbeError: PyAV cannot read
         it, or its worker died. Cancelled, the file is removed once the worker is done."""
+        work: asyncio.Future[SegmentProbe | None]
         if self.workers == 0:
-            work: asyncio.Future[SegmentProbe | None] = asyncio.ensure_future(
-                asyncio.to_thread(stage_segment, path, data, init, probe)
-            )
+            work = asyncio.ensure_future(asyncio.to_thread(stage_segment, path, data, init, probe))
         else:
-            work = asyncio.wrap_future(self._submit(path, data, init, probe))
+            # Shielded: a worker's stream must never be left between a request and its
+            # reply, whatever happens to the caller.
+            work = asyncio.ensure_future(self._exchange(path, data, init, probe))
         try:
             return await asyncio.shield(work)
-        except BrokenProcessPool as exc:
-            self._replace()
-            raise ProbeError(f"the segment's worker process died ({exc})") from exc
         except asyncio.CancelledError:
             work.add_done_callback(lambda _: files.remove_quietly(path))
             raise
 
-    def close(self) -> None:
-        """Stop the workers (a segment still being staged is abandoned, not waited for)."""
-        self._closed = True
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-
-    def _submit(
-        self, path: Path, data: bytes, init: bytes | None, probe: bool
-    ) -> Future[SegmentProbe | None]:
-        try:
-            return self._ensure_pool().submit(stage_segment, path, data, init, probe)
-        except BrokenProcessPool:
-            # Broken before this segment got to it (a worker killed while idle): not
-            # this segment's fault, so it goes to a new pool at once.
-            self._replace()
-            return self._ensure_pool().submit(stage_segment, path, data, init, probe)
-
     def pids(self) -> list[int]:
         """The worker processes' ids (none until the first segment)."""
-        if self._pool is None:
-            return []
-        # Not in the executor's public interface; read-only, for tests and diagnostics.
-        return sorted(self._pool._processes or {})
+        return sorted(w.process.pid for w in self._all if w.process.pid is not None)
 
-    def _ensure_pool(self) -> ProcessPoolExecutor:
+    async def close(self) -> None:
+        """Stop the workers: each finishes the segment it is on, then sees its socket close."""
+        self._closed = True
+        workers, self._all = self._all, []
+        for worker in workers:
+            worker.writer.close()
+        for worker in workers:
+            await asyncio.to_thread(_reap, worker.process)
+
+    async def _exchange(
+        self, path: Path, data: bytes, init: bytes | None, probe: bool
+    ) -> SegmentProbe | None:
+        worker = await self._take()
+        try:
+            header = json.dumps({"path": str(path), "probe": probe}).encode()
+            init_bytes = init or b""
+            worker.writer.write(_REQUEST.pack(len(header), len(init_bytes), len(data)))
+            worker.writer.write(header + init_bytes)
+            worker.writer.write(data)
+            await worker.writer.drain()
+            (size,) = _REPLY.unpack(await worker.reader.readexactly(_REPLY.size))
+            status, value = pickle.loads(await worker.reader.readexactly(size))
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self._drop(worker)
+            files.remove_quietly(path)  # whatever it got to write
+            raise ProbeError(f"the segment's worker process died ({exc!r})") from exc
+        except BaseException:
+            self._drop(worker)  # cancelled mid-exchange: its stream is out of step
+            raise
+        self._give_back(worker)
+        if status == "error":
+            assert isinstance(value, (OSError, ProbeError))
+            raise value
+        assert value is None or isinstance(value, SegmentProbe)
+        return value
+
+    async def _take(self) -> _Worker:
         if self._closed:
             raise ProbeError("the daemon is stopping: no more segments are staged")
-        if self._pool is None:
-            context = multiprocessing.get_context(_START_METHOD)
-            context.set_forkserver_preload(_PRELOAD)
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
-        return self._pool
+        if self._idle is None:
+            self._idle = asyncio.Queue()
+        while True:
+            if self._idle.empty() and len(self._all) + self._starting < self.workers:
+                self._starting += 1
+                try:
+                    self._give_back(await self._start())
+                finally:
+                    self._starting -= 1
+            worker = await self._idle.get()
+            if worker not in self._all:
+                continue  # dropped while it waited in the queue
+            if not worker.reader.at_eof() and worker.process.is_alive():
+                return worker
+            # Died while idle (killed, OOM): not this segment's doing; take another.
+            self._drop(worker)
 
-    def _replace(self) -> None:
-        if self._pool is not None:
-            log.warning("a segment worker process died; starting new ones")
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    def _give_back(self, worker: _Worker) -> None:
+        if self._idle is not None and worker in self._all:
+            self._idle.put_nowait(worker)
+
+    async def _start(self) -> _Worker:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for end in (ours, theirs):
+            with contextlib.suppress(OSError):
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+        context = multiprocessing.get_context(_START_METHOD)
+        context.set_forkserver_preload(_PRELOAD)
+        process: BaseProcess = context.Process(  # type: ignore[attr-defined]
+            target=serve_worker, args=(theirs,), name="livecut-segment-worker", daemon=True
+        )
+        try:
+            # Talks to the fork server (and starts it, the first time): not on the loop.
+            await asyncio.to_thread(process.start)
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=SOCKET_BUFFER)
+        worker = _Worker(process=process, reader=reader, writer=writer)
+        self._all.append(worker)
+        return worker
+
+    def _drop(self, worker: _Worker) -> None:
+        if worker in self._all:
+            self._all.remove(worker)
+            log.warning(
+                "segment worker %s stopped answering; a new one starts when needed",
+                worker.process.pid,
+            )
+        worker.writer.close()
+        with contextlib.suppress(OSError, ValueError):
+            worker.process.kill()
+
+
+def _reap(process: BaseProcess) -> None:
+    process.join(STOP_WAIT_S)
+    if process.exitcode is None:
+        process.kill()
+        process.join(STOP_WAIT_S)
+    with contextlib.suppress(ValueError):
+        process.close()

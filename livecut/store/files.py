@@ -64,7 +64,7 @@ def write_atomic(root: Path, relpath: str, data: bytes) -> None:
 INCOMING = "streams/.incoming"
 
 
-def write_durable(path: Path, data: bytes) -> None:
+def write_durable(path: Path, data: bytes | memoryview) -> None:
     """Write and fsync a new file that nothing reads until publish() moves it into place.
 
     Blocking; call it from a worker thread. A failed write (a full disk) removes the
