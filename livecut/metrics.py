@@ -167,6 +167,16 @@ INDEX_BYTES = Gauge(
     "Size of the SQLite index file.",
     registry=REGISTRY,
 )
+INGEST_BUFFERED_BYTES = Gauge(
+    "livecut_ingest_buffered_bytes",
+    "Segment bytes downloaded (or about to be) and not yet handed to a segment worker.",
+    registry=REGISTRY,
+)
+INGEST_BUFFER_WAITS = Counter(
+    "livecut_ingest_buffer_waits",
+    "Downloads that waited for room under [ingest] max_buffered_bytes.",
+    registry=REGISTRY,
+)
 DISK_FREE_BYTES = Gauge(
     "livecut_disk_free_bytes",
     "Free bytes on the data directory's file system.",

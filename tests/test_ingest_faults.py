@@ -259,6 +259,8 @@ async def rig(
         script.clear()  # lets requests held by a Delay go
         await the_rig.daemon.stop()  # the one running now, after any restart_daemon()
         await origin.stop()
+    # Whatever failed or was cancelled on the way, every download gave its bytes back.
+    assert the_rig.daemon.segment_workers.budget.held == 0
 
 
 def seg(index: int, extension: str = "ts") -> str:

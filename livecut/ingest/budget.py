@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from collections import deque
 
+from livecut import metrics
+
 
 class ByteBudget:
     """Bytes that bodies being read or waiting for a segment worker may hold together.
@@ -31,8 +33,9 @@ class ByteBudget:
 
     async def take(self, size: int) -> None:
         if not self._waiters and self._fits(size):
-            self.held += size
+            self._add(size)
             return
+        metrics.INGEST_BUFFER_WAITS.inc()
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append((size, waiter))
         try:
@@ -48,11 +51,15 @@ class ByteBudget:
 
     def grow(self, size: int) -> None:
         """Hold `size` more at once (a body longer than it said, or of unknown length)."""
-        self.held += size
+        self._add(size)
 
     def give(self, size: int) -> None:
-        self.held -= size
+        self._add(-size)
         self._wake()
+
+    def _add(self, size: int) -> None:
+        self.held += size
+        metrics.INGEST_BUFFERED_BYTES.inc(size)
 
     def _fits(self, size: int) -> bool:
         return self.held + size <= self.limit or self.held == 0
@@ -62,5 +69,5 @@ class ByteBudget:
             size, waiter = self._waiters.popleft()
             if waiter.done():
                 continue
-            self.held += size
+            self._add(size)
             waiter.set_result(None)
