@@ -69,6 +69,7 @@ def log(message: str) -> None:
 class Row:
     minute: float
     rss_mb: float
+    workers_mb: float  # the segment worker processes' RSS, summed
     fds: int
     index_mb: float
     media_mb: float
@@ -91,8 +92,12 @@ class Clips:
     first_errors: list[str] = field(default_factory=list)
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _rss_mb(pid: int | str = "self") -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0  # gone between listing and reading
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
@@ -269,6 +274,7 @@ async def soak(args: argparse.Namespace, origin: Origin, root: Path, mounted: bo
                 Row(
                     minute=(time.monotonic() - began) / 60,
                     rss_mb=_rss_mb(),
+                    workers_mb=sum(_rss_mb(pid) for pid in daemon.segment_workers.pids()),
                     fds=_fds(),
                     index_mb=_bytes_under(root, "*.sqlite*") / MB,
                     media_mb=_bytes_under(root, "**/*.ts") / MB,
@@ -296,7 +302,8 @@ async def soak(args: argparse.Namespace, origin: Origin, root: Path, mounted: bo
 
 
 HEADER = (
-    f"{'min':>5} {'rss MB':>7} {'fds':>5} {'index MB':>9} {'media MB':>9} {'free MB':>8} "
+    f"{'min':>5} {'rss MB':>7} {'workers':>7} {'fds':>5} {'index MB':>9} {'media MB':>9} "
+    f"{'free MB':>8} "
     f"{'lag p50':>8} {'lag p99':>8} {'evicted':>8} {'gaps':>5} {'errors':>6} "
     f"{'clips ok':>8} {'failed':>6}"
 )
@@ -308,8 +315,9 @@ def _ms(value: float | None) -> str:
 
 def render_row(row: Row) -> str:
     return (
-        f"{row.minute:5.1f} {row.rss_mb:7.1f} {row.fds:5d} {row.index_mb:9.1f} "
-        f"{row.media_mb:9.1f} {row.free_mb:8.0f} {_ms(row.lag_p50_ms):>8} {_ms(row.lag_p99_ms):>8} "
+        f"{row.minute:5.1f} {row.rss_mb:7.1f} {row.workers_mb:7.1f} {row.fds:5d} "
+        f"{row.index_mb:9.1f} {row.media_mb:9.1f} {row.free_mb:8.0f} "
+        f"{_ms(row.lag_p50_ms):>8} {_ms(row.lag_p99_ms):>8} "
         f"{row.evicted:8d} {row.gaps:5d} {row.errors:6d} {row.clips_ready:8d} {row.clips_failed:6d}"
     )
 
@@ -337,10 +345,14 @@ def verdict(rows: Sequence[Row]) -> list[str]:
         return ["too short for a verdict: run more --minutes or a smaller --sample-s"]
     base, last = rows[warm_up], rows[-1]
     rss = last.rss_mb - base.rss_mb
+    workers = last.workers_mb - base.workers_mb
     fds = last.fds - base.fds
     return [
         f"RSS {base.rss_mb:.1f} -> {last.rss_mb:.1f} MB ({rss:+.1f}, "
         f"flat within {RSS_GROWTH_MB:g}): " + ("flat" if rss <= RSS_GROWTH_MB else "GROWS"),
+        f"segment workers' RSS {base.workers_mb:.1f} -> {last.workers_mb:.1f} MB "
+        f"({workers:+.1f}, flat within {RSS_GROWTH_MB:g}): "
+        + ("flat" if workers <= RSS_GROWTH_MB else "GROWS"),
         f"open files {base.fds} -> {last.fds} ({fds:+d}, flat within {FD_GROWTH}): "
         + ("flat" if fds <= FD_GROWTH else "GROWS"),
     ]

@@ -39,6 +39,7 @@ from multidict import CIMultiDictProxy
 from livecut import metrics
 from livecut.daemon import Daemon
 from livecut.hls.playlist import MediaPlaylist, parse_playlist
+from livecut.ingest import staging
 from livecut.ingest.fetch import FetchError, backoff_s, fetch
 from livecut.ingest.staging import stage_segment
 from livecut.media.probe import ProbeError, probe_segment
@@ -1046,9 +1047,7 @@ async def test_segments_are_staged_in_threads_with_no_worker_processes(data_dir:
         assert r.daemon.segment_workers.pids() == []
         for segment in r.segments():
             probe = probe_segment(r.daemon.store.path(segment.path).read_bytes())
-            assert segment.keyframes_ms[0] == segment.start_ms + round(
-                probe.keyframes_s[0] * 1000
-            )
+            assert segment.keyframes_ms[0] == segment.start_ms + round(probe.keyframes_s[0] * 1000)
 
 
 def test_staging_leaves_no_file_it_could_not_write_or_read(tmp_path: Path) -> None:
@@ -1062,3 +1061,23 @@ def test_staging_leaves_no_file_it_could_not_write_or_read(tmp_path: Path) -> No
     subtitles = tmp_path / "incoming" / "3.vtt"
     assert stage_segment(subtitles, b"WEBVTT\n", None, False) is None
     assert subtitles.read_bytes() == b"WEBVTT\n"
+
+
+async def test_a_hung_segment_worker_is_stopped_and_the_segment_retried(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A deep window: the new segment stays listed (by the daemon's reckoning, 9 s) long
+    # after its first attempt is given up on, so there is time to retry it.
+    async with rig(data_dir, window=10, prefill=8, ingest={"segment_workers": 1}) as r:
+        await r.until(r.recorded(8))
+        [hung] = r.daemon.segment_workers.pids()
+        # As a demuxer stuck on a hostile segment, or a disk that stopped answering.
+        monkeypatch.setattr(staging, "STAGE_TIMEOUT_S", 3.0)
+        os.kill(hung, signal.SIGSTOP)
+        r.advance(1)
+        await r.until(r.recorded(9))
+        assert r.seqs() == list(range(9))
+        assert r.gaps() == []
+        assert r.errors() == {"unreadable_media": 1}
+        [replacement] = r.daemon.segment_workers.pids()
+        assert replacement != hung

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import multiprocessing
@@ -57,6 +58,7 @@ _REQUEST = struct.Struct("!III")
 # Reply: the length of a pickled ("ok", probe) or ("error", exception).
 _REPLY = struct.Struct("!I")
 STOP_WAIT_S = 2.0
+STAGE_TIMEOUT_S = 60.0  # writing, fsyncing and probing one segment, however slow the disk
 
 
 def stage_segment(
@@ -157,7 +159,7 @@ class SegmentWorkers:
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
-            work.add_done_callback(lambda _: files.remove_quietly(path))
+            work.add_done_callback(functools.partial(_abandoned, path))
             raise
 
     def pids(self) -> list[int]:
@@ -183,9 +185,18 @@ class SegmentWorkers:
             worker.writer.write(_REQUEST.pack(len(header), len(init_bytes), len(data)))
             worker.writer.write(header + init_bytes)
             worker.writer.write(data)
-            await worker.writer.drain()
-            (size,) = _REPLY.unpack(await worker.reader.readexactly(_REPLY.size))
-            status, value = pickle.loads(await worker.reader.readexactly(size))
+            async with asyncio.timeout(STAGE_TIMEOUT_S):
+                await worker.writer.drain()
+                (size,) = _REPLY.unpack(await worker.reader.readexactly(_REPLY.size))
+                status, value = pickle.loads(await worker.reader.readexactly(size))
+        except TimeoutError as exc:  # before OSError, of which it is a kind
+            # A demuxer stuck on a hostile segment, or a disk that stopped answering:
+            # the worker is killed and the segment retried, once, like an unreadable one.
+            self._drop(worker)
+            files.remove_quietly(path)
+            raise ProbeError(
+                f"the segment's worker gave no answer within {STAGE_TIMEOUT_S:g} s; stopped it"
+            ) from exc
         except (OSError, asyncio.IncompleteReadError) as exc:
             self._drop(worker)
             files.remove_quietly(path)  # whatever it got to write
@@ -255,6 +266,14 @@ class SegmentWorkers:
         worker.writer.close()
         with contextlib.suppress(OSError, ValueError):
             worker.process.kill()
+
+
+def _abandoned(path: Path, work: asyncio.Future[SegmentProbe | None]) -> None:
+    """A staging its caller gave up on: whatever it wrote goes, and how it ended (a
+    stopping daemon's closed worker, say) is not reported as never retrieved."""
+    if not work.cancelled():
+        work.exception()
+    files.remove_quietly(path)
 
 
 def _reap(process: BaseProcess) -> None:
