@@ -63,7 +63,7 @@ class _Media:
     """A downloaded segment, decrypted, written and probed, not yet in place or indexed."""
 
     new: NewSegment
-    staged: Path  # written durably to the incoming folder (store.stage), not yet in place
+    staged: Path  # written durably to the incoming folder by a segment worker
     size: int
     init: bytes | None  # its init section's bytes (fMP4)
     probe: SegmentProbe | None  # None for subtitles, which PyAV need not read
@@ -332,7 +332,7 @@ class RenditionWorker:
             for task in tasks[committed:]:
                 task.cancel()
                 # Downloaded and staged, but never to be published: not left behind.
-                if task.done() and not task.cancelled():
+                if task.done() and not task.cancelled() and task.exception() is None:
                     media = task.result()
                     if not isinstance(media, str):
                         self.keeper.store.discard(media.staged)

@@ -34,28 +34,13 @@ def write_atomic(root: Path, relpath: str, data: bytes) -> None:
     temporary file before raising; a crash leaves at most a `.part` file, which
     start-up reconciliation removes.
     """
-    final = root / relpath
-    tmp = final.with_name(final.name + TMP_SUFFIX)
+    tmp = (root / relpath).with_name(Path(relpath).name + TMP_SUFFIX)
+    write_durable(tmp, data)
     try:
-        try:
-            fh = open(tmp, "wb")  # noqa: SIM115 - closed below, on every path
-        except FileNotFoundError:
-            # First file of its folder, or the folder was just emptied and pruned.
-            final.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(tmp, "wb")  # noqa: SIM115
-        with fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        publish(root, tmp, relpath)
     except BaseException:
         remove_quietly(tmp)
         raise
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 # New segments are written here first, then moved into their session's folder once the
@@ -74,6 +59,7 @@ def write_durable(path: Path, data: bytes | memoryview) -> None:
         try:
             fh = open(path, "wb")  # noqa: SIM115 - closed below, on every path
         except FileNotFoundError:
+            # First file of its folder, or the folder was just emptied and pruned.
             path.parent.mkdir(parents=True, exist_ok=True)
             fh = open(path, "wb")  # noqa: SIM115
         with fh:
