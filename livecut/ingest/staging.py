@@ -31,12 +31,11 @@ import contextlib
 import functools
 import json
 import logging
-import multiprocessing
 import pickle
 import socket
 import struct
+import sys
 from dataclasses import dataclass
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from livecut.ingest.budget import ByteBudget
@@ -45,11 +44,12 @@ from livecut.store import files
 
 log = logging.getLogger(__name__)
 
-# Workers fork from a small server process that has imported PyAV once, rather than
-# from the daemon (forking a process with threads is unsafe) or from nothing (spawning
-# re-imports PyAV in every worker, a few hundred ms each).
-_START_METHOD = "forkserver"
-_PRELOAD = ["livecut.ingest.staging"]
+# A worker is a fresh interpreter running this module (`python -m`), about 0.15 s to
+# start and 45 MB, most of it PyAV's libraries. Not multiprocessing: its spawn and
+# forkserver children import the daemon's main module again (the `livecut` script, so
+# the whole daemon: 190 MB a worker), and forking the daemon itself, which has threads,
+# is unsafe.
+WORKER_MODULE = "livecut.ingest.staging"
 # A 1 MB segment leaves the loop in a few non-blocking sends. Linux caps this at
 # net.core.wmem_max / rmem_max; smaller buffers only mean more sends.
 SOCKET_BUFFER = 4 << 20
@@ -119,7 +119,7 @@ def _receive(sock: socket.socket, size: int) -> bytearray | None:
 
 @dataclass(kw_only=True, slots=True)
 class _Worker:
-    process: BaseProcess
+    process: asyncio.subprocess.Process
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
 
@@ -164,7 +164,7 @@ class SegmentWorkers:
 
     def pids(self) -> list[int]:
         """The worker processes' ids (none until the first segment)."""
-        return sorted(w.process.pid for w in self._all if w.process.pid is not None)
+        return sorted(w.process.pid for w in self._all)
 
     async def close(self) -> None:
         """Stop the workers: each finishes the segment it is on, then sees its socket close."""
@@ -173,7 +173,7 @@ class SegmentWorkers:
         for worker in workers:
             worker.writer.close()
         for worker in workers:
-            await asyncio.to_thread(_reap, worker.process)
+            await _reap(worker.process)
 
     async def _exchange(
         self, path: Path, data: bytes, init: bytes | None, probe: bool
@@ -226,7 +226,7 @@ class SegmentWorkers:
             worker = await self._idle.get()
             if worker not in self._all:
                 continue  # dropped while it waited in the queue
-            if not worker.reader.at_eof() and worker.process.is_alive():
+            if not worker.reader.at_eof() and worker.process.returncode is None:
                 return worker
             # Died while idle (killed, OOM): not this segment's doing; take another.
             self._drop(worker)
@@ -241,14 +241,18 @@ class SegmentWorkers:
             with contextlib.suppress(OSError):
                 end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
                 end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-        context = multiprocessing.get_context(_START_METHOD)
-        context.set_forkserver_preload(_PRELOAD)
-        process: BaseProcess = context.Process(  # type: ignore[attr-defined]
-            target=serve_worker, args=(theirs,), name="livecut-segment-worker", daemon=True
-        )
         try:
-            # Talks to the fork server (and starts it, the first time): not on the loop.
-            await asyncio.to_thread(process.start)
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                WORKER_MODULE,
+                str(theirs.fileno()),
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+            )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=SOCKET_BUFFER)
@@ -264,7 +268,7 @@ class SegmentWorkers:
                 worker.process.pid,
             )
         worker.writer.close()
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(ProcessLookupError):
             worker.process.kill()
 
 
@@ -276,10 +280,16 @@ def _abandoned(path: Path, work: asyncio.Future[SegmentProbe | None]) -> None:
     files.remove_quietly(path)
 
 
-def _reap(process: BaseProcess) -> None:
-    process.join(STOP_WAIT_S)
-    if process.exitcode is None:
-        process.kill()
-        process.join(STOP_WAIT_S)
-    with contextlib.suppress(ValueError):
-        process.close()
+async def _reap(process: asyncio.subprocess.Process) -> None:
+    try:
+        async with asyncio.timeout(STOP_WAIT_S):
+            await process.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+if __name__ == "__main__":
+    # A segment worker: the daemon passes its end of a socket pair by number.
+    serve_worker(socket.socket(fileno=int(sys.argv[1])))
