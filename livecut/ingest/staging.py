@@ -291,5 +291,7 @@ async def _reap(process: asyncio.subprocess.Process) -> None:
 
 
 if __name__ == "__main__":
-    # A segment worker: the daemon passes its end of a socket pair by number.
-    serve_worker(socket.socket(fileno=int(sys.argv[1])))
+    # A segment worker: the daemon passes its end of a socket pair by number. The daemon
+    # going away mid-segment (a stop, a crash) is an ordinary end, not an error.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError, KeyboardInterrupt):
+        serve_worker(socket.socket(fileno=int(sys.argv[1])))
