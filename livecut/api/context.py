@@ -14,7 +14,7 @@ from aiohttp import web
 
 from livecut.api.feed import ClipFeed
 from livecut.api.signed import Signer
-from livecut.api.validate import Invalid
+from livecut.api.validate import Invalid, short
 from livecut.clips.jobs import ClipJobs
 from livecut.config import Config, StreamConfig
 from livecut.reload import ReloadOutcome
@@ -66,6 +66,23 @@ def now_ms(ctx: ApiContext) -> int:
 
 
 JSON_TYPES = ("application/json",)
+
+
+async def options_body(request: web.Request, allowed: Sequence[str]) -> dict[str, object]:
+    """An optional JSON object of options (empty means none), naming any unknown field
+    and the allowed ones."""
+    body = await json_body(request, empty_ok=True)
+    if not isinstance(body, dict):
+        raise Invalid(["the body must be a JSON object (or empty)"], status=400)
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise Invalid(
+            [
+                f"unknown field(s) {', '.join(short(u) for u in unknown[:5])}; "
+                f"allowed: {', '.join(allowed) or 'none (send an empty body)'}"
+            ]
+        )
+    return body
 
 
 async def json_body(request: web.Request, *, empty_ok: bool = False) -> object:

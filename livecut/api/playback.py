@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from livecut.api.clips import CONTENT_TYPES, PLAYER_HEADERS, check_range
-from livecut.api.context import ApiContext, ctx_of, error, json_body, now_ms
+from livecut.api.context import ApiContext, ctx_of, error, now_ms, options_body
 from livecut.api.signed import (
     DEFAULT_EXPIRES_S,
     EXPIRES_S,
@@ -63,17 +63,7 @@ async def create_playback(request: web.Request) -> web.Response:
     check_query(request.query, ())
     stream_id = request.match_info["id"]
     known_stream(ctx, stream_id)
-    body = await json_body(request, empty_ok=True)
-    if not isinstance(body, dict):
-        raise Invalid(["the body must be a JSON object (or empty)"], status=400)
-    unknown = sorted(set(body) - set(PLAYBACK_FIELDS))
-    if unknown:
-        raise Invalid(
-            [
-                f"unknown field(s) {', '.join(short(u) for u in unknown[:5])}; "
-                f"allowed: {', '.join(PLAYBACK_FIELDS)}"
-            ]
-        )
+    body = await options_body(request, PLAYBACK_FIELDS)
     low, high = EXPIRES_S
     expires_in = body.get("expires_in_s", DEFAULT_EXPIRES_S)
     if (

@@ -12,7 +12,7 @@ from livecut.analysis.jobs import (
 )
 from livecut.analysis.results import as_json, highlights_body, shots_job_body, shots_manifest
 from livecut.api.clips import RETRY_AFTER_S, validate_clip
-from livecut.api.context import ApiContext, Handler, ctx_of, error, json_body
+from livecut.api.context import ApiContext, Handler, ctx_of, error, options_body
 from livecut.api.validate import (
     EARLIEST_MS,
     LATEST_MS,
@@ -67,21 +67,6 @@ def _shots_json(ctx: ApiContext, job: AnalysisJobRow) -> dict[str, object]:
     return as_json(shots_job_body(job, base_url=ctx.base_url(), progress=analysis.progress(job.id)))
 
 
-async def _body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, object]:
-    body = await json_body(request, empty_ok=True)
-    if not isinstance(body, dict):
-        raise Invalid(["the body must be a JSON object (or empty)"], status=400)
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise Invalid(
-            [
-                f"unknown field(s) {', '.join(short(u) for u in unknown[:5])}; "
-                f"allowed: {', '.join(allowed) or 'none (send an empty body)'}"
-            ]
-        )
-    return body
-
-
 def _whole_ms(body: dict[str, object], key: str, default: int) -> int:
     value = body.get(key, default)
     if isinstance(value, float) and value.is_integer():
@@ -103,7 +88,7 @@ async def post_session_shots(request: web.Request) -> web.Response:
     session = ctx.store.index.session(request.match_info["id"])
     if session is None:
         return error(404, f"unknown session {short(request.match_info['id'])}")
-    body = await _body(request, SHOTS_FIELDS)
+    body = await options_body(request, SHOTS_FIELDS)
     first = ctx.store.index.first_segment_start(session.id)
     edge = session.live_edge_ms
     if first is None or edge is None:
@@ -138,7 +123,7 @@ async def post_clip_shots(request: web.Request) -> web.Response:
     clip = ctx.store.index.clip(request.match_info["id"])
     if clip is None:
         return error(404, f"unknown clip {short(request.match_info['id'])}")
-    await _body(request, ())
+    await options_body(request, ())
     if clip.state != "ready":
         return error(409, f"clip {clip.id} is {clip.state}, not ready", state=clip.state)
     result = clip.result or {}
@@ -256,7 +241,7 @@ async def post_highlights(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
     analysis = _analysis(ctx)
-    body = await _body(request, HIGHLIGHT_FIELDS)
+    body = await options_body(request, HIGHLIGHT_FIELDS)
     max_clips = _bounded(body, "max_clips", 3, 1, MAX_HIGHLIGHTS)
     min_ms = _bounded(body, "min_duration_ms", 5_000, MIN_CLIP_MS, MAX_HIGHLIGHT_MS)
     max_ms = _bounded(body, "max_duration_ms", max(min_ms, 30_000), min_ms, MAX_HIGHLIGHT_MS)
