@@ -22,7 +22,7 @@ from livecut.api.signed import (
     stream_scope,
 )
 from livecut.api.streams import known_stream
-from livecut.api.validate import Invalid, check_query, query_int, short
+from livecut.api.validate import Invalid, check_query, optional_query_int, query_int, short
 from livecut.api.views import absolute
 from livecut.clips.hls import LiveWindow, gap_marks, live_playlist, vod_playlist
 from livecut.store.records import MEDIA_JOIN_MS, RenditionRow, SegmentRow
@@ -418,14 +418,7 @@ def _rendition_name(ctx: ApiContext, stream_id: str, wanted: str | None) -> str:
 
 
 def _dvr_s(request: web.Request) -> int | None:
-    raw = request.query.get("dvr_s")
-    if raw is None:
-        return None
-    low, high = DVR_S
-    value = query_int(raw, "dvr_s", signed=False)
-    if not low <= value <= high:
-        raise Invalid([f"dvr_s must be from {low} to {high} seconds, not {value}"], status=400)
-    return value
+    return optional_query_int(request.query, "dvr_s", DVR_S, " seconds")
 
 
 PLAYBACK_ROUTES = [

@@ -11,7 +11,14 @@ from aiohttp import web
 from livecut.analysis.loudness import envelope, loudness_curve
 from livecut.analysis.scan import LOUDNESS_RATE, audio_in_range, planned_runs
 from livecut.api.context import ApiContext, ctx_of, error, now_ms
-from livecut.api.validate import Invalid, check_query, page_limit, query_int, short
+from livecut.api.validate import (
+    Invalid,
+    check_query,
+    optional_query_int,
+    page_limit,
+    query_int,
+    short,
+)
 from livecut.api.views import session_json
 from livecut.clips.planner import NothingRecorded
 
@@ -134,13 +141,9 @@ async def stream_timeline(request: web.Request) -> web.Response:
 async def _loudness(
     ctx: ApiContext, request: web.Request, stream_id: str, from_ms: int, to_ms: int
 ) -> list[dict[str, object]] | None:
-    raw = request.query.get("loudness_ms")
-    if raw is None:
+    resolution = optional_query_int(request.query, "loudness_ms", LOUDNESS_RESOLUTION_MS)
+    if resolution is None:
         return None
-    low, high = LOUDNESS_RESOLUTION_MS
-    resolution = query_int(raw, "loudness_ms", signed=False)
-    if not low <= resolution <= high:
-        raise Invalid([f"loudness_ms must be from {low} to {high}, not {resolution}"], 400)
     if to_ms - from_ms > LOUDNESS_MAX_RANGE_MS:
         raise Invalid(
             [

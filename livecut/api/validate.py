@@ -350,6 +350,20 @@ def query_int(raw: str, key: str, *, signed: bool = True) -> int:
     return int(raw)
 
 
+def optional_query_int(
+    query: Mapping[str, str], key: str, bounds: tuple[int, int], unit: str = ""
+) -> int | None:
+    """A non-negative integer query parameter within bounds, or None when absent."""
+    raw = query.get(key)
+    if raw is None:
+        return None
+    low, high = bounds
+    value = query_int(raw, key, signed=False)
+    if not low <= value <= high:
+        raise Invalid([f"{key} must be from {low} to {high}{unit}, not {value}"], status=400)
+    return value
+
+
 def short(raw: object) -> str:
     text = repr(raw)
     return text if len(text) <= 60 else text[:57] + "..."
