@@ -1081,3 +1081,41 @@ async def test_a_hung_segment_worker_is_stopped_and_the_segment_retried(
         assert r.errors() == {"unreadable_media": 1}
         [replacement] = r.daemon.segment_workers.pids()
         assert replacement != hung
+
+
+async def test_a_spare_worker_is_ready_before_a_second_segment_needs_it(tmp_path: Path) -> None:
+    workers = staging.SegmentWorkers(3)
+    try:
+        assert await workers.stage(tmp_path / "0.vtt", b"WEBVTT\n", None, probe=False) is None
+        await workers.settled()
+        first, spare = workers.pids()  # the spare started after the first was taken
+        await asyncio.gather(
+            *(workers.stage(tmp_path / f"{n}.vtt", b"WEBVTT\n", None, probe=False) for n in (1, 2))
+        )
+        await workers.settled()
+        assert {first, spare} < set(workers.pids()), "both served, and the third is the spare"
+        assert len(workers.pids()) == 3  # never more than asked for
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["0.vtt", "1.vtt", "2.vtt"]
+    finally:
+        await workers.close()
+    assert workers.pids() == []
+
+
+async def test_a_worker_that_cannot_start_fails_the_segment_not_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workers = staging.SegmentWorkers(2)
+    try:
+        monkeypatch.setattr(staging.sys, "executable", str(tmp_path / "no-python"))
+        async with asyncio.timeout(WAIT_S):
+            with pytest.raises(ProbeError, match="no segment worker could be started"):
+                await workers.stage(tmp_path / "0.vtt", b"WEBVTT\n", None, probe=False)
+            # Within the second after a failed start, others fail at once, not wait.
+            with pytest.raises(ProbeError, match="no segment worker could be started"):
+                await workers.stage(tmp_path / "1.vtt", b"WEBVTT\n", None, probe=False)
+        monkeypatch.undo()
+        monkeypatch.setattr(staging, "START_RETRY_S", 0.0)
+        assert await workers.stage(tmp_path / "2.vtt", b"WEBVTT\n", None, probe=False) is None
+        assert (tmp_path / "2.vtt").read_bytes() == b"WEBVTT\n"
+    finally:
+        await workers.close()

@@ -19,12 +19,16 @@ schedule estimates when the origin publishes:
   target duration before the first listing.
 - reloads aim into the bracket: at its middle while it is wide (each load then halves
   it), `MARGIN_MS` past its lower end once it is narrow; or at the floor when that is
-  later. When the floor has drifted more than a third of the target duration past the
-  due time (or, while the bracket is wide, may have), the reload waits for the segment
-  after (that one segment is listed about a segment late) so that the phase comes back
-  to just after publishing. A bracket proved wrong by a late or early segment is
-  narrowed around the new bound rather than opened wide, so jitter does not set off
-  probing again.
+  later. Narrow means within two margins plus the time a load takes (request to parsed
+  snapshot, smoothed): a load that finds its segment bounds the delay from above only
+  by when its answer arrived, so on a busy machine (loads of 100 ms) no load could
+  narrow it below about twice that, and a bracket still called wide there kept probing,
+  one segment late each time. When the floor has drifted more than a third of the
+  target duration past the due time (or, while the bracket is wide, may have), the
+  reload waits for the segment after (that one segment is listed about a segment late)
+  so that the phase comes back to just after publishing. A bracket proved wrong by a
+  late or early segment is narrowed around the new bound rather than opened wide, so
+  jitter does not set off probing again.
 - a load that finds nothing new is followed up at its floor (half a target duration).
 - a load aimed by the estimate (not held back by the floor) that found its segment moves
   the lower end `DECAY_MS` earlier, so an estimate raised by a one-off late segment
@@ -68,6 +72,10 @@ class ReloadSchedule:
         self.lo_ms: int | None = None
         self.hi_ms: int | None = None
         self._aimed = False  # the last reload was timed by the estimate, not the floor
+        # How long a load takes, request to snapshot (smoothed): no load can bound the
+        # listing delay more tightly than that, so a bracket this wide is as narrow as
+        # loads can make it.
+        self.load_ms = 0.0
 
     @property
     def delay_ms(self) -> int | None:
@@ -100,6 +108,8 @@ class ReloadSchedule:
         before any); new_edge: this load listed it for the first time.
         """
         floor = requested_at_ms + (target_ms if changed else target_ms // 2)
+        took = max(0, fetched_at_ms - requested_at_ms)
+        self.load_ms = took if self.load_ms == 0 else self.load_ms + (took - self.load_ms) / 4
         if edge_ms is None:
             return floor, floor
         if new_edge:
@@ -128,9 +138,10 @@ class ReloadSchedule:
         behind = (floor - due) % step  # past the latest segment due by the floor
         worst = behind
         assert self.hi_ms is not None
-        if self.hi_ms - self.lo_ms > 2 * MARGIN_MS:
+        if self.hi_ms - self.lo_ms > 2 * MARGIN_MS + self.load_ms:
             # Loads held at the floor all see the same phase and teach nothing: when the
-            # floor may be more than a quarter behind, step off it to halve the bracket.
+            # floor may be more than a quarter behind, step off it to halve the bracket
+            # (while halving it can still teach something: not below a load's own time).
             # Behind as a function of the delay falls as the delay grows, and jumps back
             # up a whole segment where the floor is exactly a segment past due.
             worst = (floor - (edge_ms + next_duration_ms + self.lo_ms)) % step

@@ -35,6 +35,7 @@ import pickle
 import socket
 import struct
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,7 @@ _REQUEST = struct.Struct("!III")
 # Reply: the length of a pickled ("ok", probe) or ("error", exception).
 _REPLY = struct.Struct("!I")
 STOP_WAIT_S = 2.0
+START_RETRY_S = 1.0  # after a worker failed to start, before another is tried
 STAGE_TIMEOUT_S = 60.0  # writing, fsyncing and probing one segment, however slow the disk
 
 
@@ -132,16 +134,23 @@ class SegmentWorkers:
     """Stages segments in `workers` processes (0: in the daemon's own threads).
 
     The processes start as segments need them, not before: a daemon with nothing to
-    record never starts one.
+    record never starts one. DESIGN (a spare): starting one takes 0.15 s on an idle
+    machine and over 2 s on a busy one, which a segment waiting for it would add to its
+    lag. So whenever a segment takes the last idle worker, another one starts in the
+    background (up to `workers`), and a segment finding none idle waits for whichever
+    comes first, a new worker or a busy one coming back. A single stream keeps two.
     """
 
     def __init__(self, workers: int, *, buffer_bytes: int = 64 * 1024 * 1024) -> None:
         self.workers = workers
         # Bytes on their way here: taken as a body is read, given back once it is staged.
         self.budget = ByteBudget(buffer_bytes)
-        self._idle: asyncio.Queue[_Worker] | None = None
+        # None in the queue: a start failed, and whoever waits looks again.
+        self._idle: asyncio.Queue[_Worker | None] | None = None
         self._all: list[_Worker] = []
-        self._starting = 0
+        self._starting: set[asyncio.Task[None]] = set()
+        self._waiting = 0
+        self._start_failed: tuple[float, OSError] | None = None
         self._closed = False
 
     async def stage(
@@ -166,9 +175,15 @@ class SegmentWorkers:
         """The worker processes' ids (none until the first segment)."""
         return sorted(w.process.pid for w in self._all)
 
+    async def settled(self) -> None:
+        """Until no worker is starting (each start has succeeded or failed)."""
+        while self._starting:
+            await asyncio.wait(set(self._starting))
+
     async def close(self) -> None:
         """Stop the workers: each finishes the segment it is on, then sees its socket close."""
         self._closed = True
+        await self.settled()  # a worker that was starting is now in _all, or reaped
         workers, self._all = self._all, []
         for worker in workers:
             worker.writer.close()
@@ -217,16 +232,24 @@ class SegmentWorkers:
         if self._idle is None:
             self._idle = asyncio.Queue()
         while True:
-            if self._idle.empty() and len(self._all) + self._starting < self.workers:
-                self._starting += 1
-                try:
-                    self._give_back(await self._start())
-                finally:
-                    self._starting -= 1
-            worker = await self._idle.get()
+            if self._idle.empty():
+                self._start_soon()
+                if not self._all and not self._starting and self._start_failed:
+                    raise ProbeError(f"no segment worker could be started: {self._start_failed[1]}")
+            self._waiting += 1
+            try:
+                worker = await self._idle.get()
+            finally:
+                self._waiting -= 1
+            if worker is None:
+                if self._all or self._starting or self._start_failed is None:
+                    continue  # others will answer
+                raise ProbeError(f"no segment worker could be started: {self._start_failed[1]}")
             if worker not in self._all:
                 continue  # dropped while it waited in the queue
             if not worker.reader.at_eof() and worker.process.returncode is None:
+                if self._idle.empty():
+                    self._start_soon()  # the spare
                 return worker
             # Died while idle (killed, OOM): not this segment's doing; take another.
             self._drop(worker)
@@ -234,6 +257,37 @@ class SegmentWorkers:
     def _give_back(self, worker: _Worker) -> None:
         if self._idle is not None and worker in self._all:
             self._idle.put_nowait(worker)
+
+    def _start_soon(self) -> None:
+        """Start one more worker in the background, if there is room for one and the
+        last start did not fail within the past second."""
+        if self._closed or len(self._all) + len(self._starting) >= self.workers:
+            return
+        if self._start_failed and time.monotonic() - self._start_failed[0] < START_RETRY_S:
+            return
+        task = asyncio.create_task(self._start_one())
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    async def _start_one(self) -> None:
+        try:
+            worker = await self._start()
+        except OSError as exc:  # no such executable, out of processes or descriptors
+            log.error("could not start a segment worker: %s", exc)
+            self._start_failed = (time.monotonic(), exc)
+            assert self._idle is not None
+            for _ in range(max(1, self._waiting)):
+                self._idle.put_nowait(None)  # each waiter looks again
+            return
+        finally:
+            self._starting.discard(asyncio.current_task())
+        self._start_failed = None
+        if self._closed:
+            worker.writer.close()
+            await _reap(worker.process)
+            return
+        self._all.append(worker)
+        self._give_back(worker)
 
     async def _start(self) -> _Worker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -256,9 +310,7 @@ class SegmentWorkers:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=SOCKET_BUFFER)
-        worker = _Worker(process=process, reader=reader, writer=writer)
-        self._all.append(worker)
-        return worker
+        return _Worker(process=process, reader=reader, writer=writer)
 
     def _drop(self, worker: _Worker) -> None:
         if worker in self._all:
