@@ -118,15 +118,6 @@ class _Samples:
     decoded_to: int = 0  # decode time after the last sample
     presented_to: int = 0  # composition time after the last presented sample
 
-    def add(self, *, duration: int, size: int, offset: int, sync: bool) -> None:
-        self.presented_to = max(self.presented_to, self.decoded_to + offset + duration)
-        self.deltas.append(duration)
-        self.offsets.append(offset)
-        self.sizes.append(size)
-        if sync:
-            self.sync.append(len(self.sizes))
-        self.decoded_to += duration
-
     def start_at(self, decode_time: int) -> None:
         """A fragment starts at decode_time: a gap or overlap is folded into the last delta."""
         if not self.sizes or decode_time == self.decoded_to:
@@ -395,28 +386,49 @@ def _read_trun(body: bytes, base: int, samples: _Samples, defaults: _Defaults) -
         (first_flags,) = struct.unpack_from(">I", body, at)
         at += 4
     samples.chunks.append((data, count))
-    for n in range(count):
-        duration, size, sample_flags, offset = (
-            defaults.duration,
-            defaults.size,
-            defaults.flags,
-            0,
-        )
-        if flags & 0x100:
-            (duration,) = struct.unpack_from(">I", body, at)
-            at += 4
-        if flags & 0x200:
-            (size,) = struct.unpack_from(">I", body, at)
-            at += 4
-        if flags & 0x400:
-            (sample_flags,) = struct.unpack_from(">I", body, at)
-            at += 4
+    # One struct per sample entry, fields in the order the flags lay them out: this
+    # loop meets every sample of the clip (an hour of 1080p30 + AAC has 280,000).
+    fields = [
+        (bit, code)
+        for bit, code in ((0x100, "I"), (0x200, "I"), (0x400, "I"), (0x800, "i" if signed else "I"))
+        if flags & bit
+    ]
+    entry = struct.Struct(">" + "".join(code for _, code in fields))
+    names = [bit for bit, _ in fields]
+    column = {bit: names.index(bit) if bit in names else -1 for bit in (0x100, 0x200, 0x400, 0x800)}
+    d_at, s_at, f_at, o_at = column[0x100], column[0x200], column[0x400], column[0x800]
+    end = at + entry.size * count
+    if end > len(body):
+        raise Mp4EditError("a trun shorter than its sample count")
+    # _Samples.add, inlined: a call per sample was half of this loop's time.
+    delta_counts, delta_values = samples.deltas.counts, samples.deltas.values
+    offset_counts, offset_values = samples.offsets.counts, samples.offsets.values
+    sizes, sync = samples.sizes, samples.sync
+    decoded, presented = samples.decoded_to, samples.presented_to
+    rows = entry.iter_unpack(body[at:end]) if entry.size else iter(((),) * count)
+    for n, values in enumerate(rows):
+        duration = values[d_at] if d_at >= 0 else defaults.duration
+        offset = values[o_at] if o_at >= 0 else 0
+        sample_flags = values[f_at] if f_at >= 0 else defaults.flags
         if n == 0 and first_flags is not None:
             sample_flags = first_flags
-        if flags & 0x800:
-            (offset,) = struct.unpack_from(">i" if signed else ">I", body, at)
-            at += 4
-        samples.add(duration=duration, size=size, offset=offset, sync=not (sample_flags >> 16) & 1)
+        if decoded + offset + duration > presented:
+            presented = decoded + offset + duration
+        if delta_values and delta_values[-1] == duration:
+            delta_counts[-1] += 1
+        else:
+            delta_counts.append(1)
+            delta_values.append(duration)
+        if offset_values and offset_values[-1] == offset:
+            offset_counts[-1] += 1
+        else:
+            offset_counts.append(1)
+            offset_values.append(offset)
+        sizes.append(values[s_at] if s_at >= 0 else defaults.size)
+        if not (sample_flags >> 16) & 1:
+            sync.append(len(sizes))
+        decoded += duration
+    samples.decoded_to, samples.presented_to = decoded, presented
 
 
 # --- writing ------------------------------------------------------------------------------

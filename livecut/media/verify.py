@@ -15,6 +15,7 @@ other than what the clip reports:
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import struct
 import sys
@@ -267,9 +268,16 @@ def _check_audio(trak: _Trak, movie_scale: int, span_s: tuple[float, float]) -> 
 def _check_frame_numbers(fh: BinaryIO, trak: _Trak, sync: set[int] | None) -> None:
     """H.264: frame_num is PrevRefFrameNum or PrevRefFrameNum + 1 (mod MaxFrameNum)."""
     config = _AvcConfig.parse(trak.config)
-    # Small positioned reads, not a memory map: mapping a long export would count its
-    # whole file in the daemon's resident memory.
     reader = _Reader(fh.fileno())
+    try:
+        _check_frame_sequence(reader, trak, config, sync)
+    finally:
+        reader.close()
+
+
+def _check_frame_sequence(
+    reader: _Reader, trak: _Trak, config: _AvcConfig, sync: set[int] | None
+) -> None:
     previous: int | None = None
     for number, (at, size) in enumerate(trak.positions(), start=1):
         header = _first_slice(reader, at, size, config)
@@ -336,18 +344,36 @@ class _AvcConfig:
 
 
 class _Reader:
-    """pread in 1 KiB blocks, remembering the last: a sample's NAL headers are near its
-    start, so one read usually serves all of them."""
+    """A few bytes at a time from a sample's start, where its NAL headers are.
+
+    A file up to MAP_LIMIT is memory-mapped: a slice costs a fraction of a system call,
+    and the check of a minute of 1080p takes a few milliseconds instead of about twenty.
+    The pages it touches (one or two a frame) count in the daemon's resident memory
+    until the map is closed, so a longer file (an export) is read by pread in 1 KiB
+    blocks instead, the last block kept: one read usually serves a whole sample.
+    """
+
+    MAP_LIMIT = 256 << 20
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._at = -1
         self._block = b""
+        size = os.fstat(fd).st_size
+        self._map = (
+            mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if 0 < size <= self.MAP_LIMIT else None
+        )
 
     def read(self, at: int, count: int) -> bytes:
+        if self._map is not None:
+            return self._map[at : at + count]
         if not (self._at <= at and at + count <= self._at + len(self._block)):
             self._at, self._block = at, os.pread(self._fd, max(count, 1024), at)
         return self._block[at - self._at : at - self._at + count]
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
 
 
 def _first_slice(
