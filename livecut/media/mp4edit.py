@@ -203,12 +203,15 @@ def _finish_in_place(
 
 
 def _sha256(path: Path) -> tuple[int, str]:
+    """Read into one reused buffer: no new bytes object a chunk (a few ms a minute of 1080p)."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_COPY_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
+    buffer = bytearray(_COPY_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        while count := fh.readinto(buffer):
+            digest.update(view[:count])
+            size += count
     return size, digest.hexdigest()
 
 
