@@ -133,6 +133,7 @@ class Daemon:
             metrics.declare_stream(stream.id)
             if stream.enabled:
                 self.recorders[stream.id] = self._recorder(stream)
+        self._end_unrecorded_sessions()
         self._uninstall_metrics = metrics.install_state_collector(
             metrics.StateCollector(
                 live_edges=self.store.index.stream_live_edges,
@@ -350,6 +351,7 @@ class Daemon:
             if stream.id in self.recorders:  # left by a reload that failed half-way
                 await self.recorders[stream.id].stop()
             self.add_stream(stream)
+        self._end_unrecorded_sessions()
         now_ms = int(self.clock() * 1000)
         for stream in plan.config.streams:
             self.store.index.ensure_stream(stream.id, stream.url, now_ms)
@@ -371,6 +373,24 @@ class Daemon:
         )
         log.info("%s", outcome.summary())
         return self._record(outcome)
+
+    def _end_unrecorded_sessions(self) -> None:
+        """A session whose stream is no longer recorded (removed from the config or
+        disabled, by a reload or while the daemon was down) ends at its live edge, with
+        end_reason "stopped": nothing will add to it, and a session left live would keep
+        clips waiting for an edge that never moves and hold its stream's state."""
+        for session in self.store.index.live_sessions():
+            if session.stream_id in self.recorders:
+                continue
+            self.store.index.end_session(
+                session.id, ended_ms=session.live_edge_ms or session.started_ms, reason="stopped"
+            )
+            self.store.edges.changed(session.stream_id)
+            log.info(
+                "stream %s: session %s ended (stopped: the stream is no longer recorded)",
+                session.stream_id,
+                session.id,
+            )
 
     def _record(self, outcome: ReloadOutcome) -> ReloadOutcome:
         self.last_reload = outcome

@@ -11,7 +11,9 @@ import aiohttp
 from livecut.config import parse_config
 from livecut.origin import LiveOrigin
 from livecut.reload import ReloadOutcome, plan_reload
-from tests.harness import daemon_config, running
+from tests.harness import daemon_config, running, until
+
+WAIT_S = 30.0  # an upper bound; a passing test never comes close
 
 A = {"id": "a", "url": "http://o/a.m3u8"}
 B = {"id": "b", "url": "http://o/b.m3u8"}
@@ -139,8 +141,23 @@ async def test_apply_leaves_untouched_recorders_running_and_follows_aliases(
                 health = await response.json()
             assert health["last_reload"]["streams"]["started"] == ["c"]
 
+            for stream_id in ("a", "b"):
+                await until(
+                    daemon,
+                    stream_id,
+                    lambda s=stream_id: daemon.store.index.live_session(s) is not None,
+                    timeout_s=WAIT_S,
+                )
+            live = daemon.store.index.live_session("a")
+            assert live is not None
             outcome = await daemon.apply_config(replace(new, streams=new.streams[1:]))
             assert outcome.stopped == ("a",) and not outcome.started
+            # Nothing records a any more: its session ends where its recording does.
+            ended = daemon.store.index.session(live.id)
+            assert ended is not None and ended.state == "ended"
+            assert ended.end_reason == "stopped"
+            assert ended.ended_ms == (ended.live_edge_ms or ended.started_ms)
+            assert daemon.store.index.live_session("b") is not None, "b records on"
             names = task_names()
             assert "live-shots:a" not in names and "recorder:a" not in names
             async with http.get(f"{daemon.base_url}/api/stream/alias-a") as response:
@@ -151,3 +168,30 @@ async def test_apply_leaves_untouched_recorders_running_and_follows_aliases(
 
 def task_names() -> set[str]:
     return {task.get_name() for task in asyncio.all_tasks()}
+
+
+async def test_a_stream_dropped_while_the_daemon_was_down_has_its_session_ended(
+    data_dir: Path,
+) -> None:
+    origin = LiveOrigin()
+    url = await origin.start()
+    base = daemon_config(data_dir, url, stream_id="a")
+    a = base.streams[0]
+    both = replace(base, streams=(a, replace(a, id="b")))
+    try:
+        async with running(both) as daemon:
+            for stream_id in ("a", "b"):
+                await until(
+                    daemon,
+                    stream_id,
+                    lambda s=stream_id: daemon.store.index.live_session(s) is not None,
+                    timeout_s=WAIT_S,
+                )
+        # Back up with a disabled and b gone: neither is recorded, so neither stays live.
+        async with running(replace(base, streams=(replace(a, enabled=False),))) as daemon:
+            assert daemon.store.index.live_sessions() == []
+            for stream_id in ("a", "b"):
+                [session] = daemon.store.index.sessions(stream_id)
+                assert (session.state, session.end_reason) == ("ended", "stopped")
+    finally:
+        await origin.stop()

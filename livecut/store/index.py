@@ -338,6 +338,13 @@ class Index:
         ).fetchone()
         return None if row is None else _session(row)
 
+    def live_sessions(self) -> list[SessionRow]:
+        """Every session still open, of every stream."""
+        rows = self._db.execute(
+            "SELECT * FROM sessions WHERE state = 'live' ORDER BY started_ms"
+        ).fetchall()
+        return [_session(r) for r in rows]
+
     def sessions(self, stream_id: str, *, limit: int = 100) -> list[SessionRow]:
         rows = self._db.execute(
             "SELECT * FROM sessions WHERE stream_id = ? ORDER BY started_ms DESC LIMIT ?",
