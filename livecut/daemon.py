@@ -431,8 +431,13 @@ class Daemon:
                 log.exception("retention pass failed; trying again in %ss", RETENTION_EVERY_S)
 
     def read_ranges(self, stream_id: str) -> list[tuple[int, int]]:
-        """What queued or running clip and analysis jobs will read of a stream."""
-        return self.jobs.read_ranges(stream_id) + self.analysis.read_ranges(stream_id)
+        """What queued or running clip and analysis jobs will read of a stream, and what
+        is being read outside them (a thumbnail)."""
+        return (
+            self.jobs.read_ranges(stream_id)
+            + self.analysis.read_ranges(stream_id)
+            + self.store.reads(stream_id)
+        )
 
     def retain(self) -> RetentionReport:
         """Drop segments older than each stream's retention, except what clip jobs still read."""

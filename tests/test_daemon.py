@@ -135,6 +135,11 @@ async def test_retention_removes_old_segments_but_not_what_a_job_reads(
                 ),
                 (later.start_ms - KEYFRAME_LOOKBACK_MS, later.end_ms + SPILL_LOOKAHEAD_MS),
             ]
+            # And a read outside any job (a thumbnail decoding) over a segment in between.
+            shown = segments[count // 2]
+            reading = daemon.store.reading("cam", shown.start_ms + 10, shown.start_ms + 11)
+            reading.__enter__()
+            reaches.append((shown.start_ms + 10, shown.start_ms + 11))
             kept = [
                 s.seq
                 for s in segments
@@ -148,6 +153,9 @@ async def test_retention_removes_old_segments_but_not_what_a_job_reads(
             assert [s.seq for s in left] == kept
             for segment in segments:
                 assert (data_dir / segment.path).exists() == (segment.seq in kept)
+            reading.__exit__(None, None, None)
+            assert daemon.store.reads("cam") == []
+            assert daemon.retain().segments_removed == 1, "the read is over: it may go"
         finally:
             await daemon.stop()
     finally:

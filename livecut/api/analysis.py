@@ -157,16 +157,16 @@ async def _image_at(
     key = (str(ctx.store.root), stream_id, session_id, at_ms, width, height, fit_mode, image_format)
     body = _cached(key)
     if body is None:
-        segments = ctx.store.index.stream_segments(
-            stream_id, at_ms - KEYFRAME_LOOKBACK_MS, at_ms + 1, session_id=session_id
-        )
-        video = [s for s in segments if s.has_video]
-        if not any(s.start_ms <= at_ms < s.end_ms for s in video):
-            return error(404, f"at_ms: no video of stream {stream_id} is recorded at {at_ms}")
-        try:
-            frame = await asyncio.to_thread(frame_at, video, at_ms, ctx.store.path)
-        except (NothingRecorded, LookupError) as exc:
-            return error(404, f"at_ms: {exc}")
+        reach = (at_ms - KEYFRAME_LOOKBACK_MS, at_ms + 1)
+        with ctx.store.reading(stream_id, *reach):  # retention leaves them while we decode
+            segments = ctx.store.index.stream_segments(stream_id, *reach, session_id=session_id)
+            video = [s for s in segments if s.has_video]
+            if not any(s.start_ms <= at_ms < s.end_ms for s in video):
+                return error(404, f"at_ms: no video of stream {stream_id} is recorded at {at_ms}")
+            try:
+                frame = await asyncio.to_thread(frame_at, video, at_ms, ctx.store.path)
+            except (NothingRecorded, LookupError) as exc:
+                return error(404, f"at_ms: {exc}")
         body = await asyncio.to_thread(
             encode_image, frame, image_format, width=width, height=height, fit_mode=fit_mode
         )

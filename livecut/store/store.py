@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from livecut import metrics
@@ -47,12 +49,29 @@ class Store:
         self.edges = EdgeWatch()
         self.space = Space(self, storage or StorageConfig())
         self._staged = 0  # names staged segments uniquely
+        # Spans of stored media being read outside any job (a thumbnail): retention and
+        # the disk floor keep them, as they keep what clip and analysis jobs will read.
+        self._reads: list[tuple[str, int, int]] = []
 
     def close(self) -> None:
         self.index.close()
 
     def path(self, relpath: str) -> Path:
         return self.root / relpath
+
+    @contextlib.contextmanager
+    def reading(self, stream_id: str, start_ms: int, end_ms: int) -> Iterator[None]:
+        """Keep the stream's segments in [start_ms, end_ms) while the block reads them."""
+        entry = (stream_id, start_ms, end_ms)
+        self._reads.append(entry)
+        try:
+            yield
+        finally:
+            self._reads.remove(entry)
+
+    def reads(self, stream_id: str) -> list[tuple[int, int]]:
+        """What is being read of a stream outside jobs, as (start_ms, end_ms) spans."""
+        return [(start, end) for sid, start, end in self._reads if sid == stream_id]
 
     async def write(self, relpath: str, data: bytes) -> None:
         """Make room above the disk floor, then write a media file durably. A full disk
