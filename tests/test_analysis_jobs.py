@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from livecut.analysis import jobs as analysis_jobs
 from livecut.analysis.previews import preview_frame_count
 from livecut.analysis.thumbnails import FitMode, encode_image
 from livecut.config import Config, WebhookEndpoint, WebhooksConfig
@@ -539,3 +540,23 @@ async def test_an_instruction_picks_the_window_whose_subtitles_say_it(
         assert clip is not None and clip.state == "ready"
         window = (clip.result or {})["windows"][0]
         assert "goalkeeper" in window["label"]
+
+
+async def test_a_clips_own_shots_start_even_when_the_analysis_queue_is_full(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with recorded_vod(data_dir, tmp_path / "vod") as daemon, aiohttp.ClientSession() as http:
+        api = daemon.base_url
+        body = {"stream": "cam", "start_ms": PDT0 + 1500, "end_ms": PDT0 + 3500}
+        await daemon.analysis.stop()  # nothing takes jobs off the queue
+        monkeypatch.setattr(analysis_jobs, "QUEUE_LIMIT", 0)  # and it counts as full
+        session = daemon.store.index.sessions("cam")[0]
+        async with http.post(f"{api}/v1/sessions/{session.id}/shots", json={}) as r:
+            assert r.status == 429, "a new request is refused while the queue is full"
+        async with http.post(f"{api}/v1/clips", json={**body, "generate_shots": True}) as r:
+            assert r.status == 202, await r.text()
+            clip_id = (await r.json())["id"]
+        clip = await daemon.jobs.wait_finished(clip_id, 30)
+        assert clip is not None and clip.state == "ready"
+        job = daemon.store.index.analysis.job_of(f"clip:{clip_id}")
+        assert job is not None and job.state == "pending", "accepted with its clip: queued"

@@ -160,8 +160,11 @@ class AnalysisJobs:
         from_ms: int,
         to_ms: int,
         zero_ms: int,
+        admitted: bool = False,
     ) -> AnalysisJobRow:
-        """Shots of a session (or a slice of it) or of a clip; replaces the earlier ones."""
+        """Shots of a session (or a slice of it) or of a clip; replaces the earlier ones.
+        `admitted`: asked for with a request already accepted, so not refused when the
+        queue is full (AnalysisBusy is for new requests)."""
         subject = f"clip:{clip_id}" if clip_id is not None else f"session:{session_id}"
         earlier = self.index.job_of(subject)
         if earlier is not None:
@@ -176,6 +179,7 @@ class AnalysisJobs:
             to_ms=to_ms,
             zero_ms=zero_ms,
             options={},
+            admitted=admitted,
         )
 
     def submit_highlights(self, request: HighlightsRequest) -> AnalysisJobRow:
@@ -226,17 +230,16 @@ class AnalysisJobs:
         meta = (clip.options or {}).get("meta") or {}
         if isinstance(meta, dict) and meta.get("generate_shots") is True:
             start_ms, end_ms = _delivered_span(clip)
-            try:
-                self.submit_shots(
-                    stream_id=clip.stream_id,
-                    session_id=clip.session_id,
-                    clip_id=clip.id,
-                    from_ms=start_ms,
-                    to_ms=end_ms,
-                    zero_ms=start_ms,
-                )
-            except AnalysisBusy:
-                log.warning("clip %s: analysis queue full; its shots were not started", clip.id)
+            # Accepted with the clip: a full queue delays these shots, never drops them.
+            self.submit_shots(
+                stream_id=clip.stream_id,
+                session_id=clip.session_id,
+                clip_id=clip.id,
+                from_ms=start_ms,
+                to_ms=end_ms,
+                zero_ms=start_ms,
+                admitted=True,
+            )
 
     def clip_finished(self, clip_id: str, clip: ClipRow | None) -> None:
         """A highlights job is completed (or failed) with the clip that cuts its windows."""
@@ -250,8 +253,8 @@ class AnalysisJobs:
                 self._set(job.id, "failed", error=f"the clip {clip_id} was not cut: {reason}")
 
     # states --------------------------------------------------------------------
-    def _add(self, **fields: Any) -> AnalysisJobRow:
-        if self._queue.qsize() >= QUEUE_LIMIT:
+    def _add(self, *, admitted: bool = False, **fields: Any) -> AnalysisJobRow:
+        if not admitted and self._queue.qsize() >= QUEUE_LIMIT:
             raise AnalysisBusy(
                 f"{self._queue.qsize()} analysis jobs are waiting (at most {QUEUE_LIMIT});"
                 " retry shortly"
