@@ -142,6 +142,7 @@ class Daemon:
                 stream_states=lambda: {k: r.status.state for k, r in self.recorders.items()},
                 clock=self.clock,
                 outbox_depth=self.store.index.outbox_depth,
+                worker_pids=self.segment_workers.pids,
             )
         )
         self.deliverer = Deliverer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from livecut import __version__
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 STREAM_STATES = ("connecting", "recording", "stalled", "ended", "failing")
@@ -227,6 +230,17 @@ STATE_FAMILIES: tuple[tuple[str, str, list[str]], ...] = (
         "Webhook deliveries not yet accepted and not given up.",
         [],
     ),
+    (
+        "livecut_segment_workers",
+        "Segment worker processes running (they write and probe each new segment).",
+        [],
+    ),
+    (
+        "livecut_segment_workers_resident_bytes",
+        "Resident memory of the segment worker processes, together (process_* metrics "
+        "cover the daemon's own process only).",
+        [],
+    ),
 )
 
 
@@ -274,8 +288,10 @@ class StateCollector(Collector):
         stream_states: Callable[[], dict[str, str]] = dict,
         clock: Callable[[], float] = time.time,
         outbox_depth: Callable[[], int] = lambda: 0,
+        worker_pids: Callable[[], list[int]] = list,
     ) -> None:
         self._outbox_depth = outbox_depth
+        self._worker_pids = worker_pids
         self._stream_states = stream_states
         self._live_edges = live_edges
         self._clip_states = clip_states
@@ -309,6 +325,22 @@ class StateCollector(Collector):
         outbox = _state_family("livecut_webhook_outbox_depth")
         outbox.add_metric([], self._outbox_depth())
         yield outbox
+        pids = self._worker_pids()
+        workers = _state_family("livecut_segment_workers")
+        workers.add_metric([], len(pids))
+        yield workers
+        resident = _state_family("livecut_segment_workers_resident_bytes")
+        resident.add_metric([], sum(resident_bytes(pid) for pid in pids))
+        yield resident
+
+
+def resident_bytes(pid: int) -> int:
+    """A process's resident memory (Linux /proc); 0 once it has gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _state_family(name: str) -> GaugeMetricFamily:

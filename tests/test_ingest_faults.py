@@ -1026,6 +1026,10 @@ async def test_killed_segment_workers_cost_no_segment(data_dir: Path) -> None:
         await r.until(r.recorded(3))
         pids = r.daemon.segment_workers.pids()
         assert 1 <= len(pids) <= r.daemon.config.ingest.segment_workers  # started as needed
+        # Their count and memory are exported (process_* covers only the daemon).
+        assert metrics.REGISTRY.get_sample_value("livecut_segment_workers") == len(pids)
+        resident = metrics.REGISTRY.get_sample_value("livecut_segment_workers_resident_bytes")
+        assert resident is not None and resident > len(pids) * 10e6  # each holds PyAV
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         r.advance(3)
