@@ -298,3 +298,62 @@ async def test_callback_url_gets_signed_events_with_callback_id(data_dir: Path) 
         assert isinstance(data, dict) and data["passthrough"] == "p"
     assert {d["event"] for d in deliveries} == set(types)
     assert all(d["target"] == "callback" for d in deliveries)
+
+
+async def test_shots_jobs_report_to_their_own_callback_url(data_dir: Path) -> None:
+    ready: list[dict[str, object]] = []
+    arrived = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        raw = await request.read()
+        assert verify(SECRET, raw, request.headers[HEADER])
+        sent = json.loads(raw)
+        if sent["type"] == "shots.ready":
+            ready.append(sent)
+            if len(ready) == 2:
+                arrived.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    origin = LiveOrigin(prefill=3, end_after=3)
+    url = await origin.start()
+    try:
+        async with serve(app) as receiver:
+            base = daemon_config(data_dir, url)
+            config = replace(base, webhooks=WebhooksConfig(secret=SECRET, allow_private=True))
+            async with running(config) as daemon, aiohttp.ClientSession() as http:
+                api = daemon.base_url
+                await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
+                session = daemon.store.index.sessions("cam")[0]
+                shots = f"{api}/v1/sessions/{session.id}/shots"
+                async with http.post(shots, json={"callback_id": "lonely"}) as r:
+                    assert r.status == 422
+                    assert "give callback_url too" in (await r.json())["errors"][0]
+                hook_url = f"{receiver}/hook"
+                body = {"callback_url": hook_url, "callback_id": "shots-7"}
+                async with http.post(shots, json=body) as r:
+                    assert r.status == 202, await r.text()
+                    job = await r.json()
+                assert (job["callback_url"], job["callback_id"]) == (hook_url, "shots-7")
+                # A clip's own shots (generate_shots) report to the clip's callback.
+                clip_body = {
+                    "session": session.id,
+                    "start_offset_ms": 0,
+                    "end_offset_ms": 2000,
+                    "generate_shots": True,
+                    "callback_url": hook_url,
+                    "callback_id": "clip-8",
+                }
+                async with http.post(f"{api}/v1/clips", json=clip_body) as r:
+                    assert r.status == 202, await r.text()
+                    clip_id = (await r.json())["id"]
+                await asyncio.wait_for(arrived.wait(), 60)
+    finally:
+        await origin.stop()
+    by_id = {sent["callback_id"]: sent for sent in ready}
+    assert set(by_id) == {"shots-7", "clip-8"}
+    session_shots, clip_shots = by_id["shots-7"]["data"], by_id["clip-8"]["data"]
+    assert isinstance(session_shots, dict) and session_shots["status"] == "completed"
+    assert session_shots["session"] == session.id and session_shots["clip"] is None
+    assert isinstance(clip_shots, dict) and clip_shots["clip"] == clip_id

@@ -161,6 +161,7 @@ class AnalysisJobs:
         to_ms: int,
         zero_ms: int,
         admitted: bool = False,
+        callback: dict[str, str] | None = None,
     ) -> AnalysisJobRow:
         """Shots of a session (or a slice of it) or of a clip; replaces the earlier ones.
         `admitted`: asked for with a request already accepted, so not refused when the
@@ -178,7 +179,7 @@ class AnalysisJobs:
             from_ms=from_ms,
             to_ms=to_ms,
             zero_ms=zero_ms,
-            options={},
+            options=dict(callback or {}),  # callback_url, callback_id: where shots.ready goes
             admitted=admitted,
         )
 
@@ -239,6 +240,8 @@ class AnalysisJobs:
                 to_ms=end_ms,
                 zero_ms=start_ms,
                 admitted=True,
+                # The clip's own callback hears of its shots too.
+                callback={k: str(meta[k]) for k in ("callback_url", "callback_id") if meta.get(k)},
             )
 
     def clip_finished(self, clip_id: str, clip: ClipRow | None) -> None:

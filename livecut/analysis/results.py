@@ -28,6 +28,8 @@ class ShotsJobBody:
     error: str | None
     created_ms: int
     updated_ms: int
+    callback_url: str | None = None  # where shots.ready is sent, signed, besides endpoints
+    callback_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -105,7 +107,13 @@ def shots_job_body(job: AnalysisJobRow, *, base_url: str, progress: float | None
         error=job.error,
         created_ms=job.created_ms,
         updated_ms=job.updated_ms,
+        callback_url=_text(job.options.get("callback_url")),
+        callback_id=_text(job.options.get("callback_id")),
     )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def shots_manifest(job: AnalysisJobRow, *, base_url: str) -> ShotsManifest:

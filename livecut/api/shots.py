@@ -11,13 +11,14 @@ from livecut.analysis.jobs import (
     HighlightsRequest,
 )
 from livecut.analysis.results import as_json, highlights_body, shots_job_body, shots_manifest
-from livecut.api.clips import RETRY_AFTER_S, validate_clip
+from livecut.api.clips import RETRY_AFTER_S, extras, validate_clip
 from livecut.api.context import ApiContext, Handler, ctx_of, error, options_body
 from livecut.api.validate import (
     EARLIEST_MS,
     LATEST_MS,
     MIN_CLIP_MS,
     Invalid,
+    callback_fields,
     check_query,
     query_int,
     short,
@@ -25,7 +26,8 @@ from livecut.api.validate import (
 from livecut.api.views import absolute
 from livecut.store.analysis import AnalysisJobRow
 
-SHOTS_FIELDS = ("from_ms", "to_ms")
+CALLBACK_FIELDS = ("callback_url", "callback_id")
+SHOTS_FIELDS = ("from_ms", "to_ms", *CALLBACK_FIELDS)
 HIGHLIGHT_FIELDS = (
     "stream",
     "session",
@@ -101,6 +103,7 @@ async def post_session_shots(request: web.Request) -> web.Response:
             f"from_ms and to_ms must lie within the session's recording ({first} to {edge}),"
             f" from_ms before to_ms, at least {MIN_CLIP_MS} ms apart",
         )
+    callback = _callback(ctx, body)
     try:
         job = analysis.submit_shots(
             stream_id=session.stream_id,
@@ -109,6 +112,7 @@ async def post_session_shots(request: web.Request) -> web.Response:
             from_ms=from_ms,
             to_ms=to_ms,
             zero_ms=session.started_ms,
+            callback=callback,
         )
     except AnalysisBusy as exc:
         raise _Busy(str(exc)) from exc
@@ -123,7 +127,7 @@ async def post_clip_shots(request: web.Request) -> web.Response:
     clip = ctx.store.index.clip(request.match_info["id"])
     if clip is None:
         return error(404, f"unknown clip {short(request.match_info['id'])}")
-    await options_body(request, ())
+    callback = _callback(ctx, await options_body(request, CALLBACK_FIELDS))
     if clip.state != "ready":
         return error(409, f"clip {clip.id} is {clip.state}, not ready", state=clip.state)
     result = clip.result or {}
@@ -138,10 +142,21 @@ async def post_clip_shots(request: web.Request) -> web.Response:
             from_ms=from_ms,
             to_ms=to_ms,
             zero_ms=from_ms,
+            callback=callback,
         )
     except AnalysisBusy as exc:
         raise _Busy(str(exc)) from exc
     return _accepted(ctx, job, f"/v1/clips/{clip.id}/shots")
+
+
+def _callback(ctx: ApiContext, body: dict[str, object]) -> dict[str, str]:
+    """A shots job's own callback_url and callback_id: shots.ready goes there, signed,
+    as a clip's events go to its callback_url."""
+    errors: list[str] = []
+    fields = callback_fields(body, extras(ctx), errors)
+    if errors:
+        raise Invalid(errors)
+    return fields
 
 
 def _accepted(ctx: ApiContext, job: AnalysisJobRow, path: str) -> web.Response:

@@ -125,21 +125,13 @@ def clip_request(
 
 def _meta(body: Mapping[str, object], extras: Extras, errors: list[str]) -> dict[str, object]:
     meta: dict[str, object] = {}
-    for key in ("passthrough", "callback_id"):
-        value = body.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str) or len(value) > TEXT_MAX:
-            errors.append(f"{key} must be a string of at most {TEXT_MAX} characters")
+    passthrough = body.get("passthrough")
+    if passthrough is not None:
+        if not isinstance(passthrough, str) or len(passthrough) > TEXT_MAX:
+            errors.append(f"passthrough must be a string of at most {TEXT_MAX} characters")
         else:
-            meta[key] = value
-    if body.get("callback_url") is not None:
-        try:
-            meta["callback_url"] = extras.check_callback_url(body["callback_url"])
-        except ValueError as exc:
-            errors.append(str(exc))
-    elif "callback_id" in meta:
-        errors.append("callback_id is sent with webhooks to callback_url; give callback_url too")
+            meta["passthrough"] = passthrough
+    meta.update(callback_fields(body, extras, errors))
     shots = body.get("generate_shots", False)
     if not isinstance(shots, bool):
         errors.append(f"generate_shots must be true or false, not {short(shots)}")
@@ -376,3 +368,25 @@ def check_query(query: Mapping[str, str], allowed: Collection[str]) -> None:
         shown = ", ".join(short(u) for u in unknown[:5])
         allowed_text = ", ".join(allowed) or "none"
         raise Invalid([f"unknown query parameter(s) {shown}; allowed: {allowed_text}"], status=400)
+
+
+def callback_fields(
+    body: Mapping[str, object], extras: Extras, errors: list[str]
+) -> dict[str, str]:
+    """callback_url (checked: http(s), public unless allowed, a secret to sign with) and
+    callback_id, for any job that reports by webhook; problems go to `errors`."""
+    fields: dict[str, str] = {}
+    callback_id = body.get("callback_id")
+    if callback_id is not None:
+        if not isinstance(callback_id, str) or len(callback_id) > TEXT_MAX:
+            errors.append(f"callback_id must be a string of at most {TEXT_MAX} characters")
+        else:
+            fields["callback_id"] = callback_id
+    if body.get("callback_url") is not None:
+        try:
+            fields["callback_url"] = extras.check_callback_url(body["callback_url"])
+        except ValueError as exc:
+            errors.append(str(exc))
+    elif "callback_id" in fields:
+        errors.append("callback_id is sent with webhooks to callback_url; give callback_url too")
+    return fields

@@ -47,7 +47,9 @@ class EventBuilder:
         elif isinstance(subject, SessionRow):
             data = session_json(subject)
         elif isinstance(subject, dict):
-            data = subject
+            data = subject  # an analysis job's body: a shots job may carry its own callback
+            callback_id = _str_or_none(data.get("callback_id"))
+            callback_url = _str_or_none(data.get("callback_url"))
         else:
             return []
         targets = [(e.name, e.url) for e in self.config.endpoints if event in e.events]
