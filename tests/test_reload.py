@@ -9,6 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from livecut.config import parse_config
+from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
 from livecut.reload import ReloadOutcome, plan_reload
 from tests.harness import daemon_config, running, until
@@ -141,13 +142,7 @@ async def test_apply_leaves_untouched_recorders_running_and_follows_aliases(
                 health = await response.json()
             assert health["last_reload"]["streams"]["started"] == ["c"]
 
-            for stream_id in ("a", "b"):
-                await until(
-                    daemon,
-                    stream_id,
-                    lambda s=stream_id: daemon.store.index.live_session(s) is not None,
-                    timeout_s=WAIT_S,
-                )
+            await recording(daemon, "a", "b")
             live = daemon.store.index.live_session("a")
             assert live is not None
             outcome = await daemon.apply_config(replace(new, streams=new.streams[1:]))
@@ -180,13 +175,7 @@ async def test_a_stream_dropped_while_the_daemon_was_down_has_its_session_ended(
     both = replace(base, streams=(a, replace(a, id="b")))
     try:
         async with running(both) as daemon:
-            for stream_id in ("a", "b"):
-                await until(
-                    daemon,
-                    stream_id,
-                    lambda s=stream_id: daemon.store.index.live_session(s) is not None,
-                    timeout_s=WAIT_S,
-                )
+            await recording(daemon, "a", "b")
         # Back up with a disabled and b gone: neither is recorded, so neither stays live.
         async with running(replace(base, streams=(replace(a, enabled=False),))) as daemon:
             assert daemon.store.index.live_sessions() == []
@@ -195,3 +184,14 @@ async def test_a_stream_dropped_while_the_daemon_was_down_has_its_session_ended(
                 assert (session.state, session.end_reason) == ("ended", "stopped")
     finally:
         await origin.stop()
+
+
+async def recording(daemon: Daemon, *stream_ids: str) -> None:
+    """Until each stream has a live session."""
+    for stream_id in stream_ids:
+        await until(
+            daemon,
+            stream_id,
+            lambda s=stream_id: daemon.store.index.live_session(s) is not None,
+            timeout_s=WAIT_S,
+        )

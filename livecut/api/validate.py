@@ -125,12 +125,9 @@ def clip_request(
 
 def _meta(body: Mapping[str, object], extras: Extras, errors: list[str]) -> dict[str, object]:
     meta: dict[str, object] = {}
-    passthrough = body.get("passthrough")
+    passthrough = _short_text(body, "passthrough", errors)
     if passthrough is not None:
-        if not isinstance(passthrough, str) or len(passthrough) > TEXT_MAX:
-            errors.append(f"passthrough must be a string of at most {TEXT_MAX} characters")
-        else:
-            meta["passthrough"] = passthrough
+        meta["passthrough"] = passthrough
     meta.update(callback_fields(body, extras, errors))
     shots = body.get("generate_shots", False)
     if not isinstance(shots, bool):
@@ -376,12 +373,9 @@ def callback_fields(
     """callback_url (checked: http(s), public unless allowed, a secret to sign with) and
     callback_id, for any job that reports by webhook; problems go to `errors`."""
     fields: dict[str, str] = {}
-    callback_id = body.get("callback_id")
+    callback_id = _short_text(body, "callback_id", errors)
     if callback_id is not None:
-        if not isinstance(callback_id, str) or len(callback_id) > TEXT_MAX:
-            errors.append(f"callback_id must be a string of at most {TEXT_MAX} characters")
-        else:
-            fields["callback_id"] = callback_id
+        fields["callback_id"] = callback_id
     if body.get("callback_url") is not None:
         try:
             fields["callback_url"] = extras.check_callback_url(body["callback_url"])
@@ -390,3 +384,14 @@ def callback_fields(
     elif "callback_id" in fields:
         errors.append("callback_id is sent with webhooks to callback_url; give callback_url too")
     return fields
+
+
+def _short_text(body: Mapping[str, object], key: str, errors: list[str]) -> str | None:
+    """An optional string field of at most TEXT_MAX characters (None if absent or bad)."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > TEXT_MAX:
+        errors.append(f"{key} must be a string of at most {TEXT_MAX} characters")
+        return None
+    return value
