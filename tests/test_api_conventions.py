@@ -300,7 +300,7 @@ async def test_callback_url_gets_signed_events_with_callback_id(data_dir: Path) 
     assert all(d["target"] == "callback" for d in deliveries)
 
 
-async def test_shots_jobs_report_to_their_own_callback_url(data_dir: Path) -> None:
+async def test_shots_and_highlights_jobs_report_to_their_own_callback_url(data_dir: Path) -> None:
     ready: list[dict[str, object]] = []
     arrived = asyncio.Event()
 
@@ -308,9 +308,9 @@ async def test_shots_jobs_report_to_their_own_callback_url(data_dir: Path) -> No
         raw = await request.read()
         assert verify(SECRET, raw, request.headers[HEADER])
         sent = json.loads(raw)
-        if sent["type"] == "shots.ready":
+        if sent["type"] in ("shots.ready", "highlights.ready"):
             ready.append(sent)
-            if len(ready) == 2:
+            if len(ready) == 3:
                 arrived.set()
         return web.Response(status=204)
 
@@ -348,11 +348,24 @@ async def test_shots_jobs_report_to_their_own_callback_url(data_dir: Path) -> No
                 async with http.post(f"{api}/v1/clips", json=clip_body) as r:
                     assert r.status == 202, await r.text()
                     clip_id = (await r.json())["id"]
+                # Highlights given as windows: highlights.ready once its clip is cut.
+                first = daemon.store.index.first_segment_start(session.id)
+                assert first is not None
+                highlights_body = {
+                    "session": session.id,
+                    "windows": [{"start_ms": first + 500, "end_ms": first + 1500}],
+                    "callback_url": hook_url,
+                    "callback_id": "hl-9",
+                }
+                async with http.post(f"{api}/v1/highlights", json=highlights_body) as r:
+                    assert r.status == 202, await r.text()
+                    assert (await r.json())["callback_id"] == "hl-9"
                 await asyncio.wait_for(arrived.wait(), 60)
     finally:
         await origin.stop()
     by_id = {sent["callback_id"]: sent for sent in ready}
-    assert set(by_id) == {"shots-7", "clip-8"}
+    assert set(by_id) == {"shots-7", "clip-8", "hl-9"}
+    assert by_id["hl-9"]["type"] == "highlights.ready"
     session_shots, clip_shots = by_id["shots-7"]["data"], by_id["clip-8"]["data"]
     assert isinstance(session_shots, dict) and session_shots["status"] == "completed"
     assert session_shots["session"] == session.id and session_shots["clip"] is None

@@ -80,6 +80,8 @@ class HighlightsBody:
     error: str | None
     created_ms: int
     updated_ms: int
+    callback_url: str | None = None  # the request's: highlights.ready goes there as well
+    callback_id: str | None = None
 
 
 def as_json(body: object) -> dict[str, Any]:
@@ -143,6 +145,10 @@ def highlights_body(
     job: AnalysisJobRow, *, base_url: str, progress: float | None
 ) -> HighlightsBody:
     found = (job.result or {}).get("highlights")
+    # The request's callback rides with its clip's options (the clip reports there too).
+    clip_options = job.options.get("clip")
+    meta = clip_options.get("meta") if isinstance(clip_options, dict) else None
+    callback = meta if isinstance(meta, dict) else {}
     return HighlightsBody(
         id=job.id,
         status=job.state,
@@ -171,4 +177,6 @@ def highlights_body(
         error=job.error,
         created_ms=job.created_ms,
         updated_ms=job.updated_ms,
+        callback_url=_text(callback.get("callback_url")),
+        callback_id=_text(callback.get("callback_id")),
     )
