@@ -234,17 +234,15 @@ class SegmentWorkers:
         while True:
             if self._idle.empty():
                 self._start_soon()
-                if not self._all and not self._starting and self._start_failed:
-                    raise ProbeError(f"no segment worker could be started: {self._start_failed[1]}")
+                self._check_startable()
             self._waiting += 1
             try:
                 worker = await self._idle.get()
             finally:
                 self._waiting -= 1
             if worker is None:
-                if self._all or self._starting or self._start_failed is None:
-                    continue  # others will answer
-                raise ProbeError(f"no segment worker could be started: {self._start_failed[1]}")
+                self._check_startable()
+                continue  # others will answer
             if worker not in self._all:
                 continue  # dropped while it waited in the queue
             if not worker.reader.at_eof() and worker.process.returncode is None:
@@ -253,6 +251,12 @@ class SegmentWorkers:
                 return worker
             # Died while idle (killed, OOM): not this segment's doing; take another.
             self._drop(worker)
+
+    def _check_startable(self) -> None:
+        """ProbeError when no worker runs, none is starting and the last start failed:
+        nothing would ever answer a segment that waited."""
+        if not self._all and not self._starting and self._start_failed is not None:
+            raise ProbeError(f"no segment worker could be started: {self._start_failed[1]}")
 
     def _give_back(self, worker: _Worker) -> None:
         if self._idle is not None and worker in self._all:
@@ -280,6 +284,8 @@ class SegmentWorkers:
                 self._idle.put_nowait(None)  # each waiter looks again
             return
         finally:
+            # Now, not in the done callback: a waiter woken by the None above runs
+            # before that, and must not count this start as still under way.
             self._starting.discard(asyncio.current_task())
         self._start_failed = None
         if self._closed:

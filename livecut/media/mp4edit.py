@@ -87,13 +87,6 @@ class _Runs:
         self.counts: array[int] = array("I")
         self.values: array[int] = array("q")
 
-    def append(self, value: int) -> None:
-        if self.values and self.values[-1] == value:
-            self.counts[-1] += 1
-        else:
-            self.counts.append(1)
-            self.values.append(value)
-
     def total(self) -> int:
         return sum(c * v for c, v in zip(self.counts, self.values, strict=True))
 
@@ -391,15 +384,11 @@ def _read_trun(body: bytes, base: int, samples: _Samples, defaults: _Defaults) -
     samples.chunks.append((data, count))
     # One struct per sample entry, fields in the order the flags lay them out: this
     # loop meets every sample of the clip (an hour of 1080p30 + AAC has 280,000).
-    fields = [
-        (bit, code)
-        for bit, code in ((0x100, "I"), (0x200, "I"), (0x400, "I"), (0x800, "i" if signed else "I"))
-        if flags & bit
-    ]
-    entry = struct.Struct(">" + "".join(code for _, code in fields))
-    names = [bit for bit, _ in fields]
-    column = {bit: names.index(bit) if bit in names else -1 for bit in (0x100, 0x200, 0x400, 0x800)}
-    d_at, s_at, f_at, o_at = column[0x100], column[0x200], column[0x400], column[0x800]
+    layout = ((0x100, "I"), (0x200, "I"), (0x400, "I"), (0x800, "i" if signed else "I"))
+    present = [(bit, code) for bit, code in layout if flags & bit]
+    entry = struct.Struct(">" + "".join(code for _, code in present))
+    column = {bit: n for n, (bit, _) in enumerate(present)}  # absent fields: -1 below
+    d_at, s_at, f_at, o_at = (column.get(bit, -1) for bit, _ in layout)
     end = at + entry.size * count
     if end > len(body):
         raise Mp4EditError("a trun shorter than its sample count")
