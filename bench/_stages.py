@@ -29,7 +29,8 @@ _TIMED: tuple[tuple[Any, str, str], ...] = (
     (EdgeEncoder, "decode", "re-encode first GOP (reencode_edges)"),
     (EdgeEncoder, "finish", "re-encode first GOP (reencode_edges)"),
     (livecut.clips.jobs, "remux_mp4", "rest of remux: mp4 trailer"),
-    (livecut.media.remux, "finish_mp4", "moov to the front + sha256"),
+    (livecut.media.remux, "finish_appended", "append the moov (hashed while written)"),
+    (livecut.media.remux, "finish_mp4", "moov to the front + sha256 (faststart)"),
     (livecut.media.remux, "verify_mp4", "structural check"),
     (livecut.clips.jobs, "_sha256", "sha256 (HLS, WebVTT)"),
 )

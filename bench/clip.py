@@ -6,8 +6,9 @@
    into bench/.cache/ and served as a static VOD on 127.0.0.1; a real Daemon records it.
 2. A range that starts mid-GOP is clipped over HTTP in each mode, timed from the POST
    to `ready` (median of --repeat, after one unmeasured warm-up); every output is checked.
-3. ffmpeg cuts the same range from the same stored files (concat demuxer), by stream
-   copy and by a full re-encode.
+3. ffmpeg cuts the same range from the same stored files (concat demuxer): by stream
+   copy once in each round of our clips (so a noisy host shifts both figures alike),
+   then by a full re-encode.
 4. A session export of --export-hours runs in a child process, on an index built from
    the pool (bench/_export.py), so that its peak RSS is its own; a shorter one runs too.
 
@@ -143,6 +144,9 @@ VARIANTS = (
     Variant(key="frame", label='livecut accuracy="frame" (default)', body={}),
     Variant(key="hls", label='livecut formats=["hls"]', body={"formats": ["hls"]}),
     Variant(key="edges", label="livecut reencode_edges=true", body={"reencode_edges": True}),
+    Variant(
+        key="faststart", label="livecut faststart=true (index first)", body={"faststart": True}
+    ),
 )
 
 
@@ -243,7 +247,8 @@ async def timed_clip(
     return elapsed, clip
 
 
-async def bench_clips(pool: Pool, clip: ClipRange, repeat: int, data_dir: Path) -> ClipBench:
+async def bench_clips(pool: Pool, clip: ClipRange, repeat: int, work: Path) -> ClipBench:
+    data_dir = work / "data"
     timer = StageTimer()
     timer.install()
     try:
@@ -263,9 +268,11 @@ async def bench_clips(pool: Pool, clip: ClipRange, repeat: int, data_dir: Path) 
             )
             base = {"start_ms": clip.start_ms, "end_ms": clip.end_ms}
             timings = {v.key: Timing(label=v.label) for v in VARIANTS}
+            peer = PeerRunner(recorded, clip, work)
             async with aiohttp.ClientSession() as http:
                 _, warm = await timed_clip(daemon, http, base)  # first-use costs, not counted
                 daemon.jobs.delete(warm.id)
+                await asyncio.to_thread(peer.warm_up)
                 for n in range(repeat):
                     for variant in VARIANTS:
                         timing = timings[variant.key]
@@ -283,6 +290,11 @@ async def bench_clips(pool: Pool, clip: ClipRange, repeat: int, data_dir: Path) 
                         if n == 0:
                             timing.check = await _check_clip(daemon, http, variant, done, clip)
                         daemon.jobs.delete(done.id)
+                    # The copy peer runs in the same rounds as our clips, so that both see
+                    # the machine in the same state (a noisy host shifts both, not one).
+                    log(f"copy, run {n + 1}/{repeat}")
+                    await asyncio.to_thread(peer.time, COPY_PEER, check=n == 0)
+            timings.update(peer.timings)
             return ClipBench(recorded=recorded, timings=timings)
     finally:
         timer.uninstall()
@@ -377,14 +389,13 @@ class Peer:
     codec_args: tuple[str, ...]
 
 
-PEERS = (
-    Peer(key="copy", label="ffmpeg -ss -i concat -t -c copy", codec_args=("-c", "copy")),
-    Peer(
-        key="reencode",
-        label="ffmpeg ... -c:v libx264 -preset veryfast -c:a aac",
-        codec_args=("-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac"),
-    ),
+COPY_PEER = Peer(key="copy", label="ffmpeg -ss -i concat -t -c copy", codec_args=("-c", "copy"))
+REENCODE_PEER = Peer(
+    key="reencode",
+    label="ffmpeg ... -c:v libx264 -preset veryfast -c:a aac",
+    codec_args=("-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac"),
 )
+PEERS = (COPY_PEER, REENCODE_PEER)
 
 
 def ffmpeg_command(
@@ -412,25 +423,41 @@ def ffmpeg_command(
     ]
 
 
-def bench_peers(recorded: Recorded, clip: ClipRange, repeat: int, work: Path) -> dict[str, Timing]:
-    concat = work / "range.ffconcat"
-    lines = ["ffconcat version 1.0", *(f"file '{path}'" for path in recorded.stored)]
-    concat.write_text("\n".join(lines) + "\n")
-    offset_s = (clip.start_ms - recorded.stored_start_ms) / 1000
-    out = work / "peer.mp4"
-    timings = {p.key: Timing(label=p.label) for p in PEERS}
-    _run(ffmpeg_command(PEERS[0], concat, offset_s, clip.seconds, out))  # warm-up, not counted
+class PeerRunner:
+    """ffmpeg on the same stored files as the clip (concat demuxer), timed run by run."""
+
+    def __init__(self, recorded: Recorded, clip: ClipRange, work: Path) -> None:
+        self.concat = work / "range.ffconcat"
+        lines = ["ffconcat version 1.0", *(f"file '{path}'" for path in recorded.stored)]
+        self.concat.write_text("\n".join(lines) + "\n")
+        self.offset_s = (clip.start_ms - recorded.stored_start_ms) / 1000
+        self.clip = clip
+        self.out = work / "peer.mp4"
+        self.timings = {p.key: Timing(label=p.label) for p in PEERS}
+
+    def warm_up(self) -> None:
+        _run(self.command(COPY_PEER))  # not counted
+        self.out.unlink()
+
+    def command(self, peer: Peer) -> list[str]:
+        return ffmpeg_command(peer, self.concat, self.offset_s, self.clip.seconds, self.out)
+
+    def time(self, peer: Peer, *, check: bool) -> None:
+        began = time.perf_counter()
+        _run(self.command(peer))
+        self.timings[peer.key].runs_s.append(time.perf_counter() - began)
+        if check:
+            self.timings[peer.key].check = _check_peer(self.out, self.clip)
+        self.out.unlink()
+
+
+def bench_reencode(clips: ClipBench, clip: ClipRange, repeat: int, work: Path) -> None:
+    """The re-encoding peer, after the clips (it heats the machine for a minute a run)."""
+    peer = PeerRunner(clips.recorded, clip, work)
     for n in range(repeat):
-        for peer in PEERS:
-            log(f"{peer.key}, run {n + 1}/{repeat}")
-            command = ffmpeg_command(peer, concat, offset_s, clip.seconds, out)
-            began = time.perf_counter()
-            _run(command)
-            timings[peer.key].runs_s.append(time.perf_counter() - began)
-            if n == 0:
-                timings[peer.key].check = _check_peer(out, clip)
-            out.unlink()
-    return timings
+        log(f"reencode, run {n + 1}/{repeat}")
+        peer.time(REENCODE_PEER, check=n == 0)
+    clips.timings[REENCODE_PEER.key] = peer.timings[REENCODE_PEER.key]
 
 
 def _check_peer(out: Path, clip: ClipRange) -> str:
@@ -601,7 +628,6 @@ def render(
     pool: Pool,
     clip: ClipRange,
     clips: ClipBench,
-    peers: dict[str, Timing],
     export: ExportBench,
 ) -> str:
     spec = pool.spec
@@ -646,7 +672,7 @@ def render(
     add("")
     head = f"time to ready, median of {args.repeat} after 1 warm-up"
     add(f"{head:<52} {'median':>8} {'min':>8} {'max':>8}  check")
-    rows = [*clips.timings.values(), *peers.values()]
+    rows = list(clips.timings.values())
     for timing in rows:
         if timing.refused is not None or not timing.runs_s:
             add(f"  {timing.label:<50} {'n/a':>8}  ({timing.refused or 'no runs'})")
@@ -658,7 +684,7 @@ def render(
     add("  (livecut: POST /v1/clips -> state ready, in-process; ffmpeg: the whole subprocess)")
     add("")
     add("ratios")
-    frame, copy, reencode = clips.timings["frame"], peers["copy"], peers["reencode"]
+    frame, copy, reencode = (clips.timings[k] for k in ("frame", "copy", "reencode"))
     if frame.runs_s and copy.runs_s and reencode.runs_s:
         over_copy = frame.median_s / copy.median_s
         over_frame = reencode.median_s / frame.median_s
@@ -682,7 +708,7 @@ def render(
 
 
 def _stage_table(title: str, timings: dict[str, Timing]) -> str:
-    measured = [(k, t) for k, t in timings.items() if t.runs_s]
+    measured = [(k, t) for k, t in timings.items() if t.runs_s and t.stages]  # ours only
     lines = [f"{title:<52}" + "".join(f" {k:>9}" for k, _ in measured)]
     table: dict[str, list[str]] = {}
     for column, (_, timing) in enumerate(measured):
@@ -813,10 +839,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="clips-", dir=CACHE) as tmp:
         work = Path(tmp)
-        clips = asyncio.run(bench_clips(pool, clip, args.repeat, work / "data"))
-        peers = bench_peers(clips.recorded, clip, args.repeat, work)
+        clips = asyncio.run(bench_clips(pool, clip, args.repeat, work))
+        bench_reencode(clips, clip, args.repeat, work)
     export = bench_export(pool, args.export_hours)
-    print(render(args, pool, clip, clips, peers, export))
+    print(render(args, pool, clip, clips, export))
     return 0
 
 

@@ -453,6 +453,7 @@ class AnalysisJobs:
             formats=tuple(clip_options.get("formats") or ("mp4",)),
             rendition=str(clip_options.get("rendition") or "best"),
             reencode_edges=clip_options.get("reencode_edges") is True,
+            faststart=clip_options.get("faststart") is True,
             meta=meta if isinstance(meta, dict) else None,
         )
         if self.index.job(job.id) is None:

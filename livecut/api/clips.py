@@ -348,6 +348,7 @@ EXPORT_FIELDS = (
     "name",
     "rendition",
     "reencode_edges",
+    "faststart",
     "passthrough",
     "callback_url",
     "callback_id",

@@ -43,6 +43,7 @@ HIGHLIGHT_FIELDS = (
     "formats",
     "rendition",
     "reencode_edges",
+    "faststart",
     "passthrough",
     "callback_url",
     "callback_id",
@@ -303,6 +304,7 @@ async def post_highlights(request: web.Request) -> web.Response:
                     "formats": list(req.formats),
                     "rendition": req.rendition,
                     "reencode_edges": req.reencode_edges,
+                    "faststart": req.faststart,
                     **({"meta": req.meta} if req.meta else {}),
                 },
             )

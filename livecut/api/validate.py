@@ -22,6 +22,7 @@ CLIP_FIELDS = (
     "formats",
     "rendition",
     "reencode_edges",
+    "faststart",
     "start_offset_ms",
     "end_offset_ms",
     "passthrough",
@@ -99,6 +100,9 @@ def clip_request(
     reencode_edges = body.get("reencode_edges", False)
     if not isinstance(reencode_edges, bool):
         errors.append(f"reencode_edges must be true or false, not {reencode_edges!r}")
+    faststart = body.get("faststart", False)
+    if not isinstance(faststart, bool):
+        errors.append(f"faststart must be true or false, not {faststart!r}")
     verify = body.get("verify", "structure")
     if verify not in VERIFY_MODES:
         errors.append(f"verify must be one of {', '.join(VERIFY_MODES)}, not {verify!r}")
@@ -118,6 +122,7 @@ def clip_request(
         formats=tuple(formats),
         rendition=rendition if isinstance(rendition, str) else "best",
         reencode_edges=reencode_edges is True,
+        faststart=faststart is True,
         meta=meta or None,
         verify="decode" if verify == "decode" else "structure",
     )

@@ -67,6 +67,7 @@ class ClipRequest:
     formats: tuple[str, ...] = ("mp4",)
     rendition: str = "best"  # a rendition name, or the session's main video rendition
     reencode_edges: bool = False  # re-encode the first partial GOP instead of an edit list
+    faststart: bool = False  # the MP4's index before its media (else after, hashed as written)
     meta: dict[str, object] | None = None  # passthrough, callback_url, callback_id: kept as is
     # Every MP4 is checked structurally; "decode" also decodes it all and counts frames.
     verify: Verify = "structure"
@@ -89,6 +90,7 @@ class ClipRequest:
             "formats": list(self.formats),
             "rendition": self.rendition,
             "reencode_edges": self.reencode_edges,
+            "faststart": self.faststart,
             **({"meta": self.meta} if self.meta else {}),
             "verify": self.verify,
         }
@@ -113,6 +115,7 @@ class ClipRequest:
             formats=tuple(str(f) for f in formats) if isinstance(formats, list) else ("mp4",),
             rendition=rendition if isinstance(rendition, str) else "best",
             reencode_edges=options.get("reencode_edges") is True,
+            faststart=options.get("faststart") is True,
             verify="decode" if options.get("verify") == "decode" else "structure",
         )
 
@@ -422,6 +425,7 @@ class ClipJobs:
                     output=output,
                     audio_runs=self._alternate_audio(clip, plan) if n == 0 else (),
                     reencode_edges=request.reencode_edges,
+                    faststart=request.faststart,
                     cues=cues if n == 0 else (),
                     cue_language=language,
                     expected_s=(plan.end_ms - plan.start_ms) / 1000,

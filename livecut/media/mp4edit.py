@@ -1,12 +1,18 @@
-"""Finish an MP4: fragmented as the muxer wrote it, progressive with its index first as delivered.
+"""Finish an MP4: fragmented as the muxer wrote it, progressive as delivered.
 
 libavformat's MP4 muxer keeps every sample's entry in memory until it writes the index
 at the end: about 27 MB an hour of 1080p30 + AAC, and growing with the clip. So clips
 are muxed as fragmented MP4 (each fragment flushed as it is cut, memory flat), and this
-module turns that into the progressive MP4 players expect, in two passes over the file:
-the first reads only the fragment headers (moof) into run-length sample tables (a few
-bytes a sample), the second writes ftyp, the new moov and the media, hashing as it
-writes. The moov comes first (what +faststart does), so a player can start at once.
+module turns that into the progressive MP4 players expect. The fragment headers (moof)
+are read into run-length sample tables (a few bytes a sample), a new moov is built
+from them, and the fragment headers become free boxes, so the media stays where the
+muxer wrote it. Two layouts:
+- finish_appended: the moov goes after the media, as most muxers write it. The tables
+  were built and the file hashed while it was written (media/mp4out.py): nothing is
+  read back.
+- finish_mp4 (faststart): the moov goes first, so a player can start at once, into
+  room left in front of the media (or the media is copied behind it when the room is
+  short); the file is then read once for its hash.
 
 The new moov also carries the edit lists we want: the pre-roll before a clip's first
 frame (the muxer's own edit, kept) and the end, shortened to what should be presented
@@ -26,7 +32,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from livecut.media.boxes import boxes
 
@@ -168,6 +174,48 @@ def finish_mp4(
     return _finish_by_copy(source, target, head_bytes, new_moov, tracks, payloads, check)
 
 
+def finish_appended(
+    source: Path,
+    target: Path,
+    durations_s: Sequence[float | None],
+    *,
+    tables: FragmentTables,
+    written: int,
+    freed: Sequence[int],
+    digest: Any,
+    check: Callable[[Path], None] = lambda path: None,
+) -> Finished:
+    """Turn the fragmented MP4 the muxer wrote at the start of `source` (`written` bytes,
+    its boxes already read into `tables` as they were written: media/mp4out.py) into a
+    progressive MP4 at `target` with its moov last, as most muxers write it.
+
+    The new moov is appended; the box types at the offsets `freed` (the muxer's own
+    moov, the moofs) become `free`, so the media stays where it is and the new moov's
+    chunk offsets point into it. `digest` has hashed the file as it will be up to
+    `written`: only the moov is hashed here, and nothing is read back.
+    """
+    if tables.moov is None:
+        raise Mp4EditError("no moov box")
+    new_moov = _progressive_moov(tables.moov, tables.tracks, durations_s)
+    wide = written + new_moov.size() + 16 >= 1 << 32
+    _place_chunks(new_moov, tables.tracks, lambda at: at, wide=wide)
+    encoded = new_moov.encode()
+    del new_moov  # the tables are encoded: let them go before the check reads the file
+    digest.update(encoded)
+    with open(source, "r+b") as fh:
+        fd = fh.fileno()
+        os.pwrite(fd, encoded, written)
+        for at in freed:
+            os.pwrite(fd, b"free", at)
+        os.ftruncate(fd, written + len(encoded))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mp4-finish") as pool:
+            synced = pool.submit(os.fsync, fd)
+            check(source)
+            synced.result()
+    os.replace(source, target)
+    return Finished(size=written + len(encoded), sha256=digest.hexdigest())
+
+
 def _finish_in_place(
     src: BinaryIO,
     source: Path,
@@ -307,26 +355,50 @@ class _Defaults:
 def _read_fragments(
     fh: BinaryIO, top: list[tuple[bytes, int, int]], moov: _Node
 ) -> dict[int, _Samples]:
-    tracks: dict[int, _Samples] = {}
-    for trak in (c for c in moov.children or () if c.kind == b"trak"):
-        tkhd, mdhd = trak.find(b"tkhd"), _find_path(trak, (b"mdia", b"mdhd"))
-        if tkhd is None or mdhd is None:
-            raise Mp4EditError("a track without tkhd or mdhd")
-        samples = _Samples(timescale=_timescale(mdhd.body))
-        tracks[_track_id(tkhd.body)] = samples
-    defaults: dict[int, _Defaults] = {}
-    mvex = moov.find(b"mvex")
-    for trex in (c for c in (mvex.children or ()) if c.kind == b"trex") if mvex else ():
-        track_id, _, duration, size, flags = struct.unpack_from(">IIIII", trex.body, 4)
-        defaults[track_id] = _Defaults(duration, size, flags)
+    tables = FragmentTables()
+    tables.add(b"moov", 0, moov)
     for kind, body, end in top:
         if kind == b"moof":
-            _read_moof(fh, body - 8, _node(fh, kind, body, end), tracks, defaults)
-    return tracks
+            tables.add(kind, body - 8, _node(fh, kind, body, end))
+    return tables.tracks
+
+
+class FragmentTables:
+    """The sample tables of a fragmented MP4, built box by box: its moov, then its moofs
+    in file order, each given with the offset it was written at."""
+
+    def __init__(self) -> None:
+        self.moov: _Node | None = None
+        self.tracks: dict[int, _Samples] = {}
+        self._defaults: dict[int, _Defaults] = {}
+
+    def add(self, kind: bytes, at: int, box: _Node | bytes) -> None:
+        if isinstance(box, bytes):  # a whole box, header included, as written
+            body = 16 if box[:4] == b"\0\0\0\1" else 8
+            box = _node(io.BytesIO(box), kind, body, len(box))
+        if kind == b"moov":
+            if self.moov is not None:
+                raise Mp4EditError("a second moov box")
+            self.moov = box
+            self._tracks_of(box)
+        elif kind == b"moof":
+            if self.moov is None:
+                raise Mp4EditError("a fragment before the moov")
+            _read_moof(at, box, self.tracks, self._defaults)
+
+    def _tracks_of(self, moov: _Node) -> None:
+        for trak in (c for c in moov.children or () if c.kind == b"trak"):
+            tkhd, mdhd = trak.find(b"tkhd"), _find_path(trak, (b"mdia", b"mdhd"))
+            if tkhd is None or mdhd is None:
+                raise Mp4EditError("a track without tkhd or mdhd")
+            self.tracks[_track_id(tkhd.body)] = _Samples(timescale=_timescale(mdhd.body))
+        mvex = moov.find(b"mvex")
+        for trex in (c for c in (mvex.children or ()) if c.kind == b"trex") if mvex else ():
+            track_id, _, duration, size, flags = struct.unpack_from(">IIIII", trex.body, 4)
+            self._defaults[track_id] = _Defaults(duration, size, flags)
 
 
 def _read_moof(
-    fh: BinaryIO,
     moof_at: int,
     moof: _Node,
     tracks: dict[int, _Samples],

@@ -22,13 +22,12 @@ presented frame, and copying resumes at the source's next IDR.
 from __future__ import annotations
 
 import functools
-import io
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import av
 import av.error
@@ -43,7 +42,14 @@ from livecut.media.boxes import BoxError
 from livecut.media.clock import TS_WRAP_S
 from livecut.media.concat import open_run
 from livecut.media.edges import EdgeEncoder, EdgeError
-from livecut.media.mp4edit import Finished, Mp4EditError, finish_mp4
+from livecut.media.mp4edit import (
+    Finished,
+    FragmentTables,
+    Mp4EditError,
+    finish_appended,
+    finish_mp4,
+)
+from livecut.media.mp4out import MuxerOutput
 from livecut.media.subtitles import Cue, MovTextTrack
 from livecut.media.verify import VerifyError, verify_mp4
 
@@ -75,33 +81,6 @@ def header_room(expected_s: float) -> int:
     moov, so the media need not be copied to put the index first (media/mp4edit.py).
     Too little only costs a copy."""
     return _INDEX_FIXED_BYTES + math.ceil(max(expected_s, 0.0) * 1.25 * _INDEX_BYTES_PER_S)
-
-
-class _Shifted(io.RawIOBase):
-    """A file seen from `offset` on: the muxer writes after the room it is left."""
-
-    def __init__(self, raw: BinaryIO, offset: int) -> None:
-        super().__init__()
-        self._raw = raw
-        self._offset = offset
-        raw.seek(offset)
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        return self._raw.write(data)
-
-    def tell(self) -> int:
-        return self._raw.tell() - self._offset
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            offset += self._offset
-        return self._raw.seek(offset, whence) - self._offset
 
 
 class RemuxError(RuntimeError):
@@ -218,6 +197,7 @@ def remux_mp4(
     cues: Sequence[Cue] = (),
     cue_language: str | None = None,
     expected_s: float = 60.0,
+    faststart: bool = False,
 ) -> Presented:
     """Write the frames from the one covering first_s (media time of runs[0]) to the one
     covering 1 ms before runs[-1].to_s into `output`; blocking, run it in a thread.
@@ -225,36 +205,49 @@ def remux_mp4(
     `audio_runs` are runs of an alternate-audio rendition, muxed beside video that has
     no audio of its own, placed by wall time. `cues` (wall-timed subtitles, already
     trimmed to the clip) become a mov_text track. `expected_s`, about how long the clip
-    is, sizes the room left for the index in front of the media (header_room).
+    is, sizes the room left for the index in front of the media (header_room) when
+    `faststart` asks for the index first. Otherwise the index goes last, as most muxers
+    write it, and the file's SHA-256 is taken while it is written (media/mp4out.py).
     """
     if not runs:
         raise RemuxError("nothing to remux")
     tmp = output.with_name(output.name + ".part")
     copy = _Copy(runs, first_s=first_s, reencode_edges=reencode_edges)
     copy.cues, copy.cue_language = cues, cue_language
-    room = header_room(expected_s)
+    room = header_room(expected_s) if faststart else 0
+    tables = None if faststart else FragmentTables()
     try:
-        with (
-            open(tmp, "w+b") as raw,
-            _Shifted(raw, room) as shifted,
-            av.open(
-                shifted, mode="w", format="mp4", options=FRAGMENTED, buffer_size=_BUFFER
-            ) as out,
-        ):
-            copy.write(out, _AlternateAudio(audio_runs))
+        with open(tmp, "w+b") as raw:
+            sink = MuxerOutput(raw, offset=room, on_box=None if tables is None else tables.add)
+            with (
+                sink,
+                av.open(
+                    sink, mode="w", format="mp4", options=FRAGMENTED, buffer_size=_BUFFER
+                ) as out,
+            ):
+                copy.write(out, _AlternateAudio(audio_runs))
         video = copy.tracks.get("video")
-        finished = finish_mp4(
-            tmp,
-            output,
-            [copy.end_out_s] * copy.track_count,
-            start=room,
-            check=functools.partial(
-                verify_mp4,
-                video_frames=None if video is None else video.frames,
-                length_s=copy.end_out_s,
-                audio_span_s=copy.audio_span_s(),
-            ),
+        durations = [copy.end_out_s] * copy.track_count
+        check = functools.partial(
+            verify_mp4,
+            video_frames=None if video is None else video.frames,
+            length_s=copy.end_out_s,
+            audio_span_s=copy.audio_span_s(),
         )
+        scanned = sink.scanned
+        if tables is not None and scanned is not None:
+            finished = finish_appended(
+                tmp,
+                output,
+                durations,
+                tables=tables,
+                written=sink.size,
+                freed=scanned.patches,
+                digest=scanned.digest,
+                check=check,
+            )
+        else:  # the index first, or a muxer that sought back: the file is read again
+            finished = finish_mp4(tmp, output, durations, start=room, check=check)
     except (av.error.FFmpegError, EdgeError, Mp4EditError, BoxError) as exc:
         output.unlink(missing_ok=True)
         raise RemuxError(f"remux failed: {exc}") from exc
