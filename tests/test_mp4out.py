@@ -83,7 +83,7 @@ def test_the_scan_sees_every_box_and_hashes_the_finished_bytes_however_writes_sp
             at += size
         scan.finish()
         assert scan.whole, trial
-        assert scan.patches == patches, trial
+        assert list(scan.patches) == patches, trial
         assert seen == kept, trial
         assert scan.digest.hexdigest() == hashlib.sha256(expected).hexdigest(), trial
 

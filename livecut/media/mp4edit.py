@@ -85,13 +85,14 @@ class _Node:
 
 
 class _Runs:
-    """A run-length table (stts, ctts) in two compact arrays: 8 bytes a run."""
+    """A run-length table (stts, ctts) in two compact arrays: 8 bytes a run (ctts has
+    about a run a sample when there are B-frames). Values fit 32 bits, as in the boxes."""
 
     __slots__ = ("counts", "values")
 
-    def __init__(self) -> None:
+    def __init__(self, typecode: str) -> None:
         self.counts: array[int] = array("I")
-        self.values: array[int] = array("q")
+        self.values: array[int] = array(typecode)
 
     def total(self) -> int:
         return sum(c * v for c, v in zip(self.counts, self.values, strict=True))
@@ -109,11 +110,13 @@ class _Samples:
     """One track's sample tables, built fragment by fragment."""
 
     timescale: int = 0
-    deltas: _Runs = field(default_factory=_Runs)  # stts
-    offsets: _Runs = field(default_factory=_Runs)  # ctts
+    deltas: _Runs = field(default_factory=lambda: _Runs("I"))  # stts: unsigned
+    offsets: _Runs = field(default_factory=lambda: _Runs("i"))  # ctts: signed (version 1)
     sizes: array[int] = field(default_factory=lambda: array("I"))
     sync: array[int] = field(default_factory=lambda: array("I"))  # 1-based sample numbers
-    chunks: list[tuple[int, int]] = field(default_factory=list)  # (source offset, samples)
+    # Each fragment's run of samples: where it lies in the source, and how many.
+    chunk_at: array[int] = field(default_factory=lambda: array("Q"))
+    chunk_samples: array[int] = field(default_factory=lambda: array("I"))
     decoded_to: int = 0  # decode time after the last sample
     presented_to: int = 0  # composition time after the last presented sample
 
@@ -384,7 +387,10 @@ class FragmentTables:
         elif kind == b"moof":
             if self.moov is None:
                 raise Mp4EditError("a fragment before the moov")
-            _read_moof(at, box, self.tracks, self._defaults)
+            try:
+                _read_moof(at, box, self.tracks, self._defaults)
+            except OverflowError as exc:  # the tables hold 32-bit values, as the boxes do
+                raise Mp4EditError(f"a sample time does not fit 32 bits: {exc}") from exc
 
     def _tracks_of(self, moov: _Node) -> None:
         for trak in (c for c in moov.children or () if c.kind == b"trak"):
@@ -453,7 +459,8 @@ def _read_trun(body: bytes, base: int, samples: _Samples, defaults: _Defaults) -
     if flags & 0x4:
         (first_flags,) = struct.unpack_from(">I", body, at)
         at += 4
-    samples.chunks.append((data, count))
+    samples.chunk_at.append(data)
+    samples.chunk_samples.append(count)
     # One struct per sample entry, fields in the order the flags lay them out: this
     # loop meets every sample of the clip (an hour of 1080p30 + AAC has 280,000).
     layout = ((0x100, "I"), (0x200, "I"), (0x400, "I"), (0x800, "i" if signed else "I"))
@@ -586,7 +593,7 @@ def _progressive_stbl(stbl: _Node, samples: _Samples) -> _Node:
     # Encoded now: the arrays need not live on beside their encodings (a long export's
     # tables are megabytes). Only the chunk runs are read again (_place_chunks).
     samples.sizes = array("I")
-    samples.deltas = samples.offsets = _Runs()
+    samples.deltas, samples.offsets = _Runs("I"), _Runs("i")
     samples.sync = array("I")
     return _Node(b"stbl", b"", kept + tables)
 
@@ -607,7 +614,8 @@ def _place_chunks(
         samples = tracks[_track_id(tkhd.body)]
         offsets = array("Q" if wide else "I")
         runs: list[tuple[int, int]] = []
-        for chunk, (source, count) in enumerate(samples.chunks, start=1):
+        pairs = zip(samples.chunk_at, samples.chunk_samples, strict=True)
+        for chunk, (source, count) in enumerate(pairs, start=1):
             offsets.append(moved(source))
             if not runs or runs[-1][1] != count:
                 runs.append((chunk, count))

@@ -25,6 +25,7 @@ import os
 import queue
 import struct
 import threading
+from array import array
 from collections import deque
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -35,7 +36,7 @@ FREE = b"free"
 FREED = frozenset({b"moov", b"moof", b"mfra", b"sidx"})
 KEPT = frozenset({b"moov", b"moof"})  # handed to on_box once whole
 _HEADER = 16  # the longest box header: size, type, 64-bit size
-_QUEUE = 8  # writes in flight: 8 MB
+_QUEUE = 4  # writes in flight: 4 MB
 # Written data is flushed to disk this often, by the writer, so that the fsync before a
 # clip is ready has little left to do (and a long export never holds gigabytes dirty).
 _SYNC_BYTES = 8 << 20
@@ -142,7 +143,7 @@ class _Scan:
         self._on_box = on_box
         self.digest: Any = hashlib.sha256()
         self.whole = True  # every write so far came at the end
-        self.patches: list[int] = []  # offsets of box types that become `free`
+        self.patches: array[int] = array("Q")  # offsets of box types that become `free`
         self._end = 0  # bytes taken
         self._next = 0  # offset of the next box header
         self._hashed = 0

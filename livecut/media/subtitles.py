@@ -454,6 +454,11 @@ def _mp4_language(tag: str | None) -> str | None:
     return None
 
 
+def plain_text(payload: str) -> str:
+    """The text a WebVTT cue payload shows, markup gone (see _plain_text)."""
+    return _plain_text(payload)[0]
+
+
 def _plain_text(payload: str) -> tuple[str, list[int]]:
     """The text a WebVTT cue payload shows, and the tx3g face flags of each character.
 
