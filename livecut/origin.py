@@ -280,6 +280,7 @@ class LiveOrigin:
         encrypt: bool = False,
         key_method: str = "AES-128",
         low_latency: bool = False,
+        cue_ms: int = 1000,
         **synth_kwargs: Unpack[SynthOptions],
     ) -> None:
         if window < 1:
@@ -296,6 +297,9 @@ class LiveOrigin:
             )
         _check_languages("alternate_audio", alternate_audio)
         _check_languages("subtitles", subtitles)
+        if not 1 <= cue_ms <= 1000:
+            raise ValueError(f"cue_ms must be from 1 to 1000, got {cue_ms}")
+        self.cue_ms = cue_ms
         if variants is None and (alternate_audio or subtitles):
             raise ValueError("alternate_audio and subtitles need variants (a master playlist)")
         self.segment_ms = segment_ms
@@ -546,6 +550,7 @@ class LiveOrigin:
             index=index,
             index_in_era=index - era.start,
             segment_ms=self.segment_ms,
+            cue_ms=self.cue_ms,
         )
         return web.Response(text=text, content_type="text/vtt")
 
@@ -783,8 +788,11 @@ def encrypt_segment(data: bytes, *, key: bytes, iv: bytes) -> bytes:
     return encryptor.update(padded) + encryptor.finalize()
 
 
-def render_webvtt(*, language: str, index: int, index_in_era: int, segment_ms: int) -> str:
-    """WebVTT segment: one cue per second reading '{language} second {s}', s counting from 0.
+def render_webvtt(
+    *, language: str, index: int, index_in_era: int, segment_ms: int, cue_ms: int = 1000
+) -> str:
+    """WebVTT segment: a cue at each second, shown for cue_ms and reading
+    '{language} second {s}', s counting from 0.
 
     The timestamp map ties the segment start to its encoder's 90 kHz PTS (which restarts at
     STREAM_OFFSET_S with each encoder), as the media segments of the same index start.
@@ -793,14 +801,15 @@ def render_webvtt(*, language: str, index: int, index_in_era: int, segment_ms: i
     lines = ["WEBVTT", f"X-TIMESTAMP-MAP=MPEGTS:{mpegts},LOCAL:00:00:00.000", ""]
     first_second = index * segment_ms // 1000
     for second in range(segment_ms // 1000):
-        lines.append(f"{_vtt_time(second)} --> {_vtt_time(second + 1)}")
+        lines.append(f"{_vtt_time(second * 1000)} --> {_vtt_time(second * 1000 + cue_ms)}")
         lines.append(f"{language} second {first_second + second}")
         lines.append("")
     return "\n".join(lines)
 
 
-def _vtt_time(seconds: int) -> str:
-    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.000"
+def _vtt_time(ms: int) -> str:
+    seconds = ms // 1000
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{ms % 1000:03d}"
 
 
 def _check_languages(field: str, languages: Sequence[str]) -> None:

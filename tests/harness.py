@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Unpack
 
 import av
 from aiohttp import web
 
 from livecut.config import Config, StreamConfig, default_config
 from livecut.daemon import Daemon
-from livecut.media.synth import read_frame_number, write_hls_fixture
+from livecut.media.synth import SynthOptions, read_frame_number, write_hls_fixture
 
 
 def daemon_config(
@@ -107,9 +108,16 @@ async def recorded_vod(
     container: str = "ts",
     segments: int = 5,
     audio: bool = True,
+    **synth: Unpack[SynthOptions],
 ) -> AsyncIterator[Daemon]:
     """A daemon that has recorded a whole VOD written by the fixtures code."""
-    playlist = write_hls_fixture(folder, segments=segments, container=container, audio=audio)  # type: ignore[arg-type]
+    playlist = write_hls_fixture(
+        folder,
+        segments=segments,
+        container=container,  # type: ignore[arg-type]
+        audio=audio,
+        **synth,
+    )
     app = web.Application()
     app.router.add_static("/vod", playlist.parent)
     runner = web.AppRunner(app)

@@ -454,6 +454,7 @@ class AnalysisJobs:
             rendition=str(clip_options.get("rendition") or "best"),
             reencode_edges=clip_options.get("reencode_edges") is True,
             faststart=clip_options.get("faststart") is True,
+            render=render if isinstance(render := clip_options.get("render"), dict) else None,
             meta=meta if isinstance(meta, dict) else None,
         )
         if self.index.job(job.id) is None:

@@ -25,6 +25,7 @@ from livecut.api.clips import (
 from livecut.api.console import CONSOLE_ROUTES
 from livecut.api.context import API_KEY, CTX, ApiContext, Handler, ctx_of, error
 from livecut.api.events import EVENT_ROUTES
+from livecut.api.overlays import OVERLAY_ROUTES
 from livecut.api.playback import PLAYBACK_ROUTES
 from livecut.api.shots import SHOTS_ROUTES
 from livecut.api.signed import EVENTS_SCOPE, stream_scope
@@ -105,6 +106,7 @@ def routes() -> list[tuple[str, str, Handler]]:
         *THUMBNAIL_ROUTES,
         ("GET", "/v1/sessions/{id}", get_session),
         ("POST", "/v1/sessions/{id}/export", export_session),
+        *OVERLAY_ROUTES,
         ("POST", "/v1/clips", create_clip),
         ("GET", "/v1/clips", list_clips),
         ("GET", "/v1/clips/{id}", get_clip),

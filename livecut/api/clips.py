@@ -49,7 +49,10 @@ def extras(ctx: ApiContext) -> Extras:
             )
         return check_callback_url(url, allow_private=ctx.config.webhooks.allow_private)
 
-    return Extras(check_callback_url=check)
+    return Extras(
+        check_callback_url=check,
+        overlay_exists=lambda overlay_id: ctx.store.index.overlays.get(overlay_id) is not None,
+    )
 
 
 def clip_limits(ctx: ApiContext) -> ClipLimits:
@@ -349,6 +352,7 @@ EXPORT_FIELDS = (
     "rendition",
     "reencode_edges",
     "faststart",
+    "render",
     "passthrough",
     "callback_url",
     "callback_id",

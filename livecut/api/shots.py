@@ -44,6 +44,7 @@ HIGHLIGHT_FIELDS = (
     "rendition",
     "reencode_edges",
     "faststart",
+    "render",
     "passthrough",
     "callback_url",
     "callback_id",
@@ -305,6 +306,7 @@ async def post_highlights(request: web.Request) -> web.Response:
                     "rendition": req.rendition,
                     "reencode_edges": req.reencode_edges,
                     "faststart": req.faststart,
+                    **({"render": req.render} if req.render else {}),
                     **({"meta": req.meta} if req.meta else {}),
                 },
             )

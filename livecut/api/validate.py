@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
+from livecut.api.render import parse_render
 from livecut.clips.jobs import FORMATS, VERIFY_MODES, ClipRequest, Window
 
 MIN_CLIP_MS = 500
@@ -23,6 +24,7 @@ CLIP_FIELDS = (
     "rendition",
     "reencode_edges",
     "faststart",
+    "render",
     "start_offset_ms",
     "end_offset_ms",
     "passthrough",
@@ -62,6 +64,7 @@ class Extras:
     """What a clip request carries besides the cut: checked by the caller's own rules."""
 
     check_callback_url: Callable[[object], str] = field(default=lambda url: str(url))
+    overlay_exists: Callable[[str], bool] = field(default=lambda overlay_id: False)
 
 
 def clip_request(
@@ -103,6 +106,9 @@ def clip_request(
     faststart = body.get("faststart", False)
     if not isinstance(faststart, bool):
         errors.append(f"faststart must be true or false, not {faststart!r}")
+    render = parse_render(
+        body.get("render"), errors, overlay_exists=(extras or Extras()).overlay_exists
+    )
     verify = body.get("verify", "structure")
     if verify not in VERIFY_MODES:
         errors.append(f"verify must be one of {', '.join(VERIFY_MODES)}, not {verify!r}")
@@ -123,6 +129,7 @@ def clip_request(
         rendition=rendition if isinstance(rendition, str) else "best",
         reencode_edges=reencode_edges is True,
         faststart=faststart is True,
+        render=render,
         meta=meta or None,
         verify="decode" if verify == "decode" else "structure",
     )

@@ -7,15 +7,17 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from livecut import metrics
 from livecut.clips.hls import vod_playlist
 from livecut.clips.planner import ClipPlan, NothingRecorded, PlannedRun, group_runs, plan_clip
+from livecut.clips.render import RenderOutcome, render_clip, render_spec
 from livecut.config import ClipsConfig
 from livecut.media.remux import Presented, RemuxError, RemuxRun, remux_mp4
+from livecut.media.render import RenderError
 from livecut.media.subtitles import (
     Cue,
     SubtitleError,
@@ -68,6 +70,7 @@ class ClipRequest:
     rendition: str = "best"  # a rendition name, or the session's main video rendition
     reencode_edges: bool = False  # re-encode the first partial GOP instead of an edit list
     faststart: bool = False  # the MP4's index before its media (else after, hashed as written)
+    render: dict[str, object] | None = None  # api/render.py's normal form
     meta: dict[str, object] | None = None  # passthrough, callback_url, callback_id: kept as is
     # Every MP4 is checked structurally; "decode" also decodes it all and counts frames.
     verify: Verify = "structure"
@@ -91,6 +94,7 @@ class ClipRequest:
             "rendition": self.rendition,
             "reencode_edges": self.reencode_edges,
             "faststart": self.faststart,
+            **({"render": self.render} if self.render else {}),
             **({"meta": self.meta} if self.meta else {}),
             "verify": self.verify,
         }
@@ -116,6 +120,7 @@ class ClipRequest:
             rendition=rendition if isinstance(rendition, str) else "best",
             reencode_edges=options.get("reencode_edges") is True,
             faststart=options.get("faststart") is True,
+            render=render if isinstance(render := options.get("render"), dict) else None,
             verify="decode" if options.get("verify") == "decode" else "structure",
         )
 
@@ -328,7 +333,7 @@ class ClipJobs:
             metrics.STORAGE_ERRORS.labels("clip").inc()
             self._fail(clip_id, str(exc))
             return
-        except (NothingRecorded, RemuxError) as exc:
+        except (NothingRecorded, RemuxError, RenderError) as exc:
             self._fail(clip_id, str(exc))
             return
         except Exception as exc:  # a worker must outlive any one clip's bug
@@ -360,7 +365,7 @@ class ClipJobs:
         windows = []
         for n, window in enumerate(request.windows):
             stem = "clip" if single else f"w{n}"
-            windows.append(await self._cut_window(clip, request, window, folder, stem))
+            windows.append(await self._cut_window(clip, request, window, folder, stem, n))
             self._progress[clip.id] = (n + 1) / len(request.windows)
         result: dict[str, object] = {"windows": windows}
         if single:
@@ -369,7 +374,13 @@ class ClipJobs:
         return result
 
     async def _cut_window(
-        self, clip: ClipRow, request: ClipRequest, window: Window, folder: Path, stem: str
+        self,
+        clip: ClipRow,
+        request: ClipRequest,
+        window: Window,
+        folder: Path,
+        stem: str,
+        window_index: int = 0,
     ) -> dict[str, object]:
         rendition = None if request.rendition == "best" else request.rendition
         segments = self.store.index.stream_segments(
@@ -437,6 +448,24 @@ class ClipJobs:
             files["mp4"] = _mp4_entry(clip.id, output, presented)
             zero_ms = presented.start_ms
             tracks = [t.as_dict() for t in presented.tracks]
+            if request.render:
+                rendered = await self._render(clip, request.render, outputs, cues, window_index)
+                body["render"] = rendered.body
+                files["mp4"] = await _file_entry(clip.id, output)
+                if len(rendered.rendered) > 1:
+                    files["renditions"] = [
+                        {
+                            **await _file_entry(clip.id, r.path),
+                            "width": r.size.width,
+                            "height": r.size.height,
+                        }
+                        for r in rendered.rendered[1:]
+                    ]
+                main = rendered.rendered[0]
+                for track in tracks:
+                    if track["kind"] == "video":
+                        track.update(codec="h264", width=main.size.width, height=main.size.height)
+                        track["fps"] = rendered.body["fps"]
             if cues:
                 tracks.append(
                     {
@@ -481,6 +510,45 @@ class ClipJobs:
             files["vtt"] = await _file_entry(clip.id, vtt)
         body["files"] = files
         return body
+
+    async def _render(
+        self,
+        clip: ClipRow,
+        options: dict[str, object],
+        outputs: list[tuple[Path, Presented]],
+        cues: list[Cue],
+        window_index: int,
+    ) -> RenderOutcome:
+        """Render each checked copy in place of itself (the first with the extra sizes);
+        the copies are removed either way."""
+        spec = render_spec(options, self.store.overlay_path)
+        if spec.overlay is not None and not spec.overlay.image.exists():
+            raise RenderError(f"overlay {spec.overlay.image.stem} was deleted before the render")
+        windows = max(1, len(ClipRequest.of(clip).windows))
+        first: RenderOutcome | None = None
+        for n, (output, presented) in enumerate(outputs):
+            copy = output.with_name(output.stem + ".copy.mp4")
+            output.replace(copy)
+            piece = spec if n == 0 else replace(spec, renditions=())
+
+            def progress(done: float, n: int = n) -> None:
+                share = (n + done) / len(outputs)
+                self._progress[clip.id] = (window_index + share) / windows
+
+            try:
+                outcome = await render_clip(
+                    piece,
+                    copy=copy,
+                    presented=presented,
+                    target=output,
+                    cues=cues if n == 0 else [],
+                    progress=progress,
+                )
+            finally:
+                copy.unlink(missing_ok=True)
+            first = first or outcome
+        assert first is not None
+        return first
 
     async def _checked(
         self,

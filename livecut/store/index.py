@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from livecut import metrics
 from livecut.store.analysis import AnalysisIndex
+from livecut.store.overlays import OverlayIndex
 from livecut.store.records import (
     AttemptRow,
     ClipRow,
@@ -235,6 +236,7 @@ class Index:
         self._add_missing_columns()
         self._db.executescript(_SCHEMA_EVENTS)
         self.analysis = AnalysisIndex(self._db, write=self._write)
+        self.overlays = OverlayIndex(self._db)
         # Outbox rows for clip and session events, written in the state change's transaction.
         self.on_event: EventHook | None = None
         # Live views of clips (the console's event stream) follow every change, not only

@@ -108,6 +108,10 @@ class Store:
         counts its failures)."""
         await asyncio.to_thread(files.write_atomic, path.parent, path.name, data)
 
+    def overlay_path(self, overlay_id: str) -> Path:
+        """Where an uploaded watermark image is kept (an RGBA PNG)."""
+        return self.root / "overlays" / f"{files.safe_name(overlay_id)}.png"
+
     def clip_dir(self, clip_id: str) -> Path:
         return self.root / "clips" / files.safe_name(clip_id)
 

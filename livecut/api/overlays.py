@@ -1,0 +1,138 @@
+"""Watermark images for renders: POST /v1/overlays (a PNG or WebP body), list, get, delete.
+
+An upload is read up to MAX_BYTES, decoded with Pillow (a file that does not decode as
+the image it claims to be is refused), and stored as an RGBA PNG beside the index, so
+a render never meets a broken or hostile file. The decode and the durable write
+(write, fsync, rename) take one thread hop each; the stored image is served back
+through aiofiles, on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+
+import aiofiles
+from aiohttp import web
+from PIL import Image, UnidentifiedImageError
+
+from livecut.api.context import ctx_of, error, now_ms
+from livecut.api.validate import check_query
+from livecut.store.index import new_id
+from livecut.store.overlays import OverlayRow
+
+MAX_BYTES = 4 * 1024 * 1024
+MAX_SIDE = 4096
+TYPES = {"image/png": "PNG", "image/webp": "WEBP"}
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+OVERLAY_ID = re.compile(r"ovl_[0-9a-f]{16}")
+
+
+class BadImage(ValueError):
+    pass
+
+
+def _normalize(data: bytes, expected: str) -> tuple[bytes, int, int]:
+    """Decode the upload as the format its type names; return it as an RGBA PNG."""
+    try:
+        with Image.open(io.BytesIO(data), formats=[expected]) as image:
+            width, height = image.size
+            if max(width, height) > MAX_SIDE:
+                raise BadImage(f"the image is {width}x{height}: at most {MAX_SIDE} a side")
+            image.load()
+            rgba = image.convert("RGBA")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise BadImage(f"the body does not decode as {expected}: {exc}") from exc
+    out = io.BytesIO()
+    rgba.save(out, format="PNG")
+    return out.getvalue(), width, height
+
+
+async def create_overlay(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    check_query(request.query, ("name",))
+    kind = request.content_type
+    if kind not in TYPES:
+        return error(415, f"Content-Type must be one of {', '.join(TYPES)}, not {kind!r}")
+    name = request.query.get("name")
+    if name is not None and not NAME.fullmatch(name):
+        return error(422, "name must be 1-64 letters, digits, '.', '_' or '-'")
+    if request.content_length is not None and request.content_length > MAX_BYTES:
+        return error(413, f"the image is {request.content_length} bytes: at most {MAX_BYTES}")
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        data += chunk
+        if len(data) > MAX_BYTES:
+            return error(413, f"the image is over {MAX_BYTES} bytes")
+    if not data:
+        return error(400, "the body is empty: send the image's bytes")
+    try:
+        png, width, height = await _decode(bytes(data), TYPES[kind])
+    except BadImage as exc:
+        return error(422, str(exc))
+    overlay_id = new_id("ovl")
+    path = ctx.store.overlay_path(overlay_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    await ctx.store.write_file(path, png)
+    row = OverlayRow(
+        id=overlay_id,
+        name=name,
+        width=width,
+        height=height,
+        size_bytes=len(png),
+        created_ms=now_ms(ctx),
+    )
+    ctx.store.index.overlays.add(row)
+    return web.json_response(
+        row.as_dict(), status=201, headers={"Location": f"/v1/overlays/{overlay_id}"}
+    )
+
+
+async def _decode(data: bytes, expected: str) -> tuple[bytes, int, int]:
+    return await asyncio.to_thread(_normalize, data, expected)
+
+
+async def list_overlays(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    check_query(request.query, ())
+    return web.json_response({"data": [r.as_dict() for r in ctx.store.index.overlays.all()]})
+
+
+async def get_overlay(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    check_query(request.query, ())
+    row = ctx.store.index.overlays.get(request.match_info["id"])
+    if row is None:
+        return error(404, f"unknown overlay {request.match_info['id']!r}")
+    return web.json_response(row.as_dict())
+
+
+async def overlay_image(request: web.Request) -> web.StreamResponse:
+    ctx = ctx_of(request)
+    check_query(request.query, ())
+    row = ctx.store.index.overlays.get(request.match_info["id"])
+    if row is None:
+        return error(404, f"unknown overlay {request.match_info['id']!r}")
+    async with aiofiles.open(ctx.store.overlay_path(row.id), "rb") as fh:
+        body = await fh.read()
+    return web.Response(body=body, content_type="image/png")
+
+
+async def delete_overlay(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    check_query(request.query, ())
+    overlay_id = request.match_info["id"]
+    if not ctx.store.index.overlays.delete(overlay_id):
+        return error(404, f"unknown overlay {overlay_id!r}")
+    ctx.store.overlay_path(overlay_id).unlink(missing_ok=True)
+    return web.Response(status=204)
+
+
+OVERLAY_ROUTES = (
+    ("POST", "/v1/overlays", create_overlay),
+    ("GET", "/v1/overlays", list_overlays),
+    ("GET", "/v1/overlays/{id}", get_overlay),
+    ("GET", "/v1/overlays/{id}/image.png", overlay_image),
+    ("DELETE", "/v1/overlays/{id}", delete_overlay),
+)
