@@ -1,10 +1,14 @@
 """Benchmark: a 1080p30 clip rendered vertical with captions and a watermark, beside ffmpeg.
 
-    python bench/render.py [--seconds 60] [--preset veryfast] [--crf 23] [--repeat 1]
+    python bench/render.py [--seconds 60] [--source camera|noise] [--preset veryfast]
+                           [--crf 23] [--repeat 1]
 
-1. A clip of --seconds is cut from the cached 1080p30 pool by livecut's copy path (the
-   render's input, as in a clip job), with WebVTT cues (1 s shown of every 2 s) and a
-   watermark PNG.
+1. A clip of --seconds is cut by livecut's copy path (the render's input, as in a clip
+   job), with WebVTT cues (1 s shown of every 2 s) and a watermark PNG. The source is
+   `camera` (default): ffmpeg's moving test pattern with a light film grain, encoded
+   once at 6 Mbit/s into bench/.cache/, about what a camera gives x264 to chew on; or
+   `noise`: the clip benchmark's pool, whose picture is fresh noise every frame (the
+   worst case for any encoder: 34 Mbit/s out at crf 23).
 2. livecut renders it to 1080x1920 (9:16 crop at the centre), captions burned in, the
    watermark top-right at 80% opacity (media/render.py, in-process, timed alone).
 3. The ffmpeg CLI does the same on the same file: crop, scale, overlay, subtitles
@@ -64,11 +68,33 @@ class Inputs:
     source: Size
 
 
-def make_inputs(work: Path, seconds: float) -> Inputs:
-    spec = PoolSpec()
-    segments = int(seconds * 1000 // spec.segment_ms) + 2
-    pool = ensure_pool(spec, max(segments, 4))
-    paths = tuple(pool.segments[:segments])
+def camera_source(seconds: float) -> Path:
+    """A 1080p30 H.264 + AAC MPEG-TS file of a moving pattern with grain (cached)."""
+    path = CACHE / f"render-camera-1080p30-{seconds + 2:g}s.ts"
+    if path.exists():
+        return path
+    log(f"encoding the camera-like source once: {path.name}")
+    part = path.with_name(path.name + ".part")
+    command = [
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30,noise=alls=8:allf=t+u",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-t", f"{seconds + 2:g}", "-c:v", "libx264", "-preset", "veryfast",
+        "-b:v", "6M", "-maxrate", "6M", "-bufsize", "12M", "-g", "30", "-bf", "2",
+        "-c:a", "aac", "-f", "mpegts", str(part),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, timeout=3600)
+    part.replace(path)
+    return path
+
+
+def make_inputs(work: Path, seconds: float, source: str) -> Inputs:
+    if source == "noise":
+        spec = PoolSpec()
+        segments = int(seconds * 1000 // spec.segment_ms) + 2
+        paths = tuple(ensure_pool(spec, max(segments, 4)).segments[:segments])
+    else:
+        paths = (camera_source(seconds),)
     with av.open(str(paths[0])) as first:
         stream = first.streams.video[0]
         assert stream.start_time is not None and stream.time_base is not None
@@ -240,6 +266,7 @@ def quality(path: Path, ref: dict[int, numpy.ndarray]) -> tuple[int, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--source", choices=("camera", "noise"), default="camera")
     parser.add_argument("--preset", default="veryfast")
     parser.add_argument("--crf", type=int, default=23)
     parser.add_argument("--repeat", type=int, default=1)
@@ -249,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="render-", dir=CACHE) as tmp:
         work = Path(tmp)
         log("cutting the input clip (copy path)")
-        inputs = make_inputs(work, args.seconds)
+        inputs = make_inputs(work, args.seconds, args.source)
         ours_s: list[float] = []
         peer_s: list[float] = []
         for n in range(args.repeat):
@@ -266,7 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ratio = ours / peer
     real = inputs.duration_s / ours
     lines = [
-        f"livecut render benchmark: --seconds {args.seconds:g} --preset {args.preset} "
+        f"livecut render benchmark: --seconds {args.seconds:g} --source {args.source} "
+        f"--preset {args.preset} "
         f"--crf {args.crf} --repeat {args.repeat}",
         f"host: {os.cpu_count()} CPUs; PyAV {av.__version__}; load average {load:.2f} at start",
         f"input: {inputs.source.width}x{inputs.source.height} H.264 + AAC, "
