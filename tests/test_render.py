@@ -253,3 +253,50 @@ async def test_a_render_request_names_what_is_wrong(data_dir: Path, tmp_path: Pa
             "unknown render field(s) spin",
         ):
             assert expected in text, text
+
+
+async def test_a_padded_render_in_two_sizes_from_one_decode_reports_its_progress(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    async with recorded_vod(data_dir, tmp_path / "vod", width=640, height=360) as daemon:
+        seen: list[float] = []
+        jobs = daemon.jobs
+        render = {
+            "aspect_ratio": "9:16",
+            "fit": "pad",
+            "background": "blur",
+            "preset": "ultrafast",
+            "renditions": [{"max_height": 320}],
+        }
+        start, end = PDT0 + 2040, PDT0 + 6000
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{daemon.base_url}/v1/clips",
+                json={"stream": "cam", "start_ms": start, "end_ms": end, "render": render},
+            ) as response,
+        ):
+            created = await response.json()
+            assert response.status == 202, created
+        clip_id = str(created["id"])
+        for _ in range(3000):  # 60 s at most
+            done = await jobs.wait_finished(clip_id, timeout_s=0.02)
+            if done is not None and done.state in ("ready", "failed"):
+                break
+            progress = jobs.progress(clip_id)
+            if progress is not None:
+                seen.append(progress)
+        assert done is not None and done.state == "ready" and done.result is not None, done
+        assert seen == sorted(seen) and seen and seen[-1] <= 1.0  # it only moves forward
+        main = file_of(daemon, done)
+        first, last = frame_covering(start), frame_covering(end - 1)
+        for path, size in ((main, (640, 360)), (main.with_name("clip-180x320.mp4"), (320, 180))):
+            frames = luma_frames(path)
+            assert len(frames) == last - first + 1
+            assert frames[0][1].shape == size
+            # The picture sits in the middle; above and below it, the blurred picture,
+            # not a flat colour: its rows vary along their width.
+            top_band = frames[0][1][: size[0] // 8]
+            assert top_band.std(axis=1).mean() > 2
+        files = done.result["files"]
+        assert [(r["width"], r["height"]) for r in files["renditions"]] == [(180, 320)]  # type: ignore[index]
