@@ -466,7 +466,10 @@ class ClipJobs:
                     if track["kind"] == "video":
                         track.update(codec="h264", width=main.size.width, height=main.size.height)
                         track["fps"] = rendered.body["fps"]
-            if cues:
+                # The render carries no text track: captions are burned in or delivered
+                # as the sidecar, from WebVTT or, with none, from CEA-608 in the video.
+                cues = cues or rendered.captions
+            elif cues:
                 tracks.append(
                     {
                         "kind": "subtitles",

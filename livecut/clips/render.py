@@ -15,6 +15,7 @@ from pathlib import Path
 
 from livecut.analysis.focus import focus_path
 from livecut.media.captions import caption_spans
+from livecut.media.cea608 import read_cea608
 from livecut.media.remux import Presented
 from livecut.media.render import (
     OverlaySpec,
@@ -32,6 +33,7 @@ from livecut.media.subtitles import Cue
 class RenderOutcome:
     rendered: list[Rendered]
     body: dict[str, object]  # the result's "render" object
+    captions: list[Cue]  # the cues used (from WebVTT, or read from CEA-608), wall-timed
 
 
 def render_spec(options: Mapping[str, object], overlay_path: Callable[[str], Path]) -> RenderSpec:
@@ -94,6 +96,19 @@ async def render_clip(
         size = geometry(source, spec, limits).output
         if all(size != s for _, s in outputs):
             outputs.append((target.with_name(f"{target.stem}-{size}.mp4"), size))
+    caption_source = "webvtt" if cues else None
+    if not cues and spec.captions != "none":
+        # No WebVTT in the range: captions carried in the video itself, if any.
+        found = await asyncio.to_thread(read_cea608, copy, end_s=presented.duration_s)
+        cues = [
+            Cue(
+                start_ms=presented.start_ms + c.start_s * 1000,
+                end_ms=presented.start_ms + c.end_s * 1000,
+                text=c.text,
+            )
+            for c in found
+        ]
+        caption_source = "cea608" if cues else None
     burn = spec.captions == "burn" and bool(cues)
     spans = (
         caption_spans(cues, zero_ms=presented.start_ms, end_s=presented.duration_s) if burn else []
@@ -129,9 +144,9 @@ async def render_clip(
         "audio": "copied" if any(t.kind == "audio" for t in presented.tracks) else None,
         "captions": {
             "mode": spec.captions,
-            "source": "webvtt" if cues else None,
+            "source": caption_source,
             "cues": len(cues),
-            **({} if cues else {"note": "the stream has no WebVTT subtitles in this range"}),
+            **({} if cues else {"note": "no WebVTT subtitles nor CEA-608 captions in this range"}),
         },
         "overlay": None
         if spec.overlay is None
@@ -142,7 +157,7 @@ async def render_clip(
             "opacity": spec.overlay.opacity,
         },
     }
-    return RenderOutcome(rendered=rendered, body=body)
+    return RenderOutcome(rendered=rendered, body=body, captions=list(cues))
 
 
 def _with_fps(spec: RenderSpec, fps: float | None) -> RenderSpec:
