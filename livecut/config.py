@@ -45,7 +45,18 @@ _T = TypeVar("_T")
 
 DURATION_HINT: Final = 'use seconds as a number or a string like "90s", "15m", "24h", "7d"'
 
-_TOP_KEYS: Final = ("server", "clips", "ingest", "storage", "webhooks", "streams", "log")
+_TOP_KEYS: Final = (
+    "server",
+    "clips",
+    "ingest",
+    "storage",
+    "webhooks",
+    "streams",
+    "log",
+    "overlays",
+)
+_OVERLAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+OVERLAY_MAX_SIDE: Final = 4096
 _STORAGE_KEYS: Final = ("min_free_bytes", "min_free_percent", "keep_live_segments")
 SIZE_HINT: Final = 'use bytes as a whole number or a string like "500MB", "2GiB", "1.5TB"'
 _SIZE_TEXT = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
@@ -306,6 +317,8 @@ class Config:
     webhooks: WebhooksConfig = WebhooksConfig()
     storage: StorageConfig = StorageConfig()
     log: LogConfig = LogConfig()
+    # Watermark images for renders, by name ([overlays] logo = "/etc/livecut/logo.png").
+    overlays: tuple[tuple[str, Path], ...] = ()
 
 
 def load_config(path: Path) -> Config:
@@ -348,6 +361,7 @@ def parse_config(data: Mapping[str, object], *, source: str = "<config>") -> Con
     log_section = _Section(_top_table(data, "log", errors), "log", errors)
     log_section.check_keys(("format",), "[log]")
     log = LogConfig(format=log_section.read("format", "text", _parse_log_format))
+    overlays = _read_overlays(_top_table(data, "overlays", errors), errors)
     if errors:
         raise ConfigError(errors, source=source)
     return Config(
@@ -358,7 +372,52 @@ def parse_config(data: Mapping[str, object], *, source: str = "<config>") -> Con
         webhooks=webhooks,
         storage=storage,
         log=log,
+        overlays=overlays,
     )
+
+
+def _read_overlays(table: Mapping[str, object], errors: list[str]) -> tuple[tuple[str, Path], ...]:
+    """[overlays]: name = image path; each image is opened now, so a render never meets a
+    missing or broken one."""
+    found: list[tuple[str, Path]] = []
+    for name, value in table.items():
+        key = _join_key("overlays", name)
+        if not _OVERLAY_NAME.fullmatch(name) or name.startswith("ovl_"):
+            errors.append(
+                f"{key}: an overlay name is 1-64 letters, digits, '.', '_' or '-' "
+                "(and does not start with ovl_, which uploaded overlays use)"
+            )
+            continue
+        try:
+            path = _parse_file_path(value, key)
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+            continue
+        if path is None:
+            errors.append(f"{key}: give the path of a PNG or WebP image")
+            continue
+        problem = _image_problem(path)
+        if problem:
+            errors.append(f"{key}: {path} {problem}")
+            continue
+        found.append((name, path))
+    return tuple(found)
+
+
+def _image_problem(path: Path) -> str | None:
+    from PIL import Image, UnidentifiedImageError  # only a config with overlays needs it
+
+    try:
+        with Image.open(path, formats=["PNG", "WEBP"]) as image:
+            width, height = image.size
+            if max(width, height) > OVERLAY_MAX_SIDE:
+                return f"is {width}x{height}: at most {OVERLAY_MAX_SIDE} pixels a side"
+            image.load()
+    except FileNotFoundError:
+        return "does not exist"
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        return f"cannot be read as a PNG or WebP image ({exc})"
+    return None
 
 
 def _parse_log_format(value: object, key: str) -> str:

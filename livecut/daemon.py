@@ -70,6 +70,7 @@ class Daemon:
         self._watchdog: asyncio.Task[None] | None = None
         self._sent_status = ""  # the last STATUS= told to the service manager
         self.store = Store(config.server.data_dir, config.storage)
+        self.store.configured_overlays = dict(config.overlays)
         self.segment_workers = SegmentWorkers(
             config.ingest.segment_workers, buffer_bytes=config.ingest.max_buffered_bytes
         )

@@ -732,3 +732,27 @@ def test_storage_floor_keys() -> None:
             parse_config({"storage": bad})
         (message,) = caught.value.errors
         assert message.startswith(f"{key}: ") and allowed in message, message
+
+
+def test_overlays_name_images_that_open(tmp_path: Path) -> None:
+    from PIL import Image
+
+    logo = tmp_path / "logo.png"
+    Image.new("RGBA", (40, 20), (255, 0, 0, 128)).save(logo)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    config = parse_config({"overlays": {"logo": str(logo)}})
+    assert config.overlays == (("logo", logo),)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "overlays": {
+                    "missing": str(tmp_path / "missing.png"),
+                    "broken": str(tmp_path / "broken.png"),
+                    "ovl_x": str(logo),
+                }
+            }
+        )
+    text = "\n".join(caught.value.errors)
+    assert "overlays.missing:" in text and "does not exist" in text
+    assert "overlays.broken:" in text and "cannot be read as a PNG or WebP image" in text
+    assert "overlays.ovl_x:" in text

@@ -24,6 +24,8 @@ from livecut.media.render import RenderSpec, Size, geometry
 from livecut.media.subtitles import Cue
 from livecut.media.synth import read_frame_number
 from livecut.origin import LiveOrigin
+from livecut.store.overlays import OverlayRow
+from livecut.store.store import Store
 from tests.cea608 import PopOn, write_cea608_vod
 from tests.harness import daemon_config, recorded_vod, running, session_ended, until
 from tests.test_clips import AAC_FRAME_S, PDT0, beep_offsets, clip_of, file_of, frame_covering
@@ -344,3 +346,27 @@ async def test_cea608_captions_in_the_video_are_read_and_burned_in_when_there_is
                     assert dark < 0.001, f"a caption on frame {number}, outside its cue"
     finally:
         await runner.cleanup()
+
+
+def test_an_overlay_is_named_by_the_config_or_by_its_upload_id(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    try:
+        logo = tmp_path / "logo.png"
+        store.configured_overlays = {"logo": logo}
+        assert store.overlay_image("logo") == logo
+        assert store.overlay_image("ovl_0123456789abcdef") is None
+        store.index.overlays.add(
+            OverlayRow(
+                id="ovl_0123456789abcdef",
+                name=None,
+                width=1,
+                height=1,
+                size_bytes=1,
+                created_ms=0,
+            )
+        )
+        assert store.overlay_image("ovl_0123456789abcdef") == store.overlay_path(
+            "ovl_0123456789abcdef"
+        )
+    finally:
+        store.close()

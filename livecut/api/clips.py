@@ -51,7 +51,7 @@ def extras(ctx: ApiContext) -> Extras:
 
     return Extras(
         check_callback_url=check,
-        overlay_exists=lambda overlay_id: ctx.store.index.overlays.get(overlay_id) is not None,
+        overlay_exists=lambda ref: ctx.store.overlay_image(ref) is not None,
     )
 
 

@@ -96,7 +96,12 @@ async def _decode(data: bytes, expected: str) -> tuple[bytes, int, int]:
 async def list_overlays(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    return web.json_response({"data": [r.as_dict() for r in ctx.store.index.overlays.all()]})
+    configured = [
+        {"id": name, "configured": True, "url": f"/v1/overlays/{name}/image.png"}
+        for name in sorted(ctx.store.configured_overlays)
+    ]
+    uploaded = [r.as_dict() for r in ctx.store.index.overlays.all()]
+    return web.json_response({"data": configured + uploaded})
 
 
 async def get_overlay(request: web.Request) -> web.Response:
@@ -111,12 +116,13 @@ async def get_overlay(request: web.Request) -> web.Response:
 async def overlay_image(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    row = ctx.store.index.overlays.get(request.match_info["id"])
-    if row is None:
+    image = ctx.store.overlay_image(request.match_info["id"])
+    if image is None:
         return error(404, f"unknown overlay {request.match_info['id']!r}")
-    async with aiofiles.open(ctx.store.overlay_path(row.id), "rb") as fh:
+    async with aiofiles.open(image, "rb") as fh:
         body = await fh.read()
-    return web.Response(body=body, content_type="image/png")
+    webp = image.suffix.lower() == ".webp"  # a configured one is served as it is
+    return web.Response(body=body, content_type="image/webp" if webp else "image/png")
 
 
 async def delete_overlay(request: web.Request) -> web.Response:

@@ -171,8 +171,8 @@ def _overlay(
     overlay_id = value.get("id")
     if not isinstance(overlay_id, str) or not overlay_exists(overlay_id):
         errors.append(
-            f"render.overlay.id must name an uploaded overlay (POST /v1/overlays), "
-            f"not {overlay_id!r}"
+            f"render.overlay.id must name an uploaded overlay (POST /v1/overlays) or "
+            f"one in the config's [overlays], not {overlay_id!r}"
         )
     position = value.get("position", "top-right")
     if position not in POSITIONS:

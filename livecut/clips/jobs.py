@@ -524,9 +524,12 @@ class ClipJobs:
     ) -> RenderOutcome:
         """Render each checked copy in place of itself (the first with the extra sizes);
         the copies are removed either way."""
-        spec = render_spec(options, self.store.overlay_path)
-        if spec.overlay is not None and not spec.overlay.image.exists():
-            raise RenderError(f"overlay {spec.overlay.image.stem} was deleted before the render")
+        overlay = options.get("overlay")
+        ref = str(overlay.get("id")) if isinstance(overlay, dict) else None
+        image = None if ref is None else self.store.overlay_image(ref)
+        if ref is not None and (image is None or not image.exists()):
+            raise RenderError(f"overlay {ref} was deleted before the render")
+        spec = render_spec(options, lambda _: image or Path())
         windows = max(1, len(ClipRequest.of(clip).windows))
         first: RenderOutcome | None = None
         for n, (output, presented) in enumerate(outputs):

@@ -151,7 +151,7 @@ async def render_clip(
         "overlay": None
         if spec.overlay is None
         else {
-            "id": spec.overlay.image.stem,
+            "image": spec.overlay.image.name,
             "position": spec.overlay.position,
             "width": spec.overlay.width,
             "opacity": spec.overlay.opacity,

@@ -52,6 +52,7 @@ class Store:
         # Spans of stored media being read outside any job (a thumbnail): retention and
         # the disk floor keep them, as they keep what clip and analysis jobs will read.
         self._reads: list[tuple[str, int, int]] = []
+        self.configured_overlays: dict[str, Path] = {}  # [overlays] of the config
 
     def close(self) -> None:
         self.index.close()
@@ -107,6 +108,14 @@ class Store:
         """Atomically write a file outside the segment tree (clip outputs; the clip job
         counts its failures)."""
         await asyncio.to_thread(files.write_atomic, path.parent, path.name, data)
+
+    def overlay_image(self, ref: str) -> Path | None:
+        """The image of an overlay: one named in the config, or one uploaded (by id)."""
+        if ref in self.configured_overlays:
+            return self.configured_overlays[ref]
+        if self.index.overlays.get(ref) is None:
+            return None
+        return self.overlay_path(ref)
 
     def overlay_path(self, overlay_id: str) -> Path:
         """Where an uploaded watermark image is kept (an RGBA PNG)."""
