@@ -370,3 +370,23 @@ def test_an_overlay_is_named_by_the_config_or_by_its_upload_id(tmp_path: Path) -
         )
     finally:
         store.close()
+
+
+async def test_a_render_can_halve_the_frame_rate_at_a_bitrate(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    async with recorded_vod(data_dir, tmp_path / "vod", width=640, height=360) as daemon:
+        start, end = PDT0 + 1000, PDT0 + 5000  # frames 25-124 at 25 fps
+        render = {"aspect_ratio": "1:1", "focus": 0, "fps": 12.5, "bitrate": 400_000}
+        clip = await clip_of(daemon, {"start_ms": start, "end_ms": end, "render": render})
+        assert clip.result is not None
+        frames = luma_frames(file_of(daemon, clip))
+        numbers = [barcode(f) for _, f in frames]
+        assert numbers[0] == frame_covering(start)  # the first frame is still the asked one
+        assert len(numbers) == 50 and all(b - a == 2 for a, b in itertools.pairwise(numbers))
+        assert clip.result["render"]["fps"] == 12.5  # type: ignore[index]
+        with av.open(str(file_of(daemon, clip))) as container:
+            stream = container.streams.video[0]
+            assert stream.average_rate == 12.5
+            bits = (stream.bit_rate or 0) or file_of(daemon, clip).stat().st_size * 8 / 4
+        assert bits < 400_000 * 1.5
