@@ -304,7 +304,10 @@ async def test_highlights_are_cut_as_one_clip_with_explained_scores(
             {"start_ms": PDT0 + 1000, "end_ms": PDT0 + 2500, "label": "intro"},
             {"start_ms": PDT0 + 19_000, "end_ms": PDT0 + 21_000, "label": "save"},
         ]
-        async with http.post(f"{api}/v1/highlights", json={"stream": "cam", "windows": given}) as r:
+        square = {"aspect_ratio": "1:1", "preset": "ultrafast"}  # each window rendered
+        async with http.post(
+            f"{api}/v1/highlights", json={"stream": "cam", "windows": given, "render": square}
+        ) as r:
             assert r.status == 202, await r.text()
             chosen = await daemon.analysis.wait_finished((await r.json())["id"], 60)
         assert chosen is not None and chosen.state == "completed"
@@ -313,6 +316,14 @@ async def test_highlights_are_cut_as_one_clip_with_explained_scores(
             (h["start_ms"], h["end_ms"], h["label"], h["score"])
             for h in chosen.result["highlights"]
         ] == [(w["start_ms"], w["end_ms"], w["label"], None) for w in given]
+        assert chosen.clip_id is not None
+        rendered = daemon.store.index.clip(chosen.clip_id)
+        assert rendered is not None and rendered.result is not None
+        for window in rendered.result["windows"]:  # type: ignore[union-attr]
+            mp4 = daemon.store.clip_dir(rendered.id) / window["files"]["mp4"]["name"]
+            with av.open(str(mp4)) as container:
+                video = container.streams.video[0]
+                assert video.width == video.height == window["render"]["width"]
 
         for bad, fragment in (
             ({**body, "max_clips": 11}, "max_clips must be an integer from 1 to 10"),
