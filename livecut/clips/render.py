@@ -116,12 +116,13 @@ async def render_clip(
     path = None
     if spec.fit == "crop" and spec.focus == "auto" and main.crop.width < source.width:
         path = await asyncio.to_thread(focus_path, copy, source=source, crop=main.crop)
+    # The frame rate is only ever reduced: an fps at or above the source's keeps it.
     fps = spec.fps if spec.fps is not None and video.fps and spec.fps < video.fps else None
     job = RenderJob(
         source=copy,
         outputs=outputs,
         geometry=main,
-        spec=spec if fps == spec.fps else _with_fps(spec, fps),
+        spec=replace(spec, fps=fps),
         frames=video.frames,
         duration_s=presented.duration_s,
         captions=spans,
@@ -158,7 +159,3 @@ async def render_clip(
         },
     }
     return RenderOutcome(rendered=rendered, body=body, captions=list(cues))
-
-
-def _with_fps(spec: RenderSpec, fps: float | None) -> RenderSpec:
-    return replace(spec, fps=fps)
