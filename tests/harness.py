@@ -118,6 +118,13 @@ async def recorded_vod(
         audio=audio,
         **synth,
     )
+    async with recorded_playlist(data_dir, playlist) as daemon:
+        yield daemon
+
+
+@asynccontextmanager
+async def recorded_playlist(data_dir: Path, playlist: Path) -> AsyncIterator[Daemon]:
+    """A daemon that has recorded a whole VOD playlist (and its files) served from disk."""
     app = web.Application()
     app.router.add_static("/vod", playlist.parent)
     runner = web.AppRunner(app)

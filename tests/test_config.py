@@ -268,7 +268,11 @@ def test_parse_stream_for_api_bodies() -> None:
 @pytest.mark.parametrize(
     ("data", "key", "allowed"),
     [
-        ({"sever": {}}, "sever", "server, clips, ingest, storage, webhooks, streams, log"),
+        (
+            {"sever": {}},
+            "sever",
+            "server, clips, ingest, storage, webhooks, streams, log, overlays",
+        ),
         (
             {"server": {"listn": "x"}},
             "server.listn",

@@ -14,7 +14,6 @@ import av
 import av.logging as _avlog
 import numpy
 import pytest
-from aiohttp import web
 from PIL import Image
 
 from livecut.analysis.focus import Activity, Follower, follow
@@ -27,7 +26,14 @@ from livecut.origin import LiveOrigin
 from livecut.store.overlays import OverlayRow
 from livecut.store.store import Store
 from tests.cea608 import PopOn, write_cea608_vod
-from tests.harness import daemon_config, recorded_vod, running, session_ended, until
+from tests.harness import (
+    daemon_config,
+    recorded_playlist,
+    recorded_vod,
+    running,
+    session_ended,
+    until,
+)
 from tests.test_clips import AAC_FRAME_S, PDT0, beep_offsets, clip_of, file_of, frame_covering
 
 _avlog.set_level(_avlog.WARNING)
@@ -314,38 +320,26 @@ async def test_cea608_captions_in_the_video_are_read_and_burned_in_when_there_is
         PopOn(text="SECOND LINE", show_frame=90, clear_frame=115),
     ]
     playlist = write_cea608_vod(tmp_path / "vod", captions, start_pdt_ms=PDT0)
-    app = web.Application()
-    app.router.add_static("/vod", playlist.parent)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        config = daemon_config(data_dir, f"http://127.0.0.1:{port}/vod/index.m3u8")
-        async with running(config) as daemon:
-            await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=20)
-            start, end = PDT0 + 400, PDT0 + 5600
-            render = {"aspect_ratio": "16:9", "preset": "ultrafast", "captions": "burn"}
-            clip = await clip_of(daemon, {"start_ms": start, "end_ms": end, "render": render})
-            assert clip.result is not None
-            body = clip.result["render"]["captions"]  # type: ignore[index]
-            assert (body["source"], body["cues"]) == ("cea608", 2)
-            vtt = file_of(daemon, clip, "clip.vtt").read_text()
-            assert "HELLO WORLD" in vtt and "SECOND LINE" in vtt
-            layout = CaptionLayout.for_frame(640, 360)
-            strip = slice(layout.strip_y, layout.strip_y + layout.strip_height)
-            middle = slice(160, 480)  # the captions are centred; the picture's left is dark
-            shown = [(c.show_frame, c.clear_frame) for c in captions]
-            for _, luma in luma_frames(file_of(daemon, clip)):
-                number = barcode(luma)
-                dark = (luma[strip, middle] < CAPTION_DARK).mean()
-                if any(a <= number < b for a, b in shown):
-                    assert dark > 0.005, f"no caption on frame {number}"
-                else:
-                    assert dark < 0.001, f"a caption on frame {number}, outside its cue"
-    finally:
-        await runner.cleanup()
+    async with recorded_playlist(data_dir, playlist) as daemon:
+        start, end = PDT0 + 400, PDT0 + 5600
+        render = {"aspect_ratio": "16:9", "preset": "ultrafast", "captions": "burn"}
+        clip = await clip_of(daemon, {"start_ms": start, "end_ms": end, "render": render})
+        assert clip.result is not None
+        body = clip.result["render"]["captions"]  # type: ignore[index]
+        assert (body["source"], body["cues"]) == ("cea608", 2)
+        vtt = file_of(daemon, clip, "clip.vtt").read_text()
+        assert "HELLO WORLD" in vtt and "SECOND LINE" in vtt
+        layout = CaptionLayout.for_frame(640, 360)
+        strip = slice(layout.strip_y, layout.strip_y + layout.strip_height)
+        middle = slice(160, 480)  # the captions are centred; the picture's left is dark
+        shown = [(c.show_frame, c.clear_frame) for c in captions]
+        for _, luma in luma_frames(file_of(daemon, clip)):
+            number = barcode(luma)
+            dark = (luma[strip, middle] < CAPTION_DARK).mean()
+            if any(a <= number < b for a, b in shown):
+                assert dark > 0.005, f"no caption on frame {number}"
+            else:
+                assert dark < 0.001, f"a caption on frame {number}, outside its cue"
 
 
 def test_an_overlay_is_named_by_the_config_or_by_its_upload_id(tmp_path: Path) -> None:

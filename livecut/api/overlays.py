@@ -129,6 +129,10 @@ async def delete_overlay(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
     overlay_id = request.match_info["id"]
+    if overlay_id in ctx.store.configured_overlays:
+        return error(
+            409, f"overlay {overlay_id!r} is named in the config's [overlays]: remove it there"
+        )
     if not ctx.store.index.overlays.delete(overlay_id):
         return error(404, f"unknown overlay {overlay_id!r}")
     ctx.store.overlay_path(overlay_id).unlink(missing_ok=True)

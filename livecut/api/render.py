@@ -120,15 +120,8 @@ def _int(
     *,
     where: str = "render",
 ) -> int | None:
-    got = body.get(key)
-    if got is None:
-        return None
-    if isinstance(got, bool) or not isinstance(got, int) or not bounds[0] <= got <= bounds[1]:
-        errors.append(
-            f"{where}.{key} must be an integer from {bounds[0]} to {bounds[1]}, not {got!r}"
-        )
-        return None
-    return got
+    got = _bounded(body, key, bounds, errors, where=where, integer=True)
+    return None if got is None else int(got)
 
 
 def _number(
@@ -139,13 +132,30 @@ def _number(
     *,
     where: str = "render",
 ) -> float | None:
+    return _bounded(body, key, bounds, errors, where=where, integer=False)
+
+
+def _bounded(
+    body: Mapping[str, object],
+    key: str,
+    bounds: tuple[float, float],
+    errors: list[str],
+    *,
+    where: str,
+    integer: bool,
+) -> float | None:
+    """body[key] if it is a number (an integer, if asked) within bounds; None if absent."""
     got = body.get(key)
     if got is None:
         return None
-    if not _is_number(got) or not bounds[0] <= float(got) <= bounds[1]:  # type: ignore[arg-type]
-        errors.append(
-            f"{where}.{key} must be a number from {bounds[0]:g} to {bounds[1]:g}, not {got!r}"
-        )
+    kind = "an integer" if integer else "a number"
+    if (
+        not _is_number(got)
+        or (integer and not isinstance(got, int))
+        or not bounds[0] <= float(got) <= bounds[1]  # type: ignore[arg-type]
+    ):
+        low, high = (f"{int(b)}" if integer else f"{b:g}" for b in bounds)
+        errors.append(f"{where}.{key} must be {kind} from {low} to {high}, not {got!r}")
         return None
     return float(got)  # type: ignore[arg-type]
 
