@@ -207,6 +207,7 @@ async def test_captions_burn_in_where_their_cues_are_and_a_watermark_sits_as_ask
                 daemon, {"start_ms": start, "end_ms": start + 4000, "render": render}
             )
             assert clip.result is not None
+            assert clip.result["render"]["overlay"]["id"] == overlay  # type: ignore[index]
             captions = clip.result["render"]["captions"]  # type: ignore[index]
             assert captions["mode"] == "burn" and captions["source"] == "webvtt"
             mp4 = file_of(daemon, clip)

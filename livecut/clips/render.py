@@ -58,6 +58,7 @@ def render_spec(options: Mapping[str, object], overlay_path: Callable[[str], Pat
         if not isinstance(overlay, dict)
         else OverlaySpec(
             image=overlay_path(str(overlay["id"])),
+            ref=str(overlay["id"]),
             position=str(overlay.get("position", "top-right")),
             margin=float(overlay.get("margin", 0.03)),
             width=float(overlay.get("width", 0.15)),
@@ -152,7 +153,7 @@ async def render_clip(
         "overlay": None
         if spec.overlay is None
         else {
-            "image": spec.overlay.image.name,
+            "id": spec.overlay.ref,
             "position": spec.overlay.position,
             "width": spec.overlay.width,
             "opacity": spec.overlay.opacity,

@@ -71,6 +71,7 @@ class OverlaySpec:
     output's width) at an opacity."""
 
     image: Path
+    ref: str = ""  # what the request named it by: an upload's id, or a configured name
     position: str = "top-right"
     margin: float = 0.03
     width: float = 0.15
