@@ -137,9 +137,8 @@ class Space:
         # Row first, then file: a crash in between leaves orphan files, which start-up
         # reconciliation removes; never a row that names a missing file.
         inits = self.store.index.delete_segments([s.id for _, s in doomed])
-        paths = [s.path for _, s in doomed] + inits
-        # One thread hop for the whole batch: cheaper than an aiofiles call per file.
-        await asyncio.to_thread(files.remove_and_prune, self.store.root, paths)
+        # Counted with the rows, before the files go: whoever sees a file gone sees it
+        # counted.
         by_stream: dict[str, tuple[int, int]] = {}
         for stream_id, segment in doomed:
             count, size = by_stream.get(stream_id, (0, 0))
@@ -149,6 +148,9 @@ class Space:
             metrics.EVICTED_BYTES.labels(stream_id).inc(size)
             seen_count, seen_size = self._unlogged.get(stream_id, (0, 0))
             self._unlogged[stream_id] = (seen_count + count, seen_size + size)
+        paths = [s.path for _, s in doomed] + inits
+        # One thread hop for the whole batch: cheaper than an aiofiles call per file.
+        await asyncio.to_thread(files.remove_and_prune, self.store.root, paths)
         # Below the floor every segment written evicts one: say so once a minute at most.
         now = time.monotonic()
         if now - self._logged_s >= LOG_EVERY_S:
