@@ -212,7 +212,7 @@ async def _until_ended(daemon: Daemon, timeout_s: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
-        sessions = daemon.store.index.sessions(STREAM)
+        sessions = await daemon.store.index.sessions(STREAM)
         if sessions and sessions[0].state == "ended":
             return
         left = deadline - loop.time()
@@ -253,7 +253,7 @@ async def bench_clips(pool: Pool, clip: ClipRange, repeat: int, work: Path) -> C
     timer.install()
     try:
         async with recorded_pool(pool, data_dir) as (daemon, record_s):
-            segments = daemon.store.index.stream_segments(STREAM, 0, 2**62)
+            segments = await daemon.store.index.stream_segments(STREAM, 0, 2**62)
             log(f"recorded {len(segments)} segments in {record_s:.1f} s")
             if len(segments) != len(pool.segments):
                 raise RuntimeError(f"recorded {len(segments)} of {len(pool.segments)} segments")

@@ -1,4 +1,4 @@
-"""The `livecut` command: serve, demo, check-config, clip."""
+"""The `livecut` command: serve, demo, check-config, migrate, clip."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ from livecut import __version__, logs
 from livecut.config import ConfigError, StreamConfig, default_config, load_config, parse_duration
 from livecut.daemon import Daemon
 from livecut.notify import Notifier
+from livecut.store.index import Index
+from livecut.store.pg import redact
+from livecut.store.schema import SCHEMA_VERSION
+from livecut.store.store import INDEX_FILE
 
 log = logging.getLogger("livecut")
 
@@ -37,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "check-config":
-        return _check_config(Path(args.file))
+        return _check_config(Path(args.file), connect=args.connect)
+    if args.command == "migrate":
+        return _migrate(Path(args.config))
     if args.command == "serve":
         return _serve(Path(args.config))
     if args.command == "demo":
@@ -65,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="TOML config file")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also connect to the PostgreSQL index ([cluster] index_url) and report it",
+    )
+    migrate = sub.add_parser(
+        "migrate",
+        help="bring the index's tables up to date and exit (serve does this at start too)",
+    )
+    migrate.add_argument("--config", required=True, help="TOML config file")
     demo = sub.add_parser("demo", help="record a built-in synthetic live stream and serve the API")
     demo.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
     demo.add_argument("--data", help="data directory (default: a new temporary directory)")
@@ -82,16 +98,57 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_config(path: Path) -> int:
+def _check_config(path: Path, *, connect: bool = False) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    url = config.cluster.index_url
+    where = "SQLite in the data directory" if url is None else f"PostgreSQL at {redact(url)}"
     print(
         f"{path}: ok: {len(config.streams)} stream(s), API on "
-        f"{config.server.listen_host}:{config.server.listen_port}, data in {config.server.data_dir}"
+        f"{config.server.listen_host}:{config.server.listen_port}, "
+        f"data in {config.server.data_dir}, index: {where}, node {config.cluster.node_id}"
     )
+    if connect and url is not None:
+        return asyncio.run(_report_index(url, migrate=False))
+    return 0
+
+
+def _migrate(path: Path) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    url = config.cluster.index_url
+    if url is None:
+        index = Index(config.server.data_dir / INDEX_FILE)
+        print(f"{config.server.data_dir / INDEX_FILE}: schema version {SCHEMA_VERSION}")
+        asyncio.run(index.close())
+        return 0
+    return asyncio.run(_report_index(url, migrate=True))
+
+
+async def _report_index(url: str, *, migrate: bool) -> int:
+    """Connect to a PostgreSQL index (migrating it if asked) and say what is there."""
+    try:
+        index = await Index.postgres(url, migrate=migrate)
+    except (OSError, ConnectionError) as exc:
+        print(f"index {redact(url)}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        version = await index.schema_version()
+    finally:
+        await index.close()
+    if version < SCHEMA_VERSION:
+        print(
+            f"index {redact(url)}: reachable, schema version {version} of {SCHEMA_VERSION}:"
+            " run `livecut migrate --config FILE` (or start a node)"
+        )
+        return 0
+    print(f"index {redact(url)}: reachable, schema version {version} (up to date)")
     return 0
 
 

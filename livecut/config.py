@@ -8,6 +8,7 @@ import ipaddress
 import json
 import math
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +55,10 @@ _TOP_KEYS: Final = (
     "streams",
     "log",
     "overlays",
+    "cluster",
 )
+_CLUSTER_KEYS: Final = ("index_url", "node_id", "lease_s")
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _OVERLAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 OVERLAY_MAX_SIDE: Final = 4096
 _STORAGE_KEYS: Final = ("min_free_bytes", "min_free_percent", "keep_live_segments")
@@ -281,6 +285,19 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ClusterConfig:
+    """[cluster]: nodes sharing one PostgreSQL index. Without index_url, one node keeps
+    its index in SQLite in its data directory."""
+
+    index_url: str | None = None  # postgresql://USER@HOST[:PORT]/DATABASE, no password
+    # This node's name on the leases and jobs it holds: unique among the nodes.
+    node_id: str = field(default_factory=socket.gethostname)
+    # A stream's lease runs out this long after its holder last renewed it; another node
+    # then takes the stream over. The holder renews every third of it.
+    lease_s: float = 10.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class StreamConfig:
     """One configured source."""
 
@@ -319,6 +336,7 @@ class Config:
     log: LogConfig = LogConfig()
     # Watermark images for renders, by name ([overlays] logo = "/etc/livecut/logo.png").
     overlays: tuple[tuple[str, Path], ...] = ()
+    cluster: ClusterConfig = ClusterConfig()
 
 
 def load_config(path: Path) -> Config:
@@ -362,6 +380,7 @@ def parse_config(data: Mapping[str, object], *, source: str = "<config>") -> Con
     log_section.check_keys(("format",), "[log]")
     log = LogConfig(format=log_section.read("format", "text", _parse_log_format))
     overlays = _read_overlays(_top_table(data, "overlays", errors), errors)
+    cluster = _read_cluster(_Section(_top_table(data, "cluster", errors), "cluster", errors))
     if errors:
         raise ConfigError(errors, source=source)
     return Config(
@@ -373,7 +392,58 @@ def parse_config(data: Mapping[str, object], *, source: str = "<config>") -> Con
         storage=storage,
         log=log,
         overlays=overlays,
+        cluster=cluster,
     )
+
+
+def _read_cluster(section: _Section) -> ClusterConfig:
+    section.check_keys(_CLUSTER_KEYS, "[cluster]")
+    defaults = ClusterConfig()
+
+    def parse_node_id(value: object, key: str) -> str:
+        if not isinstance(value, str) or not _NODE_ID.fullmatch(value):
+            raise ConfigError(
+                [
+                    f"{key}: {_show(value)} is not a node id; use 1-64 letters, digits, '.', '_'"
+                    " or '-', starting with a letter or digit"
+                ]
+            )
+        return value
+
+    return ClusterConfig(
+        index_url=section.read("index_url", None, _parse_index_url),
+        node_id=section.read("node_id", defaults.node_id, parse_node_id),
+        lease_s=section.duration(
+            "lease_s", defaults.lease_s, low=2, high=300, allowed="from 2s to 300s"
+        ),
+    )
+
+
+def _parse_index_url(value: object, key: str) -> str:
+    """A PostgreSQL connection URL without a password (that comes from PGPASSWORD or a
+    ~/.pgpass file, never the config in clear)."""
+    shape = "postgresql://USER@HOST[:PORT]/DATABASE"
+    if not isinstance(value, str):
+        raise ConfigError([f"{key}: {_show(value)} is not a URL; use {shape}"])
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            [f"{key}: scheme {parts.scheme or '(none)'!r} is not supported; use {shape}"]
+        )
+    if parts.password is not None:
+        raise ConfigError(
+            [
+                f"{key}: holds a password; put it in the PGPASSWORD environment variable or a"
+                " ~/.pgpass file (PGPASSFILE), and write the URL as " + shape
+            ]
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or parts.path.strip("/") == "":
+        raise ConfigError([f"{key}: {_show(value)} needs a host and a database; use {shape}"])
+    return value
 
 
 def _read_overlays(table: Mapping[str, object], errors: list[str]) -> tuple[tuple[str, Path], ...]:

@@ -26,8 +26,11 @@ from livecut.clips.jobs import ClipJobs
 from livecut.config import Config, ConfigError, StreamConfig, load_config
 from livecut.ingest.recorder import Recorder
 from livecut.ingest.staging import SegmentWorkers
+from livecut.nodes import Node
 from livecut.notify import Notifier
 from livecut.reload import ReloadOutcome, plan_reload
+from livecut.store.index import CLIP_CHANNEL, EDGE_CHANNEL, Index, IndexState
+from livecut.store.pg import PostgresSql
 from livecut.store.store import Store
 from livecut.webhooks.events import EventBuilder
 from livecut.webhooks.outbox import Deliverer
@@ -69,7 +72,15 @@ class Daemon:
         self._trimmer: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._sent_status = ""  # the last STATUS= told to the service manager
-        self.store = Store(config.server.data_dir, config.storage)
+        cluster = config.cluster
+        self.store = Store(
+            config.server.data_dir,
+            config.storage,
+            index=None if cluster.index_url is None else Index.on_postgres(cluster.index_url),
+        )
+        self.store.index.node_id = cluster.node_id
+        # Many nodes: the streams this node records are the ones whose leases it holds.
+        self.node: Node | None = None
         self.store.configured_overlays = dict(config.overlays)
         self.segment_workers = SegmentWorkers(
             config.ingest.segment_workers, buffer_bytes=config.ingest.max_buffered_bytes
@@ -82,7 +93,10 @@ class Daemon:
         self.store.space.busy = self.read_ranges  # the disk floor keeps what jobs read
         self.jobs.on_finished = self.analysis.clip_done
         self.jobs.on_deleted = self.analysis.clip_gone
+        if cluster.index_url is not None:
+            self.jobs.lease_ms = self.analysis.lease_ms = round(cluster.lease_s * 1000)
         self.recorders: dict[str, Recorder] = {}
+        self._index_state = IndexState()
         self._http: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._retention: asyncio.Task[None] | None = None
@@ -113,12 +127,14 @@ class Daemon:
 
     async def start(self) -> str:
         """Bring everything up; returns the API's base URL."""
+        await self.store.open()
+        await self._listen()
         if self.notifier.watchdog_s is not None:
             self._watchdog = asyncio.create_task(
                 self._feed_watchdog(self.notifier.watchdog_s), name="watchdog"
             )
             self._watchdog.add_done_callback(_log_death)
-        removed = self.store.reconcile()
+        removed = await self.store.reconcile()
         if removed:
             log.info("removed %d orphan file(s) left by an interrupted write", len(removed))
         now_ms = int(self.clock() * 1000)
@@ -130,19 +146,20 @@ class Daemon:
             auto_decompress=True,
         )
         for stream in self.config.streams:
-            self.store.index.ensure_stream(stream.id, stream.url, now_ms)
+            await self.store.index.ensure_stream(stream.id, stream.url, now_ms)
             metrics.declare_stream(stream.id)
             if stream.enabled:
                 self.recorders[stream.id] = self._recorder(stream)
-        self._end_unrecorded_sessions()
+        await self._end_unrecorded_sessions()
+        await self.refresh_index_state()
         self._uninstall_metrics = metrics.install_state_collector(
             metrics.StateCollector(
-                live_edges=self.store.index.stream_live_edges,
-                clip_states=self.store.index.clip_state_counts,
+                live_edges=lambda: self._index_state.live_edges,
+                clip_states=lambda: self._index_state.clip_states,
                 queue_depth=self.jobs.queue_depth,
                 stream_states=lambda: {k: r.status.state for k, r in self.recorders.items()},
                 clock=self.clock,
-                outbox_depth=self.store.index.outbox_depth,
+                outbox_depth=lambda: self._index_state.outbox_depth,
                 worker_pids=self.segment_workers.pids,
             )
         )
@@ -153,8 +170,8 @@ class Daemon:
             clock=self.clock,
         )
         self.deliverer.start()
-        self.jobs.start()
-        self.analysis.start()
+        await self.jobs.start()
+        await self.analysis.start()
         self.live_shots.start()
         app = make_app(
             ApiContext(
@@ -170,6 +187,9 @@ class Daemon:
                 last_reload=lambda: self.last_reload,
                 signer=self.signer,
                 clip_feed=self.clip_feed,
+                before_scrape=self.refresh_index_state,
+                started_ms=now_ms,
+                load=self._load,
                 hlsjs=find_hlsjs(self.config.server),
             )
         )
@@ -181,8 +201,21 @@ class Daemon:
         port = _bound_port(self._runner, server.listen_port)
         # Links (and webhook bodies) use the public URL; the log also names the bound address.
         self.base_url = server.base_url(port)
-        for recorder in self.recorders.values():
-            recorder.start()
+        if self.config.cluster.index_url is None:
+            for recorder in self.recorders.values():
+                await recorder.start()
+        else:
+            self.node = Node(
+                self.store.index,
+                self.config.cluster,
+                streams=lambda: list(self.recorders),
+                record=self._record_stream,
+                stop_recording=self._stop_recording,
+                load=self._load,
+                url=lambda: self.base_url,
+                clock=self.clock,
+            )
+            await self.node.start()
         self._retention = asyncio.create_task(self._retain_forever(), name="retention")
         self._trimmer = asyncio.create_task(memory.trim_forever(), name="malloc-trim")
         self._trimmer.add_done_callback(_log_death)
@@ -203,13 +236,56 @@ class Daemon:
         self._status.add_done_callback(_log_death)
         return self.base_url
 
-    def add_stream(self, stream: StreamConfig) -> Recorder:
-        self.store.index.ensure_stream(stream.id, stream.url, int(self.clock() * 1000))
+    async def add_stream(self, stream: StreamConfig) -> Recorder:
+        await self.store.index.ensure_stream(stream.id, stream.url, int(self.clock() * 1000))
         metrics.declare_stream(stream.id)
         recorder = self._recorder(stream)
         self.recorders[stream.id] = recorder
-        recorder.start()
+        await self._start_recorder(stream.id)
         return recorder
+
+    async def _start_recorder(self, stream_id: str) -> None:
+        """Record the stream here: one node alone records every stream; of many nodes,
+        the one holding the stream's lease (the others are told to look again)."""
+        if self.node is None or stream_id in self.node.held:
+            await self.recorders[stream_id].start()
+        else:
+            self.node.poke()
+
+    async def _record_stream(self, stream_id: str) -> None:
+        """This node took the stream's lease."""
+        recorder = self.recorders.get(stream_id)
+        if recorder is not None:
+            await recorder.start()
+
+    async def _stop_recording(self, stream_id: str) -> None:
+        """This node gave up or lost the stream's lease."""
+        recorder = self.recorders.get(stream_id)
+        if recorder is not None:
+            await recorder.stop()
+
+    def _load(self) -> dict[str, object]:
+        """What this node is doing, for GET /v1/nodes."""
+        return {
+            "clips_active": self.jobs.active_count(),
+            "clips_queued": self.jobs.queue_depth(),
+        }
+
+    async def _listen(self) -> None:
+        """Many nodes: hear of recordings growing and clips changing on the others."""
+        index = self.store.index
+        if not isinstance(index.engine_sql, PostgresSql):
+            return
+        await index.engine_sql.listen(EDGE_CHANNEL, self.store.edges.changed)
+        await index.engine_sql.listen(CLIP_CHANNEL, self._clip_notice)
+
+    def _clip_notice(self, payload: str) -> None:
+        node_id, _, rest = payload.partition(" ")
+        event, _, clip_id = rest.partition(" ")
+        if node_id == self.config.cluster.node_id or not clip_id:
+            return  # this node's own change: its watchers were told already
+        self.clip_feed.publish(event, clip_id)
+        self.jobs.changed_elsewhere(clip_id)
 
     def _recorder(self, stream: StreamConfig) -> Recorder:
         assert self._http is not None
@@ -232,6 +308,9 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.node is not None:
+            await self.node.stop()  # its streams' leases go back at once
+            self.node = None
         for recorder in self.recorders.values():
             await recorder.stop()
         await self.segment_workers.close()
@@ -255,7 +334,7 @@ class Daemon:
         if self._uninstall_metrics is not None:
             self._uninstall_metrics()
             self._uninstall_metrics = None
-        self.store.close()
+        await self.store.close()
         # Fed until the very end: a slow but live shutdown is not a hang.
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -346,17 +425,17 @@ class Daemon:
         for stream in plan.restarted:
             if stream.id in self.recorders:
                 await self.recorders[stream.id].stop()
-            self.store.index.ensure_stream(stream.id, stream.url, int(self.clock() * 1000))
+            await self.store.index.ensure_stream(stream.id, stream.url, int(self.clock() * 1000))
             self.recorders[stream.id] = self._recorder(stream)
-            self.recorders[stream.id].start()
+            await self._start_recorder(stream.id)
         for stream in plan.started:
             if stream.id in self.recorders:  # left by a reload that failed half-way
                 await self.recorders[stream.id].stop()
-            self.add_stream(stream)
-        self._end_unrecorded_sessions()
+            await self.add_stream(stream)
+        await self._end_unrecorded_sessions()
         now_ms = int(self.clock() * 1000)
         for stream in plan.config.streams:
-            self.store.index.ensure_stream(stream.id, stream.url, now_ms)
+            await self.store.index.ensure_stream(stream.id, stream.url, now_ms)
         self.config = plan.config
         self.store.space.config = plan.config.storage  # the floor holds from the next write
         for stream in plan.config.streams:
@@ -376,15 +455,15 @@ class Daemon:
         log.info("%s", outcome.summary())
         return self._record(outcome)
 
-    def _end_unrecorded_sessions(self) -> None:
+    async def _end_unrecorded_sessions(self) -> None:
         """A session whose stream is no longer recorded (removed from the config or
         disabled, by a reload or while the daemon was down) ends at its live edge, with
         end_reason "stopped": nothing will add to it, and a session left live would keep
         clips waiting for an edge that never moves and hold its stream's state."""
-        for session in self.store.index.live_sessions():
+        for session in await self.store.index.live_sessions():
             if session.stream_id in self.recorders:
                 continue
-            self.store.index.end_session(
+            await self.store.index.end_session(
                 session.id, ended_ms=session.live_edge_ms or session.started_ms, reason="stopped"
             )
             self.store.edges.changed(session.stream_id)
@@ -420,38 +499,44 @@ class Daemon:
                     "last_error": status.last_error,
                     "last_error_ms": status.last_error_ms,
                 }
-                self.store.index.add_deliveries(self.events(event, data))
+                await self.store.index.add_deliveries(await self.events(event, data))
 
     # retention -------------------------------------------------------------------
     async def _retain_forever(self) -> None:
         while True:
             await asyncio.sleep(RETENTION_EVERY_S)
             try:
-                self.retain()
+                await self.retain()
                 await self.store.space.make_room()  # clip outputs take disk space too
             except OSError:
                 log.exception("retention pass failed; trying again in %ss", RETENTION_EVERY_S)
 
-    def read_ranges(self, stream_id: str) -> list[tuple[int, int]]:
+    async def refresh_index_state(self) -> None:
+        """Read what the metrics report of the index (before each scrape)."""
+        self._index_state = await self.store.index.state()
+
+    async def read_ranges(self, stream_id: str) -> list[tuple[int, int]]:
         """What queued or running clip and analysis jobs will read of a stream, and what
         is being read outside them (a thumbnail)."""
         return (
             self.jobs.read_ranges(stream_id)
-            + self.analysis.read_ranges(stream_id)
+            + await self.analysis.read_ranges(stream_id)
             + self.store.reads(stream_id)
         )
 
-    def retain(self) -> RetentionReport:
+    async def retain(self) -> RetentionReport:
         """Drop segments older than each stream's retention, except what clip jobs still read."""
         now_ms = int(self.clock() * 1000)
         segments_removed = 0
         for stream in self.config.streams:
+            if self.node is not None and stream.id not in self.node.held:
+                continue  # of many nodes, the one recording a stream keeps its retention
             cutoff = now_ms - round(stream.retention_s * 1000)
             # What jobs will open, the keyframe before a start included (as the floor keeps).
-            busy = self.read_ranges(stream.id)
+            busy = await self.read_ranges(stream.id)
             from_ms: int | None = None
             while True:
-                old = self.store.index.segments_before(
+                old = await self.store.index.segments_before(
                     stream.id, cutoff, limit=RETENTION_BATCH, from_ms=from_ms
                 )
                 doomed = [
@@ -460,19 +545,19 @@ class Daemon:
                 if doomed:
                     # Row first, then file: a crash in between leaves an orphan, never a
                     # dangling row.
-                    inits = self.store.index.delete_segments([s.id for s in doomed])
+                    inits = await self.store.index.delete_segments([s.id for s in doomed])
                     self.store.remove_files([s.path for s in doomed] + inits)
                     segments_removed += len(doomed)
                 # Busy segments stay behind: the next page starts where this one ended.
                 if len(old) < RETENTION_BATCH or old[-1].start_ms == from_ms:
                     break
                 from_ms = old[-1].start_ms
-            self.store.index.forget_emptied(stream.id, cutoff)
-        self.store.index.forget_idempotency_keys(now_ms - IDEMPOTENCY_KEEP_MS)
+            await self.store.index.forget_emptied(stream.id, cutoff)
+        await self.store.index.forget_idempotency_keys(now_ms - IDEMPOTENCY_KEEP_MS)
         clips_removed = 0
         keep_cutoff = now_ms - round(self.config.clips.keep_s * 1000)
-        for clip in self.store.index.clips_finished_before(keep_cutoff):
-            self.jobs.delete(clip.id)
+        for clip in await self.store.index.clips_finished_before(keep_cutoff):
+            await self.jobs.delete(clip.id)
             clips_removed += 1
         if segments_removed or clips_removed:
             log.info(

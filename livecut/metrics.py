@@ -167,9 +167,30 @@ CLIP_PROCESSING_SECONDS = Histogram(
 )
 INDEX_BYTES = Gauge(
     "livecut_index_bytes",
-    "Size of the SQLite index file.",
+    "Size of the index: the SQLite file, or the PostgreSQL database.",
     registry=REGISTRY,
 )
+LEASES_HELD = Gauge(
+    "livecut_stream_leases_held",
+    "Streams whose lease this node holds, and so records (many nodes on PostgreSQL).",
+    registry=REGISTRY,
+)
+LEASE_CHANGES = Counter(
+    "livecut_stream_lease_changes_total",
+    "Stream leases this node took (acquired) or gave up or lost (lost).",
+    ["change"],
+    registry=REGISTRY,
+)
+for _change in ("acquired", "lost"):
+    LEASE_CHANGES.labels(_change)
+JOBS_TAKEN_OVER = Counter(
+    "livecut_jobs_taken_over_total",
+    "Unfinished jobs this node claimed after their node's lease on them ran out, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+for _kind in ("clip", "analysis"):
+    JOBS_TAKEN_OVER.labels(_kind)
 INGEST_BUFFERED_BYTES = Gauge(
     "livecut_ingest_buffered_bytes",
     "Segment bytes downloaded (or about to be) and not yet handed to a segment worker.",

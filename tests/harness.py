@@ -15,6 +15,7 @@ from aiohttp import web
 from livecut.config import Config, StreamConfig, default_config
 from livecut.daemon import Daemon
 from livecut.media.synth import SynthOptions, read_frame_number, write_hls_fixture
+from tests.sync import settled
 
 
 def daemon_config(
@@ -96,7 +97,7 @@ def decode_clip(path: Path) -> DecodedClip:
 
 
 def session_ended(daemon: Daemon, stream: str = "cam") -> bool:
-    sessions = daemon.store.index.sessions(stream)
+    sessions = settled(daemon.store.index.sessions(stream))
     return bool(sessions) and sessions[0].state == "ended"
 
 

@@ -33,6 +33,7 @@ from livecut.media.clock import TS_WRAP_S
 from livecut.media.scenes import AUDIO_RATE, REEL, write_reel_hls
 from livecut.media.synth import read_frame_number
 from tests.harness import daemon_config, recorded_vod, running, until
+from tests.sync import settled
 
 PDT0 = 1_767_225_600_000
 FRAME_S = 1 / REEL.fps
@@ -167,7 +168,7 @@ async def test_a_thumbnail_mid_gop_shows_the_exact_frame(data_dir: Path, tmp_pat
     async with recorded_vod(data_dir, tmp_path / "vod") as daemon:
         # 25 fps, a keyframe every second: 4.52 s is frame 113, twelve frames into its GOP.
         for at_ms, frame in ((4520, 113), (4559, 113), (4560, 114), (2000, 50), (7999, 199)):
-            segments = daemon.store.index.stream_segments(
+            segments = await daemon.store.index.stream_segments(
                 "cam", PDT0 + at_ms - 30_000, PDT0 + at_ms + 1
             )
             shown = frame_at(segments, PDT0 + at_ms, daemon.store.path)
@@ -228,14 +229,16 @@ async def test_live_shot_detection_reports_a_cut_within_5s_of_its_segment(
             def found() -> bool:
                 return any(
                     abs(c.at_ms - cut_ms) <= 40
-                    for c in analysis.shot_cuts("cam", PDT0, PDT0 + 10_000, limit=10)
+                    for c in settled(analysis.shot_cuts("cam", PDT0, PDT0 + 10_000, limit=10))
                 )
 
             await until(daemon, "cam", found, timeout_s=30)
-            cut = next(c for c in analysis.shot_cuts("cam", PDT0, PDT0 + 10_000, limit=10))
+            cut = next(c for c in settled(analysis.shot_cuts("cam", PDT0, PDT0 + 10_000, limit=10)))
             assert cut.kind == "cut" and abs(cut.at_ms - cut_ms) <= 40
-            segment = next(s for s in daemon.store.index.stream_segments("cam", cut_ms, cut_ms + 1))
-            indexed_ms = daemon.store.index.indexed_times(segment.rendition_id)[segment.seq]
+            segment = next(
+                s for s in await daemon.store.index.stream_segments("cam", cut_ms, cut_ms + 1)
+            )
+            indexed_ms = (await daemon.store.index.indexed_times(segment.rendition_id))[segment.seq]
             assert 0 <= cut.found_ms - indexed_ms <= 5000, (cut.found_ms, indexed_ms)
     finally:
         await runner.cleanup()
@@ -263,13 +266,13 @@ async def test_live_shots_flush_a_dissolve_open_when_the_session_ends(
             analysis = daemon.store.index.analysis
 
             def dissolves() -> list[int]:
-                cuts = analysis.shot_cuts("cam", PDT0, PDT0 + 30_000, limit=20)
+                cuts = settled(analysis.shot_cuts("cam", PDT0, PDT0 + 30_000, limit=20))
                 return [c.at_ms for c in cuts if c.kind == "dissolve"]
 
             await until(daemon, "cam", lambda: bool(dissolves()), timeout_s=30)
             start, end = (PDT0 + round(s * 1000) for s in REEL.dissolve_s)
             assert len(dissolves()) == 1 and start <= dissolves()[0] <= end, dissolves()
-            session = daemon.store.index.sessions("cam")[0]
+            session = (await daemon.store.index.sessions("cam"))[0]
             assert session.state == "ended"
     finally:
         await runner.cleanup()

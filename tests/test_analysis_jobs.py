@@ -30,6 +30,7 @@ from livecut.store.store import Store
 from livecut.webhooks.signing import HEADER, verify
 from tests.browser import serve
 from tests.harness import daemon_config, recorded_vod, running, session_ended, until
+from tests.sync import settled
 
 PDT0 = 1_767_225_600_000
 FRAME_MS = 1000 / REEL.fps
@@ -126,7 +127,7 @@ async def test_session_shots_job_previews_webhook_delete_and_errors(
         aiohttp.ClientSession() as http,
     ):
         await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
-        session = daemon.store.index.sessions("cam")[0]
+        session = (await daemon.store.index.sessions("cam"))[0]
         api = _bound(daemon)
         path = f"{api}/v1/sessions/{session.id}/shots"
         async with http.get(path) as r:
@@ -213,9 +214,9 @@ async def test_a_shots_job_interrupted_by_a_restart_is_run_again(
         config = reel_config(data_dir, url, hook_url)
         async with running(config) as daemon:
             await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
-            session = daemon.store.index.sessions("cam")[0]
+            session = (await daemon.store.index.sessions("cam"))[0]
             # A slice: the middle of the reel, from 4 s to 10 s.
-            job = daemon.analysis.submit_shots(
+            job = await daemon.analysis.submit_shots(
                 stream_id="cam",
                 session_id=session.id,
                 clip_id=None,
@@ -226,11 +227,11 @@ async def test_a_shots_job_interrupted_by_a_restart_is_run_again(
         # As a crash would leave it: processing, nothing delivered.
         store = Store(data_dir)
         try:
-            store.index.analysis.update_job(
+            await store.index.analysis.update_job(
                 job.id, state="processing", now_ms=PDT0, result={"shots": []}
             )
         finally:
-            store.close()
+            await store.close()
         async with running(config) as daemon:
             finished = await daemon.analysis.wait_finished(job.id, 60)
             assert finished is not None and finished.state == "completed", finished
@@ -253,7 +254,7 @@ async def test_highlights_are_cut_as_one_clip_with_explained_scores(
         aiohttp.ClientSession() as http,
     ):
         await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
-        session = daemon.store.index.sessions("cam")[0]
+        session = (await daemon.store.index.sessions("cam"))[0]
         api = _bound(daemon)
         body = {
             "session": session.id,
@@ -281,7 +282,7 @@ async def test_highlights_are_cut_as_one_clip_with_explained_scores(
         assert abs(weighted / total - top["score"]) < 0.01
         assert top["label"] in ("loud moment", "crowd reaction", "action")
         # One clip job, its windows the highlights (in time order), labelled.
-        clip = daemon.store.index.clip(done["clip"])
+        clip = await daemon.store.index.clip(done["clip"])
         assert clip is not None and clip.state == "ready"
         assert done["clip_url"] == f"{PUBLIC}/v1/clips/{clip.id}"
         windows = (clip.result or {})["windows"]
@@ -317,7 +318,7 @@ async def test_highlights_are_cut_as_one_clip_with_explained_scores(
             for h in chosen.result["highlights"]
         ] == [(w["start_ms"], w["end_ms"], w["label"], None) for w in given]
         assert chosen.clip_id is not None
-        rendered = daemon.store.index.clip(chosen.clip_id)
+        rendered = await daemon.store.index.clip(chosen.clip_id)
         assert rendered is not None and rendered.result is not None
         for window in rendered.result["windows"]:  # type: ignore[union-attr]
             mp4 = daemon.store.clip_dir(rendered.id) / window["files"]["mp4"]["name"]
@@ -393,7 +394,7 @@ async def test_clip_thumbnail_animated_preview_and_storyboard_show_exact_frames(
 
         def started() -> bool:
             nonlocal shots_job
-            shots_job = daemon.store.index.analysis.job_of(f"clip:{clip_id}")
+            shots_job = settled(daemon.store.index.analysis.job_of(f"clip:{clip_id}"))
             return shots_job is not None
 
         await until(daemon, "cam", started, timeout_s=10)
@@ -425,7 +426,7 @@ async def test_clip_thumbnail_animated_preview_and_storyboard_show_exact_frames(
                 assert r.status == 400 and fragment in (await r.json())["errors"][0], bad
 
         # A storyboard of the session: a tile a second on one sheet, cues naming each tile.
-        session = daemon.store.index.sessions("cam")[0]
+        session = (await daemon.store.index.sessions("cam"))[0]
         async with http.get(
             f"{api}/v1/sessions/{session.id}/storyboard.vtt", params={"width": "320"}
         ) as r:
@@ -468,7 +469,7 @@ async def test_clip_thumbnail_animated_preview_and_storyboard_show_exact_frames(
         async with http.delete(f"{api}/v1/clips/{clip_id}") as r:
             assert r.status == 204
         assert not folder.exists()
-        assert daemon.store.index.analysis.job(finished.id) is None
+        assert await daemon.store.index.analysis.job(finished.id) is None
         async with http.get(f"{api}/v1/clips/{clip_id}/shots") as r:
             assert r.status == 404
 
@@ -529,7 +530,7 @@ async def test_an_instruction_picks_the_window_whose_subtitles_say_it(
         aiohttp.ClientSession() as http,
     ):
         await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
-        session = daemon.store.index.sessions("cam")[0]
+        session = (await daemon.store.index.sessions("cam"))[0]
         body = {
             "session": session.id,
             "max_clips": 1,
@@ -548,7 +549,7 @@ async def test_an_instruction_picks_the_window_whose_subtitles_say_it(
         assert top["start_ms"] < said_to and top["end_ms"] > said_from, top
         assert top["parts"]["text"]["value"] == 1.0
         assert "goalkeeper" in top["label"]
-        clip = daemon.store.index.clip(job.clip_id or "")
+        clip = await daemon.store.index.clip(job.clip_id or "")
         assert clip is not None and clip.state == "ready"
         window = (clip.result or {})["windows"][0]
         assert "goalkeeper" in window["label"]
@@ -562,7 +563,7 @@ async def test_a_clips_own_shots_start_even_when_the_analysis_queue_is_full(
         body = {"stream": "cam", "start_ms": PDT0 + 1500, "end_ms": PDT0 + 3500}
         await daemon.analysis.stop()  # nothing takes jobs off the queue
         monkeypatch.setattr(analysis_jobs, "QUEUE_LIMIT", 0)  # and it counts as full
-        session = daemon.store.index.sessions("cam")[0]
+        session = (await daemon.store.index.sessions("cam"))[0]
         async with http.post(f"{api}/v1/sessions/{session.id}/shots", json={}) as r:
             assert r.status == 429, "a new request is refused while the queue is full"
         async with http.post(f"{api}/v1/clips", json={**body, "generate_shots": True}) as r:
@@ -570,5 +571,5 @@ async def test_a_clips_own_shots_start_even_when_the_analysis_queue_is_full(
             clip_id = (await r.json())["id"]
         clip = await daemon.jobs.wait_finished(clip_id, 30)
         assert clip is not None and clip.state == "ready"
-        job = daemon.store.index.analysis.job_of(f"clip:{clip_id}")
+        job = await daemon.store.index.analysis.job_of(f"clip:{clip_id}")
         assert job is not None and job.state == "pending", "accepted with its clip: queued"

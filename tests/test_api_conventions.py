@@ -20,6 +20,7 @@ from livecut.origin import LiveOrigin
 from livecut.webhooks.signing import HEADER, signature, verify
 from tests.browser import serve
 from tests.harness import daemon_config, running, session_ended, until
+from tests.sync import settled
 
 WRITE = "conventions-write-key-0123"
 READ = "conventions-read-key-01234"
@@ -76,7 +77,7 @@ def _port(daemon: Daemon) -> int:
 
 
 def session_of(api: Api) -> tuple[str, int, int]:
-    session = api.daemon.store.index.sessions("cam")[0]
+    session = settled(api.daemon.store.index.sessions("cam"))[0]
     assert session.live_edge_ms is not None
     return session.id, session.started_ms, session.live_edge_ms
 
@@ -265,7 +266,7 @@ async def test_callback_url_gets_signed_events_with_callback_id(data_dir: Path) 
             config = replace(base, webhooks=WebhooksConfig(secret=SECRET, allow_private=True))
             async with running(config) as daemon, aiohttp.ClientSession() as http:
                 await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
-                session = daemon.store.index.sessions("cam")[0]
+                session = (await daemon.store.index.sessions("cam"))[0]
                 body = {
                     "session": session.id,
                     "start_offset_ms": 0,
@@ -325,7 +326,7 @@ async def test_shots_and_highlights_jobs_report_to_their_own_callback_url(data_d
             async with running(config) as daemon, aiohttp.ClientSession() as http:
                 api = daemon.base_url
                 await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
-                session = daemon.store.index.sessions("cam")[0]
+                session = (await daemon.store.index.sessions("cam"))[0]
                 shots = f"{api}/v1/sessions/{session.id}/shots"
                 async with http.post(shots, json={"callback_id": "lonely"}) as r:
                     assert r.status == 422
@@ -349,7 +350,7 @@ async def test_shots_and_highlights_jobs_report_to_their_own_callback_url(data_d
                     assert r.status == 202, await r.text()
                     clip_id = (await r.json())["id"]
                 # Highlights given as windows: highlights.ready once its clip is cut.
-                first = daemon.store.index.first_segment_start(session.id)
+                first = await daemon.store.index.first_segment_start(session.id)
                 assert first is not None
                 highlights_body = {
                     "session": session.id,

@@ -13,6 +13,7 @@ import pytest
 from livecut.api.app import OPENAPI, routes
 from livecut.origin import LiveOrigin
 from tests.harness import daemon_config, running, until
+from tests.sync import settled
 
 NOW = int(time.time() * 1000)
 
@@ -54,7 +55,7 @@ async def daemon_url(data_dir: Path):  # type: ignore[no-untyped-def]
         async with running(daemon_config(data_dir, url)) as daemon:
 
             def recorded() -> bool:
-                sessions = daemon.store.index.sessions("cam")
+                sessions = settled(daemon.store.index.sessions("cam"))
                 return bool(sessions) and sessions[0].state == "ended"
 
             await until(daemon, "cam", recorded, timeout_s=20)

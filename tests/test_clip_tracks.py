@@ -33,8 +33,8 @@ async def test_alternate_audio_and_subtitles(data_dir: Path) -> None:
     try:
         async with running(config) as daemon:
             await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
-            session = daemon.store.index.sessions("cam")[0]
-            kinds = sorted(r.kind for r in daemon.store.index.renditions(session.id))
+            session = (await daemon.store.index.sessions("cam"))[0]
+            kinds = sorted(r.kind for r in await daemon.store.index.renditions(session.id))
             assert kinds == ["audio", "subtitles", "video"]
             start = origin.segment_pdt_ms(1) + 1210
             end = origin.segment_pdt_ms(4) + 130

@@ -22,6 +22,7 @@ from livecut.origin import LiveOrigin
 from livecut.store.records import ClipRow, SegmentRow
 from tests.browser import add_player_routes, playback_advances, require_browser, serve
 from tests.harness import daemon_config, decode_clip, recorded_vod, running, session_ended, until
+from tests.sync import settled
 
 PDT0 = 1_767_225_600_000  # the fixtures' first PDT
 FRAME_MS = 40
@@ -179,13 +180,13 @@ async def test_hls_clip_is_instant_and_pins_its_segments(data_dir: Path, tmp_pat
                 with av.open(io.BytesIO(init_bytes + media)) as container:
                     assert container.streams.video[0].codec_context.name == "h264"
         # Retention's candidates (everything older than the far future) skip what it serves.
-        old = daemon.store.index.segments_before("cam", 2**62, limit=100)
+        old = await daemon.store.index.segments_before("cam", 2**62, limit=100)
         assert {s.seq for s in old} == {0, 3, 4}, "segments 1 and 2 are pinned"
 
 
 async def test_session_export_is_one_continuous_file(data_dir: Path, tmp_path: Path) -> None:
     async with recorded_vod(data_dir, tmp_path / "vod", segments=4) as daemon:
-        session = daemon.store.index.sessions("cam")[0]
+        session = (await daemon.store.index.sessions("cam"))[0]
         async with (
             aiohttp.ClientSession() as http,
             http.post(f"{daemon.base_url}/v1/sessions/{session.id}/export") as response,
@@ -204,7 +205,7 @@ async def test_timeline_lists_ranges_and_gaps(data_dir: Path) -> None:
     url = await origin.start()
     try:
         async with running(daemon_config(data_dir, url)) as daemon:
-            count = lambda: len(daemon.store.index.stream_segments("cam", 0, 2**62))  # noqa: E731
+            count = lambda: len(settled(daemon.store.index.stream_segments("cam", 0, 2**62)))  # noqa: E731
             await until(daemon, "cam", lambda: count() == 3, timeout_s=20)
             now[0] += 20.0
             await until(daemon, "cam", lambda: count() >= 6, timeout_s=20)
@@ -247,13 +248,13 @@ async def test_clip_across_an_encoder_restart(data_dir: Path, tmp_path: Path) ->
     url = await origin.start()
     try:
         async with running(daemon_config(data_dir, url)) as daemon:
-            count = lambda: len(daemon.store.index.stream_segments("cam", 0, 2**62))  # noqa: E731
+            count = lambda: len(settled(daemon.store.index.stream_segments("cam", 0, 2**62)))  # noqa: E731
             await until(daemon, "cam", lambda: count() == 3, timeout_s=20)
             origin.restart_encoder()  # PTS restart at segment 3, DISCONTINUITY tag
             now[0] += 6.0
             origin.tick()
             await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=20)
-            epochs = [s.epoch for s in daemon.store.index.stream_segments("cam", 0, 2**62)]
+            epochs = [s.epoch for s in await daemon.store.index.stream_segments("cam", 0, 2**62)]
             assert epochs[:3] == [epochs[0]] * 3 and epochs[3] == epochs[0] + 1
             start, end = origin.segment_pdt_ms(1) + 1250, origin.segment_pdt_ms(4) + 770
             clip = await clip_of(daemon, {"start_ms": start, "end_ms": end})

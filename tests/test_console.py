@@ -34,6 +34,7 @@ from tests.browser import (
     serve,
 )
 from tests.harness import daemon_config, decode_clip, running, until
+from tests.sync import settled
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -117,7 +118,7 @@ async def recording(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[R
         async with running(config) as daemon:
 
             def recorded(ms: int) -> bool:
-                live = daemon.store.index.live_session("cam")
+                live = settled(daemon.store.index.live_session("cam"))
                 return live is not None and (live.live_edge_ms or 0) >= ms
 
             await until(

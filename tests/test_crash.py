@@ -11,6 +11,7 @@ from pathlib import Path
 from livecut.origin import LiveOrigin
 from livecut.store.index import Index
 from tests.harness import daemon_config, running, until
+from tests.sync import settled
 
 POLL_S = 0.05
 POLL_LIMIT = 600  # 30 s at most
@@ -34,14 +35,14 @@ session_gap = "60s"
 def rows_match_files(data_dir: Path) -> int:
     index = Index(data_dir / "index.sqlite3")
     try:
-        segments = index.stream_segments("cam", 0, 2**62)
+        segments = settled(index.stream_segments("cam", 0, 2**62))
         for segment in segments:
             path = data_dir / segment.path
             assert path.is_file(), f"row {segment.seq} points at missing {path}"
             assert path.stat().st_size == segment.size, f"row {segment.seq}: partial file"
         return len(segments)
     finally:
-        index.close()
+        settled(index.close())
 
 
 async def test_sigkill_then_restart(data_dir: Path, tmp_path: Path) -> None:
@@ -88,18 +89,18 @@ async def test_sigkill_then_restart(data_dir: Path, tmp_path: Path) -> None:
             target = recorded_before + 2
 
             def grew() -> bool:
-                return len(daemon.store.index.stream_segments("cam", 0, 2**62)) >= target
+                return len(settled(daemon.store.index.stream_segments("cam", 0, 2**62))) >= target
 
             await until(daemon, "cam", grew, timeout_s=20)
-            sessions = daemon.store.index.sessions("cam")
+            sessions = await daemon.store.index.sessions("cam")
             assert len(sessions) == 1, "a quick restart resumes the live session"
         recorded_after = rows_match_files(data_dir)
         assert recorded_after >= target
         index = Index(data_dir / "index.sqlite3")
         try:
-            seqs = [s.seq for s in index.stream_segments("cam", 0, 2**62)]
+            seqs = [s.seq for s in await index.stream_segments("cam", 0, 2**62)]
         finally:
-            index.close()
+            await index.close()
         assert seqs == sorted(set(seqs)), "no segment recorded twice"
     finally:
         await origin.stop()

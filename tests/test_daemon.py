@@ -102,14 +102,14 @@ async def test_retention_removes_old_segments_but_not_what_a_job_reads(
         try:
             await daemon.start()
             await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=60)
-            segments = daemon.store.index.stream_segments("cam", 0, 2**62)
+            segments = await daemon.store.index.stream_segments("cam", 0, 2**62)
             assert len(segments) == count
-            assert daemon.retain().segments_removed == 0, "nothing is older than 600 s yet"
+            assert (await daemon.retain()).segments_removed == 0, "nothing is older than 600 s yet"
             # A queued job (no worker takes it) over one early segment protects every
             # segment it may open.
             await daemon.jobs.stop()
             target = segments[5]
-            daemon.jobs.submit(
+            await daemon.jobs.submit(
                 ClipRequest(
                     stream_id="cam",
                     session_id=None,
@@ -119,8 +119,8 @@ async def test_retention_removes_old_segments_but_not_what_a_job_reads(
             # So does a pending shots job (no analysis worker either) over a later one.
             await daemon.analysis.stop()
             later = segments[count - 3]
-            session_id = daemon.store.index.sessions("cam")[0].id
-            daemon.analysis.submit_shots(
+            session_id = (await daemon.store.index.sessions("cam"))[0].id
+            await daemon.analysis.submit_shots(
                 stream_id="cam",
                 session_id=session_id,
                 clip_id=None,
@@ -147,15 +147,15 @@ async def test_retention_removes_old_segments_but_not_what_a_job_reads(
             ]
             assert 0 < len(kept) < count
             offset[0] = 3600.0
-            report = daemon.retain()
+            report = await daemon.retain()
             assert report.segments_removed == count - len(kept)
-            left = daemon.store.index.stream_segments("cam", 0, 2**62)
+            left = await daemon.store.index.stream_segments("cam", 0, 2**62)
             assert [s.seq for s in left] == kept
             for segment in segments:
                 assert (data_dir / segment.path).exists() == (segment.seq in kept)
             reading.__exit__(None, None, None)
             assert daemon.store.reads("cam") == []
-            assert daemon.retain().segments_removed == 1, "the read is over: it may go"
+            assert (await daemon.retain()).segments_removed == 1, "the read is over: it may go"
         finally:
             await daemon.stop()
     finally:
@@ -169,7 +169,7 @@ async def test_restart_resumes_unfinished_clips(data_dir: Path) -> None:
         async with running(daemon_config(data_dir, url)) as daemon:
             await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=20)
             await daemon.jobs.stop()  # no workers: the job stays queued
-            clip = daemon.jobs.submit(
+            clip = await daemon.jobs.submit(
                 ClipRequest(
                     stream_id="cam",
                     session_id=None,

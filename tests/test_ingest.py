@@ -13,13 +13,14 @@ from livecut import metrics
 from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
 from tests.harness import daemon_config, running, until
+from tests.sync import settled
 
 POLL_S = 0.05
 POLL_LIMIT = 400  # 20 s
 
 
 def segment_count(daemon: Daemon, stream: str = "cam") -> int:
-    return len(daemon.store.index.stream_segments(stream, 0, 2**62))
+    return len(settled(daemon.store.index.stream_segments(stream, 0, 2**62)))
 
 
 async def test_segments_that_expired_unfetched_are_recorded_as_a_gap(data_dir: Path) -> None:
@@ -31,15 +32,15 @@ async def test_segments_that_expired_unfetched_are_recorded_as_a_gap(data_dir: P
             await until(daemon, "cam", lambda: segment_count(daemon) == 3, timeout_s=20)
             now[0] += 20.0  # ten segments published while we were not looking
             await until(daemon, "cam", lambda: segment_count(daemon) >= 6, timeout_s=20)
-            session = daemon.store.index.sessions("cam")[0]
-            rendition = daemon.store.index.renditions(session.id)[0]
-            gaps = daemon.store.index.gaps([rendition.id], 0, 2**62)
+            session = (await daemon.store.index.sessions("cam"))[0]
+            rendition = (await daemon.store.index.renditions(session.id))[0]
+            gaps = await daemon.store.index.gaps([rendition.id], 0, 2**62)
             assert [(g.first_seq, g.last_seq, g.reason) for g in gaps] == [(3, 9, "expired")]
             assert (gaps[0].start_ms, gaps[0].end_ms) == (
                 origin.segment_pdt_ms(3),
                 origin.segment_pdt_ms(10),
             )
-            seqs = [s.seq for s in daemon.store.index.stream_segments("cam", 0, 2**62)]
+            seqs = [s.seq for s in await daemon.store.index.stream_segments("cam", 0, 2**62)]
             assert seqs == [0, 1, 2, 10, 11, 12]
             # A clip across the hole is cut, and the hole is listed.
             async with (
@@ -74,18 +75,21 @@ async def test_a_stalled_origin_ends_the_session_and_a_new_one_begins(data_dir: 
             await until(daemon, "cam", lambda: segment_count(daemon) == 2, timeout_s=20)
 
             def first_ended() -> bool:
-                return daemon.store.index.sessions("cam")[0].state == "ended"
+                return settled(daemon.store.index.sessions("cam"))[0].state == "ended"
 
             await until(daemon, "cam", first_ended, timeout_s=20)
-            first = daemon.store.index.sessions("cam")[0]
+            first = (await daemon.store.index.sessions("cam"))[0]
             assert first.end_reason == "silence"
             assert first.ended_ms == origin.segment_pdt_ms(2)
             assert daemon.recorders["cam"].status.state == "stalled"
             now[0] += 2.0  # the origin moves again
             await until(
-                daemon, "cam", lambda: len(daemon.store.index.sessions("cam")) == 2, timeout_s=20
+                daemon,
+                "cam",
+                lambda: len(settled(daemon.store.index.sessions("cam"))) == 2,
+                timeout_s=20,
             )
-            second = daemon.store.index.sessions("cam")[0]
+            second = (await daemon.store.index.sessions("cam"))[0]
             assert second.state == "live" and second.started_ms == origin.segment_pdt_ms(2)
     finally:
         await origin.stop()
@@ -98,9 +102,9 @@ async def test_a_playlist_without_pdt_uses_the_arrival_clock(data_dir: Path) -> 
         async with running(daemon_config(data_dir, url)) as daemon:
             before = int(time.time() * 1000)
             await until(daemon, "cam", lambda: segment_count(daemon) == 3, timeout_s=20)
-            session = daemon.store.index.sessions("cam")[0]
+            session = (await daemon.store.index.sessions("cam"))[0]
             assert session.clock == "local"
-            segments = daemon.store.index.stream_segments("cam", 0, 2**62)
+            segments = await daemon.store.index.stream_segments("cam", 0, 2**62)
             # The newest segment ends about when it was fetched; each follows the last.
             assert abs(segments[-1].end_ms - before) < 2000
             for earlier, later in itertools.pairwise(segments):
@@ -130,6 +134,6 @@ async def test_origin_errors_are_counted_and_the_recorder_keeps_trying(data_dir:
             assert recorder.status.state == "failing"
             assert recorder.status.last_error is not None and "404" in recorder.status.last_error
             assert counted() - before >= 3
-            assert daemon.store.index.sessions("cam") == []
+            assert await daemon.store.index.sessions("cam") == []
     finally:
         await origin.stop()

@@ -60,6 +60,7 @@ from tests.faults import (
     Truncate,
 )
 from tests.harness import daemon_config, until
+from tests.sync import settled
 
 SEG_MS = 1000
 WAIT_S = 15.0  # an upper bound for any one wait; a passing test never comes close
@@ -143,19 +144,19 @@ class Rig:
 
     # what the index holds
     def sessions(self) -> list[SessionRow]:
-        return list(self.index.sessions_in_opening_order(self.stream))
+        return list(settled(self.index.sessions_in_opening_order(self.stream)))
 
     def renditions(self, session: SessionRow) -> dict[str, RenditionRow]:
-        return {r.name: r for r in self.index.renditions(session.id)}
+        return {r.name: r for r in settled(self.index.renditions(session.id))}
 
     def main(self, session: SessionRow) -> RenditionRow:
-        return next(r for r in self.index.renditions(session.id) if r.main)
+        return next(r for r in settled(self.index.renditions(session.id)) if r.main)
 
     def segments(self, session: SessionRow | None = None) -> list[SegmentRow]:
         chosen = self.sessions() if session is None else [session]
         out: list[SegmentRow] = []
         for s in chosen:
-            out += self.index.rendition_segments(self.main(s).id)
+            out += settled(self.index.rendition_segments(self.main(s).id))
         return out
 
     def seqs(self, session: SessionRow | None = None) -> list[int]:
@@ -165,8 +166,8 @@ class Rig:
         chosen = self.sessions() if session is None else [session]
         out: list[GapRow] = []
         for s in chosen:
-            for rendition in self.index.renditions(s.id):
-                out += self.index.rendition_gaps(rendition.id)
+            for rendition in settled(self.index.renditions(s.id)):
+                out += settled(self.index.rendition_gaps(rendition.id))
         return out
 
     def gap_summary(
@@ -722,14 +723,14 @@ async def test_low_latency_reloads_block_and_index_each_segment_promptly(data_di
 
         def lags() -> dict[int, int]:
             """seq -> indexed_ms - published_ms, where a segment is published at PDT + duration."""
-            live = index.live_session("cam")
+            live = settled(index.live_session("cam"))
             if live is None:
                 return {}
-            [rendition] = index.renditions(live.id)
-            starts = {s.seq: s.start_ms for s in index.rendition_segments(rendition.id)}
+            [rendition] = settled(index.renditions(live.id))
+            starts = {s.seq: s.start_ms for s in settled(index.rendition_segments(rendition.id))}
             return {
                 seq: indexed - (starts[seq] + SEG_MS)
-                for seq, indexed in index.indexed_times(rendition.id).items()
+                for seq, indexed in settled(index.indexed_times(rendition.id)).items()
             }
 
         await until(daemon, "cam", lambda: len(lags()) >= 6, timeout_s=WAIT_S)
@@ -744,10 +745,10 @@ async def test_low_latency_reloads_block_and_index_each_segment_promptly(data_di
         assert len(published_while_watching) >= 3
         # Held reloads, not polling: the reload asking for segment n reached the origin
         # before n was published, and was answered by its publication.
-        live = index.live_session("cam")
+        live = await index.live_session("cam")
         assert live is not None
-        [rendition] = index.renditions(live.id)
-        starts = {s.seq: s.start_ms for s in index.rendition_segments(rendition.id)}
+        [rendition] = await index.renditions(live.id)
+        starts = {s.seq: s.start_ms for s in await index.rendition_segments(rendition.id)}
         wall_minus_loop = time.time() - asyncio.get_running_loop().time()
         for seq in published_while_watching:
             asked = next(s.at for s in log.seen if s.path_qs == f"/live/index.m3u8?_HLS_msn={seq}")

@@ -13,6 +13,7 @@ from livepeer.models import components
 
 from livecut.origin import LiveOrigin
 from tests.harness import daemon_config, decode_clip, running, until
+from tests.sync import settled
 
 KEY = "sdk-test-key-0123456789"
 
@@ -30,11 +31,11 @@ async def test_livepeer_sdk_clips_a_live_stream(data_dir: Path, tmp_path: Path) 
         async with running(config) as daemon:
 
             def recorded() -> bool:
-                live = daemon.store.index.live_session("cam")
+                live = settled(daemon.store.index.live_session("cam"))
                 return live is not None and (live.live_edge_ms or 0) - live.started_ms >= 5000
 
             await until(daemon, "cam", recorded, timeout_s=30)
-            live = daemon.store.index.live_session("cam")
+            live = await daemon.store.index.live_session("cam")
             assert live is not None and live.live_edge_ms is not None
             edge = live.live_edge_ms
             sdk = Livepeer(api_key=KEY, server_url=f"{daemon.base_url}/api")

@@ -25,6 +25,7 @@ from livecut.daemon import Daemon
 from livecut.hls.playlist import MasterPlaylist, MediaPlaylist, parse_playlist
 from livecut.origin import LiveOrigin
 from tests.harness import daemon_config, running, until
+from tests.sync import settled
 
 KEY = "playback-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -47,7 +48,7 @@ async def live(data_dir: Path) -> AsyncIterator[tuple[Daemon, LiveOrigin]]:
 
 
 def edge(daemon: Daemon) -> int:
-    live = daemon.store.index.live_session("cam")
+    live = settled(daemon.store.index.live_session("cam"))
     return 0 if live is None else live.live_edge_ms or 0
 
 
@@ -89,7 +90,7 @@ async def test_live_playlist_is_numbered_alike_on_every_reload_and_across_sessio
             lambda: edge(daemon) >= origin.segment_pdt_ms(reset_at + 1),
             timeout_s=30,
         )
-        assert len(daemon.store.index.sessions("cam")) == 2
+        assert len(await daemon.store.index.sessions("cam")) == 2
         second, _ = await media_playlist(http, urls["live_url"])
         numbers = {s.uri: s.seq for s in second.segments}
         for segment in first.segments:
@@ -150,8 +151,8 @@ async def test_vod_master_and_media(live: tuple[Daemon, LiveOrigin]) -> None:
                 assert response.status == 400
                 assert fragment in (await response.json())["errors"][0]
         # A segment removed since the playlist was read: a clean 404 that says why.
-        gone = daemon.store.index.stream_segments("cam", start, start + 1)[0]
-        daemon.store.index.delete_segments([gone.id])
+        gone = (await daemon.store.index.stream_segments("cam", start, start + 1))[0]
+        await daemon.store.index.delete_segments([gone.id])
         async with http.get(vod.segments[0].uri) as response:
             assert response.status == 404
             assert "retention" in (await response.json())["errors"][0]
@@ -359,59 +360,76 @@ def test_the_index_numbers_each_series_and_counts_its_discontinuities(tmp_path: 
 
     index = Index(tmp_path / "index.sqlite3")
     try:
-        index.ensure_stream("cam", "http://127.0.0.1/a.m3u8", 0)
+        settled(index.ensure_stream("cam", "http://127.0.0.1/a.m3u8", 0))
 
         def add(rendition_id: int, seq: int, start_ms: int, *, epoch: int = 0) -> None:
-            index.add_segment(
-                rendition_id=rendition_id,
-                seq=seq,
-                epoch=epoch,
-                start_ms=start_ms,
-                end_ms=start_ms + 1000,
-                path=f"{rendition_id}-{seq}.ts",
-                size=100,
-                init_path=None,
-                ref_pts_s=0.0,
-                keyframes_ms=[start_ms],
-                has_video=True,
-                has_audio=False,
-                indexed_ms=start_ms,
+            settled(
+                index.add_segment(
+                    rendition_id=rendition_id,
+                    seq=seq,
+                    epoch=epoch,
+                    start_ms=start_ms,
+                    end_ms=start_ms + 1000,
+                    path=f"{rendition_id}-{seq}.ts",
+                    size=100,
+                    init_path=None,
+                    ref_pts_s=0.0,
+                    keyframes_ms=[start_ms],
+                    has_video=True,
+                    has_audio=False,
+                    indexed_ms=start_ms,
+                )
             )
 
-        first = index.open_session("cam", clock="origin", started_ms=0)
-        main = index.add_rendition(first.id, name="main", uri="u").id
-        audio = index.add_rendition(first.id, name="audio-en", uri="a", kind="audio", main=False)
+        first = settled(index.open_session("cam", clock="origin", started_ms=0))
+        main = settled(index.add_rendition(first.id, name="main", uri="u")).id
+        audio = settled(
+            index.add_rendition(first.id, name="audio-en", uri="a", kind="audio", main=False)
+        )
         for seq in range(3):
             add(main, seq, seq * 1000)
             add(audio.id, seq, seq * 1000)
         add(main, 3, 3000, epoch=1)  # the origin's discontinuity
-        index.add_gap(
-            GapRow(
-                rendition_id=main,
-                start_ms=4000,
-                end_ms=4050,
-                first_seq=4,
-                last_seq=4,
-                reason="download_failed",
+        settled(
+            index.add_gap(
+                GapRow(
+                    rendition_id=main,
+                    start_ms=4000,
+                    end_ms=4050,
+                    first_seq=4,
+                    last_seq=4,
+                    reason="download_failed",
+                )
             )
         )
         add(main, 5, 4050)  # a recorded gap across the join, however short
-        second = index.open_session("cam", clock="origin", started_ms=10_000)
-        later = index.add_rendition(second.id, name="main", uri="u").id
+        second = settled(index.open_session("cam", clock="origin", started_ms=10_000))
+        later = settled(index.add_rendition(second.id, name="main", uri="u")).id
         add(later, 0, 10_000)  # a new session: the series runs on, a discontinuity again
         add(later, 1, 11_000)
 
-        window = index.playback_window("cam", "main", 0)
+        window = settled(index.playback_window("cam", "main", 0))
         assert [s.playback_seq for s in window] == [1, 2, 3, 4, 5, 6, 7]
         assert [s.playback_disc for s in window] == [0, 0, 0, 1, 2, 3, 3]
-        assert [s.playback_seq for s in index.playback_window("cam", "audio-en", 0)] == [1, 2, 3]
-        assert [s.playback_seq for s in index.playback_window("cam", "main", 10_500)] == [6, 7]
+        assert [s.playback_seq for s in settled(index.playback_window("cam", "audio-en", 0))] == [
+            1,
+            2,
+            3,
+        ]
+        assert [s.playback_seq for s in settled(index.playback_window("cam", "main", 10_500))] == [
+            6,
+            7,
+        ]
         # A segment removed from the middle (a clip kept the older one): the window is
         # what runs on by one up to the live edge.
-        index.delete_segments([window[3].id])
-        assert [s.playback_seq for s in index.playback_window("cam", "main", 0)] == [5, 6, 7]
+        settled(index.delete_segments([window[3].id]))
+        assert [s.playback_seq for s in settled(index.playback_window("cam", "main", 0))] == [
+            5,
+            6,
+            7,
+        ]
     finally:
-        index.close()
+        settled(index.close())
 
 
 async def test_an_open_event_stream_does_not_hold_up_a_stop(data_dir: Path) -> None:
@@ -449,10 +467,10 @@ async def test_master_playlist_of_renditions_alternate_audio_and_subtitles(
         async with running(config) as daemon, aiohttp.ClientSession() as http:
 
             def recorded() -> bool:
-                sessions = daemon.store.index.sessions("cam")
+                sessions = settled(daemon.store.index.sessions("cam"))
                 if not sessions:
                     return False
-                counts = daemon.store.index.rendition_segment_counts(sessions[0].id)
+                counts = settled(daemon.store.index.rendition_segment_counts(sessions[0].id))
                 return len(counts) == 4 and min(counts.values()) >= 3
 
             await until(daemon, "cam", recorded, timeout_s=30)
@@ -476,7 +494,7 @@ async def test_master_playlist_of_renditions_alternate_audio_and_subtitles(
                     assert response.status == 200, uri
                     if playlist.segments[-1].uri.split("?")[0].endswith(".vtt"):
                         assert response.headers["Content-Type"] == "text/vtt"
-            start = daemon.store.index.stream_segments("cam", 0, 2**62)[0].start_ms
+            start = (await daemon.store.index.stream_segments("cam", 0, 2**62))[0].start_ms
             async with http.get(
                 f"{urls['master_url']}&from_ms={start}&to_ms={start + 3000}"
             ) as response:

@@ -19,6 +19,7 @@ from tests.harness import (
     session_ended,
     until,
 )
+from tests.sync import settled
 
 FRAME_MS = 40  # the synthetic stream is 25 fps
 GOP_MS = 1000
@@ -37,7 +38,7 @@ def wall_of(origin: LiveOrigin, frame: int) -> int:
 
 
 def edge(daemon: Daemon, stream: str = "cam") -> int:
-    return daemon.store.index.stream_live_edges().get(stream, 0)
+    return settled(daemon.store.index.stream_live_edges()).get(stream, 0)
 
 
 async def post_clip(base: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
@@ -125,7 +126,7 @@ async def test_clip_after_the_session_ended(data_dir: Path, tmp_path: Path) -> N
     try:
         async with running(daemon_config(data_dir, url)) as daemon:
             await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
-            session = daemon.store.index.sessions("cam")[0]
+            session = (await daemon.store.index.sessions("cam"))[0]
             assert session.end_reason == "endlist"
             assert session.started_ms == origin.segment_pdt_ms(0)
             assert session.live_edge_ms == origin.segment_pdt_ms(6)

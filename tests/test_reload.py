@@ -13,6 +13,7 @@ from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
 from livecut.reload import ReloadOutcome, plan_reload
 from tests.harness import daemon_config, running, until
+from tests.sync import settled
 
 WAIT_S = 30.0  # an upper bound; a passing test never comes close
 
@@ -143,16 +144,16 @@ async def test_apply_leaves_untouched_recorders_running_and_follows_aliases(
             assert health["last_reload"]["streams"]["started"] == ["c"]
 
             await recording(daemon, "a", "b")
-            live = daemon.store.index.live_session("a")
+            live = await daemon.store.index.live_session("a")
             assert live is not None
             outcome = await daemon.apply_config(replace(new, streams=new.streams[1:]))
             assert outcome.stopped == ("a",) and not outcome.started
             # Nothing records a any more: its session ends where its recording does.
-            ended = daemon.store.index.session(live.id)
+            ended = await daemon.store.index.session(live.id)
             assert ended is not None and ended.state == "ended"
             assert ended.end_reason == "stopped"
             assert ended.ended_ms == (ended.live_edge_ms or ended.started_ms)
-            assert daemon.store.index.live_session("b") is not None, "b records on"
+            assert await daemon.store.index.live_session("b") is not None, "b records on"
             names = task_names()
             assert "live-shots:a" not in names and "recorder:a" not in names
             async with http.get(f"{daemon.base_url}/api/stream/alias-a") as response:
@@ -178,9 +179,9 @@ async def test_a_stream_dropped_while_the_daemon_was_down_has_its_session_ended(
             await recording(daemon, "a", "b")
         # Back up with a disabled and b gone: neither is recorded, so neither stays live.
         async with running(replace(base, streams=(replace(a, enabled=False),))) as daemon:
-            assert daemon.store.index.live_sessions() == []
+            assert await daemon.store.index.live_sessions() == []
             for stream_id in ("a", "b"):
-                [session] = daemon.store.index.sessions(stream_id)
+                [session] = await daemon.store.index.sessions(stream_id)
                 assert (session.state, session.end_reason) == ("ended", "stopped")
     finally:
         await origin.stop()
@@ -192,6 +193,6 @@ async def recording(daemon: Daemon, *stream_ids: str) -> None:
         await until(
             daemon,
             stream_id,
-            lambda s=stream_id: daemon.store.index.live_session(s) is not None,
+            lambda s=stream_id: settled(daemon.store.index.live_session(s)) is not None,
             timeout_s=WAIT_S,
         )

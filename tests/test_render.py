@@ -34,6 +34,7 @@ from tests.harness import (
     session_ended,
     until,
 )
+from tests.sync import settled
 from tests.test_clips import AAC_FRAME_S, PDT0, beep_offsets, clip_of, file_of, frame_covering
 
 _avlog.set_level(_avlog.WARNING)
@@ -348,23 +349,25 @@ def test_an_overlay_is_named_by_the_config_or_by_its_upload_id(tmp_path: Path) -
     try:
         logo = tmp_path / "logo.png"
         store.configured_overlays = {"logo": logo}
-        assert store.overlay_image("logo") == logo
-        assert store.overlay_image("ovl_0123456789abcdef") is None
-        store.index.overlays.add(
-            OverlayRow(
-                id="ovl_0123456789abcdef",
-                name=None,
-                width=1,
-                height=1,
-                size_bytes=1,
-                created_ms=0,
+        assert settled(store.overlay_image("logo")) == logo
+        assert settled(store.overlay_image("ovl_0123456789abcdef")) is None
+        settled(
+            store.index.overlays.add(
+                OverlayRow(
+                    id="ovl_0123456789abcdef",
+                    name=None,
+                    width=1,
+                    height=1,
+                    size_bytes=1,
+                    created_ms=0,
+                )
             )
         )
-        assert store.overlay_image("ovl_0123456789abcdef") == store.overlay_path(
+        assert settled(store.overlay_image("ovl_0123456789abcdef")) == store.overlay_path(
             "ovl_0123456789abcdef"
         )
     finally:
-        store.close()
+        settled(store.close())
 
 
 async def test_a_render_can_halve_the_frame_rate_at_a_bitrate(

@@ -14,6 +14,7 @@ from livecut.ingest.sessions import RenditionTarget, SessionKeeper
 from livecut.media.probe import probe_segment
 from livecut.store.store import Store
 from tests.harness import daemon_config
+from tests.sync import settled
 from tests.test_ingest_faults import SEG_MS, Rig, rig
 
 SIZES = [(640, 360), (480, 270), (320, 180)]
@@ -44,7 +45,7 @@ def complete(r: Rig, names: list[str], count: int) -> bool:
         return False
     renditions = r.renditions(sessions[0])
     return set(renditions) == set(names) and all(
-        len(r.index.rendition_segments(renditions[name].id)) == count for name in names
+        len(settled(r.index.rendition_segments(renditions[name].id))) == count for name in names
     )
 
 
@@ -64,10 +65,10 @@ async def test_the_chosen_renditions_are_recorded_in_full_in_one_session(
         root = r.daemon.store.root
         for name in names:
             rendition = renditions[name]
-            segments = r.index.rendition_segments(rendition.id)
+            segments = await r.index.rendition_segments(rendition.id)
             assert [s.seq for s in segments] == [0, 1, 2, 3, 4], name
             assert [s.start_ms for s in segments] == [r.pdt(i) for i in range(5)], name
-            assert r.index.rendition_gaps(rendition.id) == [], name
+            assert await r.index.rendition_gaps(rendition.id) == [], name
             if rendition.kind == "subtitles":
                 text = (root / segments[0].path).read_text()
                 assert text.startswith("WEBVTT") and "en second" in text
@@ -112,7 +113,7 @@ async def test_renditions_stay_in_one_session_across_a_discontinuity(data_dir: P
         await r.until(lambda: complete(r, names, 4))
         [session] = r.sessions()
         for name, rendition in r.renditions(session).items():
-            segments = r.index.rendition_segments(rendition.id)
+            segments = await r.index.rendition_segments(rendition.id)
             assert [(s.seq, s.epoch) for s in segments] == [(0, 0), (1, 0), (2, 1), (3, 1)], name
 
 
@@ -131,7 +132,7 @@ async def test_a_reset_seen_by_renditions_one_after_another_makes_exactly_two_se
                 return False
             renditions = r.renditions(sessions[1])
             return set(renditions) == set(names) and all(
-                len(r.index.rendition_segments(x.id)) == 2 for x in renditions.values()
+                len(settled(r.index.rendition_segments(x.id))) == 2 for x in renditions.values()
             )
 
         await r.until(both_recorded)
@@ -143,10 +144,10 @@ async def test_a_reset_seen_by_renditions_one_after_another_makes_exactly_two_se
             renditions = r.renditions(session)
             assert sorted(renditions) == sorted(names)
             for name, rendition in renditions.items():
-                segments = r.index.rendition_segments(rendition.id)
+                segments = await r.index.rendition_segments(rendition.id)
                 assert [s.seq for s in segments] == seqs, (session.id, name)
                 assert [s.start_ms for s in segments] == [r.pdt(i) for i in starts], name
-                assert r.index.rendition_gaps(rendition.id) == [], name
+                assert await r.index.rendition_gaps(rendition.id) == [], name
 
 
 def test_a_lagging_rendition_commits_old_media_into_the_old_session(tmp_path: Path) -> None:
@@ -154,7 +155,7 @@ def test_a_lagging_rendition_commits_old_media_into_the_old_session(tmp_path: Pa
     store = Store(tmp_path / "data")
     clock = [1_000_000.0]
     stream = daemon_config(tmp_path, "http://origin.invalid/master.m3u8").streams[0]
-    store.index.ensure_stream(stream.id, stream.url, 0)
+    settled(store.index.ensure_stream(stream.id, stream.url, 0))
     keeper = SessionKeeper(stream, store, lambda: clock[0])
     video = RenditionTarget(name="360p", uri="http://o/v.m3u8", kind="video", main=True)
     audio = RenditionTarget(name="audio-en", uri="http://o/a.m3u8", kind="audio", main=False)
@@ -176,7 +177,7 @@ def test_a_lagging_rendition_commits_old_media_into_the_old_session(tmp_path: Pa
         assert commit(audio, 1000) == old, "audio has not seen the reset yet: old encoder"
         generation["audio-en"] = keeper.reset("audio-en", generation["audio-en"], "reset")
         assert commit(audio, 5000) == new, "caught up: no third session"
-        sessions = store.index.sessions_in_opening_order(stream.id)
+        sessions = settled(store.index.sessions_in_opening_order(stream.id))
         assert [(s.id, s.state, s.end_reason) for s in sessions] == [
             (old, "ended", "reset"),
             (new, "live", None),
@@ -187,7 +188,7 @@ def test_a_lagging_rendition_commits_old_media_into_the_old_session(tmp_path: Pa
             generation["audio-en"],
             Gap(epoch=0, first_seq=9, last_seq=9, start_ms=6000, end_ms=7000, reason="expired"),
         )
-        [audio_new] = [x for x in store.index.renditions(new) if x.name == "audio-en"]
-        assert [g.first_seq for g in store.index.rendition_gaps(audio_new.id)] == [9]
+        [audio_new] = [x for x in settled(store.index.renditions(new)) if x.name == "audio-en"]
+        assert [g.first_seq for g in settled(store.index.rendition_gaps(audio_new.id))] == [9]
     finally:
-        store.close()
+        settled(store.close())

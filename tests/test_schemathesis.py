@@ -60,7 +60,7 @@ def daemon_in_thread(data_dir: Path, keys: bool) -> Iterator[str]:
         try:
             async with running(config) as daemon:
                 for _ in range(200):  # a few seconds of media, so clips can be made
-                    live = daemon.store.index.live_session("cam")
+                    live = await daemon.store.index.live_session("cam")
                     if live is not None and (live.live_edge_ms or 0) - live.started_ms >= 3000:
                         break
                     await asyncio.sleep(0.05)

@@ -22,6 +22,7 @@ from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
 from livecut.store.files import TMP_SUFFIX, prune_empty_folders, write_atomic
 from tests.harness import daemon_config, running, session_ended, until
+from tests.sync import settled
 
 TMPFS_SIZE = 8 * 1024 * 1024
 # About 145 kB a one-second segment: the 8 MiB disk fills in a minute of recording.
@@ -109,10 +110,10 @@ async def test_floor_evicts_the_oldest_segments_but_not_what_a_clip_serves(
     try:
         async with running(config) as daemon:
             await until(daemon, "old", lambda: session_ended(daemon, "old"), timeout_s=30)
-            old = daemon.store.index.stream_segments("old", 0, 2**62)
+            old = await daemon.store.index.stream_segments("old", 0, 2**62)
             assert len(old) == 6
             # An HLS clip of the second and third segments pins them.
-            clip = daemon.jobs.submit(
+            clip = await daemon.jobs.submit(
                 ClipRequest(
                     stream_id="old",
                     session_id=None,
@@ -131,13 +132,13 @@ async def test_floor_evicts_the_oldest_segments_but_not_what_a_clip_serves(
 
             def old_unpinned_gone() -> bool:
                 # Rows go first, then their files (in a thread): wait for both.
-                left = {s.id for s in daemon.store.index.stream_segments("old", 0, 2**62)}
+                left = {s.id for s in settled(daemon.store.index.stream_segments("old", 0, 2**62))}
                 return not any(s.id in left or (data_dir / s.path).exists() for s in unpinned)
 
             seen: list[list[int]] = []
 
             def progress() -> bool:
-                left = [s.seq for s in daemon.store.index.stream_segments("old", 0, 2**62)]
+                left = [s.seq for s in settled(daemon.store.index.stream_segments("old", 0, 2**62))]
                 if not seen or seen[-1] != left:
                     seen.append(left)
                 return old_unpinned_gone()
@@ -148,14 +149,14 @@ async def test_floor_evicts_the_oldest_segments_but_not_what_a_clip_serves(
             for left in seen:
                 gone = [seq for seq in order if seq not in left]
                 assert gone == order[: len(gone)], f"evicted out of order: {seen}"
-            left = daemon.store.index.stream_segments("old", 0, 2**62)
+            left = await daemon.store.index.stream_segments("old", 0, 2**62)
             assert {s.id for s in left} == pinned
             for segment in unpinned:
                 assert not (data_dir / segment.path).exists()
             for segment in left:
                 assert (data_dir / segment.path).is_file()
             assert free_bytes(small_disk) >= floor - 200_000, "the floor is kept"
-            spans, _gaps = daemon.store.index.timeline("old", 0, 2**62, limit=100)
+            spans, _gaps = await daemon.store.index.timeline("old", 0, 2**62, limit=100)
             assert [(a, b) for a, b, _ in spans] == [(old[1].start_ms, old[2].end_ms)]
             evicted = sample("livecut_evicted_segments_total", {"stream": "old"})
             assert evicted == evicted_before + len(unpinned)
@@ -203,19 +204,19 @@ async def test_full_disk_is_a_disk_full_gap_and_recording_resumes(small_disk: Pa
             index = daemon.store.index
 
             def recorded() -> int:
-                return len(index.stream_segments("cam", 0, 2**62))
+                return len(settled(index.stream_segments("cam", 0, 2**62)))
 
             await until(daemon, "cam", lambda: recorded() >= 2, timeout_s=30)
-            live = index.live_session("cam")
+            live = await index.live_session("cam")
             assert live is not None
-            rendition = index.renditions(live.id)[0]
+            rendition = (await index.renditions(live.id))[0]
             # Room for the index to note a gap, not for a ~145 kB segment.
             filler = fill(small_disk, leave_bytes=64 * 1024)
 
             def full_gaps() -> list[int]:
                 return [
                     g.last_seq or 0
-                    for g in index.rendition_gaps(rendition.id)
+                    for g in settled(index.rendition_gaps(rendition.id))
                     if g.reason == "disk_full"
                 ]
 
@@ -232,13 +233,13 @@ async def test_full_disk_is_a_disk_full_gap_and_recording_resumes(small_disk: Pa
             lost = max(full_gaps())
 
             def resumed() -> bool:
-                newest = index.last_segment(rendition.id)
+                newest = settled(index.last_segment(rendition.id))
                 return newest is not None and newest.seq > lost
 
             await until(daemon, "cam", resumed, timeout_s=30)
-            assert len(index.sessions("cam")) == 1, "the same session goes on"
+            assert len(await index.sessions("cam")) == 1, "the same session goes on"
             assert part_files(data_dir) == []
-            for segment in index.stream_segments("cam", 0, 2**62):
+            for segment in await index.stream_segments("cam", 0, 2**62):
                 assert (data_dir / segment.path).stat().st_size == segment.size
     finally:
         await origin.stop()
@@ -251,7 +252,7 @@ async def test_failed_clip_removes_its_folder(data_dir: Path) -> None:
         async with running(daemon_config(data_dir, url)) as daemon:
             await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=20)
             start = origin.segment_pdt_ms(0) - 3_600_000  # an hour before anything recorded
-            clip = daemon.jobs.submit(
+            clip = await daemon.jobs.submit(
                 ClipRequest(
                     stream_id="cam",
                     session_id=None,
@@ -272,7 +273,7 @@ async def test_failed_clip_removes_its_folder(data_dir: Path) -> None:
                 async with http.get(f"{daemon.base_url}/v1/storage") as response:
                     body = await response.json()
             (cam,) = body["streams"]
-            recorded = daemon.store.index.stream_segments("cam", 0, 2**62)
+            recorded = await daemon.store.index.stream_segments("cam", 0, 2**62)
             assert cam["segments"] == len(recorded) == 2
             assert cam["bytes"] == sum(s.size for s in recorded)
             assert cam["pinned_bytes"] == 0, "a failed clip holds nothing"
@@ -333,7 +334,7 @@ async def test_every_alerted_series_exists_at_zero_from_start(data_dir: Path) ->
             assert sample("livecut_webhook_attempts_total", {"outcome": "failed"}) is not None
             assert sample("livecut_storage_errors_total", {"op": "write"}) is not None
             later = stream("later", url)
-            daemon.add_stream(later)
+            await daemon.add_stream(later)
             assert sample("livecut_gaps_total", {"stream": "later", "reason": "expired"}) == 0
             info = [
                 s
@@ -370,30 +371,32 @@ def test_eviction_candidates_oldest_first_sparing_pins_and_live_edges(tmp_path: 
 
     index = Index(tmp_path / "index.sqlite3")
     try:
-        index.ensure_stream("a", "http://127.0.0.1/a.m3u8", 0)
-        index.ensure_stream("b", "http://127.0.0.1/b.m3u8", 0)
-        ended = index.open_session("a", clock="origin", started_ms=0)
-        live = index.open_session("b", clock="origin", started_ms=500)
+        settled(index.ensure_stream("a", "http://127.0.0.1/a.m3u8", 0))
+        settled(index.ensure_stream("b", "http://127.0.0.1/b.m3u8", 0))
+        ended = settled(index.open_session("a", clock="origin", started_ms=0))
+        live = settled(index.open_session("b", clock="origin", started_ms=500))
         ids: dict[str, int] = {}
 
         def add(session_id: str, name: str, seq: int, start_ms: int) -> None:
-            rendition = index.add_rendition(session_id, name="main", uri="u")
-            index.add_segment(
-                rendition_id=rendition.id,
-                seq=seq,
-                epoch=0,
-                start_ms=start_ms,
-                end_ms=start_ms + 1000,
-                path=f"{name}.ts",
-                size=100,
-                init_path=None,
-                ref_pts_s=0.0,
-                keyframes_ms=[start_ms],
-                has_video=True,
-                has_audio=False,
-                indexed_ms=start_ms,
+            rendition = settled(index.add_rendition(session_id, name="main", uri="u"))
+            settled(
+                index.add_segment(
+                    rendition_id=rendition.id,
+                    seq=seq,
+                    epoch=0,
+                    start_ms=start_ms,
+                    end_ms=start_ms + 1000,
+                    path=f"{name}.ts",
+                    size=100,
+                    init_path=None,
+                    ref_pts_s=0.0,
+                    keyframes_ms=[start_ms],
+                    has_video=True,
+                    has_audio=False,
+                    indexed_ms=start_ms,
+                )
             )
-            last = index.last_segment(rendition.id)
+            last = settled(index.last_segment(rendition.id))
             assert last is not None
             ids[name] = last.id
 
@@ -401,7 +404,7 @@ def test_eviction_candidates_oldest_first_sparing_pins_and_live_edges(tmp_path: 
         for n in range(4):
             add(ended.id, f"a{n}", n, n * 1000)
             add(live.id, f"b{n}", n, n * 1000 + 500)
-        index.end_session(ended.id, ended_ms=4000, reason="endlist")
+        settled(index.end_session(ended.id, ended_ms=4000, reason="endlist"))
         clip = ClipRow(
             id="clip_pin",
             stream_id="a",
@@ -415,27 +418,29 @@ def test_eviction_candidates_oldest_first_sparing_pins_and_live_edges(tmp_path: 
             error=None,
             result=None,
         )
-        index.add_clip(clip)
-        index.pin_segments(clip.id, [ids["a1"]])
+        settled(index.add_clip(clip))
+        settled(index.pin_segments(clip.id, [ids["a1"]]))
 
         def names(candidates: list[tuple[str, SegmentRow]]) -> list[str]:
             by_id = {v: k for k, v in ids.items()}
             return [by_id[s.id] for _, s in candidates]
 
-        everything = index.eviction_candidates(keep_live=2, limit=100)
+        everything = settled(index.eviction_candidates(keep_live=2, limit=100))
         # Oldest first across streams; a1 is pinned; b2 and b3 are the live edge.
         assert names(everything) == ["a0", "b0", "b1", "a2", "a3"]
         assert {stream for stream, _ in everything} == {"a", "b"}
-        first = index.eviction_candidates(keep_live=2, limit=2)
+        first = settled(index.eviction_candidates(keep_live=2, limit=2))
         last = first[-1][1]
-        rest = index.eviction_candidates(keep_live=2, limit=100, after=(last.start_ms, last.id))
+        rest = settled(
+            index.eviction_candidates(keep_live=2, limit=100, after=(last.start_ms, last.id))
+        )
         assert names(first + rest) == names(everything)
-        index.unpin_segments(clip.id)
-        assert "a1" in names(index.eviction_candidates(keep_live=2, limit=100))
+        settled(index.unpin_segments(clip.id))
+        assert "a1" in names(settled(index.eviction_candidates(keep_live=2, limit=100)))
         # Deleting rows hands back what must go from disk with them.
-        assert index.delete_segments([ids["a0"]]) == []
+        assert settled(index.delete_segments([ids["a0"]])) == []
     finally:
-        index.close()
+        settled(index.close())
 
 
 async def test_sigkill_while_the_floor_evicts_leaves_a_consistent_index(
@@ -502,7 +507,7 @@ session_gap = "60s"
         # Start-up reconciliation alone, with nothing being recorded meanwhile.
         config = replace(config, streams=(replace(config.streams[0], enabled=False),))
         async with running(config) as daemon:
-            known = daemon.store.index.all_media_paths()
+            known = await daemon.store.index.all_media_paths()
             on_disk = {
                 p.relative_to(data_dir).as_posix() for p in (data_dir / "streams").rglob("*")
             }
@@ -524,14 +529,14 @@ async def test_make_room_pages_through_pins_and_busy_ranges(
     store = Store(small_disk / "data", StorageConfig(min_free_bytes=0, keep_live_segments=1))
     try:
         index = store.index
-        index.ensure_stream("cam", "http://127.0.0.1/cam.m3u8", 0)
-        session = index.open_session("cam", clock="origin", started_ms=0)
-        rendition = index.add_rendition(session.id, name="main", uri="u")
+        await index.ensure_stream("cam", "http://127.0.0.1/cam.m3u8", 0)
+        session = await index.open_session("cam", clock="origin", started_ms=0)
+        rendition = await index.add_rendition(session.id, name="main", uri="u")
         size = 256 * 1024
         for seq in range(12):
             relpath = f"streams/cam/{session.id}/main/0-{seq}.ts"
             await store.write(relpath, bytes([seq]) * size)
-            index.add_segment(
+            await index.add_segment(
                 rendition_id=rendition.id,
                 seq=seq,
                 epoch=0,
@@ -546,9 +551,9 @@ async def test_make_room_pages_through_pins_and_busy_ranges(
                 has_audio=False,
                 indexed_ms=0,
             )
-        index.end_session(session.id, ended_ms=12_000, reason="endlist")
-        segments = index.rendition_segments(rendition.id)
-        index.add_clip(
+        await index.end_session(session.id, ended_ms=12_000, reason="endlist")
+        segments = await index.rendition_segments(rendition.id)
+        await index.add_clip(
             ClipRow(
                 id="clip_hls",
                 stream_id="cam",
@@ -563,14 +568,18 @@ async def test_make_room_pages_through_pins_and_busy_ranges(
                 result=None,
             )
         )
-        index.pin_segments("clip_hls", [segments[1].id])
-        store.space.busy = lambda stream: [(3000, 5000)] if stream == "cam" else []
+        await index.pin_segments("clip_hls", [segments[1].id])
+
+        async def busy(stream: str) -> list[tuple[int, int]]:
+            return [(3000, 5000)] if stream == "cam" else []
+
+        store.space.busy = busy
         # One segment's file is gone already (its row is not): evicting it frees nothing,
         # and another round must go on from the first candidate not yet examined.
         (store.root / segments[5].path).unlink()
         need = free_bytes(small_disk) + 3 * size - 100_000
         eviction = await store.space.make_room(need)
-        left = [s.seq for s in index.rendition_segments(rendition.id)]
+        left = [s.seq for s in await index.rendition_segments(rendition.id)]
         # 1 is pinned by an HLS clip, 3 and 4 are read by a job: 0, 2, 5, then 6 go.
         assert left == [1, 3, 4, 7, 8, 9, 10, 11]
         assert eviction.segments == 4 and eviction.bytes == 4 * size
@@ -579,7 +588,7 @@ async def test_make_room_pages_through_pins_and_busy_ranges(
             assert not (store.root / gone.path).exists()
         assert (store.root / segments[1].path).read_bytes()[:1] == b"\x01"
     finally:
-        store.close()
+        await store.close()
 
 
 async def test_a_reload_moves_the_floor(data_dir: Path) -> None:
@@ -619,13 +628,13 @@ async def test_a_disk_too_full_for_the_index_too_does_not_stop_the_recorder(
             await until(
                 daemon,
                 "cam",
-                lambda: len(index.stream_segments("cam", 0, 2**62)) >= 2,
+                lambda: len(settled(index.stream_segments("cam", 0, 2**62))) >= 2,
                 timeout_s=30,
             )
-            live = index.live_session("cam")
+            live = await index.live_session("cam")
             assert live is not None
-            rendition = index.renditions(live.id)[0]
-            before = index.last_segment(rendition.id)
+            rendition = (await index.renditions(live.id))[0]
+            before = await index.last_segment(rendition.id)
             assert before is not None
             # Not a byte left: neither a segment nor the index's next page can be written.
             filler = fill(small_disk, leave_bytes=0)
@@ -640,13 +649,13 @@ async def test_a_disk_too_full_for_the_index_too_does_not_stop_the_recorder(
             filler.unlink()
 
             def resumed() -> bool:
-                newest = index.last_segment(rendition.id)
+                newest = settled(index.last_segment(rendition.id))
                 return newest is not None and newest.seq > before.seq + 2
 
             await until(daemon, "cam", resumed, timeout_s=30)
             crashes = sample("livecut_origin_errors_total", {"stream": "cam", "kind": "crash"})
             assert crashes == crashes_before, "the rendition worker never died"
-            assert len(index.sessions("cam")) == 1
+            assert len(await index.sessions("cam")) == 1
             # The gaps could not be indexed either: counted, and survived.
             assert (sample("livecut_storage_errors_total", {"op": "index"}) or 0.0) > index_errors
     finally:
@@ -658,37 +667,39 @@ def test_deleting_segments_cuts_the_recorded_spans(tmp_path: Path) -> None:
 
     index = Index(tmp_path / "index.sqlite3")
     try:
-        index.ensure_stream("cam", "http://127.0.0.1/cam.m3u8", 0)
-        session = index.open_session("cam", clock="origin", started_ms=0)
-        rendition = index.add_rendition(session.id, name="main", uri="u")
+        settled(index.ensure_stream("cam", "http://127.0.0.1/cam.m3u8", 0))
+        session = settled(index.open_session("cam", clock="origin", started_ms=0))
+        rendition = settled(index.add_rendition(session.id, name="main", uri="u"))
         for seq in range(5):
-            index.add_segment(
-                rendition_id=rendition.id,
-                seq=seq,
-                epoch=0,
-                start_ms=seq * 1000,
-                end_ms=seq * 1000 + 1000,
-                path=f"{seq}.ts",
-                size=1,
-                init_path=None,
-                ref_pts_s=0.0,
-                keyframes_ms=[seq * 1000],
-                has_video=True,
-                has_audio=False,
-                indexed_ms=0,
+            settled(
+                index.add_segment(
+                    rendition_id=rendition.id,
+                    seq=seq,
+                    epoch=0,
+                    start_ms=seq * 1000,
+                    end_ms=seq * 1000 + 1000,
+                    path=f"{seq}.ts",
+                    size=1,
+                    init_path=None,
+                    ref_pts_s=0.0,
+                    keyframes_ms=[seq * 1000],
+                    has_video=True,
+                    has_audio=False,
+                    indexed_ms=0,
+                )
             )
-        ids = [s.id for s in index.rendition_segments(rendition.id)]
+        ids = [s.id for s in settled(index.rendition_segments(rendition.id))]
 
         def ranges() -> list[tuple[int, int]]:
-            spans, _gaps = index.timeline("cam", 0, 10_000, limit=100)
+            spans, _gaps = settled(index.timeline("cam", 0, 10_000, limit=100))
             return [(start, end) for start, end, _session in spans]
 
         assert ranges() == [(0, 5000)]
-        index.delete_segments([ids[2]])  # a pinned clip kept its neighbours
+        settled(index.delete_segments([ids[2]]))  # a pinned clip kept its neighbours
         assert ranges() == [(0, 2000), (3000, 5000)]
-        index.delete_segments([ids[0], ids[4]])
+        settled(index.delete_segments([ids[0], ids[4]]))
         assert ranges() == [(1000, 2000), (3000, 4000)]
-        index.delete_segments([ids[1], ids[3]])
+        settled(index.delete_segments([ids[1], ids[3]]))
         assert ranges() == []
     finally:
-        index.close()
+        settled(index.close())

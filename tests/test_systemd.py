@@ -30,6 +30,7 @@ import pytest
 from livecut.origin import LiveOrigin
 from livecut.store.index import Index
 from tests.harness import decode_clip
+from tests.sync import settled
 
 ROOT = Path(__file__).parent.parent
 UNIT = ROOT / "systemd" / "livecut.service"
@@ -267,21 +268,21 @@ async def test_sighup_reloads_streams_and_refuses_a_broken_config(tmp_path: Path
     index = Index(data / "index.sqlite3")
     try:
         # a: one session, every segment from before the first reload to after the last.
-        sessions = index.sessions("a")
+        sessions = await index.sessions("a")
         assert len(sessions) == 1
-        segments = index.stream_segments("a", 0, 2**62)
+        segments = await index.stream_segments("a", 0, 2**62)
         seqs = [s.seq for s in segments]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
         assert min(indexed_ms(index, "a")) < first_reload_ms
         assert last_reload_ms < segments[-1].end_ms
-        for rendition in index.renditions(sessions[0].id):
-            assert index.rendition_gaps(rendition.id) == []
+        for rendition in await index.renditions(sessions[0].id):
+            assert await index.rendition_gaps(rendition.id) == []
         # c stopped at the first reload; d only began then; b went on from its master.
         assert max(indexed_ms(index, "c")) <= first_reload_ms
         assert min(indexed_ms(index, "d")) >= first_reload_ms
         assert max(indexed_ms(index, "b")) > first_reload_ms
     finally:
-        index.close()
+        await index.close()
     text = log.read_text()
     assert "config reload refused, the running config is kept" in text
     assert "streams[0].retention" in text
@@ -292,9 +293,9 @@ def indexed_ms(index: Index, stream_id: str) -> list[int]:
     """When each of a stream's segments was indexed."""
     times = [
         at
-        for session in index.sessions(stream_id)
-        for rendition in index.renditions(session.id)
-        for at in index.indexed_times(rendition.id).values()
+        for session in settled(index.sessions(stream_id))
+        for rendition in settled(index.renditions(session.id))
+        for at in settled(index.indexed_times(rendition.id)).values()
     ]
     assert times, f"{stream_id}: nothing recorded"
     return times

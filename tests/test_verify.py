@@ -154,7 +154,7 @@ async def test_a_clip_whose_media_does_not_decode_fails_when_asked_to_decode(
             daemon, {"start_ms": PDT0 + 500, "end_ms": PDT0 + 3500, "verify": "decode"}
         )
         assert clean.state == "ready"
-        segment = daemon.store.index.stream_segments("cam", PDT0 + 2100, PDT0 + 2200)[0]
+        segment = (await daemon.store.index.stream_segments("cam", PDT0 + 2100, PDT0 + 2200))[0]
         path = daemon.store.path(segment.path)
         data = bytearray(path.read_bytes())
         # Overwrite the tail of TS packets that continue a frame (no payload start), in

@@ -175,9 +175,9 @@ async def test_sigkill_with_work_in_flight_then_every_clip_and_webhook(
             assert proc.returncode == -signal.SIGKILL
             index = Index(data_dir / "index.sqlite3")
             try:
-                pending = index.deliveries(state="pending")
+                pending = await index.deliveries(state="pending")
             finally:
-                index.close()
+                await index.close()
             assert pending, "webhook deliveries were pending when the daemon was killed"
 
             proc = await start_daemon(config, log)

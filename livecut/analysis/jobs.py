@@ -94,6 +94,11 @@ class AnalysisJobs:
         self._workers: list[asyncio.Task[None]] = []
         self._progress: dict[str, float] = {}
         self._finished: dict[str, asyncio.Event] = {}
+        self._mine: set[str] = set()  # the jobs this node runs or waits on
+        # Many nodes: each job is held by the node running it for this long, renewed; one
+        # whose node died is claimed by another. None: one node, no claims.
+        self.lease_ms: int | None = None
+        self._claims: asyncio.Task[None] | None = None
 
     @property
     def index(self) -> AnalysisIndex:
@@ -106,52 +111,92 @@ class AnalysisJobs:
         return self.store.root / "analysis" / safe_name(job_id)
 
     # lifecycle ---------------------------------------------------------------
-    def start(self) -> None:
-        for job in self.index.unfinished_jobs():
-            if job.kind == "highlights" and job.clip_id is not None:
-                clip = self.store.index.clip(job.clip_id)
-                if clip is None or clip.state in ("ready", "failed"):
-                    self.clip_finished(job.clip_id, clip)
-                continue  # its clip job is run again by the clip queue; we wait for it
-            # Interrupted by a restart: run again from the top (nothing partial is kept).
-            self._enqueue(job.id)
+    async def start(self) -> None:
+        if self.lease_ms is None:
+            unfinished = await self.index.unfinished_jobs()
+        else:
+            unfinished = await self._claim(own=True)
+            self._claims = asyncio.create_task(self._hold_claims(), name="analysis-claims")
+            self._claims.add_done_callback(_log_death)
+        await self._resume(unfinished)
         for n in range(WORKERS):
             task = asyncio.create_task(self._work(), name=f"analysis-worker-{n}")
             task.add_done_callback(_log_death)
             self._workers.append(task)
 
+    async def _claim(self, *, own: bool = False) -> list[AnalysisJobRow]:
+        assert self.lease_ms is not None
+        now = self._now_ms()
+        return await self.index.claim_jobs(
+            self.store.index.node_id,
+            now_ms=now,
+            until_ms=now + self.lease_ms,
+            limit=QUEUE_LIMIT,
+            own=own,
+        )
+
+    async def _hold_claims(self) -> None:
+        """Renew this node's hold on its jobs, and claim the ones whose node died."""
+        assert self.lease_ms is not None
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            try:
+                await self.index.renew_jobs(
+                    self.store.index.node_id, self._now_ms() + self.lease_ms
+                )
+                claimed = await self._claim()
+            except Exception:  # the index unreachable: try again next round
+                log.exception("renewing and claiming analysis jobs failed")
+                continue
+            orphans = [j for j in claimed if j.id not in self._mine]
+            metrics.JOBS_TAKEN_OVER.labels("analysis").inc(len(orphans))
+            await self._resume(orphans)
+
+    async def _resume(self, unfinished: list[AnalysisJobRow]) -> None:
+        for job in unfinished:
+            self._mine.add(job.id)
+            if job.kind == "highlights" and job.clip_id is not None:
+                clip = await self.store.index.clip(job.clip_id)
+                if clip is None or clip.state in ("ready", "failed"):
+                    await self.clip_finished(job.clip_id, clip)
+                continue  # its clip job is run again by the clip queue; we wait for it
+            # Interrupted by a restart: run again from the top (nothing partial is kept).
+            self._enqueue(job.id)
+
     async def stop(self) -> None:
         self._stopping.set()
-        for task in self._workers:
+        tasks = [*self._workers, *([self._claims] if self._claims else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
+        self._claims = None
 
     def progress(self, job_id: str) -> float | None:
         return self._progress.get(job_id)
 
-    def read_ranges(self, stream_id: str) -> list[tuple[int, int]]:
+    async def read_ranges(self, stream_id: str) -> list[tuple[int, int]]:
         """Ranges of the stream that pending and running jobs will decode, widened to the
         keyframe before and the audio after: retention and the disk floor keep them."""
         return [
             (job.from_ms - KEYFRAME_LOOKBACK_MS, job.to_ms + SPILL_LOOKAHEAD_MS)
-            for job in self.index.unfinished_jobs()
+            for job in await self.index.unfinished_jobs()
             if job.stream_id == stream_id
         ]
 
     async def wait_finished(self, job_id: str, timeout_s: float) -> AnalysisJobRow | None:
-        job = self.index.job(job_id)
+        job = await self.index.job(job_id)
         while job is not None and job.state not in ("completed", "failed"):
             event = self._finished.setdefault(job_id, asyncio.Event())
             try:
                 await asyncio.wait_for(event.wait(), timeout_s)
             except TimeoutError:
                 break
-            job = self.index.job(job_id)
+            job = await self.index.job(job_id)
         return job
 
     # requests ------------------------------------------------------------------
-    def submit_shots(
+    async def submit_shots(
         self,
         *,
         stream_id: str,
@@ -167,10 +212,10 @@ class AnalysisJobs:
         `admitted`: asked for with a request already accepted, so not refused when the
         queue is full (AnalysisBusy is for new requests)."""
         subject = f"clip:{clip_id}" if clip_id is not None else f"session:{session_id}"
-        earlier = self.index.job_of(subject)
+        earlier = await self.index.job_of(subject)
         if earlier is not None:
-            self._remove(earlier)
-        return self._add(
+            await self._remove(earlier)
+        return await self._add(
             kind="shots",
             subject=subject,
             stream_id=stream_id,
@@ -183,8 +228,8 @@ class AnalysisJobs:
             admitted=admitted,
         )
 
-    def submit_highlights(self, request: HighlightsRequest) -> AnalysisJobRow:
-        return self._add(
+    async def submit_highlights(self, request: HighlightsRequest) -> AnalysisJobRow:
+        return await self._add(
             kind="highlights",
             subject=None,
             stream_id=request.stream_id,
@@ -206,33 +251,33 @@ class AnalysisJobs:
             },
         )
 
-    def delete(self, job: AnalysisJobRow) -> None:
-        self._remove(job)
+    async def delete(self, job: AnalysisJobRow) -> None:
+        await self._remove(job)
 
-    def clip_deleted(self, clip_id: str) -> None:
+    async def clip_deleted(self, clip_id: str) -> None:
         """A clip's shots go with it."""
-        job = self.index.job_of(f"clip:{clip_id}")
+        job = await self.index.job_of(f"clip:{clip_id}")
         if job is not None:
-            self._remove(job)
+            await self._remove(job)
 
-    def clip_done(self, clip: ClipRow) -> None:
+    async def clip_done(self, clip: ClipRow) -> None:
         """ClipJobs' hook: a clip is ready or failed."""
         if clip.state == "ready":
-            self.clip_ready(clip)
-        self.clip_finished(clip.id, clip)
+            await self.clip_ready(clip)
+        await self.clip_finished(clip.id, clip)
 
-    def clip_gone(self, clip_id: str) -> None:
+    async def clip_gone(self, clip_id: str) -> None:
         """ClipJobs' hook: a clip was deleted."""
-        self.clip_deleted(clip_id)
-        self.clip_finished(clip_id, None)
+        await self.clip_deleted(clip_id)
+        await self.clip_finished(clip_id, None)
 
-    def clip_ready(self, clip: ClipRow) -> None:
+    async def clip_ready(self, clip: ClipRow) -> None:
         """A clip asked for with generate_shots: its shots job starts when it is cut."""
         meta = (clip.options or {}).get("meta") or {}
         if isinstance(meta, dict) and meta.get("generate_shots") is True:
             start_ms, end_ms = _delivered_span(clip)
             # Accepted with the clip: a full queue delays these shots, never drops them.
-            self.submit_shots(
+            await self.submit_shots(
                 stream_id=clip.stream_id,
                 session_id=clip.session_id,
                 clip_id=clip.id,
@@ -244,19 +289,19 @@ class AnalysisJobs:
                 callback={k: str(meta[k]) for k in ("callback_url", "callback_id") if meta.get(k)},
             )
 
-    def clip_finished(self, clip_id: str, clip: ClipRow | None) -> None:
+    async def clip_finished(self, clip_id: str, clip: ClipRow | None) -> None:
         """A highlights job is completed (or failed) with the clip that cuts its windows."""
-        for job in self.index.jobs_of_clip(clip_id):
+        for job in await self.index.jobs_of_clip(clip_id):
             if job.kind != "highlights" or job.state in ("completed", "failed"):
                 continue
             if clip is not None and clip.state == "ready":
-                self._set(job.id, "completed", event="highlights.ready")
+                await self._set(job.id, "completed", event="highlights.ready")
             else:
                 reason = "deleted" if clip is None else (clip.error or "failed")
-                self._set(job.id, "failed", error=f"the clip {clip_id} was not cut: {reason}")
+                await self._set(job.id, "failed", error=f"the clip {clip_id} was not cut: {reason}")
 
     # states --------------------------------------------------------------------
-    def _add(self, *, admitted: bool = False, **fields: Any) -> AnalysisJobRow:
+    async def _add(self, *, admitted: bool = False, **fields: Any) -> AnalysisJobRow:
         if not admitted and self._queue.qsize() >= QUEUE_LIMIT:
             raise AnalysisBusy(
                 f"{self._queue.qsize()} analysis jobs are waiting (at most {QUEUE_LIMIT});"
@@ -272,20 +317,23 @@ class AnalysisJobs:
             updated_ms=now,
             **fields,
         )
-        self.index.add_job(job)
+        await self.index.add_job(job)
+        if self.lease_ms is not None:
+            await self.index.hold_job(job.id, self.store.index.node_id, now + self.lease_ms)
+        self._mine.add(job.id)
         self._enqueue(job.id)
         return job
 
     def _enqueue(self, job_id: str) -> None:
         self._queue.put_nowait(job_id)
 
-    def _remove(self, job: AnalysisJobRow) -> None:
-        self.index.delete_job(job.id)
+    async def _remove(self, job: AnalysisJobRow) -> None:
+        await self.index.delete_job(job.id)
         self._progress.pop(job.id, None)
         shutil.rmtree(self.job_dir(job.id), ignore_errors=True)
         self._signal(job.id)
 
-    def _set(
+    async def _set(
         self,
         job_id: str,
         state: JobState,
@@ -296,7 +344,7 @@ class AnalysisJobs:
         event: str | None = None,
     ) -> None:
         body = highlights_body if event == "highlights.ready" else shots_job_body
-        self.index.update_job(
+        await self.index.update_job(
             job_id,
             state=state,
             now_ms=self._now_ms(),
@@ -312,7 +360,7 @@ class AnalysisJobs:
         if state in ("completed", "failed"):
             self._progress.pop(job_id, None)
             self._signal(job_id)
-            job = self.index.job(job_id)
+            job = await self.index.job(job_id)
             if job is not None:
                 metrics.ANALYSIS_JOBS.labels(job.kind, state).inc()
 
@@ -331,10 +379,10 @@ class AnalysisJobs:
                 self._queue.task_done()
 
     async def _process(self, job_id: str) -> None:
-        job = self.index.job(job_id)
+        job = await self.index.job(job_id)
         if job is None:
             return  # deleted while it waited
-        self._set(job.id, "processing")
+        await self._set(job.id, "processing")
         self._progress[job.id] = 0.0
         began = time.monotonic()
         try:
@@ -346,18 +394,18 @@ class AnalysisJobs:
         except Stopped:
             return  # left processing: the next start runs it again
         except (NothingRecorded, OSError, ValueError, QueueFull) as exc:
-            self._fail(job.id, str(exc))
+            await self._fail(job.id, str(exc))
         except Exception as exc:  # a worker must outlive any one job's bug
             log.exception("analysis job %s: unexpected error", job.id)
-            self._fail(job.id, f"internal error ({type(exc).__name__}); see the daemon's log")
+            await self._fail(job.id, f"internal error ({type(exc).__name__}); see the daemon's log")
 
-    def _fail(self, job_id: str, error: str) -> None:
+    async def _fail(self, job_id: str, error: str) -> None:
         log.warning("analysis job %s failed: %s", job_id, error)
-        if self.index.job(job_id) is not None:
-            self._set(job_id, "failed", error=error)
+        if await self.index.job(job_id) is not None:
+            await self._set(job_id, "failed", error=error)
 
-    def _segments(self, job: AnalysisJobRow, kind: str | None = None) -> list[SegmentRow]:
-        segments: list[SegmentRow] = self.store.index.stream_segments(
+    async def _segments(self, job: AnalysisJobRow, kind: str | None = None) -> list[SegmentRow]:
+        segments: list[SegmentRow] = await self.store.index.stream_segments(
             job.stream_id,
             job.from_ms - (KEYFRAME_LOOKBACK_MS if kind is None else 0),
             job.to_ms,
@@ -373,7 +421,7 @@ class AnalysisJobs:
         return report
 
     async def _analyse(self, job: AnalysisJobRow, *, previews: bool) -> RangeAnalysis:
-        runs = planned_runs(self._segments(job), job.from_ms, job.to_ms)
+        runs = planned_runs(await self._segments(job), job.from_ms, job.to_ms)
         path_of = self.store.path
         report = self._on_progress(job.id, asyncio.get_running_loop())
 
@@ -406,10 +454,10 @@ class AnalysisJobs:
                     "score": {} if shot.cut is None else shot.cut.explain(),
                 }
             )
-        if self.index.job(job.id) is None:
+        if await self.index.job(job.id) is None:
             shutil.rmtree(folder, ignore_errors=True)  # deleted while it ran
             return
-        self._set(job.id, "completed", result={"shots": shots}, event="shots.ready")
+        await self._set(job.id, "completed", result={"shots": shots}, event="shots.ready")
 
     async def _highlights(self, job: AnalysisJobRow) -> None:
         options = job.options
@@ -437,7 +485,7 @@ class AnalysisJobs:
                 for h in found
             ]
         if not chosen:
-            self._set(job.id, "failed", error="no moment in the range is long enough to cut")
+            await self._set(job.id, "failed", error="no moment in the range is long enough to cut")
             return
         clip_options = dict(options.get("clip") or {})
         meta = clip_options.pop("meta", None)
@@ -457,16 +505,16 @@ class AnalysisJobs:
             render=render if isinstance(render := clip_options.get("render"), dict) else None,
             meta=meta if isinstance(meta, dict) else None,
         )
-        if self.index.job(job.id) is None:
+        if await self.index.job(job.id) is None:
             return
         sessions = (job.session_id,) if job.session_id else ()
-        clip = self.clips.submit(request, sessions=sessions)
-        self._set(job.id, "processing", result={"highlights": chosen}, clip_id=clip.id)
+        clip = await self.clips.submit(request, sessions=sessions)
+        await self._set(job.id, "processing", result={"highlights": chosen}, clip_id=clip.id)
 
     async def _score(self, job: AnalysisJobRow) -> list[Highlight]:
         options = job.options
         analysis = await self._analyse(job, previews=False)
-        runs = planned_runs(self._segments(job), job.from_ms, job.to_ms)
+        runs = planned_runs(await self._segments(job), job.from_ms, job.to_ms)
         samples, first_ms = await asyncio.to_thread(
             audio_in_range, runs, job.from_ms, job.to_ms, self.store.path
         )
@@ -488,10 +536,10 @@ class AnalysisJobs:
 
     async def _captions(self, job: AnalysisJobRow) -> list[CaptionText]:
         """Cue text of the first subtitles rendition over the range, seconds from its start."""
-        subtitles = self._segments(job, kind="subtitles")
+        subtitles = await self._segments(job, kind="subtitles")
         if not subtitles:
             return []
-        video = self._segments(job)
+        video = await self._segments(job)
         captions: list[CaptionText] = []
         for segment in subtitles:
             data = await asyncio.to_thread(self.store.path(segment.path).read_bytes)

@@ -78,20 +78,20 @@ class LiveShots:
     async def _follow(self, stream_id: str) -> None:
         state = _Follow()
         while True:
-            sessions = self.store.index.sessions(stream_id, limit=1)
+            sessions = await self.store.index.sessions(stream_id, limit=1)
             # A notice that came while we decoded is gone: look again before waiting.
             while sessions and await self._catch_up(stream_id, sessions[0].id, state):
-                sessions = self.store.index.sessions(stream_id, limit=1)
+                sessions = await self.store.index.sessions(stream_id, limit=1)
             await self.store.edges.wait(stream_id, POLL_S)
 
     async def _catch_up(self, stream_id: str, session_id: str, state: _Follow) -> bool:
         """Detect on every segment indexed since the last call; False when there was none."""
         if state.session_id != session_id:
-            self._flush(stream_id, state)
+            await self._flush(stream_id, state)
             state.session_id, state.last, state.detector = session_id, None, None
             state.seen.clear()
         after = -1 if state.last is None else state.last.start_ms
-        segments = self.store.index.stream_segments(
+        segments = await self.store.index.stream_segments(
             stream_id, after + 1, 2**62, session_id=session_id
         )
         worked = False
@@ -101,7 +101,7 @@ class LiveShots:
             state.seen.add(segment.id)
             worked = True
             if state.detector is not None and not _continues(state.last, segment):
-                self._flush(stream_id, state)  # a new run: what was open ends here
+                await self._flush(stream_id, state)  # a new run: what was open ends here
             try:
                 cuts = await asyncio.to_thread(self._detect, state, segment)
             except (OSError, ValueError) as exc:
@@ -109,24 +109,24 @@ class LiveShots:
                 state.detector = None  # the next segment starts a fresh shot
                 continue
             found_ms = int(self.clock() * 1000)
-            self.store.index.analysis.add_shot_cuts(
+            await self.store.index.analysis.add_shot_cuts(
                 [_row(stream_id, session_id, state.origin_ms, c, found_ms) for c in cuts]
             )
             state.last = segment
         if not worked and state.detector is not None:
-            session = self.store.index.session(session_id)
+            session = await self.store.index.session(session_id)
             if session is not None and session.state == "ended":
-                self._flush(stream_id, state)
+                await self._flush(stream_id, state)
         return worked
 
-    def _flush(self, stream_id: str, state: _Follow) -> None:
+    async def _flush(self, stream_id: str, state: _Follow) -> None:
         """Report a transition the detector still holds open; its run has ended."""
         if state.detector is None or state.session_id is None:
             return
         cuts = state.detector.flush()
         state.detector = None
         found_ms = int(self.clock() * 1000)
-        self.store.index.analysis.add_shot_cuts(
+        await self.store.index.analysis.add_shot_cuts(
             [_row(stream_id, state.session_id, state.origin_ms, c, found_ms) for c in cuts]
         )
 

@@ -114,7 +114,7 @@ async def _clip_thumbnail(request: web.Request, image_format: ImageFormat) -> we
     """The frame of a clip presented `time` seconds after its first frame."""
     ctx = ctx_of(request)
     check_query(request.query, ("time", "width", "height", "fit_mode", *SIGNED_QUERY))
-    clip = ctx.store.index.clip(request.match_info["id"])
+    clip = await ctx.store.index.clip(request.match_info["id"])
     if clip is None:
         return error(404, f"unknown clip {short(request.match_info['id'])}")
     width, height, fit_mode = _sizing(request)
@@ -159,7 +159,9 @@ async def _image_at(
     if body is None:
         reach = (at_ms - KEYFRAME_LOOKBACK_MS, at_ms + 1)
         with ctx.store.reading(stream_id, *reach):  # retention leaves them while we decode
-            segments = ctx.store.index.stream_segments(stream_id, *reach, session_id=session_id)
+            segments = await ctx.store.index.stream_segments(
+                stream_id, *reach, session_id=session_id
+            )
             video = [s for s in segments if s.has_video]
             if not any(s.start_ms <= at_ms < s.end_ms for s in video):
                 return error(404, f"at_ms: no video of stream {stream_id} is recorded at {at_ms}")
@@ -225,7 +227,9 @@ async def animated(request: web.Request) -> web.Response:
     key = (str(ctx.store.root), "animated", stream_id, from_ms, to_ms, fps, width)
     body = _cached(key)
     if body is None:
-        segments = ctx.store.index.stream_segments(stream_id, from_ms - KEYFRAME_LOOKBACK_MS, to_ms)
+        segments = await ctx.store.index.stream_segments(
+            stream_id, from_ms - KEYFRAME_LOOKBACK_MS, to_ms
+        )
         try:
             runs = planned_runs(segments, from_ms, to_ms)
         except NothingRecorded as exc:
@@ -259,11 +263,11 @@ async def _storyboard(request: web.Request, scope: str, kind: str) -> web.Respon
     subject = request.match_info["id"]
     session_id: str | None = None
     if scope == "session":
-        session = ctx.store.index.session(subject)
+        session = await ctx.store.index.session(subject)
         if session is None:
             return error(404, f"unknown session {short(subject)}")
         stream_id, session_id = session.stream_id, session.id
-        first = ctx.store.index.first_segment_start(session.id)
+        first = await ctx.store.index.first_segment_start(session.id)
         edge = session.live_edge_ms
         if first is None or edge is None:
             return error(404, f"session {session.id} has no recorded media yet")
@@ -288,7 +292,7 @@ async def _storyboard(request: web.Request, scope: str, kind: str) -> web.Respon
             status=400,
         )
     width = _bounded(request, "width", 160, TILE_WIDTH)
-    segments = ctx.store.index.stream_segments(
+    segments = await ctx.store.index.stream_segments(
         stream_id, from_ms - KEYFRAME_LOOKBACK_MS, to_ms, session_id=session_id
     )
     try:

@@ -11,7 +11,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from livecut import metrics
-from livecut.api import livepeer, storage
+from livecut.api import livepeer, nodes, storage
 from livecut.api.analysis import THUMBNAIL_ROUTES
 from livecut.api.clips import (
     clip_file,
@@ -97,6 +97,7 @@ def routes() -> list[tuple[str, str, Handler]]:
         ("GET", "/metrics", prometheus),
         ("GET", "/openapi.json", openapi),
         ("GET", "/v1/storage", storage.get_storage),
+        ("GET", "/v1/nodes", nodes.list_nodes),
         ("GET", "/v1/streams", list_streams),
         ("GET", "/v1/streams/{id}", get_stream),
         ("GET", "/v1/streams/{id}/sessions", list_sessions),
@@ -224,7 +225,7 @@ def _auth(keys: tuple[ApiKey, ...]) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not encoded or request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
             return await handler(request)
-        if "Authorization" not in request.headers and _signed(request):
+        if "Authorization" not in request.headers and await _signed(request):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
@@ -248,7 +249,7 @@ def _auth(keys: tuple[ApiKey, ...]) -> Middleware:
     return middleware
 
 
-def _signed(request: web.Request) -> bool:
+async def _signed(request: web.Request) -> bool:
     """A GET whose query signs the scope of the route it asks for (see api/signed.py)."""
     if request.method not in ("GET", "HEAD") or "sig" not in request.query:
         return False
@@ -259,7 +260,7 @@ def _signed(request: web.Request) -> bool:
     if route in SIGNED_STREAM_ROUTES:
         scope = stream_scope(request.match_info["id"])
     elif route in SIGNED_CLIP_ROUTES:
-        clip = ctx.store.index.clip(request.match_info["id"])
+        clip = await ctx.store.index.clip(request.match_info["id"])
         scope = None if clip is None else stream_scope(clip.stream_id)
     elif route == EVENTS_SCOPE:
         scope = EVENTS_SCOPE
@@ -282,7 +283,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def prometheus(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
-    metrics.INDEX_BYTES.set(ctx.store.index.size_bytes())
+    metrics.INDEX_BYTES.set(await ctx.store.index.size_bytes())
+    await ctx.before_scrape()
     await ctx.store.space.disk()  # sets the free-space and floor gauges
     body = generate_latest(metrics.REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

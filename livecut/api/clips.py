@@ -32,16 +32,20 @@ IDEMPOTENCY_KEY_MAX = 255
 RETRY_AFTER_S = 5
 
 
-def render_clip(ctx: ApiContext, clip: ClipRow) -> dict[str, object]:
+async def render_clip(ctx: ApiContext, clip: ClipRow) -> dict[str, object]:
     return clip_json(
         clip,
         base_url=ctx.base_url(),
-        sessions=ctx.store.index.clip_sessions(clip.id) or None,
+        sessions=await ctx.store.index.clip_sessions(clip.id) or None,
         progress=ctx.jobs.progress(clip.id),
     )
 
 
-def extras(ctx: ApiContext) -> Extras:
+async def extras(ctx: ApiContext) -> Extras:
+    # Validation is pure: the overlays a request may name are looked up first (a few rows).
+    overlays = set(ctx.store.configured_overlays)
+    overlays |= {o.id for o in await ctx.store.index.overlays.all()}
+
     def check(url: object) -> str:
         if ctx.config.webhooks.secret is None:
             raise RefusedTarget(
@@ -51,7 +55,7 @@ def extras(ctx: ApiContext) -> Extras:
 
     return Extras(
         check_callback_url=check,
-        overlay_exists=lambda ref: ctx.store.overlay_image(ref) is not None,
+        overlay_exists=lambda ref: ref in overlays,
     )
 
 
@@ -64,14 +68,16 @@ def clip_limits(ctx: ApiContext) -> ClipLimits:
     )
 
 
-def validate_clip(ctx: ApiContext, body: object) -> ClipRequest:
+async def validate_clip(ctx: ApiContext, body: object) -> ClipRequest:
+    # The validator is pure: the one session a body may name is looked up first.
+    named = body.get("session_id") if isinstance(body, dict) else None
+    session = await ctx.store.index.session(named) if isinstance(named, str) else None
+
     def session_owner(session_id: str) -> str | None:
-        session = ctx.store.index.session(session_id)
-        return None if session is None else session.stream_id
+        return session.stream_id if session is not None and session.id == session_id else None
 
     def session_start(session_id: str) -> int | None:
-        session = ctx.store.index.session(session_id)
-        return None if session is None else session.started_ms
+        return session.started_ms if session is not None and session.id == session_id else None
 
     return clip_request(
         body,
@@ -79,7 +85,7 @@ def validate_clip(ctx: ApiContext, body: object) -> ClipRequest:
         session_owner=session_owner,
         session_start=session_start,
         limits=clip_limits(ctx),
-        extras=extras(ctx),
+        extras=await extras(ctx),
     )
 
 
@@ -87,20 +93,22 @@ async def create_clip(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
     body = await json_body(request)
-    replay, idempotency = _idempotent(ctx, request, body)
+    replay, idempotency = await _idempotent(ctx, request, body)
     if replay is not None:
-        return _accepted(ctx, replay)
-    req = validate_clip(ctx, body)
-    nothing = nothing_recorded(ctx, req)
+        return await _accepted(ctx, replay)
+    req = await validate_clip(ctx, body)
+    nothing = await nothing_recorded(ctx, req)
     if nothing is not None:
         return nothing
-    return submit(ctx, req, idempotency=idempotency)
+    return await submit(ctx, req, idempotency=idempotency)
 
 
-def nothing_recorded(ctx: ApiContext, req: ClipRequest) -> web.Response | None:
-    if _may_have_media(ctx, req.stream_id, req.session_id, req.start_ms, req.end_ms):
+async def nothing_recorded(ctx: ApiContext, req: ClipRequest) -> web.Response | None:
+    if await _may_have_media(ctx, req.stream_id, req.session_id, req.start_ms, req.end_ms):
         return None
-    spans = nearest_spans(ctx.store.index.recorded_spans(req.stream_id), req.start_ms, req.end_ms)
+    spans = nearest_spans(
+        await ctx.store.index.recorded_spans(req.stream_id), req.start_ms, req.end_ms
+    )
     return error(
         422,
         f"nothing of stream {req.stream_id!r} is recorded between {req.start_ms} and {req.end_ms}",
@@ -108,7 +116,7 @@ def nothing_recorded(ctx: ApiContext, req: ClipRequest) -> web.Response | None:
     )
 
 
-def _idempotent(
+async def _idempotent(
     ctx: ApiContext, request: web.Request, body: object
 ) -> tuple[ClipRow | None, tuple[str, str] | None]:
     """The clip an earlier request with this Idempotency-Key and body made, if any."""
@@ -123,7 +131,7 @@ def _idempotent(
     scoped = f"{request.get(API_KEY, '')}:{key}"
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     since = now_ms(ctx) - IDEMPOTENCY_S * 1000
-    found = ctx.store.index.idempotent_clip(scoped, since)
+    found = await ctx.store.index.idempotent_clip(scoped, since)
     if found is None:
         return None, (scoped, digest)
     stored_digest, clip_id = found
@@ -131,37 +139,39 @@ def _idempotent(
         raise Invalid(
             ["this Idempotency-Key was used with a different body in the last 24 h"], status=422
         )
-    clip = ctx.store.index.clip(clip_id)
+    clip = await ctx.store.index.clip(clip_id)
     if clip is None:  # deleted since: the key may make a new clip
         return None, (scoped, digest)
     return clip, None
 
 
-def clip_sessions(ctx: ApiContext, req: ClipRequest) -> tuple[str, ...]:
+async def clip_sessions(ctx: ApiContext, req: ClipRequest) -> tuple[str, ...]:
     """The session(s) a clip's range comes from (a clip by stream may span several)."""
     if req.session_id is not None:
         return (req.session_id,)
-    spans, _ = ctx.store.index.timeline(req.stream_id, req.start_ms, req.end_ms, limit=100)
+    spans, _ = await ctx.store.index.timeline(req.stream_id, req.start_ms, req.end_ms, limit=100)
     found = dict.fromkeys(session for _, _, session in spans)
-    live = ctx.store.index.live_session(req.stream_id)
+    live = await ctx.store.index.live_session(req.stream_id)
     if live is not None and req.end_ms > (live.live_edge_ms or live.started_ms):
         found[live.id] = None
     return tuple(found)
 
 
-def submit(
+async def submit(
     ctx: ApiContext, req: ClipRequest, *, idempotency: tuple[str, str] | None = None
 ) -> web.Response:
     """Queue the job: 202 with the clip and where to follow it, or 429 when too many are."""
-    clip = submit_row(ctx, req, idempotency=idempotency)
-    return _accepted(ctx, clip)
+    clip = await submit_row(ctx, req, idempotency=idempotency)
+    return await _accepted(ctx, clip)
 
 
-def submit_row(
+async def submit_row(
     ctx: ApiContext, req: ClipRequest, *, idempotency: tuple[str, str] | None = None
 ) -> ClipRow:
     try:
-        return ctx.jobs.submit(req, sessions=clip_sessions(ctx, req), idempotency=idempotency)
+        return await ctx.jobs.submit(
+            req, sessions=await clip_sessions(ctx, req), idempotency=idempotency
+        )
     except QueueFull as exc:
         raise TooBusy(str(exc)) from exc
 
@@ -172,24 +182,24 @@ class TooBusy(Invalid):
         self.headers["Retry-After"] = str(RETRY_AFTER_S)
 
 
-def _accepted(ctx: ApiContext, clip: ClipRow) -> web.Response:
+async def _accepted(ctx: ApiContext, clip: ClipRow) -> web.Response:
     return web.json_response(
-        render_clip(ctx, clip),
+        await render_clip(ctx, clip),
         status=202,
         headers={"Location": absolute(ctx.base_url(), f"/v1/clips/{clip.id}")},
     )
 
 
-def _may_have_media(
+async def _may_have_media(
     ctx: ApiContext, stream_id: str, session_id: str | None, start_ms: int, end_ms: int
 ) -> bool:
     """Recorded media overlaps the range, or the live session will still record into it."""
-    if ctx.store.index.stream_segments(stream_id, start_ms, end_ms, session_id=session_id):
+    if await ctx.store.index.stream_segments(stream_id, start_ms, end_ms, session_id=session_id):
         return True
     session = (
-        ctx.store.index.session(session_id)
+        await ctx.store.index.session(session_id)
         if session_id
-        else ctx.store.index.live_session(stream_id)
+        else await ctx.store.index.live_session(stream_id)
     )
     return (
         session is not None
@@ -211,7 +221,7 @@ async def list_clips(request: web.Request) -> web.Response:
     if state is not None and state not in CLIP_STATES:
         raise Invalid([f"state must be one of {', '.join(CLIP_STATES)}, not {short(state)}"], 400)
     created_after = query.get("created_after")
-    clips = ctx.store.index.clips(
+    clips = await ctx.store.index.clips(
         after=after,
         limit=limit,
         stream=query.get("stream"),
@@ -221,7 +231,7 @@ async def list_clips(request: web.Request) -> web.Response:
     )
     next_cursor = f"{clips[-1].created_ms}.{clips[-1].id}" if len(clips) == limit else None
     return web.json_response(
-        {"clips": [render_clip(ctx, c) for c in clips], "next_cursor": next_cursor}
+        {"clips": [await render_clip(ctx, c) for c in clips], "next_cursor": next_cursor}
     )
 
 
@@ -243,16 +253,16 @@ def _cursor(raw: str | None) -> tuple[int, str] | None:
 async def get_clip(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    clip = ctx.store.index.clip(request.match_info["id"])
+    clip = await ctx.store.index.clip(request.match_info["id"])
     if clip is None:
         return error(404, f"unknown clip {short(request.match_info['id'])}")
-    return web.json_response(render_clip(ctx, clip))
+    return web.json_response(await render_clip(ctx, clip))
 
 
 async def delete_clip(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    if not ctx.jobs.delete(request.match_info["id"]):
+    if not await ctx.jobs.delete(request.match_info["id"]):
         return error(404, f"unknown clip {short(request.match_info['id'])}")
     return web.Response(status=204)
 
@@ -288,7 +298,7 @@ async def clip_file(request: web.Request) -> web.StreamResponse:
     """A clip's own output: clip.mp4, index.m3u8, clip.vtt, or wN.* for a window."""
     ctx = ctx_of(request)
     check_query(request.query, SIGNED_QUERY)
-    clip = ctx.store.index.clip(request.match_info["id"])
+    clip = await ctx.store.index.clip(request.match_info["id"])
     if clip is None:
         return error(404, f"unknown clip {short(request.match_info['id'])}")
     if clip.state != "ready":
@@ -320,7 +330,7 @@ async def clip_media(request: web.Request) -> web.StreamResponse:
     is_init = name.startswith("init-")
     number = name.removeprefix("init-").split(".", 1)[0]
     segment = (
-        ctx.store.index.pinned_segment(clip_id, int(number))
+        await ctx.store.index.pinned_segment(clip_id, int(number))
         if number.isascii() and number.isdigit() and len(number) <= 18
         else None
     )
@@ -364,7 +374,7 @@ async def export_session(request: web.Request) -> web.Response:
     """A whole session, or a slice of it, through the clip machinery (no length limit)."""
     ctx = ctx_of(request)
     check_query(request.query, ())
-    session = ctx.store.index.session(request.match_info["id"])
+    session = await ctx.store.index.session(request.match_info["id"])
     if session is None:
         return error(404, f"unknown session {short(request.match_info['id'])}")
     body = await json_body(request, empty_ok=True)
@@ -377,7 +387,7 @@ async def export_session(request: web.Request) -> web.Response:
             f"unknown field(s) {', '.join(short(u) for u in unknown[:5])}; "
             f"allowed: {', '.join(EXPORT_FIELDS)}",
         )
-    first = ctx.store.index.first_segment_start(session.id)
+    first = await ctx.store.index.first_segment_start(session.id)
     edge = session.live_edge_ms
     if first is None or edge is None:
         return error(422, f"session {session.id} has no recorded media to export")
@@ -392,6 +402,6 @@ async def export_session(request: web.Request) -> web.Response:
         session_owner=lambda sid: session.stream_id if sid == session.id else None,
         session_start=lambda sid: session.started_ms if sid == session.id else None,
         limits=ClipLimits(now_ms=now_ms(ctx), max_duration_ms=max(edge - first, 1), max_wait_ms=0),
-        extras=extras(ctx),
+        extras=await extras(ctx),
     )
-    return submit(ctx, req)
+    return await submit(ctx, req)

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+async def _nothing() -> None:
+    return None
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ApiContext:
     config: Config
@@ -44,6 +48,10 @@ class ApiContext:
     signer: Signer = field(default_factory=lambda: Signer(secrets.token_bytes(32)))
     # Clip state changes for the event stream; the daemon connects it to the index.
     clip_feed: ClipFeed = field(default_factory=ClipFeed)
+    started_ms: int = 0  # when the daemon started (GET /v1/nodes)
+    load: Callable[[], dict[str, object]] = dict  # what this node is doing (GET /v1/nodes)
+    # Run before /metrics is generated: reads what its collectors report of the index.
+    before_scrape: Callable[[], Awaitable[None]] = _nothing
     hlsjs: Path | None = None  # hls.min.js served to the console, when installed
     # Set when the server stops: held playlist reloads and event streams end at once.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)

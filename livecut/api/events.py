@@ -86,21 +86,21 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
             if resync:
                 sent = await _send(response, sent, "resync", {"reason": "fell behind"})
             for event, clip_id in changes:
-                data = _clip_data(ctx, event, clip_id, stream_id)
+                data = await _clip_data(ctx, event, clip_id, stream_id)
                 if data is not None:
                     sent = await _send(response, sent, event, data)
     return response
 
 
-def _clip_data(
+async def _clip_data(
     ctx: ApiContext, event: str, clip_id: str, stream_id: str | None
 ) -> dict[str, object] | None:
     if event == "clip.deleted":
         return {"id": clip_id}
-    clip = ctx.store.index.clip(clip_id)
+    clip = await ctx.store.index.clip(clip_id)
     if clip is None or (stream_id is not None and clip.stream_id != stream_id):
         return None  # deleted since (its own event follows), or another stream's
-    return render_clip(ctx, clip)
+    return await render_clip(ctx, clip)
 
 
 async def _send(response: web.StreamResponse, sent: int, event: str, data: object) -> int:

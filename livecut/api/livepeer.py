@@ -73,10 +73,10 @@ def _status(ctx: ApiContext, clip: ClipRow, phases: dict[str, str]) -> dict[str,
     return status
 
 
-def asset_json(ctx: ApiContext, clip: ClipRow) -> dict[str, object]:
+async def asset_json(ctx: ApiContext, clip: ClipRow) -> dict[str, object]:
     base = ctx.base_url()
     source: dict[str, object] = {"type": "clip", "playbackId": playback_id_of(ctx, clip.stream_id)}
-    sessions = ctx.store.index.clip_sessions(clip.id)
+    sessions = await ctx.store.index.clip_sessions(clip.id)
     if clip.session_id or sessions:
         source["sessionId"] = clip.session_id or sessions[0]
     body: dict[str, object] = {
@@ -194,18 +194,18 @@ async def create_clip(request: web.Request) -> web.Response:
     for theirs, key in (("name", "name"), ("sessionId", "session")):
         if body.get(theirs) is not None:
             ours[key] = body[theirs]
-    req = validate_clip(ctx, ours)
-    nothing = nothing_recorded(ctx, req)
+    req = await validate_clip(ctx, ours)
+    nothing = await nothing_recorded(ctx, req)
     if nothing is not None:
         return nothing
-    clip = submit_row(ctx, req)
+    clip = await submit_row(ctx, req)
     return web.json_response(
-        {"asset": asset_json(ctx, clip), "task": {"id": task_id(clip.id)}}, status=200
+        {"asset": await asset_json(ctx, clip), "task": {"id": task_id(clip.id)}}, status=200
     )
 
 
-def _clip(ctx: ApiContext, clip_id: str) -> ClipRow:
-    clip = ctx.store.index.clip(clip_id)
+async def _clip(ctx: ApiContext, clip_id: str) -> ClipRow:
+    clip = await ctx.store.index.clip(clip_id)
     if clip is None:
         raise Invalid([f"asset not found: {short(clip_id)}"], status=404)
     return clip
@@ -214,13 +214,13 @@ def _clip(ctx: ApiContext, clip_id: str) -> ClipRow:
 async def get_asset(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    return web.json_response(asset_json(ctx, _clip(ctx, request.match_info["id"])))
+    return web.json_response(await asset_json(ctx, await _clip(ctx, request.match_info["id"])))
 
 
 async def delete_asset(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    if not ctx.jobs.delete(request.match_info["id"]):
+    if not await ctx.jobs.delete(request.match_info["id"]):
         return error(404, f"asset not found: {short(request.match_info['id'])}")
     return web.Response(status=204)
 
@@ -228,15 +228,15 @@ async def delete_asset(request: web.Request) -> web.Response:
 async def list_assets(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ("limit",))
-    clips = ctx.store.index.clips(after=None, limit=page_limit(request.query.get("limit")))
-    return web.json_response([asset_json(ctx, c) for c in clips])
+    clips = await ctx.store.index.clips(after=None, limit=page_limit(request.query.get("limit")))
+    return web.json_response([await asset_json(ctx, c) for c in clips])
 
 
 async def get_task(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
     raw = request.match_info["id"]
-    clip = ctx.store.index.clip("clip_" + raw.removeprefix("task_"))
+    clip = await ctx.store.index.clip("clip_" + raw.removeprefix("task_"))
     if clip is None or not raw.startswith("task_"):
         return error(404, f"task not found: {short(raw)}")
     return web.json_response(task_json(ctx, clip))
@@ -258,8 +258,8 @@ def _session_json(ctx: ApiContext, session: SessionRow) -> dict[str, object]:
     return body
 
 
-def _session(ctx: ApiContext, session_id: str) -> SessionRow:
-    session = ctx.store.index.session(session_id)
+async def _session(ctx: ApiContext, session_id: str) -> SessionRow:
+    session = await ctx.store.index.session(session_id)
     if session is None:
         raise Invalid([f"session not found: {short(session_id)}"], status=404)
     return session
@@ -268,16 +268,16 @@ def _session(ctx: ApiContext, session_id: str) -> SessionRow:
 async def get_session(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    return web.json_response(_session_json(ctx, _session(ctx, request.match_info["id"])))
+    return web.json_response(_session_json(ctx, await _session(ctx, request.match_info["id"])))
 
 
 async def session_clips(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ("limit",))
-    session = _session(ctx, request.match_info["id"])
+    session = await _session(ctx, request.match_info["id"])
     limit = page_limit(request.query.get("limit"), default=100)
-    clips = ctx.store.index.clips(after=None, limit=limit, session=session.id)
-    return web.json_response([asset_json(ctx, c) for c in clips])
+    clips = await ctx.store.index.clips(after=None, limit=limit, session=session.id)
+    return web.json_response([await asset_json(ctx, c) for c in clips])
 
 
 def _stream(ctx: ApiContext, raw: str) -> str:
@@ -287,10 +287,10 @@ def _stream(ctx: ApiContext, raw: str) -> str:
     return stream_id
 
 
-def _stream_json(ctx: ApiContext, stream_id: str) -> dict[str, object]:
+async def _stream_json(ctx: ApiContext, stream_id: str) -> dict[str, object]:
     status = ctx.recorders[stream_id].status
-    live = ctx.store.index.live_session(stream_id)
-    edge = ctx.store.index.stream_live_edges().get(stream_id)
+    live = await ctx.store.index.live_session(stream_id)
+    edge = (await ctx.store.index.stream_live_edges()).get(stream_id)
     body: dict[str, object] = {
         "id": stream_id,
         "name": stream_id,
@@ -308,7 +308,7 @@ def _stream_json(ctx: ApiContext, stream_id: str) -> dict[str, object]:
 async def get_stream(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    return web.json_response(_stream_json(ctx, _stream(ctx, request.match_info["id"])))
+    return web.json_response(await _stream_json(ctx, _stream(ctx, request.match_info["id"])))
 
 
 async def stream_clips(request: web.Request) -> web.Response:
@@ -316,8 +316,8 @@ async def stream_clips(request: web.Request) -> web.Response:
     check_query(request.query, ("limit",))
     stream_id = _stream(ctx, request.match_info["id"])
     limit = page_limit(request.query.get("limit"), default=100)
-    clips = ctx.store.index.clips(after=None, limit=limit, stream=stream_id)
-    return web.json_response([asset_json(ctx, c) for c in clips])
+    clips = await ctx.store.index.clips(after=None, limit=limit, stream=stream_id)
+    return web.json_response([await asset_json(ctx, c) for c in clips])
 
 
 async def playback(request: web.Request) -> web.Response:
@@ -327,13 +327,13 @@ async def playback(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
     stream_id = stream_of(ctx, raw)
     if stream_id is not None:
-        live = ctx.store.index.live_session(stream_id) is not None
+        live = await ctx.store.index.live_session(stream_id) is not None
         # livecut records streams; it does not restream them live, so no live source.
         return web.json_response({"type": "live", "meta": {"live": int(live), "source": []}})
-    session = ctx.store.index.session(raw)
+    session = await ctx.store.index.session(raw)
     if session is not None:
         return web.json_response({"type": "recording", "meta": {"live": 0, "source": []}})
-    clip = ctx.store.index.clip(raw)
+    clip = await ctx.store.index.clip(raw)
     if clip is None or clip.state != "ready":
         return error(404, f"no playback for {short(raw)} (unknown, or a clip not ready yet)")
     base = ctx.base_url()

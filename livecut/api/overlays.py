@@ -83,7 +83,7 @@ async def create_overlay(request: web.Request) -> web.Response:
         size_bytes=len(png),
         created_ms=now_ms(ctx),
     )
-    ctx.store.index.overlays.add(row)
+    await ctx.store.index.overlays.add(row)
     return web.json_response(
         row.as_dict(), status=201, headers={"Location": f"/v1/overlays/{overlay_id}"}
     )
@@ -100,14 +100,14 @@ async def list_overlays(request: web.Request) -> web.Response:
         {"id": name, "configured": True, "url": f"/v1/overlays/{name}/image.png"}
         for name in sorted(ctx.store.configured_overlays)
     ]
-    uploaded = [r.as_dict() for r in ctx.store.index.overlays.all()]
+    uploaded = [r.as_dict() for r in await ctx.store.index.overlays.all()]
     return web.json_response({"data": configured + uploaded})
 
 
 async def get_overlay(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    row = ctx.store.index.overlays.get(request.match_info["id"])
+    row = await ctx.store.index.overlays.get(request.match_info["id"])
     if row is None:
         return error(404, f"unknown overlay {request.match_info['id']!r}")
     return web.json_response(row.as_dict())
@@ -116,7 +116,7 @@ async def get_overlay(request: web.Request) -> web.Response:
 async def overlay_image(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    image = ctx.store.overlay_image(request.match_info["id"])
+    image = await ctx.store.overlay_image(request.match_info["id"])
     if image is None:
         return error(404, f"unknown overlay {request.match_info['id']!r}")
     async with aiofiles.open(image, "rb") as fh:
@@ -133,7 +133,7 @@ async def delete_overlay(request: web.Request) -> web.Response:
         return error(
             409, f"overlay {overlay_id!r} is named in the config's [overlays]: remove it there"
         )
-    if not ctx.store.index.overlays.delete(overlay_id):
+    if not await ctx.store.index.overlays.delete(overlay_id):
         return error(404, f"unknown overlay {overlay_id!r}")
     ctx.store.overlay_path(overlay_id).unlink(missing_ok=True)
     return web.Response(status=204)

@@ -104,11 +104,11 @@ async def live_m3u8(request: web.Request) -> web.Response:
     )
     known_stream(ctx, stream_id)
     dvr_s = _dvr_s(request)
-    name = _rendition_name(ctx, stream_id, request.query.get("rendition"))
+    name = await _rendition_name(ctx, stream_id, request.query.get("rendition"))
     msn = request.query.get("_HLS_msn")
     if msn is None and "_HLS_part" in request.query:
         raise Invalid(["_HLS_part needs _HLS_msn (RFC 8216bis §6.2.5.2)"], status=400)
-    segments = _window(ctx, stream_id, name, dvr_s)
+    segments = await _window(ctx, stream_id, name, dvr_s)
     if msn is not None:
         wanted = query_int(msn, "_HLS_msn", signed=False)
         segments = await _hold(ctx, stream_id, name, dvr_s, segments, wanted)
@@ -118,7 +118,7 @@ async def live_m3u8(request: web.Request) -> web.Response:
             f"nothing of stream {short(stream_id)} (rendition {short(name)}) is stored for "
             "live playback yet",
         )
-    live = ctx.store.index.live_session(stream_id)
+    live = await ctx.store.index.live_session(stream_id)
     window = LiveWindow(
         # Nothing has left the head yet, and nothing will unless retention removes it.
         event=dvr_s is None and segments[0].playback_seq == 1,
@@ -130,15 +130,17 @@ async def live_m3u8(request: web.Request) -> web.Response:
         window=window,
         segment_url=_segment_url(request),
         init_url=_init_url(request, segments),
-        gaps=gap_marks(segments, _recorded_gaps(ctx, stream_id, name, segments)),
+        gaps=gap_marks(segments, await _recorded_gaps(ctx, stream_id, name, segments)),
     )
     return _playlist(text, LIVE_CACHE)
 
 
-def _window(ctx: ApiContext, stream_id: str, name: str, dvr_s: int | None) -> list[SegmentRow]:
+async def _window(
+    ctx: ApiContext, stream_id: str, name: str, dvr_s: int | None
+) -> list[SegmentRow]:
     retention_ms = round(ctx.recorders[stream_id].stream.retention_s * 1000)
     since_ms = now_ms(ctx) - retention_ms + RETENTION_MARGIN_MS
-    segments = ctx.store.index.playback_window(stream_id, name, since_ms)
+    segments = await ctx.store.index.playback_window(stream_id, name, since_ms)
     if dvr_s is not None and segments:
         edge_ms = segments[-1].end_ms
         segments = [s for s in segments if s.end_ms > edge_ms - dvr_s * 1000]
@@ -166,14 +168,14 @@ async def _hold(
     deadline = loop.time() + HOLD_TARGET_DURATIONS * math.ceil(target_s)
     while (
         (last is None or last < wanted)
-        and ctx.store.index.live_session(stream_id) is not None
+        and await ctx.store.index.live_session(stream_id) is not None
         and not ctx.stopping.is_set()
     ):
         left = deadline - loop.time()
         if left <= 0:
             break
         await ctx.store.edges.wait(stream_id, left)
-        segments = _window(ctx, stream_id, name, dvr_s)
+        segments = await _window(ctx, stream_id, name, dvr_s)
         last = segments[-1].playback_seq if segments else None
     return segments
 
@@ -188,7 +190,7 @@ async def vod_m3u8(request: web.Request) -> web.Response:
     from_ms, to_ms = _range(request)
     # By name across every session; without one, each session's main rendition.
     name = request.query.get("rendition")
-    segments = ctx.store.index.stream_segments(stream_id, from_ms, to_ms, rendition=name)
+    segments = await ctx.store.index.stream_segments(stream_id, from_ms, to_ms, rendition=name)
     segments = _one_series(segments)
     if not segments:
         which = "" if name is None else f" (rendition {short(name)})"
@@ -197,7 +199,7 @@ async def vod_m3u8(request: web.Request) -> web.Response:
             f"nothing of stream {short(stream_id)}{which} is recorded between {from_ms} and "
             f"{to_ms}",
         )
-    recorded = _recorded_gaps(ctx, stream_id, name, segments)
+    recorded = await _recorded_gaps(ctx, stream_id, name, segments)
     text = vod_playlist(
         segments,
         segment_url=_segment_url(request),
@@ -258,7 +260,7 @@ async def master_m3u8(request: web.Request) -> web.Response:
         extra = {"from_ms": str(from_ms), "to_ms": str(to_ms)}
     elif "dvr_s" in request.query:
         extra = {"dvr_s": str(_dvr_s(request))}
-    renditions = _newest_renditions(ctx, stream_id)
+    renditions = await _newest_renditions(ctx, stream_id)
     if not renditions:
         return error(404, f"nothing of stream {short(stream_id)} is recorded yet")
     playlist = "vod.m3u8" if vod else "live.m3u8"
@@ -282,7 +284,7 @@ async def master_m3u8(request: web.Request) -> web.Response:
         )
     videos = sorted((r for r in renditions if r.kind == "video"), key=lambda r: (not r.main, r.id))
     for rendition in videos:
-        attributes = [f"BANDWIDTH={rendition.bandwidth or _bandwidth(ctx, rendition)}"]
+        attributes = [f"BANDWIDTH={rendition.bandwidth or await _bandwidth(ctx, rendition)}"]
         if rendition.resolution:
             attributes.append(f"RESOLUTION={rendition.resolution}")
         if rendition.codecs:
@@ -296,14 +298,14 @@ async def master_m3u8(request: web.Request) -> web.Response:
     return _playlist("\n".join(lines) + "\n", VOD_CACHE if vod else LIVE_CACHE)
 
 
-def _newest_renditions(ctx: ApiContext, stream_id: str) -> list[RenditionRow]:
-    sessions = ctx.store.index.sessions(stream_id, limit=1)
-    return [] if not sessions else ctx.store.index.renditions(sessions[0].id)
+async def _newest_renditions(ctx: ApiContext, stream_id: str) -> list[RenditionRow]:
+    sessions = await ctx.store.index.sessions(stream_id, limit=1)
+    return [] if not sessions else await ctx.store.index.renditions(sessions[0].id)
 
 
-def _bandwidth(ctx: ApiContext, rendition: RenditionRow) -> int:
+async def _bandwidth(ctx: ApiContext, rendition: RenditionRow) -> int:
     """Peak bits per second of the rendition's last segments, when the origin gave none."""
-    last = ctx.store.index.last_segment(rendition.id)
+    last = await ctx.store.index.last_segment(rendition.id)
     if last is None or last.end_ms <= last.start_ms:
         return 1
     return max(1, last.size * 8 * 1000 // (last.end_ms - last.start_ms))
@@ -328,7 +330,7 @@ async def stream_media(request: web.Request) -> web.StreamResponse:
     is_init = name.startswith("init-")
     number = name.removeprefix("init-").split(".", 1)[0]
     segment = (
-        ctx.store.index.stream_segment(stream_id, int(number))
+        await ctx.store.index.stream_segment(stream_id, int(number))
         if number.isascii() and number.isdigit() and len(number) <= 18
         else None
     )
@@ -385,21 +387,21 @@ def _init_url(request: web.Request, segments: Sequence[SegmentRow]) -> Callable[
     return lambda init_path: f"media/init-{first_user[init_path]}.mp4{suffix}"
 
 
-def _recorded_gaps(
+async def _recorded_gaps(
     ctx: ApiContext, stream_id: str, name: str | None, segments: Sequence[SegmentRow]
 ) -> list[tuple[int, int, str]]:
     """Gaps recorded over the segments' span: of rendition `name`, or of the main ones."""
     start_ms, end_ms = segments[0].start_ms, segments[-1].end_ms
     if name is None:
-        _, gaps = ctx.store.index.timeline(stream_id, start_ms, end_ms, limit=10_000)
+        _, gaps = await ctx.store.index.timeline(stream_id, start_ms, end_ms, limit=10_000)
     else:
-        gaps = ctx.store.index.rendition_gaps_between(stream_id, name, start_ms, end_ms)
+        gaps = await ctx.store.index.rendition_gaps_between(stream_id, name, start_ms, end_ms)
     return [(g.start_ms, g.end_ms, g.reason) for g in gaps]
 
 
-def _rendition_name(ctx: ApiContext, stream_id: str, wanted: str | None) -> str:
+async def _rendition_name(ctx: ApiContext, stream_id: str, wanted: str | None) -> str:
     """The named rendition, or the main rendition of the stream's newest session."""
-    renditions = _newest_renditions(ctx, stream_id)
+    renditions = await _newest_renditions(ctx, stream_id)
     if wanted is None:
         main = next((r for r in renditions if r.main), None)
         if main is None:

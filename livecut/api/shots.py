@@ -89,11 +89,11 @@ async def post_session_shots(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
     analysis = _analysis(ctx)
-    session = ctx.store.index.session(request.match_info["id"])
+    session = await ctx.store.index.session(request.match_info["id"])
     if session is None:
         return error(404, f"unknown session {short(request.match_info['id'])}")
     body = await options_body(request, SHOTS_FIELDS)
-    first = ctx.store.index.first_segment_start(session.id)
+    first = await ctx.store.index.first_segment_start(session.id)
     edge = session.live_edge_ms
     if first is None or edge is None:
         return error(422, f"session {session.id} has no recorded media to analyse")
@@ -105,9 +105,9 @@ async def post_session_shots(request: web.Request) -> web.Response:
             f"from_ms and to_ms must lie within the session's recording ({first} to {edge}),"
             f" from_ms before to_ms, at least {MIN_CLIP_MS} ms apart",
         )
-    callback = _callback(ctx, body)
+    callback = await _callback(ctx, body)
     try:
-        job = analysis.submit_shots(
+        job = await analysis.submit_shots(
             stream_id=session.stream_id,
             session_id=session.id,
             clip_id=None,
@@ -126,10 +126,10 @@ async def post_clip_shots(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
     analysis = _analysis(ctx)
-    clip = ctx.store.index.clip(request.match_info["id"])
+    clip = await ctx.store.index.clip(request.match_info["id"])
     if clip is None:
         return error(404, f"unknown clip {short(request.match_info['id'])}")
-    callback = _callback(ctx, await options_body(request, CALLBACK_FIELDS))
+    callback = await _callback(ctx, await options_body(request, CALLBACK_FIELDS))
     if clip.state != "ready":
         return error(409, f"clip {clip.id} is {clip.state}, not ready", state=clip.state)
     result = clip.result or {}
@@ -137,7 +137,7 @@ async def post_clip_shots(request: web.Request) -> web.Response:
     from_ms = start if isinstance(start, int) else clip.start_ms
     to_ms = end if isinstance(end, int) else clip.end_ms
     try:
-        job = analysis.submit_shots(
+        job = await analysis.submit_shots(
             stream_id=clip.stream_id,
             session_id=clip.session_id,
             clip_id=clip.id,
@@ -151,11 +151,11 @@ async def post_clip_shots(request: web.Request) -> web.Response:
     return _accepted(ctx, job, f"/v1/clips/{clip.id}/shots")
 
 
-def _callback(ctx: ApiContext, body: dict[str, object]) -> dict[str, str]:
+async def _callback(ctx: ApiContext, body: dict[str, object]) -> dict[str, str]:
     """A shots job's own callback_url and callback_id: shots.ready goes there, signed,
     as a clip's events go to its callback_url."""
     errors: list[str] = []
-    fields = callback_fields(body, extras(ctx), errors)
+    fields = callback_fields(body, await extras(ctx), errors)
     if errors:
         raise Invalid(errors)
     return fields
@@ -167,16 +167,16 @@ def _accepted(ctx: ApiContext, job: AnalysisJobRow, path: str) -> web.Response:
     )
 
 
-def _subject_job(ctx: ApiContext, request: web.Request, kind: str) -> AnalysisJobRow:
+async def _subject_job(ctx: ApiContext, request: web.Request, kind: str) -> AnalysisJobRow:
     subject_id = request.match_info["id"]
     exists = (
-        ctx.store.index.session(subject_id)
+        await ctx.store.index.session(subject_id)
         if kind == "session"
-        else ctx.store.index.clip(subject_id)
+        else await ctx.store.index.clip(subject_id)
     )
     if exists is None:
         raise Invalid([f"unknown {kind} {short(subject_id)}"], status=404)
-    job = _analysis(ctx).index.job_of(f"{kind}:{subject_id}")
+    job = await _analysis(ctx).index.job_of(f"{kind}:{subject_id}")
     if job is None:
         raise Invalid(
             [f"{kind} {subject_id} has no shots; POST to this path to detect them"], status=404
@@ -188,13 +188,13 @@ def shots_handlers(kind: str) -> tuple[Handler, Handler]:
     async def get_shots(request: web.Request) -> web.Response:
         ctx = ctx_of(request)
         check_query(request.query, ())
-        return web.json_response(_shots_json(ctx, _subject_job(ctx, request, kind)))
+        return web.json_response(_shots_json(ctx, await _subject_job(ctx, request, kind)))
 
     async def delete_shots(request: web.Request) -> web.Response:
         ctx = ctx_of(request)
         check_query(request.query, ())
-        job = _subject_job(ctx, request, kind)
-        _analysis(ctx).delete(job)
+        job = await _subject_job(ctx, request, kind)
+        await _analysis(ctx).delete(job)
         return web.Response(status=204)
 
     return get_shots, delete_shots
@@ -204,8 +204,8 @@ get_session_shots, delete_session_shots = shots_handlers("session")
 get_clip_shots, delete_clip_shots = shots_handlers("clip")
 
 
-def _shots_job(ctx: ApiContext, job_id: str) -> AnalysisJobRow:
-    job = _analysis(ctx).index.job(job_id)
+async def _shots_job(ctx: ApiContext, job_id: str) -> AnalysisJobRow:
+    job = await _analysis(ctx).index.job(job_id)
     if job is None or job.kind != "shots":
         raise Invalid([f"unknown shots job {short(job_id)}"], status=404)
     if job.state != "completed":
@@ -217,7 +217,7 @@ async def shots_manifest_file(request: web.Request) -> web.Response:
     """Every shot: start_time, start_ms, end_ms, how it began, and its preview's URL."""
     ctx = ctx_of(request)
     check_query(request.query, ())
-    job = _shots_job(ctx, request.match_info["id"])
+    job = await _shots_job(ctx, request.match_info["id"])
     return web.json_response(as_json(shots_manifest(job, base_url=ctx.base_url())))
 
 
@@ -225,7 +225,7 @@ async def shot_preview(request: web.Request) -> web.StreamResponse:
     """A shot's preview: an animated WebP, one frame per second of shot (at most 100)."""
     ctx = ctx_of(request)
     check_query(request.query, ())
-    job = _shots_job(ctx, request.match_info["id"])
+    job = await _shots_job(ctx, request.match_info["id"])
     raw = request.match_info["n"]
     number = query_int(raw, "n", signed=False)
     path = _analysis(ctx).job_dir(job.id) / f"{number}.webp"
@@ -274,21 +274,21 @@ async def post_highlights(request: web.Request) -> web.Response:
         if k not in ("from_ms", "to_ms", "max_clips", "min_duration_ms", "max_duration_ms")
         and k != "instruction"
     }
-    session = ctx.store.index.session(session_id) if isinstance(session_id, str) else None
+    session = await ctx.store.index.session(session_id) if isinstance(session_id, str) else None
     if "windows" not in body:
         if "from_ms" in body or session is None:
             clip_body["start_ms"] = body.get("from_ms")
             clip_body["end_ms"] = body.get("to_ms")
         else:
-            clip_body["start_ms"] = ctx.store.index.first_segment_start(session.id)
+            clip_body["start_ms"] = await ctx.store.index.first_segment_start(session.id)
             clip_body["end_ms"] = session.live_edge_ms
         if clip_body["start_ms"] is None:
             raise Invalid(["from_ms is required (with to_ms) unless a session is given"])
     elif "from_ms" in body or "to_ms" in body:
         raise Invalid(["give either from_ms and to_ms (scored), or windows (cut as given)"])
-    req = validate_clip(ctx, clip_body)
+    req = await validate_clip(ctx, clip_body)
     try:
-        job = analysis.submit_highlights(
+        job = await analysis.submit_highlights(
             HighlightsRequest(
                 stream_id=req.stream_id,
                 session_id=req.session_id,
@@ -323,7 +323,7 @@ async def post_highlights(request: web.Request) -> web.Response:
 async def get_highlights(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    job = _analysis(ctx).index.job(request.match_info["id"])
+    job = await _analysis(ctx).index.job(request.match_info["id"])
     if job is None or job.kind != "highlights":
         return error(404, f"unknown highlights job {short(request.match_info['id'])}")
     return web.json_response(_highlights_json(ctx, job))

@@ -45,11 +45,11 @@ async def get_storage(request: web.Request) -> web.Response:
     check_query(request.query, ())
     disk = await ctx.store.space.disk()
     storage = ctx.config.storage
-    usage = {u.stream_id: u for u in ctx.store.index.storage_usage()}
+    usage = {u.stream_id: u for u in await ctx.store.index.storage_usage()}
     streams = []
     for stream_id in sorted({*usage, *ctx.recorders}):
         used = usage.get(stream_id)
-        held = ctx.store.index.bytes_in_ranges(stream_id, ctx.jobs.read_ranges(stream_id))
+        held = await ctx.store.index.bytes_in_ranges(stream_id, ctx.jobs.read_ranges(stream_id))
         streams.append(
             StreamStorageBody(
                 stream=stream_id,
@@ -70,7 +70,7 @@ async def get_storage(request: web.Request) -> web.Response:
             below_floor=disk.free_bytes < disk.floor_bytes,
         ),
         keep_live_segments=storage.keep_live_segments,
-        index_bytes=ctx.store.index.size_bytes(),
+        index_bytes=await ctx.store.index.size_bytes(),
         streams=streams,
     )
     return web.json_response(dataclasses.asdict(body))

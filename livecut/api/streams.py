@@ -23,9 +23,11 @@ from livecut.api.views import session_json
 from livecut.clips.planner import NothingRecorded
 
 
-def _stream_json(ctx: ApiContext, stream_id: str, edges: Mapping[str, int]) -> dict[str, object]:
+async def _stream_json(
+    ctx: ApiContext, stream_id: str, edges: Mapping[str, int]
+) -> dict[str, object]:
     recorder = ctx.recorders[stream_id]
-    live = ctx.store.index.live_session(stream_id)
+    live = await ctx.store.index.live_session(stream_id)
     edge = edges.get(stream_id)
     return {
         "id": stream_id,
@@ -41,8 +43,10 @@ def _stream_json(ctx: ApiContext, stream_id: str, edges: Mapping[str, int]) -> d
 async def list_streams(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    edges = ctx.store.index.stream_live_edges()
-    return web.json_response({"streams": [_stream_json(ctx, s, edges) for s in ctx.recorders]})
+    edges = await ctx.store.index.stream_live_edges()
+    return web.json_response(
+        {"streams": [await _stream_json(ctx, s, edges) for s in ctx.recorders]}
+    )
 
 
 def known_stream(ctx: ApiContext, stream_id: str) -> None:
@@ -56,7 +60,9 @@ async def get_stream(request: web.Request) -> web.Response:
     check_query(request.query, ())
     stream_id = request.match_info["id"]
     known_stream(ctx, stream_id)
-    return web.json_response(_stream_json(ctx, stream_id, ctx.store.index.stream_live_edges()))
+    return web.json_response(
+        await _stream_json(ctx, stream_id, await ctx.store.index.stream_live_edges())
+    )
 
 
 _session_json = session_json
@@ -68,14 +74,14 @@ async def list_sessions(request: web.Request) -> web.Response:
     check_query(request.query, ("limit",))
     known_stream(ctx, stream_id)
     limit = page_limit(request.query.get("limit"), default=100)
-    sessions = ctx.store.index.sessions(stream_id, limit=limit)
+    sessions = await ctx.store.index.sessions(stream_id, limit=limit)
     return web.json_response({"sessions": [_session_json(s) for s in sessions]})
 
 
 async def get_session(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    session = ctx.store.index.session(request.match_info["id"])
+    session = await ctx.store.index.session(request.match_info["id"])
     if session is None:
         return error(404, f"unknown session {short(request.match_info['id'])}")
     renditions = [
@@ -87,7 +93,7 @@ async def get_session(request: web.Request) -> web.Response:
             "resolution": r.resolution,
             "codecs": r.codecs,
         }
-        for r in ctx.store.index.renditions(session.id)
+        for r in await ctx.store.index.renditions(session.id)
     ]
     return web.json_response({**_session_json(session), "renditions": renditions})
 
@@ -109,8 +115,10 @@ async def stream_timeline(request: web.Request) -> web.Response:
     if from_ms >= to_ms:
         raise Invalid([f"from_ms ({from_ms}) must be before to_ms ({to_ms})"], status=400)
     loudness = await _loudness(ctx, request, stream_id, from_ms, to_ms)
-    spans, gaps = ctx.store.index.timeline(stream_id, from_ms, to_ms, limit=TIMELINE_LIMIT)
-    shots = ctx.store.index.analysis.shot_cuts(stream_id, from_ms, to_ms, limit=TIMELINE_LIMIT)
+    spans, gaps = await ctx.store.index.timeline(stream_id, from_ms, to_ms, limit=TIMELINE_LIMIT)
+    shots = await ctx.store.index.analysis.shot_cuts(
+        stream_id, from_ms, to_ms, limit=TIMELINE_LIMIT
+    )
     return web.json_response(
         {
             "stream": stream_id,
@@ -156,7 +164,7 @@ async def _loudness(
         raise Invalid(
             [f"loudness_ms gives more than {TIMELINE_LIMIT} buckets: choose a larger one"], 400
         )
-    segments = ctx.store.index.stream_segments(stream_id, from_ms - 30_000, to_ms)
+    segments = await ctx.store.index.stream_segments(stream_id, from_ms - 30_000, to_ms)
     try:
         runs = planned_runs(segments, from_ms, to_ms)
     except NothingRecorded:

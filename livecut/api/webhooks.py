@@ -23,7 +23,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
         raise Invalid(
             [f"event must be one of {', '.join(WEBHOOK_EVENTS)}, not {short(event)}"], 400
         )
-    rows = ctx.store.index.deliveries(
+    rows = await ctx.store.index.deliveries(
         clip_id=query.get("clip"),
         state=state,
         event=event,
@@ -47,7 +47,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
                             "error": a.error,
                             "latency_ms": a.latency_ms,
                         }
-                        for a in ctx.store.index.attempts(row.id)
+                        for a in await ctx.store.index.attempts(row.id)
                     ],
                     "next_attempt_ms": row.next_ms if row.state == "pending" else None,
                     "delivered_ms": row.done_ms if row.state == "delivered" else None,

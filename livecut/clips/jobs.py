@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -142,29 +142,84 @@ class ClipJobs:
         self._progress: dict[str, float] = {}  # clip -> share of its windows cut
         # Told of each clip once it is ready or failed, and of each deleted one (analysis
         # jobs follow the clips they made or were asked for).
-        self.on_finished: Callable[[ClipRow], None] | None = None
-        self.on_deleted: Callable[[str], None] | None = None
+        self.on_finished: Callable[[ClipRow], Awaitable[None]] | None = None
+        self.on_deleted: Callable[[str], Awaitable[None]] | None = None
+        # Many nodes: each clip is held by the node cutting it for this long, renewed;
+        # one whose node died is claimed by another. None: one node, no claims.
+        self.lease_ms: int | None = None
+        self._claims: asyncio.Task[None] | None = None
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
     # lifecycle ---------------------------------------------------------------
-    def start(self) -> None:
-        for clip in self.store.index.unfinished_clips():
+    async def start(self) -> None:
+        if self.lease_ms is None:
+            unfinished = await self.store.index.unfinished_clips()
+        else:
+            now = self._now_ms()
+            unfinished = await self.store.index.claim_clips(
+                now_ms=now, until_ms=now + self.lease_ms, limit=QUEUE_LIMIT, own=True
+            )
+            self._claims = asyncio.create_task(self._hold_claims(), name="clip-claims")
+            self._claims.add_done_callback(_log_death)
+        for clip in unfinished:
             # Interrupted by a restart: take it from the top; nothing partial was kept.
-            self._admit(clip)
+            await self._admit(clip)
         for n in range(self.config.workers):
             task = asyncio.create_task(self._work(), name=f"clip-worker-{n}")
             task.add_done_callback(_log_death)
             self._workers.append(task)
 
     async def stop(self) -> None:
-        tasks = [*self._workers, *self._waiters.values()]
+        tasks = [*self._workers, *self._waiters.values(), *([self._claims] if self._claims else [])]
+        self._claims = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
         self._waiters.clear()
+
+    async def _hold_claims(self) -> None:
+        """Renew this node's hold on its clips, and claim the ones whose node died."""
+        assert self.lease_ms is not None
+        every_s = self.lease_ms / 3000
+        while True:
+            await asyncio.sleep(every_s)
+            now = self._now_ms()
+            try:
+                lost = await self.store.index.renew_clips(list(self._active), now + self.lease_ms)
+                for clip_id in lost:
+                    log.warning("clip %s: another node took it over; leaving it", clip_id)
+                    self._forget(clip_id)
+                room = QUEUE_LIMIT - len(self._active)
+                if room <= 0:
+                    continue
+                claimed = await self.store.index.claim_clips(
+                    now_ms=now, until_ms=now + self.lease_ms, limit=room
+                )
+            except Exception:  # the index unreachable: try again next round
+                log.exception("renewing and claiming clips failed")
+                continue
+            for clip in claimed:
+                if clip.id not in self._active:
+                    log.info("clip %s: its node stopped holding it; cutting it here", clip.id)
+                    metrics.JOBS_TAKEN_OVER.labels("clip").inc()
+                    await self._admit(clip)
+
+    def _forget(self, clip_id: str) -> None:
+        self._active.pop(clip_id, None)
+        waiter = self._waiters.pop(clip_id, None)
+        if waiter is not None:
+            waiter.cancel()
+
+    def changed_elsewhere(self, clip_id: str) -> None:
+        """Another node changed the clip: whoever waits on it here looks again."""
+        self._signal(clip_id)
+
+    def active_count(self) -> int:
+        """Clips queued, waiting or being cut here."""
+        return len(self._active)
 
     def queue_depth(self) -> int:
         return self._queue.qsize()
@@ -185,7 +240,7 @@ class ClipJobs:
     def progress(self, clip_id: str) -> float | None:
         return self._progress.get(clip_id)
 
-    def submit(
+    async def submit(
         self,
         request: ClipRequest,
         *,
@@ -213,55 +268,60 @@ class ClipJobs:
             result=None,
             options=request.options(),
         )
-        self.store.index.add_clip(clip, sessions=sessions, idempotency=idempotency)
-        return self._admit(clip)
+        await self.store.index.add_clip(
+            clip,
+            sessions=sessions,
+            idempotency=idempotency,
+            lease_until_ms=None if self.lease_ms is None else now + self.lease_ms,
+        )
+        return await self._admit(clip)
 
-    def delete(self, clip_id: str) -> bool:
-        if self.store.index.clip(clip_id) is None:
+    async def delete(self, clip_id: str) -> bool:
+        if await self.store.index.clip(clip_id) is None:
             return False
         waiter = self._waiters.pop(clip_id, None)
         if waiter is not None:
             waiter.cancel()
         self._active.pop(clip_id, None)
-        self.store.index.delete_clip(clip_id)
+        await self.store.index.delete_clip(clip_id)
         self.store.remove_clip_files(clip_id)
         self._signal(clip_id)
         if self.on_deleted is not None:
-            self.on_deleted(clip_id)
+            await self.on_deleted(clip_id)
         return True
 
     async def wait_finished(self, clip_id: str, timeout_s: float) -> ClipRow | None:
         """The clip once ready or failed (or its current row if timeout_s passes first)."""
-        clip = self.store.index.clip(clip_id)
+        clip = await self.store.index.clip(clip_id)
         while clip is not None and clip.state not in ("ready", "failed"):
             event = self._finished.setdefault(clip_id, asyncio.Event())
             try:
                 await asyncio.wait_for(event.wait(), timeout_s)
             except TimeoutError:
                 break
-            clip = self.store.index.clip(clip_id)
+            clip = await self.store.index.clip(clip_id)
         return clip
 
     # states --------------------------------------------------------------------
-    def _admit(self, clip: ClipRow) -> ClipRow:
+    async def _admit(self, clip: ClipRow) -> ClipRow:
         self._active[clip.id] = (clip.stream_id, clip.start_ms, clip.end_ms)
-        if self._needs_wait(clip):
-            self._set_state(clip.id, "waiting")
+        if await self._needs_wait(clip):
+            await self._set_state(clip.id, "waiting")
             task = asyncio.create_task(self._wait_for_edge(clip), name=f"clip-wait:{clip.id}")
             task.add_done_callback(_log_death)
             self._waiters[clip.id] = task
         else:
-            self._set_state(clip.id, "queued")
+            await self._set_state(clip.id, "queued")
             self._queue.put_nowait(clip.id)
-        row = self.store.index.clip(clip.id)
+        row = await self.store.index.clip(clip.id)
         assert row is not None
         return row
 
-    def _needs_wait(self, clip: ClipRow) -> bool:
+    async def _needs_wait(self, clip: ClipRow) -> bool:
         session = (
-            self.store.index.session(clip.session_id)
+            await self.store.index.session(clip.session_id)
             if clip.session_id
-            else self.store.index.live_session(clip.stream_id)
+            else await self.store.index.live_session(clip.stream_id)
         )
         if session is None or session.state != "live":
             return False
@@ -270,19 +330,19 @@ class ClipJobs:
 
     async def _wait_for_edge(self, clip: ClipRow) -> None:
         deadline_ms = max(clip.end_ms, clip.created_ms) + self.config.max_wait_s * 1000
-        while self._needs_wait(clip):
+        while await self._needs_wait(clip):
             left_s = (deadline_ms - self._now_ms()) / 1000
             if left_s <= 0:
                 log.info("clip %s: live edge did not reach its end in time; cutting", clip.id)
                 break
             await self.store.edges.wait(clip.stream_id, left_s)
         self._waiters.pop(clip.id, None)
-        if self.store.index.clip(clip.id) is None:
+        if await self.store.index.clip(clip.id) is None:
             return  # deleted while it waited
-        self._set_state(clip.id, "queued")
+        await self._set_state(clip.id, "queued")
         await self._queue.put(clip.id)
 
-    def _set_state(
+    async def _set_state(
         self,
         clip_id: str,
         state: ClipState,
@@ -290,7 +350,7 @@ class ClipJobs:
         error: str | None = None,
         result: dict[str, object] | None = None,
     ) -> None:
-        self.store.index.update_clip(
+        await self.store.index.update_clip(
             clip_id, state=state, now_ms=self._now_ms(), error=error, result=result
         )
         if state == "processing":
@@ -299,9 +359,9 @@ class ClipJobs:
             self._active.pop(clip_id, None)
             self._progress.pop(clip_id, None)
             self._signal(clip_id)
-            row = self.store.index.clip(clip_id)
+            row = await self.store.index.clip(clip_id)
             if self.on_finished is not None and row is not None:
-                self.on_finished(row)
+                await self.on_finished(row)
 
     def _signal(self, clip_id: str) -> None:
         event = self._finished.pop(clip_id, None)
@@ -318,43 +378,47 @@ class ClipJobs:
                 self._queue.task_done()
 
     async def _process(self, clip_id: str) -> None:
-        clip = self.store.index.clip(clip_id)
+        clip = await self.store.index.clip(clip_id)
         if clip is None:
             return
-        self._set_state(clip_id, "processing")
+        await self._set_state(clip_id, "processing")
         began = time.monotonic()
         try:
             result = await self._cut(clip)
         except VerifyError as exc:
             metrics.CLIP_CHECKS_FAILED.labels(exc.check).inc()
-            self._fail(clip_id, f"the output failed its check ({exc.check}): {exc}; not delivered")
+            await self._fail(
+                clip_id, f"the output failed its check ({exc.check}): {exc}; not delivered"
+            )
             return
         except OSError as exc:
             metrics.STORAGE_ERRORS.labels("clip").inc()
-            self._fail(clip_id, str(exc))
+            await self._fail(clip_id, str(exc))
             return
         except (NothingRecorded, RemuxError, RenderError) as exc:
-            self._fail(clip_id, str(exc))
+            await self._fail(clip_id, str(exc))
             return
         except Exception as exc:  # a worker must outlive any one clip's bug
             log.exception("clip %s: unexpected error", clip_id)
-            self._fail(clip_id, f"internal error ({type(exc).__name__}); see the daemon's log")
+            await self._fail(
+                clip_id, f"internal error ({type(exc).__name__}); see the daemon's log"
+            )
             return
-        if self.store.index.clip(clip_id) is None:
+        if await self.store.index.clip(clip_id) is None:
             self.store.remove_clip_files(clip_id)  # deleted while it was being cut
             return
-        self._set_state(clip_id, "ready", result=result)
+        await self._set_state(clip_id, "ready", result=result)
         metrics.CLIP_JOBS.labels("ready").inc()
         metrics.CLIP_PROCESSING_SECONDS.observe(time.monotonic() - began)
         metrics.CLIP_READY_SECONDS.observe(max(0.0, (self._now_ms() - clip.created_ms) / 1000))
 
-    def _fail(self, clip_id: str, error: str) -> None:
+    async def _fail(self, clip_id: str, error: str) -> None:
         log.warning("clip %s failed: %s", clip_id, error)
         # Nothing of a failed clip is served: its files and its hold on segments go now.
         self.store.remove_clip_files(clip_id)
-        self.store.index.unpin_segments(clip_id)
-        if self.store.index.clip(clip_id) is not None:
-            self._set_state(clip_id, "failed", error=error)
+        await self.store.index.unpin_segments(clip_id)
+        if await self.store.index.clip(clip_id) is not None:
+            await self._set_state(clip_id, "failed", error=error)
             metrics.CLIP_JOBS.labels("failed").inc()
 
     async def _cut(self, clip: ClipRow) -> dict[str, object]:
@@ -383,7 +447,7 @@ class ClipJobs:
         window_index: int = 0,
     ) -> dict[str, object]:
         rendition = None if request.rendition == "best" else request.rendition
-        segments = self.store.index.stream_segments(
+        segments = await self.store.index.stream_segments(
             clip.stream_id,
             window.start_ms - KEYFRAME_LOOKBACK_MS,
             window.end_ms + SPILL_LOOKAHEAD_MS,
@@ -431,10 +495,10 @@ class ClipJobs:
                     clip,
                     runs,
                     remux_mp4,
-                    [self._remux_run(r) for r in runs],
+                    [await self._remux_run(r) for r in runs],
                     first_s=first_s,
                     output=output,
-                    audio_runs=self._alternate_audio(clip, plan) if n == 0 else (),
+                    audio_runs=await self._alternate_audio(clip, plan) if n == 0 else (),
                     reencode_edges=request.reencode_edges,
                     faststart=request.faststart,
                     cues=cues if n == 0 else (),
@@ -526,7 +590,7 @@ class ClipJobs:
         the copies are removed either way."""
         overlay = options.get("overlay")
         ref = str(overlay.get("id")) if isinstance(overlay, dict) else None
-        image = None if ref is None else self.store.overlay_image(ref)
+        image = None if ref is None else await self.store.overlay_image(ref)
         if ref is not None and (image is None or not image.exists()):
             raise RenderError(f"overlay {ref} was deleted before the render")
         spec = render_spec(options, lambda _: image or Path())
@@ -586,15 +650,15 @@ class ClipJobs:
             log.error("clip %s: decoding check failed (%s); segments: %s", clip.id, exc, paths)
             raise
 
-    def _remux_run(self, run: PlannedRun) -> RemuxRun:
+    async def _remux_run(self, run: PlannedRun) -> RemuxRun:
         first = run.segments[0]
         if first.has_video and not first.params:
-            return remux_run(run, self.store.path, self.store.index.parameter_segment(first))
+            return remux_run(run, self.store.path, await self.store.index.parameter_segment(first))
         return remux_run(run, self.store.path)
 
     async def _subtitles(self, clip: ClipRow, plan: ClipPlan) -> tuple[list[Cue], str | None]:
         """Cues of the session's first subtitles rendition inside the plan, wall-timed."""
-        segments = self.store.index.stream_segments(
+        segments = await self.store.index.stream_segments(
             clip.stream_id,
             plan.start_ms,
             plan.end_ms,
@@ -615,27 +679,27 @@ class ClipJobs:
                 )
             except SubtitleError as exc:
                 log.warning("clip %s: skipping subtitles %s: %s", clip.id, segment.path, exc)
-        rendition = self.store.index.rendition_of(segments[0].rendition_id)
+        rendition = await self.store.index.rendition_of(segments[0].rendition_id)
         language = None if rendition is None else rendition.language
         # Trimmed to what the outputs may show; each output clamps at its own first frame.
         return clip_cues(cues, plan.start_ms, plan.end_ms), language
 
-    def _alternate_audio(self, clip: ClipRow, plan: ClipPlan) -> list[RemuxRun]:
+    async def _alternate_audio(self, clip: ClipRow, plan: ClipPlan) -> list[RemuxRun]:
         """Audio from an alternate-audio rendition, when the video carries none."""
         if any(s.has_audio for s in plan.segments):
             return []
-        audio = self.store.index.stream_segments(
+        audio = await self.store.index.stream_segments(
             clip.stream_id, plan.start_ms, plan.end_ms, session_id=clip.session_id, kind="audio"
         )
         runs = []
         for run in group_runs(audio):
             planned = plan_clip(run, max(plan.start_ms, run[0].start_ms), plan.end_ms)
-            runs += [self._remux_run(r) for r in planned.runs]
+            runs += [await self._remux_run(r) for r in planned.runs]
         return runs
 
     async def _write_hls(self, clip_id: str, plan: ClipPlan, target: Path) -> dict[str, object]:
         segments = plan.segments
-        self.store.index.pin_segments(clip_id, [s.id for s in segments])
+        await self.store.index.pin_segments(clip_id, [s.id for s in segments])
         text = vod_playlist(
             segments,
             segment_url=lambda s: f"media/{s.id}{Path(s.path).suffix}",

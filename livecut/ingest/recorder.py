@@ -66,8 +66,8 @@ class Recorder:
         return self.keeper.refresh_state()
 
     # lifecycle ---------------------------------------------------------------------
-    def start(self) -> None:
-        self.keeper.resume()
+    async def start(self) -> None:
+        await self.keeper.resume()
         self._task = asyncio.create_task(self._run(), name=f"recorder:{self.stream.id}")
         self._task.add_done_callback(self._log_death)
 
@@ -96,7 +96,7 @@ class Recorder:
             except (FetchError, PlaylistError) as exc:
                 kind = exc.kind if isinstance(exc, FetchError) else "playlist"
                 self.keeper.error(kind, str(exc))
-                self.keeper.check_silence()
+                await self.keeper.check_silence()
                 attempt += 1
                 if self.keeper.all_ended:  # a finished broadcast's origin may be gone
                     await asyncio.sleep(ended_reload_ms(attempt) / 1000)
@@ -153,7 +153,7 @@ class Recorder:
                     headers=self._headers,
                 )
                 self.workers[name] = worker
-                worker.start()
+                await worker.start()
         self.keeper.status.renditions = {t.name: t.uri for t in targets}
         main = next((t for t in targets if t.main), None)
         self.keeper.status.media_url = None if main is None else main.uri

@@ -108,8 +108,8 @@ class RenditionWorker:
         self._last_text: tuple[str, bytes, MediaPlaylist] | None = None  # url, body, parsed
 
     # lifecycle -------------------------------------------------------------------
-    def start(self) -> None:
-        self._resume_after_seq = self.keeper.resume_after_seq(self.target.name)
+    async def start(self) -> None:
+        self._resume_after_seq = await self.keeper.resume_after_seq(self.target.name)
         self._generation = self.keeper.generation
         self._task = asyncio.create_task(
             self._run(), name=f"rendition:{self.stream_id}/{self.target.name}"
@@ -161,7 +161,7 @@ class RenditionWorker:
                     await self._sleep_until(began + self._ended_backoff_ms())
                     continue
                 self.playlist_failures += 1
-                self.keeper.check_silence()
+                await self.keeper.check_silence()
                 playlist = None
                 # No longer than a target duration: by then the live window has moved on,
                 # and the segments it holds expire while we wait.
@@ -226,7 +226,7 @@ class RenditionWorker:
         self._target_ms = max(1000, playlist.target_duration_ms)
         self.keeper.target_duration(self.target.name, self._target_ms)
         if update.reset:
-            self._generation = self.keeper.reset(self.target.name, self._generation, "reset")
+            self._generation = await self.keeper.reset(self.target.name, self._generation, "reset")
         if update.new:
             self.keeper.recovered()
         new = list(update.new)
@@ -236,7 +236,7 @@ class RenditionWorker:
         back = [_ClockWentBack(seq=j.seq) for j in update.pdt_jumps if j.actual_ms < j.expected_ms]
         stored = self._resume_after_seq
         if stored is not None:
-            new = self._after_resume(new)
+            new = await self._after_resume(new)
             if not self._resumed_into_reset:
                 # What was recorded before the restart has had its gaps and jumps noted.
                 gaps = [g for g in gaps if g.last_seq > stored]
@@ -245,9 +245,9 @@ class RenditionWorker:
         if steps:
             await self._record(steps)
         if update.ended:
-            self.keeper.ended(self.target.name)
+            await self.keeper.ended(self.target.name)
         else:
-            self.keeper.check_silence()
+            await self.keeper.check_silence()
         if playlist.ended:
             return requested_at_ms + self._ended_backoff_ms()
         self._ended_polls = 0
@@ -263,20 +263,20 @@ class RenditionWorker:
         )
         return max(update.reload_at_ms, requested_at_ms + 100)
 
-    def _after_resume(self, new: list[NewSegment]) -> list[NewSegment]:
+    async def _after_resume(self, new: list[NewSegment]) -> list[NewSegment]:
         """First snapshot after a restart: skip what is stored, note what was missed."""
         last = self._resume_after_seq
         self._resume_after_seq = None
         assert last is not None
         if new and new[-1].segment.seq < last:
             # The origin restarted its sequence while we were down: a new encoder.
-            self._generation = self.keeper.reset(self.target.name, self._generation, "reset")
+            self._generation = await self.keeper.reset(self.target.name, self._generation, "reset")
             self._resumed_into_reset = True
             return new
         fresh = [n for n in new if n.segment.seq > last]
         if fresh and fresh[0].segment.seq > last + 1 and self.keeper.current is not None:
             edge = self.keeper.current.live_edge_ms or fresh[0].start_ms
-            self.keeper.gap(
+            await self.keeper.gap(
                 self.target.name,
                 self._generation,
                 Gap(
@@ -309,11 +309,11 @@ class RenditionWorker:
         try:
             for step in steps:
                 if isinstance(step, _ClockWentBack):
-                    self._generation = self.keeper.reset(
+                    self._generation = await self.keeper.reset(
                         self.target.name, self._generation, "clock_jump"
                     )
                 elif isinstance(step, Gap):
-                    self.keeper.gap(self.target.name, self._generation, step)
+                    await self.keeper.gap(self.target.name, self._generation, step)
                 else:
                     top_up(committed)
                     media = await tasks[committed]
@@ -321,13 +321,13 @@ class RenditionWorker:
                     top_up(committed)
                     if isinstance(media, str):
                         with contextlib.suppress(OSError):  # the index may be on a full disk
-                            self._lost(step, media)
+                            await self._lost(step, media)
                         continue
                     try:
                         await self._store(media)
                     except OSError as exc:
                         with contextlib.suppress(OSError):
-                            self._lost(step, self._not_stored(step, exc))
+                            await self._lost(step, self._not_stored(step, exc))
         finally:
             for task in tasks[committed:]:
                 task.cancel()
@@ -349,10 +349,10 @@ class RenditionWorker:
         )
         return "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "not_stored"
 
-    def _lost(self, new: NewSegment, reason: str) -> None:
+    async def _lost(self, new: NewSegment, reason: str) -> None:
         segment = new.segment
-        self._rendition_row(new)  # a hole is still part of this session
-        self.keeper.gap(
+        await self._rendition_row(new)  # a hole is still part of this session
+        await self.keeper.gap(
             self.target.name,
             self._generation,
             Gap(
@@ -366,8 +366,8 @@ class RenditionWorker:
             reason=reason,
         )
 
-    def _rendition_row(self, new: NewSegment) -> RenditionRow:
-        return self.keeper.rendition_row(
+    async def _rendition_row(self, new: NewSegment) -> RenditionRow:
+        return await self.keeper.rendition_row(
             self.target, generation=self._generation, clock=new.clock, start_ms=new.start_ms
         )
 
@@ -447,7 +447,7 @@ class RenditionWorker:
         new = media.new
         segment = new.segment
         # The session is settled here, in commit order: never by a download running ahead.
-        row = self._rendition_row(new)
+        row = await self._rendition_row(new)
         extension = _extension(self.target.kind, segment.init is not None)
         relpath = files.segment_relpath(
             self.stream_id,
@@ -469,7 +469,7 @@ class RenditionWorker:
             self.keeper.store.discard(media.staged)
             raise
         try:
-            self._commit(row, media, relpath=relpath, init_relpath=init_relpath)
+            await self._commit(row, media, relpath=relpath, init_relpath=init_relpath)
         except OSError:
             self.keeper.store.remove_files([relpath])  # never indexed: not left behind
             raise
@@ -504,7 +504,7 @@ class RenditionWorker:
         await self.keeper.store.write(relpath, data)
         return relpath
 
-    def _commit(
+    async def _commit(
         self, row: RenditionRow, media: _Media, *, relpath: str, init_relpath: str | None
     ) -> None:
         new, probe = media.new, media.probe
@@ -523,7 +523,7 @@ class RenditionWorker:
         edge_ms = start_ms + duration_ms
         if probe is not None and probe.has_video and probe.audio_end_s is not None:
             edge_ms = min(edge_ms, start_ms + round(probe.audio_end_s * 1000))
-        self.keeper.store.index.add_segment(
+        await self.keeper.store.index.add_segment(
             rendition_id=row.id,
             seq=new.segment.seq,
             epoch=new.segment.epoch,

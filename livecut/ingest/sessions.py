@@ -100,33 +100,35 @@ class SessionKeeper:
         return int(self.clock() * 1000)
 
     # start-up ---------------------------------------------------------------------
-    def resume(self) -> None:
+    async def resume(self) -> None:
         """After a restart: keep the live session if the origin may still be in it."""
-        session = self.store.index.live_session(self.stream.id)
+        session = await self.store.index.live_session(self.stream.id)
         if session is None:
             return
         edge = session.live_edge_ms or session.started_ms
         if self.now_ms() - edge <= self.stream.session_gap_s * 1000:
             self.current = session
             self._by_generation[self.generation] = session
-            self._rows[session.id] = {r.name: r for r in self.store.index.renditions(session.id)}
+            self._rows[session.id] = {
+                r.name: r for r in await self.store.index.renditions(session.id)
+            }
             self._last_commit_ms = self.now_ms()
             log.info(
                 "stream %s: resuming session %s", self.stream.id, session.id, extra=self._fields
             )
         else:
-            self.store.index.end_session(session.id, ended_ms=edge, reason="restart")
+            await self.store.index.end_session(session.id, ended_ms=edge, reason="restart")
 
-    def resume_after_seq(self, name: str) -> int | None:
+    async def resume_after_seq(self, name: str) -> int | None:
         """The last sequence number this rendition stored in a resumed session."""
         row = None if self.current is None else self._rows.get(self.current.id, {}).get(name)
         if row is None:
             return None
-        last = self.store.index.last_segment(row.id)
+        last = await self.store.index.last_segment(row.id)
         return None if last is None else last.seq
 
     # what renditions report -----------------------------------------------------------
-    def rendition_row(
+    async def rendition_row(
         self, target: RenditionTarget, *, generation: int, clock: str, start_ms: int
     ) -> RenditionRow:
         """The row a rendition commits into, opening a session if none is live.
@@ -136,11 +138,11 @@ class SessionKeeper:
         """
         session = self._by_generation.get(generation) if generation < self.generation else None
         if session is None:
-            session = self._open(clock=clock, start_ms=start_ms)
+            session = await self._open(clock=clock, start_ms=start_ms)
         rows = self._rows.setdefault(session.id, {})
         row = rows.get(target.name)
         if row is None:
-            row = self.store.index.add_rendition(
+            row = await self.store.index.add_rendition(
                 session.id,
                 name=target.name,
                 uri=target.uri,
@@ -154,9 +156,9 @@ class SessionKeeper:
             rows[target.name] = row
         return row
 
-    def _open(self, *, clock: str, start_ms: int) -> SessionRow:
+    async def _open(self, *, clock: str, start_ms: int) -> SessionRow:
         if self.current is None:
-            self.current = self.store.index.open_session(
+            self.current = await self.store.index.open_session(
                 self.stream.id, clock=clock, started_ms=start_ms
             )
             self._ended = set()
@@ -207,7 +209,7 @@ class SessionKeeper:
         metrics.BYTES_INGESTED.labels(self.stream.id).inc(size)
         self.store.edges.changed(self.stream.id)
 
-    def reset(self, name: str, generation: int, reason: str) -> int:
+    async def reset(self, name: str, generation: int, reason: str) -> int:
         """A rendition saw a new encoder (or its clock go back): its next generation.
 
         The first rendition to see it ends the session; the others, arriving in a
@@ -215,7 +217,7 @@ class SessionKeeper:
         """
         if generation >= self.generation:
             if self.current is not None:
-                self.end(reason, self.current.live_edge_ms or self.now_ms())
+                await self.end(reason, self.current.live_edge_ms or self.now_ms())
             self.generation += 1
             # Late media of generations this old has nowhere to go but the newest session.
             for old in [g for g in self._by_generation if g < self.generation - 4]:
@@ -230,7 +232,7 @@ class SessionKeeper:
         """Every rendition saw EXT-X-ENDLIST and nothing new came since."""
         return self._all_ended
 
-    def ended(self, name: str) -> None:
+    async def ended(self, name: str) -> None:
         self._ended.add(name)
         if not self.active <= self._ended:
             return  # other renditions are still going
@@ -242,21 +244,21 @@ class SessionKeeper:
             )
         self._all_ended = True
         if self.current is not None:
-            self.end("endlist", self.current.live_edge_ms or self.now_ms())
+            await self.end("endlist", self.current.live_edge_ms or self.now_ms())
 
-    def check_silence(self) -> None:
+    async def check_silence(self) -> None:
         if self.current is None:
             return
         now = self.now_ms()
         last = self._last_commit_ms or self.current.started_ms
         silent_ms = now - last
         if silent_ms > self.stream.session_gap_s * 1000:
-            self.end("silence", self.current.live_edge_ms or self.current.started_ms)
+            await self.end("silence", self.current.live_edge_ms or self.current.started_ms)
 
-    def end(self, reason: str, ended_ms: int) -> None:
+    async def end(self, reason: str, ended_ms: int) -> None:
         if self.current is None:
             return
-        self.store.index.end_session(self.current.id, ended_ms=ended_ms, reason=reason)
+        await self.store.index.end_session(self.current.id, ended_ms=ended_ms, reason=reason)
         log.info(
             "stream %s: session %s ended (%s)",
             self.stream.id,
@@ -274,7 +276,7 @@ class SessionKeeper:
         self._ended = set()
         self.store.edges.changed(self.stream.id)
 
-    def gap(self, name: str, generation: int, gap: Gap, *, reason: str | None = None) -> None:
+    async def gap(self, name: str, generation: int, gap: Gap, *, reason: str | None = None) -> None:
         session = self._by_generation.get(generation)
         if generation == self.generation:
             session = self.current
@@ -282,7 +284,7 @@ class SessionKeeper:
         if row is None:
             return  # nothing recorded yet in this session: there is nothing to have a hole in
         why = reason or gap.reason
-        self.store.index.add_gap(
+        await self.store.index.add_gap(
             GapRow(
                 rendition_id=row.id,
                 start_ms=gap.start_ms,

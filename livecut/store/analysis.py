@@ -5,49 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS shot_cuts (
-    id INTEGER PRIMARY KEY,
-    stream_id TEXT NOT NULL,
-    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    at_ms INTEGER NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('cut', 'dissolve')),
-    span_start_ms INTEGER NOT NULL,
-    span_end_ms INTEGER NOT NULL,
-    score TEXT NOT NULL,
-    found_ms INTEGER NOT NULL,
-    UNIQUE (session_id, at_ms)
-);
-CREATE INDEX IF NOT EXISTS shot_cuts_by_stream ON shot_cuts (stream_id, at_ms);
-CREATE TABLE IF NOT EXISTS analysis_jobs (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('shots', 'highlights')),
-    subject TEXT UNIQUE,
-    stream_id TEXT NOT NULL,
-    session_id TEXT,
-    clip_id TEXT,
-    from_ms INTEGER NOT NULL,
-    to_ms INTEGER NOT NULL,
-    zero_ms INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    options TEXT NOT NULL,
-    result TEXT,
-    error TEXT,
-    created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS analysis_jobs_by_state ON analysis_jobs (state);
-"""
+from livecut.store.sql import Row, Sql, skip_locked
 
 JobKind = Literal["shots", "highlights"]
 JobState = Literal["pending", "processing", "completed", "failed"]
 # The index's writer of a change and the outbox rows reporting it, in one transaction.
-EventWrite = Callable[[Sequence[tuple[str, tuple[object, ...]]], str, object], None]
+EventWrite = Callable[[Sequence[tuple[str, tuple[object, ...]]], str, object], Awaitable[None]]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -86,17 +53,16 @@ class AnalysisJobRow:
 class AnalysisIndex:
     """Analysis tables on the index's connection (the same single writer)."""
 
-    def __init__(self, db: sqlite3.Connection, *, write: EventWrite | None = None) -> None:
-        self._db = db
-        self._db.executescript(_SCHEMA)
+    def __init__(self, sql: Sql, *, write: EventWrite | None = None) -> None:
+        self._sql = sql
         self._write = write
 
-    def add_shot_cuts(self, rows: list[ShotCutRow]) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR IGNORE INTO shot_cuts (stream_id, session_id, at_ms, kind,"
-                " span_start_ms, span_end_ms, score, found_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    async def add_shot_cuts(self, rows: list[ShotCutRow]) -> None:
+        async with self._sql.transaction() as tx:
+            await tx.executemany(
+                "INSERT INTO shot_cuts (stream_id, session_id, at_ms, kind, span_start_ms,"
+                " span_end_ms, score, found_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 [
                     (
                         r.stream_id,
@@ -112,14 +78,14 @@ class AnalysisIndex:
                 ],
             )
 
-    def shot_cuts(
+    async def shot_cuts(
         self, stream_id: str, from_ms: int, to_ms: int, *, limit: int
     ) -> list[ShotCutRow]:
-        rows = self._db.execute(
+        rows = await self._sql.fetchall(
             "SELECT * FROM shot_cuts WHERE stream_id = ? AND at_ms >= ? AND at_ms < ? "
             "ORDER BY at_ms LIMIT ?",
             (stream_id, from_ms, to_ms, limit),
-        ).fetchall()
+        )
         return [
             ShotCutRow(
                 stream_id=str(r["stream_id"]),
@@ -135,13 +101,12 @@ class AnalysisIndex:
         ]
 
     # jobs ----------------------------------------------------------------------
-    def add_job(self, job: AnalysisJobRow) -> None:
+    async def add_job(self, job: AnalysisJobRow) -> None:
         """Insert a job; a shots job replaces the earlier one of the same subject."""
-        with self._db:
-            self._db.execute("BEGIN")
+        async with self._sql.transaction() as tx:
             if job.subject is not None:
-                self._db.execute("DELETE FROM analysis_jobs WHERE subject = ?", (job.subject,))
-            self._db.execute(
+                await tx.execute("DELETE FROM analysis_jobs WHERE subject = ?", (job.subject,))
+            await tx.execute(
                 "INSERT INTO analysis_jobs (id, kind, subject, stream_id, session_id, clip_id,"
                 " from_ms, to_ms, zero_ms, state, options, result, error, created_ms, updated_ms)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -164,7 +129,7 @@ class AnalysisIndex:
                 ),
             )
 
-    def update_job(
+    async def update_job(
         self,
         job_id: str,
         *,
@@ -177,7 +142,7 @@ class AnalysisIndex:
     ) -> AnalysisJobRow | None:
         """A state change; with `event` (its type, and the body it reports made from the job
         as it will be), the outbox rows are written in the same transaction."""
-        before = self.job(job_id)
+        before = await self.job(job_id)
         if before is None:
             return None
         after = dataclasses.replace(
@@ -201,39 +166,69 @@ class AnalysisIndex:
             ),
         )
         if event is not None and self._write is not None:
-            self._write([statement], event[0], event[1](after))
+            await self._write([statement], event[0], event[1](after))
         else:
-            self._db.execute(*statement)
+            await self._sql.execute(*statement)
         return after
 
-    def job(self, job_id: str) -> AnalysisJobRow | None:
-        row = self._db.execute("SELECT * FROM analysis_jobs WHERE id = ?", (job_id,)).fetchone()
+    async def job(self, job_id: str) -> AnalysisJobRow | None:
+        row = await self._sql.fetchone("SELECT * FROM analysis_jobs WHERE id = ?", (job_id,))
         return None if row is None else _job(row)
 
-    def job_of(self, subject: str) -> AnalysisJobRow | None:
-        row = self._db.execute(
-            "SELECT * FROM analysis_jobs WHERE subject = ?", (subject,)
-        ).fetchone()
+    async def job_of(self, subject: str) -> AnalysisJobRow | None:
+        row = await self._sql.fetchone("SELECT * FROM analysis_jobs WHERE subject = ?", (subject,))
         return None if row is None else _job(row)
 
-    def unfinished_jobs(self) -> list[AnalysisJobRow]:
-        rows = self._db.execute(
+    async def unfinished_jobs(self) -> list[AnalysisJobRow]:
+        rows = await self._sql.fetchall(
             "SELECT * FROM analysis_jobs WHERE state IN ('pending', 'processing')"
             " ORDER BY created_ms, id"
-        ).fetchall()
+        )
         return [_job(r) for r in rows]
 
-    def jobs_of_clip(self, clip_id: str) -> list[AnalysisJobRow]:
-        rows = self._db.execute(
+    async def jobs_of_clip(self, clip_id: str) -> list[AnalysisJobRow]:
+        rows = await self._sql.fetchall(
             "SELECT * FROM analysis_jobs WHERE clip_id = ? ORDER BY created_ms, id", (clip_id,)
-        ).fetchall()
+        )
         return [_job(r) for r in rows]
 
-    def delete_job(self, job_id: str) -> None:
-        self._db.execute("DELETE FROM analysis_jobs WHERE id = ?", (job_id,))
+    async def hold_job(self, job_id: str, node_id: str, until_ms: int) -> None:
+        await self._sql.execute(
+            "UPDATE analysis_jobs SET node_id = ?, lease_ms = ? WHERE id = ?",
+            (node_id, until_ms, job_id),
+        )
+
+    async def claim_jobs(
+        self, node_id: str, *, now_ms: int, until_ms: int, limit: int, own: bool = False
+    ) -> list[AnalysisJobRow]:
+        """Unfinished jobs no live node holds (with `own`, this node's own from before a
+        restart too), oldest first: this node's until until_ms."""
+        mine = " OR node_id = ?" if own else ""
+        rows = await self._sql.fetchall(
+            "UPDATE analysis_jobs SET node_id = ?, lease_ms = ? WHERE id IN (SELECT id FROM"
+            " analysis_jobs WHERE state IN ('pending', 'processing')"
+            f" AND (lease_ms IS NULL OR lease_ms < ?{mine})"
+            f" ORDER BY created_ms LIMIT ?{skip_locked(self._sql)}) RETURNING *",
+            (node_id, until_ms, now_ms, *((node_id,) if own else ()), limit),
+        )
+        return sorted((_job(r) for r in rows), key=lambda j: (j.created_ms, j.id))
+
+    async def renew_jobs(self, node_id: str, until_ms: int) -> None:
+        await self._sql.execute(
+            "UPDATE analysis_jobs SET lease_ms = ? WHERE node_id = ?"
+            " AND state IN ('pending', 'processing')",
+            (until_ms, node_id),
+        )
+
+    async def held_by(self, job_id: str, node_id: str) -> bool:
+        node = await self._sql.scalar("SELECT node_id FROM analysis_jobs WHERE id = ?", (job_id,))
+        return node is None or node == node_id
+
+    async def delete_job(self, job_id: str) -> None:
+        await self._sql.execute("DELETE FROM analysis_jobs WHERE id = ?", (job_id,))
 
 
-def _job(r: sqlite3.Row) -> AnalysisJobRow:
+def _job(r: Row) -> AnalysisJobRow:
     return AnalysisJobRow(
         id=str(r["id"]),
         kind="highlights" if r["kind"] == "highlights" else "shots",

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS overlays (
-    id TEXT PRIMARY KEY,
-    name TEXT,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL
-);
-"""
+from livecut.store.sql import Row, Sql
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -39,30 +29,29 @@ class OverlayRow:
 
 
 class OverlayIndex:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        db.executescript(_SCHEMA)
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
 
-    def add(self, row: OverlayRow) -> None:
-        self._db.execute(
+    async def add(self, row: OverlayRow) -> None:
+        await self._sql.execute(
             "INSERT INTO overlays (id, name, width, height, size_bytes, created_ms) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (row.id, row.name, row.width, row.height, row.size_bytes, row.created_ms),
         )
 
-    def get(self, overlay_id: str) -> OverlayRow | None:
-        found = self._db.execute("SELECT * FROM overlays WHERE id = ?", (overlay_id,)).fetchone()
+    async def get(self, overlay_id: str) -> OverlayRow | None:
+        found = await self._sql.fetchone("SELECT * FROM overlays WHERE id = ?", (overlay_id,))
         return None if found is None else _row(found)
 
-    def all(self) -> list[OverlayRow]:
-        rows = self._db.execute("SELECT * FROM overlays ORDER BY created_ms, id").fetchall()
+    async def all(self) -> list[OverlayRow]:
+        rows = await self._sql.fetchall("SELECT * FROM overlays ORDER BY created_ms, id")
         return [_row(r) for r in rows]
 
-    def delete(self, overlay_id: str) -> bool:
-        return self._db.execute("DELETE FROM overlays WHERE id = ?", (overlay_id,)).rowcount > 0
+    async def delete(self, overlay_id: str) -> bool:
+        return await self._sql.execute("DELETE FROM overlays WHERE id = ?", (overlay_id,)) > 0
 
 
-def _row(found: sqlite3.Row) -> OverlayRow:
+def _row(found: Row) -> OverlayRow:
     return OverlayRow(
         id=found["id"],
         name=found["name"],

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,11 @@ LOG_EVERY_S = 60.0
 READING_FRESH_S = 1.0
 
 # Ranges (start_ms, end_ms) of a stream that queued, waiting or running jobs will read.
-BusyRanges = Callable[[str], list[tuple[int, int]]]
+BusyRanges = Callable[[str], Awaitable[list[tuple[int, int]]]]
+
+
+async def _nothing_busy(_stream_id: str) -> list[tuple[int, int]]:
+    return []
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -61,7 +65,7 @@ class Space:
     def __init__(self, store: Store, config: StorageConfig) -> None:
         self.store = store
         self.config = config
-        self.busy: BusyRanges = lambda _stream: []
+        self.busy: BusyRanges = _nothing_busy
         self._lock = asyncio.Lock()
         self._warned_s = -LOG_EVERY_S
         self._logged_s = -LOG_EVERY_S
@@ -100,7 +104,7 @@ class Space:
             segments = freed = 0
             after: tuple[int, int] | None = None
             while short > 0:
-                page = self.store.index.eviction_candidates(
+                page = await self.store.index.eviction_candidates(
                     keep_live=self.config.keep_live_segments, limit=EVICT_PAGE, after=after
                 )
                 if not page:
@@ -111,7 +115,9 @@ class Space:
                 busy: dict[str, list[tuple[int, int]]] = {}
                 for stream_id, segment in page:
                     after = (segment.start_ms, segment.id)  # the next page starts past it
-                    ranges = busy.setdefault(stream_id, self.busy(stream_id))
+                    if stream_id not in busy:
+                        busy[stream_id] = await self.busy(stream_id)
+                    ranges = busy[stream_id]
                     if any(segment.start_ms < e and segment.end_ms > b for b, e in ranges):
                         continue
                     doomed.append((stream_id, segment))
@@ -136,7 +142,7 @@ class Space:
     async def _evict(self, doomed: Sequence[tuple[str, SegmentRow]]) -> None:
         # Row first, then file: a crash in between leaves orphan files, which start-up
         # reconciliation removes; never a row that names a missing file.
-        inits = self.store.index.delete_segments([s.id for _, s in doomed])
+        inits = await self.store.index.delete_segments([s.id for _, s in doomed])
         # Counted with the rows, before the files go: whoever sees a file gone sees it
         # counted.
         by_stream: dict[str, tuple[int, int]] = {}

@@ -56,6 +56,18 @@ class Sql(Protocol):
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Sql]: ...
 
 
+class Engine(Sql, Protocol):
+    """A whole database: statements, and what its owner does with it."""
+
+    async def size_bytes(self) -> int: ...
+
+    async def columns(self, table: str) -> set[str]:
+        """The table's columns (none if there is no such table)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 @contextlib.contextmanager
 def _full_is_enospc() -> Iterator[None]:
     """A full disk under the index reads as the OSError (ENOSPC) a full disk under a
@@ -99,10 +111,10 @@ class SqliteSql:
             self._db.create_function(name, -1, fn, deterministic=True)
         self._lock = asyncio.Lock()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._db.close()
 
-    def size_bytes(self) -> int:
+    async def size_bytes(self) -> int:
         pages = self._db.execute("PRAGMA page_count").fetchone()[0]
         page = self._db.execute("PRAGMA page_size").fetchone()[0]
         return int(pages or 0) * int(page or 0)
@@ -111,8 +123,28 @@ class SqliteSql:
         """Run table definitions, `{serial}` read as SQLite's auto-numbered key."""
         self._db.executescript(ddl.replace("{serial}", "INTEGER PRIMARY KEY"))
 
-    def columns(self, table: str) -> set[str]:
+    async def columns(self, table: str) -> set[str]:
+        return self.columns_now(table)
+
+    def columns_now(self, table: str) -> set[str]:
         return {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+
+    def version(self) -> int:
+        """The schema version recorded in meta (1 for an index from before numbering)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return 1 if row is None else int(row[0])
+
+    def run_migration(self, number: int, statements: Sequence[str]) -> None:
+        """One numbered migration and its number, in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for statement in statements:
+                self._db.execute(statement)
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(number),),
+            )
 
     async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
         with _full_is_enospc():
@@ -174,6 +206,12 @@ class _SqliteTransaction:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Sql]:
         yield self
+
+
+def skip_locked(sql: Sql) -> str:
+    """The clause that lets concurrent claims pass over rows another has locked: only
+    PostgreSQL has it (and needs it); SQLite has one writer at a time anyway."""
+    return " FOR UPDATE SKIP LOCKED" if sql.engine == "postgresql" else ""
 
 
 def placeholders(count: int) -> str:

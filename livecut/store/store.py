@@ -40,12 +40,18 @@ class EdgeWatch:
         return True
 
 
+# The SQLite index, in the data directory (one node; many share a PostgreSQL index).
+INDEX_FILE = "index.sqlite3"
+
+
 class Store:
-    def __init__(self, data_dir: Path, storage: StorageConfig | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, storage: StorageConfig | None = None, *, index: Index | None = None
+    ) -> None:
         self.root = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / "clips").mkdir(exist_ok=True)
-        self.index = Index(data_dir / "index.sqlite3")
+        self.index = Index(data_dir / INDEX_FILE) if index is None else index
         self.edges = EdgeWatch()
         self.space = Space(self, storage or StorageConfig())
         self._staged = 0  # names staged segments uniquely
@@ -54,8 +60,12 @@ class Store:
         self._reads: list[tuple[str, int, int]] = []
         self.configured_overlays: dict[str, Path] = {}  # [overlays] of the config
 
-    def close(self) -> None:
-        self.index.close()
+    async def open(self) -> None:
+        """Connect to the index (PostgreSQL), bringing its tables up to date."""
+        await self.index.open()
+
+    async def close(self) -> None:
+        await self.index.close()
 
     def path(self, relpath: str) -> Path:
         return self.root / relpath
@@ -109,11 +119,11 @@ class Store:
         counts its failures)."""
         await asyncio.to_thread(files.write_atomic, path.parent, path.name, data)
 
-    def overlay_image(self, ref: str) -> Path | None:
+    async def overlay_image(self, ref: str) -> Path | None:
         """The image of an overlay: one named in the config, or one uploaded (by id)."""
         if ref in self.configured_overlays:
             return self.configured_overlays[ref]
-        if self.index.overlays.get(ref) is None:
+        if await self.index.overlays.get(ref) is None:
             return None
         return self.overlay_path(ref)
 
@@ -124,9 +134,9 @@ class Store:
     def clip_dir(self, clip_id: str) -> Path:
         return self.root / "clips" / files.safe_name(clip_id)
 
-    def reconcile(self) -> list[str]:
+    async def reconcile(self) -> list[str]:
         """Start-up: remove media files no index row names (partial or never indexed)."""
-        removed = files.sweep_orphans(self.root, self.index.all_media_paths())
+        removed = files.sweep_orphans(self.root, await self.index.all_media_paths())
         if removed:
             log.info("start-up reconciliation removed %d orphan file(s)", len(removed))
         return removed

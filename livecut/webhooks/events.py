@@ -31,7 +31,7 @@ class EventBuilder:
         self.clock = clock
         self.wake = wake
 
-    def __call__(self, event: str, subject: object) -> list[DeliveryRow]:
+    async def __call__(self, event: str, subject: object) -> list[DeliveryRow]:
         callback_id: str | None = None
         callback_url: str | None = None
         clip_id: str | None = None
@@ -40,7 +40,7 @@ class EventBuilder:
             data = clip_json(
                 subject,
                 base_url=self.base_url(),
-                sessions=self.index.clip_sessions(subject.id) or None,
+                sessions=await self.index.clip_sessions(subject.id) or None,
             )
             callback_id = _str_or_none(data.get("callback_id"))
             callback_url = _str_or_none(data.get("callback_url"))

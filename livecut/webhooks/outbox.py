@@ -87,13 +87,15 @@ class Deliverer:
         self._wake.set()
 
     async def _run(self) -> None:
+        # What this node held when it last stopped (or died) goes out again now.
+        await self.index.release_deliveries()
         while True:
             self._wake.clear()
             try:
-                self._dispatch_due()
+                await self._dispatch_due()
             except Exception:  # the loop must outlive a bad row or a busy database
                 log.exception("webhook delivery pass failed; trying again")
-            next_ms = self.index.next_delivery_ms()
+            next_ms = await self.index.next_delivery_ms()
             wait_s = IDLE_S if next_ms is None else (next_ms - self._now_ms()) / 1000
             wait_s = min(IDLE_S, max(0.05, wait_s))
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
@@ -102,8 +104,8 @@ class Deliverer:
                 async with asyncio.timeout(wait_s):
                     await self._wake.wait()
 
-    def _dispatch_due(self) -> None:
-        for row in self.index.due_deliveries(self._now_ms(), limit=BATCH):
+    async def _dispatch_due(self) -> None:
+        for row in await self.index.due_deliveries(self._now_ms(), limit=BATCH):
             if row.id in self._inflight:
                 continue
             task = asyncio.create_task(self._deliver(row), name=f"webhook:{row.id}")
@@ -132,7 +134,7 @@ class Deliverer:
         )
         attempts = row.attempts + 1
         if status is not None and 200 <= status < 300:
-            self.index.record_attempt(attempt, state="delivered", next_ms=row.next_ms)
+            await self.index.record_attempt(attempt, state="delivered", next_ms=row.next_ms)
             metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
             metrics.WEBHOOK_LATENCY.observe(max(0.0, (self._now_ms() - row.created_ms) / 1000))
             return
@@ -140,7 +142,7 @@ class Deliverer:
         next_ms = self._now_ms() + round(backoff_s(attempts, base_s=self.retry_base_s) * 1000)
         too_old = next_ms - row.created_ms > self.config.max_age_s * 1000
         if permanent or too_old:
-            self.index.record_attempt(attempt, state="failed", next_ms=next_ms)
+            await self.index.record_attempt(attempt, state="failed", next_ms=next_ms)
             metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
             log.warning(
                 "webhook %s (%s) to %s given up after %d attempt(s): %s",
@@ -151,7 +153,7 @@ class Deliverer:
                 error or f"HTTP {status}",
             )
             return
-        self.index.record_attempt(attempt, state="pending", next_ms=next_ms)
+        await self.index.record_attempt(attempt, state="pending", next_ms=next_ms)
         metrics.WEBHOOK_DELIVERIES.labels("retry").inc()
 
     def _session(self, *, public: bool) -> aiohttp.ClientSession:

@@ -19,6 +19,7 @@ from livecut.config import StreamConfig, default_config
 from livecut.daemon import Daemon
 from livecut.hls.playlist import MediaPlaylist, parse_playlist
 from tests.encoders import runners
+from tests.sync import settled
 
 SEGMENT_S = 2
 # The first segments after the daemon starts are listed before the reload schedule has
@@ -161,10 +162,10 @@ async def measure(containers: tuple[str, ...], seconds: float, root: Path) -> li
 
 def _indexed(daemon: Daemon, stream: str) -> dict[int, int]:
     times: dict[int, int] = {}
-    for session in daemon.store.index.sessions_in_opening_order(stream):
-        for rendition in daemon.store.index.renditions(session.id):
+    for session in settled(daemon.store.index.sessions_in_opening_order(stream)):
+        for rendition in settled(daemon.store.index.renditions(session.id)):
             if rendition.main:
-                times.update(daemon.store.index.indexed_times(rendition.id))
+                times.update(settled(daemon.store.index.indexed_times(rendition.id)))
     return times
 
 

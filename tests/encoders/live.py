@@ -23,6 +23,7 @@ from tests.encoders.cases import LIVE_S, RESTART_SIZE, SIZE, Case
 from tests.encoders.source import Mezzanine, write_mezzanine
 from tests.encoders.truth import parse_playlist
 from tests.harness import until
+from tests.sync import settled
 
 RESTART_FIRST_FRAME = 100_000  # the second run's pictures count on from here
 LIVE_CLIPS_AT_S = 24.0  # recorded media every case has before the live clips are cut
@@ -226,7 +227,7 @@ def _config(data_dir: Path, records: list[CaseRecord], urls: dict[str, str]) -> 
 
 
 def _recorded_ms(daemon: Daemon, stream: str) -> int:
-    sessions = daemon.store.index.sessions(stream)
+    sessions = settled(daemon.store.index.sessions(stream))
     if not sessions or sessions[-1].live_edge_ms is None:
         return 0
     session = sessions[-1]
@@ -249,7 +250,7 @@ async def _recorded_for(
 
 async def _all_ended(daemon: Daemon, records: list[CaseRecord], timeout_s: float) -> None:
     def ended(name: str) -> bool:
-        sessions = daemon.store.index.sessions(name)
+        sessions = settled(daemon.store.index.sessions(name))
         return bool(sessions) and all(s.state == "ended" for s in sessions)
 
     for record in records:
@@ -259,10 +260,10 @@ async def _all_ended(daemon: Daemon, records: list[CaseRecord], timeout_s: float
 
 def _recorded_segments(daemon: Daemon, stream: str) -> list[SegmentRow]:
     rows: list[SegmentRow] = []
-    for session in daemon.store.index.sessions_in_opening_order(stream):
-        for rendition in daemon.store.index.renditions(session.id):
+    for session in settled(daemon.store.index.sessions_in_opening_order(stream)):
+        for rendition in settled(daemon.store.index.renditions(session.id)):
             if rendition.main:
-                rows += daemon.store.index.rendition_segments(rendition.id)
+                rows += settled(daemon.store.index.rendition_segments(rendition.id))
     return sorted(rows, key=lambda s: s.seq)
 
 
@@ -363,7 +364,7 @@ async def _cut(daemon: Daemon, records: list[CaseRecord], phase: str, count: int
         for record in records:
             ranges = plan_ranges(record, daemon, phase, count)
             if phase == "live":
-                edge = daemon.store.index.sessions(record.case.name)[-1].live_edge_ms
+                edge = (await daemon.store.index.sessions(record.case.name))[-1].live_edge_ms
                 assert edge is not None
                 spans = _windows(record, daemon)
                 rng = random.Random(f"{record.case.name}/edge")
