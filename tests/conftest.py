@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# moto's S3 server for tests of the object store (s3_server, s3_bucket).
+pytest_plugins = ["tests.s3server"]
+
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:

@@ -671,8 +671,10 @@ def test_example_config_mentions_every_key() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     for table in ("server", "clips", "ingest", "storage", "webhooks", "streams"):
         assert table in text
+    assert re.search(r"^#? ?\[storage\.s3\]$", text, re.MULTILINE)
     for name in (
-        *config_module._STORAGE_KEYS,
+        *(key for key in config_module._STORAGE_KEYS if key != "s3"),
+        *config_module._S3_KEYS,
         *config_module._WEBHOOKS_KEYS,
         *config_module._ENDPOINT_KEYS,
         *config_module._SERVER_KEYS,
@@ -760,3 +762,201 @@ def test_overlays_name_images_that_open(tmp_path: Path) -> None:
     assert "overlays.missing:" in text and "does not exist" in text
     assert "overlays.broken:" in text and "cannot be read as a PNG or WebP image" in text
     assert "overlays.ovl_x:" in text
+
+
+S3_TABLE = {"bucket": "livecut-media", "endpoint": "http://127.0.0.1:9000/"}
+
+
+def storage_errors(storage: dict[str, object]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"storage": storage})
+    return caught.value.errors
+
+
+def test_storage_s3_keys() -> None:
+    from livecut.config import S3Config, StorageConfig
+
+    storage = parse_config(
+        {
+            "storage": {
+                "backend": "s3",
+                "s3": {
+                    "endpoint": "https://s3.example.com:9000/",
+                    "region": "eu-central-1",
+                    "bucket": "livecut-media",
+                    "prefix": "media/livecut",
+                    "downloads": "proxy",
+                    "url_expiry": "2h",
+                    "cache_bytes": "512MiB",
+                },
+            }
+        }
+    ).storage
+    assert storage == StorageConfig(
+        backend="s3",
+        s3=S3Config(
+            endpoint="https://s3.example.com:9000",
+            region="eu-central-1",
+            bucket="livecut-media",
+            prefix="media/livecut/",
+            downloads="proxy",
+            url_expiry_s=7200,
+            cache_bytes=512 * 1024**2,
+        ),
+    )
+    assert storage.s3 is not None
+    assert storage.s3.key("clips/clp_x/clip.mp4") == "media/livecut/clips/clp_x/clip.mp4"
+
+    defaults = parse_config({"storage": {"backend": "s3", "s3": {"bucket": "b.c-1"}}}).storage.s3
+    assert defaults == S3Config(bucket="b.c-1")
+    assert (defaults.endpoint, defaults.region, defaults.prefix) == (None, "us-east-1", "")
+    assert (defaults.downloads, defaults.url_expiry_s, defaults.cache_bytes) == (
+        "presigned",
+        3600,
+        2 * 1024**3,
+    )
+    assert defaults.key("streams/cam/x.ts") == "streams/cam/x.ts"
+    for prefix, normalised in (("", ""), ("a", "a/"), ("a/b/", "a/b/"), ("x_1.y=z+", "x_1.y=z+/")):
+        table = {"storage": {"backend": "s3", "s3": {**S3_TABLE, "prefix": prefix}}}
+        s3 = parse_config(table).storage.s3
+        assert s3 is not None and s3.prefix == normalised, prefix
+
+    # Without backend = "s3" the table is checked but not used.
+    local = parse_config({"storage": {"s3": S3_TABLE}}).storage
+    assert (local.backend, local.s3) == ("local", None)
+    assert parse_config({}).storage.backend == "local"
+    assert any(
+        e.startswith("storage.s3.bucket: ")
+        for e in storage_errors({"s3": {**S3_TABLE, "bucket": "Bad_Bucket"}})
+    )
+
+
+def test_storage_s3_errors_name_the_key_and_the_allowed_values() -> None:
+    for storage, key, allowed in (
+        ({"backend": "nfs"}, "storage.backend", '"local" or "s3"'),
+        ({"backend": "s3"}, "storage.s3", "[storage.s3] table with at least bucket"),
+        ({"backend": "s3", "s3": "bucket"}, "storage.s3", "write it as [storage.s3]"),
+        ({"s3": {"endpoint": "http://x"}}, "storage.s3.bucket", "required"),
+        ({"s3": {"bucket": "ab"}}, "storage.s3.bucket", "3 to 63 lowercase letters"),
+        ({"s3": {"bucket": "a..b"}}, "storage.s3.bucket", "3 to 63 lowercase letters"),
+        ({"s3": {"bucket": "-abc"}}, "storage.s3.bucket", "3 to 63 lowercase letters"),
+        ({"s3": {**S3_TABLE, "endpoint": "ftp://x"}}, "storage.s3.endpoint", "http:// or https://"),
+        ({"s3": {**S3_TABLE, "endpoint": "http://x/bucket"}}, "storage.s3.endpoint", "base URL"),
+        ({"s3": {**S3_TABLE, "region": "us east"}}, "storage.s3.region", '"us-east-1"'),
+        ({"s3": {**S3_TABLE, "prefix": "/abs"}}, "storage.s3.prefix", "folder names"),
+        ({"s3": {**S3_TABLE, "prefix": "a//b"}}, "storage.s3.prefix", "folder names"),
+        ({"s3": {**S3_TABLE, "prefix": "a/../b"}}, "storage.s3.prefix", "folder names"),
+        ({"s3": {**S3_TABLE, "prefix": "/"}}, "storage.s3.prefix", "folder names"),
+        ({"s3": {**S3_TABLE, "prefix": 7}}, "storage.s3.prefix", "not a string"),
+        ({"s3": {**S3_TABLE, "downloads": "redirect"}}, "storage.s3.downloads", '"proxy"'),
+        ({"s3": {**S3_TABLE, "url_expiry": "30s"}}, "storage.s3.url_expiry", "from 1m to 7d"),
+        ({"s3": {**S3_TABLE, "url_expiry": "8d"}}, "storage.s3.url_expiry", "from 1m to 7d"),
+        ({"s3": {**S3_TABLE, "cache_bytes": "lots"}}, "storage.s3.cache_bytes", '"2GiB"'),
+        ({"s3": {**S3_TABLE, "cache_bytes": 2 * 1024**5}}, "storage.s3.cache_bytes", "0 to 1PiB"),
+        ({"s3": {**S3_TABLE, "bukket": "x"}}, "storage.s3.bukket", 'did you mean "bucket"'),
+    ):
+        errors = storage_errors(storage)
+        assert len(errors) == 1, errors
+        (message,) = errors
+        assert message.startswith(f"{key}: ") and allowed in message, message
+
+
+def test_access_keys_in_the_main_config_are_refused_without_being_echoed() -> None:
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    errors = storage_errors(
+        {
+            "backend": "s3",
+            "secret_access_key": secret,
+            "s3": {**S3_TABLE, "access_key_id": "AKIAEXAMPLE", "secret_access_key": secret},
+        }
+    )
+    assert [e.partition(":")[0] for e in errors] == [
+        "storage.secret_access_key",
+        "storage.s3.access_key_id",
+        "storage.s3.secret_access_key",
+    ]
+    for message in errors:
+        assert "do not belong in the main config" in message
+        assert "storage.s3.credentials_file" in message
+        assert "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in message
+        assert secret not in message and "AKIAEXAMPLE" not in message
+        assert "unknown key" not in message
+
+
+def test_s3_credentials_from_a_file(tmp_path: Path) -> None:
+    from livecut.config import S3Config, read_s3_credentials
+
+    good = tmp_path / "s3.toml"
+    good.write_text('access_key_id = "AKIAEXAMPLE"\nsecret_access_key = "s3cr3t/Value+1"\n')
+    table = {**S3_TABLE, "credentials_file": str(good)}
+    s3 = parse_config({"storage": {"backend": "s3", "s3": table}}).storage.s3
+    assert s3 is not None and s3.credentials_file == good
+    credentials = read_s3_credentials(s3, {"AWS_ACCESS_KEY_ID": "ignored"})
+    assert (credentials.access_key_id, credentials.secret_access_key) == (
+        "AKIAEXAMPLE",
+        "s3cr3t/Value+1",
+    )
+    assert credentials.session_token is None and credentials.source == str(good)
+    assert "s3cr3t" not in repr(credentials) and "AKIAEXAMPLE" not in repr(credentials)
+
+    cases = {
+        "missing.toml": (None, "does not exist"),
+        "syntax.toml": ('access_key_id = "AKIA\nsecret', "TOML syntax error at line 1"),
+        "half.toml": ('access_key_id = "AKIAEXAMPLE"\n', "has no secret_access_key"),
+        "number.toml": ('access_key_id = 7\nsecret_access_key = "s3cr3t"\n', "in quotes"),
+        "spaces.toml": ('access_key_id = "AKIA X"\nsecret_access_key = "s3cr3t"\n', "spaces"),
+        "extra.toml": (
+            'access_key_id = "AKIAEXAMPLE"\nsecret_access_key = "s3cr3t"\nregion = "x"\n',
+            "region: unknown key",
+        ),
+    }
+    for name, (content, fragment) in cases.items():
+        path = tmp_path / name
+        if content is not None:
+            path.write_text(content)
+        errors = storage_errors({"s3": {**S3_TABLE, "credentials_file": str(path)}})
+        assert len(errors) == 1, errors
+        (message,) = errors
+        assert message.startswith(f"storage.s3.credentials_file: {path}"), message
+        assert fragment in message, message
+        assert "s3cr3t" not in message
+
+    with pytest.raises(ConfigError) as caught:
+        read_s3_credentials(S3Config(bucket="abc", credentials_file=tmp_path / "gone.toml"), {})
+    assert "does not exist" in caught.value.errors[0]
+
+
+def test_s3_credentials_from_the_environment() -> None:
+    from livecut.config import S3Config, read_s3_credentials
+
+    s3 = S3Config(bucket="abc")
+    credentials = read_s3_credentials(
+        s3,
+        {
+            "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+            "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+            "AWS_SESSION_TOKEN": "token",
+        },
+    )
+    assert (credentials.access_key_id, credentials.secret_access_key) == ("AKIAEXAMPLE", "s3cr3t")
+    assert credentials.session_token == "token" and credentials.source == "the environment"
+    for environ, missing in (
+        ({}, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are"),
+        ({"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE"}, "AWS_SECRET_ACCESS_KEY is"),
+        ({"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}, "AWS_ACCESS_KEY_ID is"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            read_s3_credentials(s3, environ)
+        (message,) = caught.value.errors
+        assert message.startswith("storage.s3.credentials_file: not set, and ")
+        assert f"{missing} not in the environment" in message
+        assert "s3cr3t" not in message
+
+
+def test_storage_config_keeps_backend_and_s3_together() -> None:
+    from livecut.config import S3Config, StorageConfig
+
+    with pytest.raises(ValueError, match="backend"):
+        StorageConfig(backend="s3")
+    with pytest.raises(ValueError, match="backend"):
+        StorageConfig(s3=S3Config(bucket="abc"))
