@@ -1019,6 +1019,28 @@ async def test_after_a_restart_recording_resumes_without_repeating_rows(data_dir
         assert r.gap_summary() == [(3, 3, "tagged_gap")]
 
 
+async def test_a_resumed_session_never_writes_over_an_init_section_its_segments_name(
+    data_dir: Path,
+) -> None:
+    async with rig(data_dir, prefill=2, container="fmp4") as r:
+        await r.until(r.recorded(2))
+        r.origin.restart_encoder()
+        r.advance(1)
+        await r.until(r.recorded(3))
+        root = r.daemon.store.root
+        before = {s.init_path: (root / s.init_path).read_bytes() for s in r.segments()}
+        assert len(before) == 2, before  # one init section per encoder
+        await r.restart_daemon()
+        r.advance(1)
+        await r.until(r.recorded(4))
+        [session] = r.sessions()
+        assert session.state == "live", "resumed, within session_gap"
+        after = r.segments()[-1].init_path
+        assert after is not None and after not in before, "a new name, not a reused one"
+        for init_path, data in before.items():
+            assert (root / init_path).read_bytes() == data
+
+
 # --- segment workers: the processes that write and probe each segment -------------------
 
 

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import logging
 import math
+import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,10 @@ class RenditionWorker:
         self._keys: dict[str, asyncio.Task[bytes]] = {}
         self._stored_inits: dict[tuple[str, InitKey], asyncio.Task[str]] = {}
         self._init_files = 0
+        # Init sections are named anew by each worker: one that resumes a session after a
+        # restart (or on another node) must not write over the init section that earlier
+        # segments of the session name, and a stored file or object never changes.
+        self._init_token = secrets.token_hex(4)
         # What the next segment's body is expected to weigh, for the download budget.
         self._last_size = FIRST_SEGMENT_GUESS
         self._target_ms = 2000
@@ -499,7 +504,10 @@ class RenditionWorker:
     async def _store_init(self, row: RenditionRow, data: bytes) -> str:
         self._init_files += 1
         relpath = files.segment_relpath(
-            self.stream_id, row.session_id, self.target.name, f"init-{self._init_files}.mp4"
+            self.stream_id,
+            row.session_id,
+            self.target.name,
+            f"init-{self._init_token}-{self._init_files}.mp4",
         )
         await self.keeper.store.write(relpath, data)
         return relpath
