@@ -546,7 +546,7 @@ class Daemon:
                     # Row first, then file: a crash in between leaves an orphan, never a
                     # dangling row.
                     inits = await self.store.index.delete_segments([s.id for s in doomed])
-                    self.store.remove_files([s.path for s in doomed] + inits)
+                    await self.store.remove_files([s.path for s in doomed] + inits)
                     segments_removed += len(doomed)
                 # Busy segments stay behind: the next page starts where this one ended.
                 if len(old) < RETENTION_BATCH or old[-1].start_ms == from_ms:

@@ -231,6 +231,59 @@ EVICTED_BYTES = Counter(
     registry=REGISTRY,
 )
 
+# Requests to the S3-compatible bucket (storage.backend = "s3"), by operation: put (one
+# PUT), put_part (a part of a multipart upload), multipart (its start, completion or
+# abort), get, head, delete (a DeleteObjects batch), list (a page).
+OBJECT_OPS = ("put", "put_part", "multipart", "get", "head", "delete", "list")
+# ok; missing: the object was not there (a HEAD or GET of a deleted object); error.
+OBJECT_OUTCOMES = ("ok", "missing", "error")
+OBJECT_REQUESTS = Counter(
+    "livecut_object_store_requests_total",
+    'Requests to the media bucket (storage.backend = "s3"), by operation and outcome '
+    "(ok, missing, error); retries inside one request are not counted apart.",
+    ["op", "outcome"],
+    registry=REGISTRY,
+)
+for _op in OBJECT_OPS:
+    for _outcome in OBJECT_OUTCOMES:
+        OBJECT_REQUESTS.labels(_op, _outcome)
+OBJECT_UPLOADED_BYTES = Counter(
+    "livecut_object_store_uploaded_bytes_total",
+    "Bytes sent to the media bucket in PUTs and parts that succeeded.",
+    registry=REGISTRY,
+)
+OBJECT_DOWNLOADED_BYTES = Counter(
+    "livecut_object_store_downloaded_bytes_total",
+    "Bytes read from the media bucket (downloads to the read cache and proxied responses).",
+    registry=REGISTRY,
+)
+# hit: a local copy was there; miss: the request started a download; join: it waited
+# for a download another reader had started.
+CACHE_RESULTS = ("hit", "miss", "join")
+CACHE_REQUESTS = Counter(
+    "livecut_read_cache_requests_total",
+    'Requests for a local copy of an object (storage.backend = "s3"), by result.',
+    ["result"],
+    registry=REGISTRY,
+)
+for _result in CACHE_RESULTS:
+    CACHE_REQUESTS.labels(_result)
+CACHE_BYTES = Gauge(
+    "livecut_read_cache_bytes",
+    "Bytes of local copies of objects in the read cache (pinned copies included).",
+    registry=REGISTRY,
+)
+CACHE_DOWNLOADED_BYTES = Counter(
+    "livecut_read_cache_downloaded_bytes_total",
+    "Bytes downloaded into the read cache.",
+    registry=REGISTRY,
+)
+CACHE_EVICTED_BYTES = Counter(
+    "livecut_read_cache_evicted_bytes_total",
+    "Bytes of copies the read cache let go to stay within its budget or above the disk floor.",
+    registry=REGISTRY,
+)
+
 
 # What StateCollector yields at scrape time: (name, help, labels).
 STATE_FAMILIES: tuple[tuple[str, str, list[str]], ...] = (

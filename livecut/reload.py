@@ -117,9 +117,22 @@ def plan_reload(running: Config, new: Config) -> ReloadPlan:
         for section in _FIXED_SECTIONS
         for key in _changed_keys(section, getattr(running, section), getattr(new, section))
     ]
+    # Where media lives is fixed too (the floor's keys apply at once): the backend, and
+    # the bucket's client and cache, are set up at start.
+    storage = new.storage
+    if (running.storage.backend, running.storage.s3) != (storage.backend, storage.s3):
+        if running.storage.backend != storage.backend:
+            needs_restart.append("storage.backend")
+        if running.storage.s3 is not None and storage.s3 is not None:
+            needs_restart += _changed_keys("storage.s3", running.storage.s3, storage.s3)
+        elif running.storage.s3 != storage.s3:
+            needs_restart.append("storage.s3")
+        storage = dataclasses.replace(
+            storage, backend=running.storage.backend, s3=running.storage.s3
+        )
     fixed = {section: getattr(running, section) for section in _FIXED_SECTIONS}
     return ReloadPlan(
-        config=dataclasses.replace(new, **fixed),
+        config=dataclasses.replace(new, storage=storage, **fixed),
         started=tuple(started),
         stopped=tuple(stopped),
         restarted=tuple(restarted),

@@ -109,9 +109,11 @@ async def recorded_vod(
     container: str = "ts",
     segments: int = 5,
     audio: bool = True,
+    adjust: Callable[[Config], Config] = lambda config: config,
     **synth: Unpack[SynthOptions],
 ) -> AsyncIterator[Daemon]:
-    """A daemon that has recorded a whole VOD written by the fixtures code."""
+    """A daemon that has recorded a whole VOD written by the fixtures code; `adjust`
+    changes the daemon's config (its storage, say)."""
     playlist = write_hls_fixture(
         folder,
         segments=segments,
@@ -119,12 +121,14 @@ async def recorded_vod(
         audio=audio,
         **synth,
     )
-    async with recorded_playlist(data_dir, playlist) as daemon:
+    async with recorded_playlist(data_dir, playlist, adjust=adjust) as daemon:
         yield daemon
 
 
 @asynccontextmanager
-async def recorded_playlist(data_dir: Path, playlist: Path) -> AsyncIterator[Daemon]:
+async def recorded_playlist(
+    data_dir: Path, playlist: Path, *, adjust: Callable[[Config], Config] = lambda config: config
+) -> AsyncIterator[Daemon]:
     """A daemon that has recorded a whole VOD playlist (and its files) served from disk."""
     app = web.Application()
     app.router.add_static("/vod", playlist.parent)
@@ -135,7 +139,7 @@ async def recorded_playlist(data_dir: Path, playlist: Path) -> AsyncIterator[Dae
     port = runner.addresses[0][1]
     try:
         config = daemon_config(data_dir, f"http://127.0.0.1:{port}/vod/{playlist.name}")
-        async with running(config) as daemon:
+        async with running(adjust(config)) as daemon:
             await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=20)
             yield daemon
     finally:

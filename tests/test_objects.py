@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import os
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ import pytest
 from livecut.config import ConfigError, S3Config
 from livecut.store.objcache import ReadCache
 from livecut.store.objects import (
+    ListedObject,
     ObjectStore,
     RangeNotSatisfiableError,
     content_disposition,
@@ -42,6 +44,10 @@ async def opened(store: ObjectStore) -> AsyncIterator[ObjectStore]:
 
 def new_store(server: S3Server, bucket: str, *, prefix: str = "lc/", **tuning: Any) -> ObjectStore:
     return ObjectStore(server.config(bucket, prefix=prefix), credentials=CREDENTIALS, **tuning)
+
+
+def listing(listed: list[ListedObject]) -> list[tuple[str, int]]:
+    return [(o.relpath, o.size) for o in listed]
 
 
 def server_keys(server: S3Server, bucket: str) -> list[str]:
@@ -105,20 +111,23 @@ async def test_put_get_list_size_delete_round_trip(
 
         assert await store.size(relpath) == len(segment)
         assert await store.size("streams/cam/ses_a/720p/seg_00002.ts") is None
-        assert await store.list_objects() == [
+        assert listing(await store.list_objects()) == [
             ("clips/clp_x/clip.mp4", 50_000),
             ("streams/cam/ses_a/720p/init.mp4", 1500),
             ("streams/cam/ses_a/720p/seg_00001.ts", len(segment)),
         ]
-        assert await store.list_objects("streams/cam/") == [
+        assert listing(await store.list_objects("streams/cam/")) == [
             ("streams/cam/ses_a/720p/init.mp4", 1500),
             ("streams/cam/ses_a/720p/seg_00001.ts", len(segment)),
         ]
-        assert await store.list_objects("streams/other/") == []
+        assert listing(await store.list_objects("streams/other/")) == []
+        # LastModified: when each was written (start-up reconciliation ages orphans by it).
+        stamps = [o.modified_s for o in await store.list_objects()]
+        assert all(abs(stamp - time.time()) < 300 for stamp in stamps), stamps
 
         await store.delete([relpath, "streams/cam/ses_a/720p/never_written.ts"])
         assert await store.size(relpath) is None
-        assert [r for r, _ in await store.list_objects()] == [
+        assert [r for r, _ in listing(await store.list_objects())] == [
             "clips/clp_x/clip.mp4",
             "streams/cam/ses_a/720p/init.mp4",
         ]
@@ -133,13 +142,13 @@ async def test_listing_pages_and_deleting_in_batches(s3_server: S3Server, s3_buc
             *(store.put_bytes(r, f"[{n}]".encode()) for n, r in enumerate(relpaths))
         )
         await store.put_bytes("clips/clp_keep/clip.mp4", b"keep")
-        listed = await store.list_objects("streams/")
+        listed = listing(await store.list_objects("streams/"))
         assert listed == [(r, len(f"[{n}]")) for n, r in enumerate(relpaths)]
         assert [await store.get_range(r, 0, 10) for r in relpaths] == [
             f"[{n}]".encode() for n in range(7)
         ]
         await store.delete([*relpaths, relpaths[0], "streams/cam/gone.ts"])
-        assert await store.list_objects() == [("clips/clp_keep/clip.mp4", 4)]
+        assert listing(await store.list_objects()) == [("clips/clp_keep/clip.mp4", 4)]
     assert server_keys(s3_server, s3_bucket) == ["lc/clips/clp_keep/clip.mp4"]
 
 
@@ -147,7 +156,7 @@ async def test_an_empty_prefix_keys_objects_by_relpath(s3_server: S3Server, s3_b
     async with opened(new_store(s3_server, s3_bucket, prefix="")) as store:
         await store.put_bytes("clips/clp_y/clip.mp4", b"clip")
         assert server_keys(s3_server, s3_bucket) == ["clips/clp_y/clip.mp4"]
-        assert await store.list_objects() == [("clips/clp_y/clip.mp4", 4)]
+        assert listing(await store.list_objects()) == [("clips/clp_y/clip.mp4", 4)]
 
 
 async def test_missing_objects_raise_file_not_found_naming_the_key(
@@ -221,7 +230,10 @@ async def test_credentials_come_from_the_environment_or_a_file(
     config = S3Config(bucket=s3_bucket, endpoint=s3_server.endpoint, credentials_file=secrets_file)
     async with opened(ObjectStore(config)) as store:
         await store.put_bytes("a/from-file.ts", b"file")
-        assert await store.list_objects("a/") == [("a/from-env.ts", 3), ("a/from-file.ts", 4)]
+        assert listing(await store.list_objects("a/")) == [
+            ("a/from-env.ts", 3),
+            ("a/from-file.ts", 4),
+        ]
 
 
 # --- multipart ------------------------------------------------------------------------
@@ -630,3 +642,44 @@ async def test_a_copy_deleted_behind_the_cache_is_downloaded_again(
             assert path.read_bytes() == b"[clip]"
         assert source.downloads == [relpath, relpath]
         assert cache.bytes_cached == len(b"[clip]")
+
+
+async def test_adopted_files_are_copies_and_dropped_ones_go_once_let_go(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    objects = {f"streams/cam/ses_g/720p/seg_{n:05d}.ts": payload(1000, seed=n) for n in range(3)}
+    a, b, c = objects
+    root = tmp_path / "cache"
+    async with cache_over(s3_server, s3_bucket, root, max_bytes=10**6, objects=objects) as (
+        cache,
+        source,
+    ):
+        # A file the writer just stored becomes the copy: no download.
+        written = tmp_path / "staged.ts"
+        written.write_bytes(objects[a])
+        cache.adopt(a, written)
+        assert not written.exists() and (root / a).read_bytes() == objects[a]
+        async with cache.local(a) as path:
+            assert path.read_bytes() == objects[a]
+        assert (cache.hits, source.downloads) == (1, [])
+
+        # Dropped while in use: readable until let go, then gone and forgotten.
+        async with cache.local_all([b, c]) as paths:
+            assert source.downloads == [b, c] or source.downloads == [c, b]
+            cache.drop([a, b])
+            assert not (root / a).exists() and a not in cache
+            assert paths[b].read_bytes() == objects[b], "still in use"
+        assert not (root / b).exists() and b not in cache
+        assert cache.bytes_cached == 1000 and c in cache
+
+        # Shed for the disk floor: unpinned copies, least recently used first.
+        cache.adopt(a, _written(tmp_path / "again.ts", objects[a]))
+        async with cache.local(c):
+            assert cache.shed(1) == 1000
+            assert c in cache and a not in cache, "the pinned copy stays"
+        assert cache.shed(10**6) == 1000 and cache.bytes_cached == 0
+
+
+def _written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path

@@ -24,6 +24,7 @@ from livecut.analysis.scan import (
     frames_in_range,
     planned_runs,
     range_fps,
+    run_files,
 )
 from livecut.analysis.shotlist import Picture, RangeAnalysis, analyse_frames
 from livecut.clips.jobs import (
@@ -34,7 +35,7 @@ from livecut.clips.jobs import (
     QueueFull,
     Window,
 )
-from livecut.clips.planner import NothingRecorded
+from livecut.clips.planner import NothingRecorded, PlannedRun
 from livecut.media.subtitles import SubtitleError, parse_segment
 from livecut.store.analysis import AnalysisIndex, AnalysisJobRow, JobState
 from livecut.store.files import safe_name
@@ -420,8 +421,13 @@ class AnalysisJobs:
 
         return report
 
-    async def _analyse(self, job: AnalysisJobRow, *, previews: bool) -> RangeAnalysis:
-        runs = planned_runs(await self._segments(job), job.from_ms, job.to_ms)
+    async def _runs(self, job: AnalysisJobRow) -> list[PlannedRun]:
+        return planned_runs(await self._segments(job), job.from_ms, job.to_ms)
+
+    async def _analyse(
+        self, job: AnalysisJobRow, runs: list[PlannedRun], *, previews: bool
+    ) -> RangeAnalysis:
+        """Decode the runs (their files fetched by the caller) for shots and motion."""
         path_of = self.store.path
         report = self._on_progress(job.id, asyncio.get_running_loop())
 
@@ -441,7 +447,9 @@ class AnalysisJobs:
         return await asyncio.to_thread(work)
 
     async def _shots(self, job: AnalysisJobRow) -> None:
-        found = await self._analyse(job, previews=True)
+        runs = await self._runs(job)
+        async with self.store.fetched(run_files(runs)):
+            found = await self._analyse(job, runs, previews=True)
         folder = self.job_dir(job.id)
         shots = []
         for n, shot in enumerate(found.shots):
@@ -513,11 +521,12 @@ class AnalysisJobs:
 
     async def _score(self, job: AnalysisJobRow) -> list[Highlight]:
         options = job.options
-        analysis = await self._analyse(job, previews=False)
-        runs = planned_runs(await self._segments(job), job.from_ms, job.to_ms)
-        samples, first_ms = await asyncio.to_thread(
-            audio_in_range, runs, job.from_ms, job.to_ms, self.store.path
-        )
+        runs = await self._runs(job)
+        async with self.store.fetched(run_files(runs)):
+            analysis = await self._analyse(job, runs, previews=False)
+            samples, first_ms = await asyncio.to_thread(
+                audio_in_range, runs, job.from_ms, job.to_ms, self.store.path
+            )
         loudness = await asyncio.to_thread(
             loudness_curve, samples, LOUDNESS_RATE, start_s=(first_ms - job.from_ms) / 1000
         )
@@ -541,8 +550,11 @@ class AnalysisJobs:
             return []
         video = await self._segments(job)
         captions: list[CaptionText] = []
-        for segment in subtitles:
-            data = await asyncio.to_thread(self.store.path(segment.path).read_bytes)
+        async with self.store.fetched(s.path for s in subtitles):
+            texts = [
+                (s, await asyncio.to_thread(self.store.path(s.path).read_bytes)) for s in subtitles
+            ]
+        for segment, data in texts:
             try:
                 cues = parse_segment(
                     data,

@@ -15,7 +15,7 @@ from livecut.analysis.shots import Cut, ShotDetector
 from livecut.config import StreamConfig
 from livecut.media.clock import unwrap_s
 from livecut.store.analysis import ShotCutRow
-from livecut.store.records import SegmentRow
+from livecut.store.records import SegmentRow, segment_files
 from livecut.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,8 @@ class LiveShots:
             if state.detector is not None and not _continues(state.last, segment):
                 await self._flush(stream_id, state)  # a new run: what was open ends here
             try:
-                cuts = await asyncio.to_thread(self._detect, state, segment)
+                async with self.store.fetched(segment_files([segment])):
+                    cuts = await asyncio.to_thread(self._detect, state, segment)
             except (OSError, ValueError) as exc:
                 log.warning("shots: skipping segment %s of %s: %s", segment.seq, stream_id, exc)
                 state.detector = None  # the next segment starts a fresh shot

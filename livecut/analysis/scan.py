@@ -14,7 +14,7 @@ from livecut.analysis.frames import ANALYSIS_SIZE, decoded_frames, video_fps
 from livecut.clips.planner import NothingRecorded, PlannedRun, plan_clip
 from livecut.media.clock import unwrap_s
 from livecut.media.concat import open_run
-from livecut.store.records import SegmentRow
+from livecut.store.records import SegmentRow, segment_files
 
 Picture = npt.NDArray[np.uint8]
 PathOf = Callable[[str], Path]
@@ -33,6 +33,16 @@ def run_paths(run: PlannedRun, path_of: PathOf) -> tuple[list[Path], Path | None
     first = run.segments[0]
     init = None if first.init_path is None else path_of(first.init_path)
     return [path_of(s.path) for s in run.segments], init
+
+
+def run_files(runs: Sequence[PlannedRun]) -> list[str]:
+    """The relpaths reading these runs opens, to fetch them first (Store.fetched)."""
+    return segment_files(s for run in runs for s in run.segments)
+
+
+def size_files(runs: Sequence[PlannedRun]) -> list[str]:
+    """The relpaths video_size and range_fps open: the first segment, and its init."""
+    return segment_files(runs[0].segments[:1])
 
 
 def range_fps(runs: Sequence[PlannedRun], path_of: PathOf) -> float:

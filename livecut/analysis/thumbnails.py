@@ -17,7 +17,7 @@ from PIL import Image
 
 from livecut.clips.planner import plan_clip
 from livecut.media.concat import open_run
-from livecut.store.records import SegmentRow
+from livecut.store.records import SegmentRow, segment_files
 
 ImageFormat = Literal["jpg", "webp", "png"]
 FitMode = Literal["preserve", "stretch", "crop", "pad"]
@@ -50,6 +50,12 @@ class _Decoding:
 
 _decoders: OrderedDict[tuple[str, ...], _Decoding] = OrderedDict()
 _decoders_lock = threading.Lock()
+
+
+def frame_files(segments: Sequence[SegmentRow], at_ms: int) -> list[str]:
+    """The relpaths frame_at opens for `at_ms`: its run's segments, from the keyframe's,
+    and their init section (to fetch them first). Raises NothingRecorded as frame_at."""
+    return segment_files(plan_clip(segments, at_ms, at_ms + 1).runs[0].segments)
 
 
 def frame_at(

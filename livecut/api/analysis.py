@@ -15,7 +15,9 @@ from livecut.analysis.scan import (
     frames_in_range,
     pictures_at,
     planned_runs,
+    run_files,
     scaled,
+    size_files,
     video_size,
 )
 from livecut.analysis.storyboards import (
@@ -34,6 +36,7 @@ from livecut.analysis.thumbnails import (
     ImageFormat,
     encode_image,
     frame_at,
+    frame_files,
 )
 from livecut.api.context import ApiContext, Handler, ctx_of, error
 from livecut.api.signed import SIGNED_QUERY
@@ -166,7 +169,8 @@ async def _image_at(
             if not any(s.start_ms <= at_ms < s.end_ms for s in video):
                 return error(404, f"at_ms: no video of stream {stream_id} is recorded at {at_ms}")
             try:
-                frame = await asyncio.to_thread(frame_at, video, at_ms, ctx.store.path)
+                async with ctx.store.fetched(frame_files(video, at_ms)):
+                    frame = await asyncio.to_thread(frame_at, video, at_ms, ctx.store.path)
             except (NothingRecorded, LookupError) as exc:
                 return error(404, f"at_ms: {exc}")
         body = await asyncio.to_thread(
@@ -244,7 +248,8 @@ async def animated(request: web.Request) -> web.Response:
             )
             return animated_webp(pictures_at(frames, instants), frame_ms=round(step))
 
-        body = await asyncio.to_thread(render)
+        async with ctx.store.fetched(run_files(runs)):
+            body = await asyncio.to_thread(render)
         _keep(key, body)
     return web.Response(body=body, content_type="image/webp")
 
@@ -299,7 +304,8 @@ async def _storyboard(request: web.Request, scope: str, kind: str) -> web.Respon
         runs = planned_runs(segments, from_ms, to_ms)
     except NothingRecorded as exc:
         return error(404, f"from_ms..to_ms: {exc}")
-    size = scaled(await asyncio.to_thread(video_size, runs, ctx.store.path), width)
+    async with ctx.store.fetched(size_files(runs)):
+        size = scaled(await asyncio.to_thread(video_size, runs, ctx.store.path), width)
     if kind == "vtt":
         # The sheet this file points at is named by the exact tile set, so it stays right
         # for every cue here while a live session's storyboard grows.
@@ -345,7 +351,8 @@ async def _storyboard(request: web.Request, scope: str, kind: str) -> web.Respon
             )
             return sprite_sheet(pictures_at(frames, instants), image_format=kind)
 
-        body = await asyncio.to_thread(render)
+        async with ctx.store.fetched(run_files(runs)):
+            body = await asyncio.to_thread(render)
         _keep(key, body)
     return web.Response(body=body, content_type=MEDIA_TYPES[kind])
 

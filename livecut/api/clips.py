@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import PurePosixPath
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from livecut.api.context import API_KEY, ApiContext, ctx_of, error, json_body, now_ms
 from livecut.api.signed import SIGNED_QUERY
+from livecut.api.stored import read_stored_text, stored_media
 from livecut.api.validate import (
     ClipLimits,
     Extras,
@@ -24,6 +26,8 @@ from livecut.api.views import absolute, clip_json
 from livecut.clips.hls import carry_query
 from livecut.clips.jobs import ClipRequest, QueueFull
 from livecut.clips.planner import nearest_spans
+from livecut.store import files
+from livecut.store.media import clip_relpath
 from livecut.store.records import CLIP_STATES, ClipRow
 from livecut.webhooks.targets import RefusedTarget, check_callback_url
 
@@ -304,22 +308,33 @@ async def clip_file(request: web.Request) -> web.StreamResponse:
     if clip.state != "ready":
         return error(409, f"clip {clip.id} is {clip.state}, not ready", state=clip.state)
     name = request.match_info["file"]
-    path = ctx.store.clip_dir(clip.id) / name
-    if not path.is_file():
-        return error(404, f"clip {clip.id} has no file {name!r}; its files are in its links")
+    missing = f"clip {clip.id} has no file {name!r}; its files are in its links"
+    if files.safe_name(name) != name:
+        return error(404, missing)
+    relpath = clip_relpath(clip.id, name)
+    if ctx.store.remote is None and not ctx.store.path(relpath).is_file():
+        return error(404, missing)
     check_range(request)
+    suffix = PurePosixPath(name).suffix
     headers = {
-        "Content-Type": CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
+        "Content-Type": CONTENT_TYPES.get(suffix, "application/octet-stream"),
         **PLAYER_HEADERS,
     }
-    if path.suffix == ".mp4":
+    if suffix == ".mp4":
         headers["Content-Disposition"] = content_disposition(clip.name or clip.id)
     signature = {k: request.query[k] for k in SIGNED_QUERY if k in request.query}
-    if path.suffix == ".m3u8" and signature:
-        # Opened with a signed URL: so are the media it lists.
-        text = carry_query(path.read_text(encoding="utf-8"), urlencode(signature))
+    if suffix == ".m3u8" and (signature or ctx.store.remote is not None):
+        # Served by the daemon even with media in a bucket: its media URIs are relative
+        # to this URL. Opened with a signed URL, so are the media it lists.
+        text = await read_stored_text(ctx.store, relpath)
+        if text is None:
+            return error(404, missing)
+        if signature:
+            text = carry_query(text, urlencode(signature))
         return web.Response(text=text, headers=headers)
-    return web.FileResponse(path, headers=headers)
+    return await stored_media(
+        request, ctx.store, relpath, headers=headers, missing=missing, check=True
+    )
 
 
 async def clip_media(request: web.Request) -> web.StreamResponse:
@@ -340,14 +355,16 @@ async def clip_media(request: web.Request) -> web.StreamResponse:
     if relpath is None:
         return error(404, f"segment {segment.id} has no init section")
     check_range(request)
-    path = ctx.store.path(relpath)
-    suffix = ".mp4" if is_init else path.suffix
-    return web.FileResponse(
-        path,
+    suffix = ".mp4" if is_init else PurePosixPath(relpath).suffix
+    return await stored_media(
+        request,
+        ctx.store,
+        relpath,
         headers={
             "Content-Type": CONTENT_TYPES.get(suffix, "application/octet-stream"),
             **PLAYER_HEADERS,
         },
+        missing=f"clip {short(clip_id)} has no media {name!r}",
     )
 
 

@@ -21,6 +21,7 @@ from livecut.api.signed import (
     SIGNED_QUERY,
     stream_scope,
 )
+from livecut.api.stored import stored_media
 from livecut.api.streams import known_stream
 from livecut.api.validate import Invalid, check_query, optional_query_int, query_int, short
 from livecut.api.views import absolute
@@ -335,23 +336,25 @@ async def stream_media(request: web.Request) -> web.StreamResponse:
         else None
     )
     relpath = None if segment is None else segment.init_path if is_init else segment.path
-    path = None if relpath is None else ctx.store.path(relpath)
-    if segment is None or path is None or not path.is_file():
-        # Retention or the disk floor may have removed it since the playlist was read.
-        return error(
-            404,
-            f"stream {short(stream_id)} has no stored media {short(name)} (it may have been "
-            "removed by retention or the disk floor; reload the playlist)",
-        )
+    # Retention or the disk floor may have removed it since the playlist was read.
+    missing = (
+        f"stream {short(stream_id)} has no stored media {short(name)} (it may have been "
+        "removed by retention or the disk floor; reload the playlist)"
+    )
+    if relpath is None or (ctx.store.remote is None and not ctx.store.path(relpath).is_file()):
+        return error(404, missing)
     check_range(request)
-    suffix = ".mp4" if is_init else Path(relpath or "").suffix
-    return web.FileResponse(
-        path,
+    suffix = ".mp4" if is_init else Path(relpath).suffix
+    return await stored_media(
+        request,
+        ctx.store,
+        relpath,
         headers={
             "Content-Type": CONTENT_TYPES.get(suffix, "application/octet-stream"),
             "Cache-Control": MEDIA_CACHE,
             **PLAYER_HEADERS,
         },
+        missing=missing,
     )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from livecut.analysis.loudness import envelope, loudness_curve
-from livecut.analysis.scan import LOUDNESS_RATE, audio_in_range, planned_runs
+from livecut.analysis.scan import LOUDNESS_RATE, audio_in_range, planned_runs, run_files
 from livecut.api.context import ApiContext, ctx_of, error, now_ms
 from livecut.api.validate import (
     Invalid,
@@ -169,9 +169,10 @@ async def _loudness(
         runs = planned_runs(segments, from_ms, to_ms)
     except NothingRecorded:
         return []
-    samples, first_ms = await asyncio.to_thread(
-        audio_in_range, runs, from_ms, to_ms, ctx.store.path
-    )
+    async with ctx.store.fetched(run_files(runs)):
+        samples, first_ms = await asyncio.to_thread(
+            audio_in_range, runs, from_ms, to_ms, ctx.store.path
+        )
     curve = await asyncio.to_thread(loudness_curve, samples, LOUDNESS_RATE)
     buckets = envelope(
         curve, zero_ms=first_ms, from_ms=from_ms, to_ms=to_ms, resolution_ms=resolution

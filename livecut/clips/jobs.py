@@ -27,6 +27,7 @@ from livecut.media.subtitles import (
 )
 from livecut.media.verify import VerifyError, verify_by_decoding
 from livecut.store.index import new_id
+from livecut.store.media import Reads
 from livecut.store.records import ClipRow, ClipState, SegmentRow
 from livecut.store.store import Store
 
@@ -284,7 +285,7 @@ class ClipJobs:
             waiter.cancel()
         self._active.pop(clip_id, None)
         await self.store.index.delete_clip(clip_id)
-        self.store.remove_clip_files(clip_id)
+        await self.store.remove_clip_files(clip_id)
         self._signal(clip_id)
         if self.on_deleted is not None:
             await self.on_deleted(clip_id)
@@ -405,7 +406,7 @@ class ClipJobs:
             )
             return
         if await self.store.index.clip(clip_id) is None:
-            self.store.remove_clip_files(clip_id)  # deleted while it was being cut
+            await self.store.remove_clip_files(clip_id)  # deleted while it was being cut
             return
         await self._set_state(clip_id, "ready", result=result)
         metrics.CLIP_JOBS.labels("ready").inc()
@@ -415,7 +416,7 @@ class ClipJobs:
     async def _fail(self, clip_id: str, error: str) -> None:
         log.warning("clip %s failed: %s", clip_id, error)
         # Nothing of a failed clip is served: its files and its hold on segments go now.
-        self.store.remove_clip_files(clip_id)
+        await self.store.remove_clip_files(clip_id)
         await self.store.index.unpin_segments(clip_id)
         if await self.store.index.clip(clip_id) is not None:
             await self._set_state(clip_id, "failed", error=error)
@@ -435,6 +436,8 @@ class ClipJobs:
         if single:
             # One window: its results are the clip's, as a caller of a plain clip expects.
             result.update({k: v for k, v in windows[0].items() if k != "label"})
+        # Stored where every node serves them (S3) before the clip is ready.
+        await self.store.keep_clip_files(clip.id)
         return result
 
     async def _cut_window(
@@ -481,33 +484,39 @@ class ClipJobs:
             # job's own segments are pinned while it runs).
             await self.store.space.make_room(sum(s.size for s in stored))
             pieces = _pieces(plan)
+            # Every file the remuxer will open, noted as its inputs are built, is fetched
+            # at once (a no-op for local media) and kept until the copies are cut.
+            reads = Reads(self.store.path)
+            inputs = [[await self._remux_run(r, reads) for r in runs] for runs in pieces]
+            audio_runs = await self._alternate_audio(clip, plan, reads)
             outputs = []
-            for n, runs in enumerate(pieces):
-                first = runs[0]
-                if n > 0:
-                    first_s = first.from_s
-                elif request.accuracy == "frame":
-                    first_s = first.media_s(max(window.start_ms, plan.start_ms))
-                else:
-                    first_s = first.from_s
-                output = folder / (f"{stem}.mp4" if n == 0 else f"{stem}-{n + 1}.mp4")
-                presented = await self._checked(
-                    clip,
-                    runs,
-                    remux_mp4,
-                    [await self._remux_run(r) for r in runs],
-                    first_s=first_s,
-                    output=output,
-                    audio_runs=await self._alternate_audio(clip, plan) if n == 0 else (),
-                    reencode_edges=request.reencode_edges,
-                    faststart=request.faststart,
-                    cues=cues if n == 0 else (),
-                    cue_language=language,
-                    expected_s=(plan.end_ms - plan.start_ms) / 1000,
-                )
-                if request.verify == "decode":
-                    await self._verify_by_decoding(clip, output, presented, runs)
-                outputs.append((output, presented))
+            async with self.store.fetched(reads.relpaths):
+                for n, runs in enumerate(pieces):
+                    first = runs[0]
+                    if n > 0:
+                        first_s = first.from_s
+                    elif request.accuracy == "frame":
+                        first_s = first.media_s(max(window.start_ms, plan.start_ms))
+                    else:
+                        first_s = first.from_s
+                    output = folder / (f"{stem}.mp4" if n == 0 else f"{stem}-{n + 1}.mp4")
+                    presented = await self._checked(
+                        clip,
+                        runs,
+                        remux_mp4,
+                        inputs[n],
+                        first_s=first_s,
+                        output=output,
+                        audio_runs=audio_runs if n == 0 else (),
+                        reencode_edges=request.reencode_edges,
+                        faststart=request.faststart,
+                        cues=cues if n == 0 else (),
+                        cue_language=language,
+                        expected_s=(plan.end_ms - plan.start_ms) / 1000,
+                    )
+                    if request.verify == "decode":
+                        await self._verify_by_decoding(clip, output, presented, runs)
+                    outputs.append((output, presented))
             output, presented = outputs[0]
             files["mp4"] = _mp4_entry(clip.id, output, presented)
             zero_ms = presented.start_ms
@@ -650,11 +659,11 @@ class ClipJobs:
             log.error("clip %s: decoding check failed (%s); segments: %s", clip.id, exc, paths)
             raise
 
-    async def _remux_run(self, run: PlannedRun) -> RemuxRun:
+    async def _remux_run(self, run: PlannedRun, path_of: Callable[[str], Path]) -> RemuxRun:
         first = run.segments[0]
         if first.has_video and not first.params:
-            return remux_run(run, self.store.path, await self.store.index.parameter_segment(first))
-        return remux_run(run, self.store.path)
+            return remux_run(run, path_of, await self.store.index.parameter_segment(first))
+        return remux_run(run, path_of)
 
     async def _subtitles(self, clip: ClipRow, plan: ClipPlan) -> tuple[list[Cue], str | None]:
         """Cues of the session's first subtitles rendition inside the plan, wall-timed."""
@@ -669,8 +678,11 @@ class ClipJobs:
             return [], None
         video = plan.segments
         cues: list[Cue] = []
-        for segment in segments:
-            data = await asyncio.to_thread(self.store.path(segment.path).read_bytes)
+        async with self.store.fetched(s.path for s in segments):
+            texts = [
+                (s, await asyncio.to_thread(self.store.path(s.path).read_bytes)) for s in segments
+            ]
+        for segment, data in texts:
             try:
                 cues += parse_segment(
                     data,
@@ -684,7 +696,9 @@ class ClipJobs:
         # Trimmed to what the outputs may show; each output clamps at its own first frame.
         return clip_cues(cues, plan.start_ms, plan.end_ms), language
 
-    async def _alternate_audio(self, clip: ClipRow, plan: ClipPlan) -> list[RemuxRun]:
+    async def _alternate_audio(
+        self, clip: ClipRow, plan: ClipPlan, path_of: Callable[[str], Path]
+    ) -> list[RemuxRun]:
         """Audio from an alternate-audio rendition, when the video carries none."""
         if any(s.has_audio for s in plan.segments):
             return []
@@ -694,7 +708,7 @@ class ClipJobs:
         runs = []
         for run in group_runs(audio):
             planned = plan_clip(run, max(plan.start_ms, run[0].start_ms), plan.end_ms)
-            runs += [await self._remux_run(r) for r in planned.runs]
+            runs += [await self._remux_run(r, path_of) for r in planned.runs]
         return runs
 
     async def _write_hls(self, clip_id: str, plan: ClipPlan, target: Path) -> dict[str, object]:

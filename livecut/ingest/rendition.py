@@ -476,7 +476,7 @@ class RenditionWorker:
         try:
             await self._commit(row, media, relpath=relpath, init_relpath=init_relpath)
         except OSError:
-            self.keeper.store.remove_files([relpath])  # never indexed: not left behind
+            await self.keeper.store.remove_files([relpath])  # never indexed: not left behind
             raise
 
     async def _decrypted(self, segment: PlaylistSegment, body: bytes) -> bytes:

@@ -21,6 +21,8 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from io import BufferedWriter
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -31,6 +33,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from livecut import metrics
 from livecut.config import S3Config, S3Credentials, read_s3_credentials
 
 if TYPE_CHECKING:
@@ -41,6 +44,7 @@ __all__ = [
     "MAX_PRESIGN_S",
     "PART_SIZE",
     "TEMP_SUFFIX",
+    "ListedObject",
     "ObjectReader",
     "ObjectStore",
     "RangeNotSatisfiableError",
@@ -82,6 +86,15 @@ _CONTENT_TYPES: Final = {
 
 class RangeNotSatisfiableError(OSError):
     """A ranged read that starts at or past the end of the object."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ListedObject:
+    """An object as a listing shows it."""
+
+    relpath: str
+    size: int
+    modified_s: float  # LastModified, Unix seconds: when the object was last written
 
 
 def check_relpath(relpath: str) -> str:
@@ -143,6 +156,7 @@ class ObjectReader:
                 chunk = await self._body.read(chunk_size)
             if not chunk:
                 return
+            metrics.OBJECT_DOWNLOADED_BYTES.inc(len(chunk))
             yield chunk
 
     async def read_all(self) -> bytes:
@@ -230,7 +244,7 @@ class ObjectStore:
                     config=boto_config,
                 )
             )
-            with _failures("HEAD", self.bucket, "", missing_is_absent=False):
+            with _failures("HEAD", self.bucket, "", missing_is_absent=False, op="head"):
                 await client.head_bucket(Bucket=self.bucket)
         except BaseException:
             await stack.aclose()
@@ -251,7 +265,7 @@ class ObjectStore:
     async def put_bytes(self, relpath: str, data: bytes) -> None:
         """Store `data` as one object (a single PUT)."""
         key = self.key(relpath)
-        with _failures("PUT", self.bucket, key):
+        with _failures("PUT", self.bucket, key, op="put"):
             await self._require().put_object(
                 Bucket=self.bucket,
                 Key=key,
@@ -259,6 +273,7 @@ class ObjectStore:
                 ContentType=_content_type(relpath),
                 ContentMD5=_md5(data),
             )
+        metrics.OBJECT_UPLOADED_BYTES.inc(len(data))
 
     async def put_file(self, relpath: str, path: Path) -> None:
         """Upload a file: one PUT up to part_size, else a multipart upload that holds at
@@ -274,14 +289,14 @@ class ObjectStore:
         client = self._require()
         part_size = max(self.part_size, -(-size // _MAX_PARTS))
         count = -(-size // part_size)
-        with _failures("multipart upload start", self.bucket, key):
+        with _failures("multipart upload start", self.bucket, key, op="multipart"):
             created = await client.create_multipart_upload(
                 Bucket=self.bucket, Key=key, ContentType=content_type
             )
         upload_id = created["UploadId"]
         try:
             etags = await self._send_parts(key, upload_id, path, size, part_size, count)
-            with _failures("multipart upload completion", self.bucket, key):
+            with _failures("multipart upload completion", self.bucket, key, op="multipart"):
                 await client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=key,
@@ -315,7 +330,7 @@ class ObjectStore:
             data = await self._read_part(fd, offset, length)
             if len(data) != length:
                 raise OSError(f"{path} became shorter while it was being uploaded to {key}")
-            with _failures(f"upload of part {number}", self.bucket, key):
+            with _failures(f"upload of part {number}", self.bucket, key, op="put_part"):
                 part = await client.upload_part(
                     Bucket=self.bucket,
                     Key=key,
@@ -324,6 +339,7 @@ class ObjectStore:
                     Body=data,
                     ContentMD5=_md5(data),
                 )
+            metrics.OBJECT_UPLOADED_BYTES.inc(length)
             etags[number - 1] = part["ETag"]
 
         pending: set[asyncio.Task[None]] = set()
@@ -350,7 +366,7 @@ class ObjectStore:
 
     async def _abort(self, key: str, upload_id: str) -> None:
         try:
-            with _failures("multipart upload abort", self.bucket, key):
+            with _failures("multipart upload abort", self.bucket, key, op="multipart"):
                 await self._require().abort_multipart_upload(
                     Bucket=self.bucket, Key=key, UploadId=upload_id
                 )
@@ -369,7 +385,7 @@ class ObjectStore:
         client = self._require()
         for first in range(0, len(keys), self.delete_batch):
             batch = keys[first : first + self.delete_batch]
-            with _failures("DeleteObjects", self.bucket, batch[0]):
+            with _failures("DeleteObjects", self.bucket, batch[0], op="delete"):
                 response = await client.delete_objects(
                     Bucket=self.bucket,
                     Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
@@ -399,7 +415,7 @@ class ObjectStore:
         key = self.key(relpath)
         client = self._require()
         ranged = start > 0 or end_exclusive is not None
-        with _failures("GET", self.bucket, key):
+        with _failures("GET", self.bucket, key, op="get"):
             if ranged:
                 last = "" if end_exclusive is None else str(end_exclusive - 1)
                 response = await client.get_object(
@@ -462,41 +478,66 @@ class ObjectStore:
         """An object's size in bytes, or None if there is no such object."""
         key = self.key(relpath)
         try:
-            with _failures("HEAD", self.bucket, key):
+            with _failures("HEAD", self.bucket, key, op="head"):
                 head = await self._require().head_object(Bucket=self.bucket, Key=key)
         except FileNotFoundError:
             return None
         return head["ContentLength"]
 
-    async def list_objects(self, prefix: str = "") -> list[tuple[str, int]]:
-        """(relpath, size) of every object whose relpath starts with `prefix`, by key."""
+    async def list_objects(self, prefix: str = "") -> list[ListedObject]:
+        """Every object whose relpath starts with `prefix`, by key."""
         if prefix.startswith("/") or ".." in prefix.split("/"):
             raise ValueError(f"prefix: {prefix!r} is not a relative path prefix")
         full = self.config.prefix + prefix
         cut = len(self.config.prefix)
-        found: list[tuple[str, int]] = []
+        found: list[ListedObject] = []
         paginator = self._require().get_paginator("list_objects_v2")
-        with _failures("LIST", self.bucket, full or "(all keys)"):
-            async for page in paginator.paginate(
-                Bucket=self.bucket, Prefix=full, PaginationConfig={"PageSize": self.page_size}
-            ):
-                for item in page.get("Contents", []):
-                    found.append((item["Key"][cut:], item["Size"]))
+        pages = paginator.paginate(
+            Bucket=self.bucket, Prefix=full, PaginationConfig={"PageSize": self.page_size}
+        ).__aiter__()
+        while True:
+            # Each page is its own request, counted as one.
+            with _failures("LIST", self.bucket, full or "(all keys)", op="list"):
+                try:
+                    page = await pages.__anext__()
+                except StopAsyncIteration:
+                    break
+            for item in page.get("Contents", []):
+                modified = item["LastModified"]
+                found.append(
+                    ListedObject(
+                        relpath=item["Key"][cut:],
+                        size=item["Size"],
+                        modified_s=modified.timestamp()
+                        if isinstance(modified, datetime)
+                        else float(modified),
+                    )
+                )
         return found
 
     async def presign_get(
-        self, relpath: str, *, expires_s: int, filename: str | None = None
+        self,
+        relpath: str,
+        *,
+        expires_s: int,
+        filename: str | None = None,
+        disposition: str | None = None,
     ) -> str:
         """A URL that GETs the object without credentials for `expires_s` seconds; with
-        `filename` the response is an attachment of that name."""
+        `filename` the response is an attachment of that name, with `disposition` it
+        carries that Content-Disposition header as given."""
         if not 1 <= expires_s <= MAX_PRESIGN_S:
             raise ValueError(
                 f"expires_s: {expires_s} is out of range; use 1 to {MAX_PRESIGN_S} seconds"
             )
+        if filename is not None and disposition is not None:
+            raise ValueError("presign_get: give filename or disposition, not both")
         key = self.key(relpath)
         params = {"Bucket": self.bucket, "Key": key}
         if filename is not None:
             params["ResponseContentDisposition"] = content_disposition(filename)
+        elif disposition is not None:
+            params["ResponseContentDisposition"] = disposition
         with _failures("presign", self.bucket, key):
             return await self._require().generate_presigned_url(
                 "get_object", Params=params, ExpiresIn=expires_s
@@ -510,18 +551,30 @@ class ObjectStore:
 
 @contextlib.contextmanager
 def _failures(
-    action: str, bucket: str, key: str, *, missing_is_absent: bool = True
+    action: str,
+    bucket: str,
+    key: str,
+    *,
+    missing_is_absent: bool = True,
+    op: str | None = None,
 ) -> Iterator[None]:
     """Turn the client's exceptions into the OSErrors the daemon treats as storage failures:
-    FileNotFoundError for an absent object, the S3 error code in the message otherwise."""
+    FileNotFoundError for an absent object, the S3 error code in the message otherwise.
+    With `op`, the request is counted by its outcome (reads of a body are not requests)."""
     what = f"S3 {action} of {key} in bucket {bucket}" if key else f"S3 {action} of bucket {bucket}"
+    outcome: str | None = "error"
     try:
         yield
+        outcome = "ok"
+    except asyncio.CancelledError:
+        outcome = None  # given up on, not failed
+        raise
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "unknown"))
         message = error.get("Message") or "no message"
         if code in _MISSING and missing_is_absent:
+            outcome = "missing"
             raise FileNotFoundError(
                 errno.ENOENT, f"no such object in bucket {bucket}", key
             ) from None
@@ -530,6 +583,9 @@ def _failures(
         raise OSError(f"{what} failed: {code} ({message})") from exc
     except (BotoCoreError, aiohttp.ClientError) as exc:
         raise OSError(f"{what} failed: {exc}") from exc
+    finally:
+        if op is not None and outcome is not None:
+            metrics.OBJECT_REQUESTS.labels(op, outcome).inc()
 
 
 def _content_type(relpath: str) -> str:

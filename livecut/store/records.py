@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -132,3 +133,14 @@ class AttemptRow:
     status: int | None  # HTTP status, or None when no response came
     error: str | None
     latency_ms: int
+
+
+def segment_files(segments: Iterable[SegmentRow]) -> list[str]:
+    """The relpaths a reader of these segments opens: each segment and its init section
+    (for Store.fetched)."""
+    wanted: dict[str, None] = {}
+    for segment in segments:
+        if segment.init_path is not None:
+            wanted[segment.init_path] = None
+        wanted[segment.path] = None
+    return list(wanted)

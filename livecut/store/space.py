@@ -1,4 +1,11 @@
-"""The free-disk floor: measure free space, and evict the oldest unpinned segments below it."""
+"""The free-disk floor: measure free space, and evict the oldest unpinned segments below it.
+
+With media in a bucket (storage.backend = "s3") the floor protects this node's own disk,
+which then holds only the read cache (bounded by storage.s3.cache_bytes), staged
+segments and clips being cut: below the floor, unpinned cache copies go, and never a
+segment. A segment's row and object are the bucket's to keep; a low local disk says
+nothing about them.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,6 @@ import aiofiles.os
 
 from livecut import metrics
 from livecut.config import StorageConfig
-from livecut.store import files
 from livecut.store.records import SegmentRow
 
 if TYPE_CHECKING:
@@ -101,6 +107,8 @@ class Space:
             short = disk.floor_bytes + incoming - disk.free_bytes
             if short <= 0:
                 return Eviction(segments=0, bytes=0, short_bytes=0)
+            if self.store.remote is not None:
+                return await self._shed_cache(disk, short, incoming)
             segments = freed = 0
             after: tuple[int, int] | None = None
             while short > 0:
@@ -154,9 +162,7 @@ class Space:
             metrics.EVICTED_BYTES.labels(stream_id).inc(size)
             seen_count, seen_size = self._unlogged.get(stream_id, (0, 0))
             self._unlogged[stream_id] = (seen_count + count, seen_size + size)
-        paths = [s.path for _, s in doomed] + inits
-        # One thread hop for the whole batch: cheaper than an aiofiles call per file.
-        await asyncio.to_thread(files.remove_and_prune, self.store.root, paths)
+        await self.store.remove_files([s.path for _, s in doomed] + inits)
         # Below the floor every segment written evicts one: say so once a minute at most.
         now = time.monotonic()
         if now - self._logged_s >= LOG_EVERY_S:
@@ -170,6 +176,29 @@ class Space:
                     stream_id,
                 )
             self._unlogged.clear()
+
+    async def _shed_cache(self, disk: Disk, short: int, incoming: int) -> Eviction:
+        """S3: below the floor, the read cache lets unpinned copies go (they are in the
+        bucket); segments are not evicted for want of local disk."""
+        remote = self.store.remote
+        assert remote is not None
+        if remote.cache.shed(short):
+            disk = await self.disk()
+            short = disk.floor_bytes + incoming - disk.free_bytes
+        if short > 0:
+            now = time.monotonic()
+            if now - self._warned_s >= LOG_EVERY_S:
+                self._warned_s = now
+                log.warning(
+                    "disk floor: %d bytes free, floor %d bytes; %d bytes more cannot be "
+                    "freed (the read cache holds %d bytes in use; media is in the bucket "
+                    "and is not evicted for the local disk)",
+                    disk.free_bytes,
+                    disk.floor_bytes,
+                    short,
+                    remote.cache.bytes_cached,
+                )
+        return Eviction(segments=0, bytes=0, short_bytes=max(0, short))
 
     def _warn_short(self, disk: Disk, short: int) -> None:
         now = time.monotonic()

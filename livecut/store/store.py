@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from livecut import metrics
-from livecut.config import StorageConfig
+from livecut.config import S3Credentials, StorageConfig
 from livecut.store import files
 from livecut.store.index import Index
+from livecut.store.media import LocalMedia, Media, S3Media
 from livecut.store.space import Space
 
 log = logging.getLogger(__name__)
@@ -46,14 +48,30 @@ INDEX_FILE = "index.sqlite3"
 
 class Store:
     def __init__(
-        self, data_dir: Path, storage: StorageConfig | None = None, *, index: Index | None = None
+        self,
+        data_dir: Path,
+        storage: StorageConfig | None = None,
+        *,
+        index: Index | None = None,
+        s3_credentials: S3Credentials | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / "clips").mkdir(exist_ok=True)
         self.index = Index(data_dir / INDEX_FILE) if index is None else index
         self.edges = EdgeWatch()
-        self.space = Space(self, storage or StorageConfig())
+        storage = storage or StorageConfig()
+        self.space = Space(self, storage)
+        self.clock = clock
+        # Media in the data directory, or in a bucket with local copies (the backend is
+        # fixed for the daemon's life: a change needs a restart).
+        self.remote: S3Media | None = (
+            None
+            if storage.s3 is None
+            else S3Media(data_dir, storage.s3, credentials=s3_credentials)
+        )
+        self.media: Media = LocalMedia(data_dir) if self.remote is None else self.remote
         self._staged = 0  # names staged segments uniquely
         # Spans of stored media being read outside any job (a thumbnail): retention and
         # the disk floor keep them, as they keep what clip and analysis jobs will read.
@@ -61,14 +79,34 @@ class Store:
         self.configured_overlays: dict[str, Path] = {}  # [overlays] of the config
 
     async def open(self) -> None:
-        """Connect to the index (PostgreSQL), bringing its tables up to date."""
+        """Connect to the index (PostgreSQL), bringing its tables up to date, and start
+        the media backend."""
         await self.index.open()
+        try:
+            await self.start()
+        except BaseException:
+            await self.index.close()
+            raise
+
+    async def start(self) -> None:
+        """Start the media backend: S3 checks that the bucket answers (a wrong endpoint,
+        bucket or key pair shows now, not at the first segment) and finds its cache."""
+        await self.media.start()
 
     async def close(self) -> None:
+        await self.media.close()
         await self.index.close()
 
     def path(self, relpath: str) -> Path:
-        return self.root / relpath
+        """Where a reader opens stored media: under the data directory, or (S3) the local
+        copy, which exists inside `fetched`."""
+        return self.media.path(relpath)
+
+    def fetched(self, relpaths: Iterable[str]) -> AbstractAsyncContextManager[None]:
+        """Keep local files of these relpaths while the block runs: nothing to do for the
+        local backend; with S3, each is downloaded into the read cache if it is not there
+        and pinned until the block ends."""
+        return self.media.fetched(relpaths)
 
     @contextlib.contextmanager
     def reading(self, stream_id: str, start_ms: int, end_ms: int) -> Iterator[None]:
@@ -89,9 +127,7 @@ class Store:
         raises OSError (ENOSPC) with nothing left behind."""
         await self.space.make_room(len(data))
         try:
-            # One thread hop for write, fsync, rename and the folder's fsync: cheaper
-            # than four aiofiles hops, and the file is never half-visible to the loop.
-            await asyncio.to_thread(files.write_atomic, self.root, relpath, data)
+            await self.media.write(relpath, data)
         except OSError:
             metrics.STORAGE_ERRORS.labels("write").inc()
             raise
@@ -103,9 +139,11 @@ class Store:
         return self.root / files.INCOMING / f"{os.getpid()}-{self._staged}{suffix}"
 
     async def publish(self, staged: Path, relpath: str) -> None:
-        """Move a staged segment to relpath, durably (a rename and the folder's fsync)."""
+        """Move a staged segment to relpath, durably (a rename and the folder's fsync), or
+        PUT it (S3; the staged file then becomes the local copy). On OSError nothing is
+        stored and the staged file is the caller's to discard."""
         try:
-            await asyncio.to_thread(files.publish, self.root, staged, relpath)
+            await self.media.publish(staged, relpath)
         except OSError:
             metrics.STORAGE_ERRORS.labels("write").inc()
             raise
@@ -135,15 +173,27 @@ class Store:
         return self.root / "clips" / files.safe_name(clip_id)
 
     async def reconcile(self) -> list[str]:
-        """Start-up: remove media files no index row names (partial or never indexed)."""
-        removed = files.sweep_orphans(self.root, await self.index.all_media_paths())
+        """Start-up: remove media no index row names (partial or never indexed). With S3,
+        objects only once an hour old: another node may not have indexed its PUT yet."""
+        now_s = self.clock()
+        removed = await self.media.reconcile(await self.index.all_media_paths(), now_s)
+        removed += await self.media.reconcile_clips(self._clip_exists, now_s)
         if removed:
             log.info("start-up reconciliation removed %d orphan file(s)", len(removed))
         return removed
 
-    def remove_files(self, relpaths: list[str]) -> None:
-        """Remove media files and the folders they leave empty."""
-        files.remove_and_prune(self.root, relpaths)
+    async def _clip_exists(self, clip_id: str) -> bool:
+        return await self.index.clip(clip_id) is not None
 
-    def remove_clip_files(self, clip_id: str) -> None:
-        shutil.rmtree(self.clip_dir(clip_id), ignore_errors=True)
+    async def remove_files(self, relpaths: list[str]) -> None:
+        """Remove media (files and the folders they leave empty, or objects and their
+        local copies) whose rows are gone. Never raises: a failure leaves an orphan."""
+        await self.media.remove(relpaths)
+
+    async def keep_clip_files(self, clip_id: str) -> None:
+        """A clip's outputs are final: with S3 they are uploaded (from any node they are
+        then served), before the clip is told ready."""
+        await self.media.keep_clip(clip_id, self.clip_dir(clip_id))
+
+    async def remove_clip_files(self, clip_id: str) -> None:
+        await self.media.remove_clip(clip_id, self.clip_dir(clip_id))
