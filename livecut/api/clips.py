@@ -70,7 +70,7 @@ def clip_limits(ctx: ApiContext) -> ClipLimits:
 
 async def validate_clip(ctx: ApiContext, body: object) -> ClipRequest:
     # The validator is pure: the one session a body may name is looked up first.
-    named = body.get("session_id") if isinstance(body, dict) else None
+    named = body.get("session") if isinstance(body, dict) else None
     session = await ctx.store.index.session(named) if isinstance(named, str) else None
 
     def session_owner(session_id: str) -> str | None:
