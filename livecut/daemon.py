@@ -129,6 +129,11 @@ class Daemon:
         """Bring everything up; returns the API's base URL."""
         await self.store.open()
         await self._listen()
+        if self.config.cluster.index_url is not None and self.config.storage.backend == "local":
+            log.warning(
+                "the index is shared but media stays on this node's disk: other nodes cannot"
+                ' cut what it records; set [storage] backend = "s3" to run several nodes'
+            )
         if self.notifier.watchdog_s is not None:
             self._watchdog = asyncio.create_task(
                 self._feed_watchdog(self.notifier.watchdog_s), name="watchdog"
@@ -216,6 +221,8 @@ class Daemon:
                 clock=self.clock,
             )
             await self.node.start()
+            node = self.node
+            self.store.space.evictable = lambda stream_id: stream_id in node.held
         self._retention = asyncio.create_task(self._retain_forever(), name="retention")
         self._trimmer = asyncio.create_task(memory.trim_forever(), name="malloc-trim")
         self._trimmer.add_done_callback(_log_death)

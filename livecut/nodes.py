@@ -16,6 +16,11 @@ from livecut.store.index import Index
 
 log = logging.getLogger(__name__)
 
+# A node is shown as gone once its heartbeat is this many lease periods old, and its
+# row removed after FORGET_AFTER_S.
+GONE_AFTER_LEASES = 3
+FORGET_AFTER_S = 3600
+
 
 class Node:
     """Holds the leases of the streams this node records.
@@ -48,6 +53,7 @@ class Node:
         self.url = url
         self.clock = clock
         self.held: dict[str, int] = {}  # stream -> when its lease was last renewed (ms)
+        self.acquired: dict[str, int] = {}  # stream -> when this node took it
         self.started_ms = self._now_ms()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -115,10 +121,19 @@ class Node:
                 load={**self.load(), "streams": sorted(self.held)},
             )
         )
+        await self.index.cluster.forget_nodes_unseen_since(now_ms - FORGET_AFTER_S * 1000)
         wanted = list(self.streams())
         for stream_id in [s for s in self.held if s not in wanted]:
             await self._drop(stream_id, "no longer configured")
+        share = await self._fair_share(len(wanted), now_ms)
+        # Above its share (a node joined), it hands streams over: the newest taken first.
+        # The taker resumes from the origin's playlist window, so nothing is lost when
+        # that window is longer than a renewal period.
+        for stream_id in sorted(self.held, key=self.acquired.__getitem__)[share:]:
+            await self._drop(stream_id, f"handed over: this node holds more than {share}")
         for stream_id in wanted:
+            if stream_id not in self.held and len(self.held) >= share:
+                continue
             now_ms = self._now_ms()
             if await self.index.cluster.acquire(
                 stream_id, self.id, now_ms=now_ms, ttl_ms=self.lease_ms
@@ -126,12 +141,30 @@ class Node:
                 first = stream_id not in self.held
                 self.held[stream_id] = now_ms
                 if first:
+                    self.acquired[stream_id] = now_ms
                     log.info("node %s holds stream %s: recording", self.id, stream_id)
                     metrics.LEASE_CHANGES.labels("acquired").inc()
                     await self.record(stream_id)
             elif stream_id in self.held:
                 await self._drop(stream_id, "another node holds its lease")
         metrics.LEASES_HELD.set(len(self.held))
+
+    async def _fair_share(self, streams: int, now_ms: int) -> int:
+        """The most streams this node should hold: an even share among the nodes whose
+        heartbeat is younger than a lease (a dead node's streams are free by then too).
+        Shares differ by one at most; while a node holds less than the smaller share,
+        the others keep to the smaller one, so it gets its streams."""
+        alive = {
+            n.id for n in await self.index.cluster.nodes() if n.seen_ms >= now_ms - self.lease_ms
+        }
+        alive.add(self.id)
+        counts = dict.fromkeys(alive, 0)
+        for lease in await self.index.cluster.leases():
+            if lease.node_id in counts and lease.expires_ms >= now_ms:
+                counts[lease.node_id] += 1
+        low, high = streams // len(alive), -(-streams // len(alive))
+        starving = any(count < low for node, count in counts.items() if node != self.id)
+        return low if starving else high
 
     async def _fence(self) -> None:
         """Stop recording any stream whose lease may run out before the next renewal."""
@@ -142,6 +175,7 @@ class Node:
 
     async def _drop(self, stream_id: str, why: str) -> None:
         self.held.pop(stream_id, None)
+        self.acquired.pop(stream_id, None)
         log.warning("node %s stops recording %s: %s", self.id, stream_id, why)
         metrics.LEASE_CHANGES.labels("lost").inc()
         await self.stop_recording(stream_id)

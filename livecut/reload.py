@@ -17,7 +17,7 @@ RELOAD_RESULTS: tuple[ReloadResult, ...] = ("applied", "partial", "refused")
 # Others (retention, playback_id, shots) take effect without touching it.
 _RECORDER_FIELDS = frozenset({"url", "headers", "renditions", "session_gap_s"})
 # Sections the daemon reads once at start-up (sockets, paths, workers, clients).
-_FIXED_SECTIONS = ("server", "clips", "ingest", "webhooks", "log")
+_FIXED_SECTIONS = ("server", "clips", "ingest", "webhooks", "log", "cluster")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

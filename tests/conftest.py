@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 # moto's S3 server for tests of the object store (s3_server, s3_bucket).
-pytest_plugins = ["tests.s3server"]
+# s3_server, s3_bucket: moto's S3 server; postgres_dsn (a throwaway server per session)
+# and pg_database (a database per test).
+pytest_plugins = ["tests.s3server", "tests.postgres"]
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,18 +13,25 @@ from typing import Unpack
 import av
 from aiohttp import web
 
-from livecut.config import Config, StreamConfig, default_config
+from livecut.config import ClusterConfig, Config, StreamConfig, default_config
 from livecut.daemon import Daemon
 from livecut.media.synth import SynthOptions, read_frame_number, write_hls_fixture
 from tests.sync import settled
 
 
 def daemon_config(
-    data_dir: Path, origin_url: str, *, stream_id: str = "cam", session_gap_s: float = 30.0
+    data_dir: Path,
+    origin_url: str,
+    *,
+    stream_id: str = "cam",
+    session_gap_s: float = 30.0,
+    index_url: str | None = None,
 ) -> Config:
+    """One node; with index_url, its index on PostgreSQL (and its streams under leases)."""
     base = default_config(data_dir)
     return replace(
         base,
+        cluster=ClusterConfig(index_url=index_url, node_id="test-node", lease_s=3.0),
         server=replace(base.server, listen_host="127.0.0.1", listen_port=0),
         clips=replace(base.clips, max_wait_s=20.0),
         streams=(
@@ -50,12 +58,22 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
 
 
 async def until(
-    daemon: Daemon, stream_id: str, predicate: Callable[[], bool], *, timeout_s: float
+    daemon: Daemon,
+    stream_id: str,
+    predicate: Callable[[], bool | Awaitable[bool]],
+    *,
+    timeout_s: float,
 ) -> None:
-    """Wait, on the store's own change notices, until predicate() holds."""
+    """Wait, on the store's own change notices, until predicate() holds (a predicate
+    may be a coroutine function: an index on PostgreSQL is only ever awaited)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    while not predicate():
+
+    async def holds() -> bool:
+        answer = predicate()
+        return await answer if inspect.isawaitable(answer) else bool(answer)
+
+    while not await holds():
         left = deadline - loop.time()
         if left <= 0:
             raise AssertionError(f"{stream_id}: condition not met within {timeout_s}s")

@@ -37,6 +37,7 @@ class S3Server:
 
     endpoint: str
     admin: Any  # a boto3 S3 client
+    process: subprocess.Popen[bytes] | None = None
 
     def config(self, bucket: str, *, prefix: str = "") -> S3Config:
         return S3Config(bucket=bucket, endpoint=self.endpoint, prefix=prefix)
@@ -85,9 +86,9 @@ def _start(log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError(f"moto_server did not start; see {log_path}:\n{log_path.read_text()}")
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    process, port = _start(tmp_path_factory.mktemp("moto") / "moto_server.log")
+def start_s3_server(log_path: Path) -> S3Server:
+    """moto's S3 server on a free port of 127.0.0.1 (also for bench/cluster.py)."""
+    process, port = _start(log_path)
     endpoint = f"http://127.0.0.1:{port}"
     admin = boto3.client(
         "s3",
@@ -97,16 +98,29 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         aws_secret_access_key=CREDENTIALS.secret_access_key,
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
     )
+    return S3Server(endpoint=endpoint, admin=admin, process=process)
+
+
+def stop_s3_server(server: S3Server) -> None:
+    server.admin.close()
+    process = server.process
+    if process is None:
+        return
+    process.terminate()
     try:
-        yield S3Server(endpoint=endpoint, admin=admin)
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = start_s3_server(tmp_path_factory.mktemp("moto") / "moto_server.log")
+    try:
+        yield server
     finally:
-        admin.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_s3_server(server)
 
 
 @pytest.fixture

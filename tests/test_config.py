@@ -271,7 +271,7 @@ def test_parse_stream_for_api_bodies() -> None:
         (
             {"sever": {}},
             "sever",
-            "server, clips, ingest, storage, webhooks, streams, log, overlays",
+            "server, clips, ingest, storage, webhooks, streams, log, overlays, cluster",
         ),
         (
             {"server": {"listn": "x"}},
@@ -672,7 +672,9 @@ def test_example_config_mentions_every_key() -> None:
     for table in ("server", "clips", "ingest", "storage", "webhooks", "streams"):
         assert table in text
     assert re.search(r"^#? ?\[storage\.s3\]$", text, re.MULTILINE)
+    assert re.search(r"^#? ?\[cluster\]$", text, re.MULTILINE)
     for name in (
+        *config_module._CLUSTER_KEYS,
         *(key for key in config_module._STORAGE_KEYS if key != "s3"),
         *config_module._S3_KEYS,
         *config_module._WEBHOOKS_KEYS,
@@ -960,3 +962,38 @@ def test_storage_config_keeps_backend_and_s3_together() -> None:
         StorageConfig(backend="s3")
     with pytest.raises(ValueError, match="backend"):
         StorageConfig(s3=S3Config(bucket="abc"))
+
+
+def test_cluster_section() -> None:
+    from livecut.config import parse_config
+
+    base: dict[str, object] = {"streams": [{"id": "a", "url": "http://o/x.m3u8"}]}
+    alone = parse_config(base)
+    assert alone.cluster.index_url is None and alone.cluster.node_id
+    config = parse_config(
+        {
+            **base,
+            "cluster": {
+                "index_url": "postgresql://livecut@db.example:5432/livecut?sslmode=require",
+                "node_id": "rec-1",
+                "lease_s": "5s",
+            },
+        }
+    )
+    assert (
+        config.cluster.index_url == "postgresql://livecut@db.example:5432/livecut?sslmode=require"
+    )
+    assert (config.cluster.node_id, config.cluster.lease_s) == ("rec-1", 5.0)
+    for cluster, wanted in (
+        ({"index_url": "postgresql://livecut:hunter2@db/livecut"}, "PGPASSWORD"),
+        ({"index_url": "mysql://db/livecut"}, "scheme 'mysql' is not supported"),
+        ({"index_url": "postgresql://livecut@db"}, "needs a host and a database"),
+        ({"index_url": 5}, "is not a URL"),
+        ({"node_id": "two words"}, "cluster.node_id"),
+        ({"lease_s": "1s"}, "from 2s to 300s"),
+        ({"lease": 3}, "lease"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_config({**base, "cluster": cluster})
+        assert wanted in str(caught.value), (cluster, str(caught.value))
+        assert "hunter2" not in str(caught.value)

@@ -338,6 +338,7 @@ async def test_a_clip_whose_node_stopped_renewing_is_claimed_by_another(opener: 
     assert [c.id for c in claimed] == [free.id]
     assert await a.renew_clips([held.id], T0 + 3000) == []
     assert await b.claim_clips(now_ms=T0 + 1500, until_ms=T0 + 5000, limit=10) == []
+    assert await b.renew_clips([free.id], T0 + 6000) == []
     taken = await b.claim_clips(now_ms=T0 + 3001, until_ms=T0 + 6000, limit=10)
     assert [c.id for c in taken] == [held.id]  # the one node-a stopped renewing
     # A node restarted under its own name takes back what it held.

@@ -986,11 +986,11 @@ async def test_a_rendition_worker_that_crashes_is_restarted_and_loses_nothing(
         real_add_segment = index.add_segment
         crashes: list[int] = []
 
-        def add_segment_once_broken(**row: Any) -> None:
+        async def add_segment_once_broken(**row: Any) -> None:
             if row["seq"] == 3 and not crashes:
                 crashes.append(3)
                 raise RuntimeError("index unavailable")  # not an origin fault: a bug, say
-            real_add_segment(**row)
+            await real_add_segment(**row)
 
         monkeypatch.setattr(index, "add_segment", add_segment_once_broken)
         r.advance(2)

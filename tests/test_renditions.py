@@ -163,19 +163,23 @@ def test_a_lagging_rendition_commits_old_media_into_the_old_session(tmp_path: Pa
         generation = {"360p": keeper.generation, "audio-en": keeper.generation}
 
         def commit(target: RenditionTarget, start_ms: int) -> str:
-            row = keeper.rendition_row(
-                target, generation=generation[target.name], clock="origin", start_ms=start_ms
+            row = settled(
+                keeper.rendition_row(
+                    target, generation=generation[target.name], clock="origin", start_ms=start_ms
+                )
             )
             keeper.committed(target.name, session_id=row.session_id, end_ms=start_ms + 1000, size=1)
             return row.session_id
 
         old = commit(video, 0)
         assert commit(audio, 0) == old
-        generation["360p"] = keeper.reset("360p", generation["360p"], "reset")  # video first
+        generation["360p"] = settled(
+            keeper.reset("360p", generation["360p"], "reset")
+        )  # video first
         new = commit(video, 5000)
         assert new != old
         assert commit(audio, 1000) == old, "audio has not seen the reset yet: old encoder"
-        generation["audio-en"] = keeper.reset("audio-en", generation["audio-en"], "reset")
+        generation["audio-en"] = settled(keeper.reset("audio-en", generation["audio-en"], "reset"))
         assert commit(audio, 5000) == new, "caught up: no third session"
         sessions = settled(store.index.sessions_in_opening_order(stream.id))
         assert [(s.id, s.state, s.end_reason) for s in sessions] == [
@@ -183,10 +187,12 @@ def test_a_lagging_rendition_commits_old_media_into_the_old_session(tmp_path: Pa
             (new, "live", None),
         ]
         # Gaps follow the same rule.
-        keeper.gap(
-            "audio-en",
-            generation["audio-en"],
-            Gap(epoch=0, first_seq=9, last_seq=9, start_ms=6000, end_ms=7000, reason="expired"),
+        settled(
+            keeper.gap(
+                "audio-en",
+                generation["audio-en"],
+                Gap(epoch=0, first_seq=9, last_seq=9, start_ms=6000, end_ms=7000, reason="expired"),
+            )
         )
         [audio_new] = [x for x in settled(store.index.renditions(new)) if x.name == "audio-en"]
         assert [g.first_seq for g in settled(store.index.rendition_gaps(audio_new.id))] == [9]

@@ -10,9 +10,7 @@ from aiohttp import web
 
 from livecut.api.context import ctx_of, now_ms
 from livecut.api.validate import check_query
-
-# A node whose heartbeat is this many lease periods old is shown as gone.
-GONE_AFTER_LEASES = 3
+from livecut.nodes import GONE_AFTER_LEASES
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -33,11 +33,25 @@ async def _stream_json(
         "id": stream_id,
         "url": recorder.stream.url,
         **recorder.status.as_dict(),
+        # The node recording it: this one, alone; of many, the one holding its lease
+        # (the state and errors above are this node's, so only that node's say much).
+        "recorded_by": await _recorder_node(ctx, stream_id),
         "live_session": None if live is None else live.id,
         "live_edge_ms": edge,
         "live_edge_age_ms": None if edge is None else max(0, now_ms(ctx) - edge),
         "retention_s": recorder.stream.retention_s,
     }
+
+
+async def _recorder_node(ctx: ApiContext, stream_id: str) -> str | None:
+    cluster = ctx.config.cluster
+    if cluster.index_url is None:
+        return cluster.node_id
+    now = now_ms(ctx)
+    for lease in await ctx.store.index.cluster.leases():
+        if lease.stream_id == stream_id and lease.expires_ms >= now:
+            return lease.node_id
+    return None
 
 
 async def list_streams(request: web.Request) -> web.Response:

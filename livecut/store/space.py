@@ -72,6 +72,9 @@ class Space:
         self.store = store
         self.config = config
         self.busy: BusyRanges = _nothing_busy
+        # Whose segments this node's floor may evict: many nodes on local disks each
+        # evict only what they record themselves (the rows of the others' are theirs).
+        self.evictable: Callable[[str], bool] = lambda _stream_id: True
         self._lock = asyncio.Lock()
         self._warned_s = -LOG_EVERY_S
         self._logged_s = -LOG_EVERY_S
@@ -123,6 +126,8 @@ class Space:
                 busy: dict[str, list[tuple[int, int]]] = {}
                 for stream_id, segment in page:
                     after = (segment.start_ms, segment.id)  # the next page starts past it
+                    if not self.evictable(stream_id):
+                        continue
                     if stream_id not in busy:
                         busy[stream_id] = await self.busy(stream_id)
                     ranges = busy[stream_id]
