@@ -23,8 +23,9 @@ from livecut.config import ApiKey, Config, S3Config, StorageConfig
 from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
 from livecut.reload import plan_reload
-from livecut.store.media import CACHE_DIR, ORPHAN_AGE_S, S3Media
+from livecut.store.media import CACHE_DIR, ORPHAN_AGE_S
 from livecut.store.records import ClipRow, segment_files
+from livecut.store.s3media import S3Media
 from livecut.store.store import INDEX_FILE, Store
 from tests.harness import daemon_config, decode_clip, recorded_vod, running, until
 from tests.s3server import CREDENTIALS, S3Server, free_port

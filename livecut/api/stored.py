@@ -8,13 +8,15 @@ presigned URL is only ever handed to a client allowed to read what it names.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from livecut.api.context import error
-from livecut.store.media import S3Media
-from livecut.store.objects import RangeNotSatisfiableError
 from livecut.store.store import Store
+
+if TYPE_CHECKING:
+    from livecut.store.s3media import S3Media
 
 # A redirect names a URL that expires: it is never cached, the media behind it may be.
 REDIRECT_CACHE = "private, no-store"
@@ -83,6 +85,8 @@ async def _proxy(
     headers: Mapping[str, str],
     missing: str,
 ) -> web.StreamResponse:
+    from livecut.store.objects import RangeNotSatisfiableError  # loaded with S3Media
+
     if relpath in remote.cache:
         # This node has a copy (it recorded the segment, or read it lately): served from
         # disk, pinned while it is sent.

@@ -10,13 +10,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from livecut import metrics
 from livecut.config import S3Credentials, StorageConfig
 from livecut.store import files
 from livecut.store.index import Index
-from livecut.store.media import LocalMedia, Media, S3Media
+from livecut.store.media import LocalMedia, Media
 from livecut.store.space import Space
+
+if TYPE_CHECKING:
+    from livecut.store.s3media import S3Media
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +70,14 @@ class Store:
         self.clock = clock
         # Media in the data directory, or in a bucket with local copies (the backend is
         # fixed for the daemon's life: a change needs a restart).
-        self.remote: S3Media | None = (
-            None
-            if storage.s3 is None
-            else S3Media(data_dir, storage.s3, credentials=s3_credentials)
-        )
-        self.media: Media = LocalMedia(data_dir) if self.remote is None else self.remote
+        self.remote: S3Media | None = None
+        self.media: Media = LocalMedia(data_dir)
+        if storage.s3 is not None:
+            # Imported only here: the bucket's client is no weight on a local node.
+            from livecut.store.s3media import S3Media
+
+            self.remote = S3Media(data_dir, storage.s3, credentials=s3_credentials)
+            self.media = self.remote
         self._staged = 0  # names staged segments uniquely
         # Spans of stored media being read outside any job (a thumbnail): retention and
         # the disk floor keep them, as they keep what clip and analysis jobs will read.
