@@ -158,6 +158,7 @@ async def test_three_nodes_share_the_streams_the_clips_and_a_dead_nodes_work(
         assert not missing, missing[:5]
         takeover_note = tmp_path / "takeover_s.txt"
         takeover_note.write_text(f"{takeover_s:.2f}\n")
+        print(f"takeover {takeover_s:.2f} s; clips {len(clips)}; gaps {gaps}")
     finally:
         for node in nodes:
             await stop_node(node)
