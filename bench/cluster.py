@@ -172,7 +172,8 @@ async def _run(
                 takeover_s = time.monotonic() - killed
 
                 async def resumed() -> bool:
-                    return all(await _edge_of(http, survivor, s) > before[s] for s in lost)
+                    edges_now = [await _edge_of(http, survivor, s) for s in lost]
+                    return all(edge > before[s] for edge, s in zip(edges_now, lost, strict=True))
 
                 await wait_for("recording resumed", resumed, timeout_s=60)
                 resumed_s = time.monotonic() - killed

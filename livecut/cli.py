@@ -14,18 +14,27 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 import aiohttp
 
 from livecut import __version__, logs
-from livecut.config import ConfigError, StreamConfig, default_config, load_config, parse_duration
-from livecut.daemon import Daemon
+from livecut.config import (
+    Config,
+    ConfigError,
+    StreamConfig,
+    default_config,
+    load_config,
+    parse_duration,
+)
 from livecut.notify import Notifier
-from livecut.store.index import Index
+
+if TYPE_CHECKING:
+    from livecut.daemon import Daemon
+from livecut.store.index import INDEX_FILE, Index
 from livecut.store.pg import redact
 from livecut.store.schema import SCHEMA_VERSION
-from livecut.store.store import INDEX_FILE
 
 log = logging.getLogger("livecut")
 
@@ -98,11 +107,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_config(path: Path, *, connect: bool = False) -> int:
+def _load(path: Path) -> Config | None:
+    """The config, or None once its errors are printed."""
     try:
-        config = load_config(path)
+        return load_config(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def _check_config(path: Path, *, connect: bool = False) -> int:
+    config = _load(path)
+    if config is None:
         return 1
     url = config.cluster.index_url
     where = "SQLite in the data directory" if url is None else f"PostgreSQL at {redact(url)}"
@@ -117,10 +133,8 @@ def _check_config(path: Path, *, connect: bool = False) -> int:
 
 
 def _migrate(path: Path) -> int:
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _load(path)
+    if config is None:
         return 1
     url = config.cluster.index_url
     if url is None:
@@ -153,12 +167,12 @@ async def _report_index(url: str, *, migrate: bool) -> int:
 
 
 def _serve(path: Path) -> int:
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _load(path)
+    if config is None:
         return 1
     logs.configure(config.log.format)
+    from livecut.daemon import Daemon  # the whole daemon: not for check-config or migrate
+
     daemon = Daemon(config, config_path=path, notifier=Notifier.from_environment())
     return asyncio.run(_run_until_signal(daemon, duration_s=None))
 
@@ -246,6 +260,8 @@ Ctrl-C stops the demo.
         )
 
     try:
+        from livecut.daemon import Daemon
+
         return await _run_until_signal(Daemon(config), duration_s=duration_s, on_started=tell)
     finally:
         await origin.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -86,7 +87,9 @@ async def test_three_nodes_share_the_streams_the_clips_and_a_dead_nodes_work(
             await wait_for("every clip ready (its webhook)", all_ready, timeout_s=60)
             # Every node serves every clip: the MP4 comes from the bucket.
             for n, clip_id in enumerate(clips):
-                other = nodes[(n + 1) % len(nodes)]
+                # From a node other than the one asked (taking turns between the two).
+                others = [node for node in nodes if node.name != clips[clip_id]]
+                other = others[n % len(others)]
                 clip = await get_json(http, f"{other.url}/v1/clips/{clip_id}")
                 assert clip["state"] == "ready", clip
                 async with http.get(f"{other.url}/v1/clips/{clip_id}/clip.mp4") as r:
@@ -158,8 +161,49 @@ async def test_three_nodes_share_the_streams_the_clips_and_a_dead_nodes_work(
         assert not missing, missing[:5]
         takeover_note = tmp_path / "takeover_s.txt"
         takeover_note.write_text(f"{takeover_s:.2f}\n")
+        print(f"takeover {takeover_s:.2f} s; clips {len(clips)}; gaps {gaps}")
     finally:
         for node in nodes:
             await stop_node(node)
         for origin in origins.values():
             await origin.stop()
+
+
+async def test_migrate_and_check_config_connect_to_the_index(
+    tmp_path: Path, pg_database: str
+) -> None:
+    from livecut.store.schema import SCHEMA_VERSION
+    from tests.s3server import free_port
+
+    async def livecut(*argv: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "livecut",
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, out.decode()
+
+    def config(name: str, dsn: str) -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(
+            f'[server]\ndata_dir = "{tmp_path / name}"\n\n[cluster]\nindex_url = "{dsn}"\n'
+            f'node_id = "{name}"\n\n[[streams]]\nid = "cam"\nurl = "http://127.0.0.1:9/x.m3u8"\n'
+        )
+        return path
+
+    good = config("good", pg_database)
+    code, out = await livecut("check-config", "--connect", str(good))
+    assert code == 0 and f"schema version 0 of {SCHEMA_VERSION}" in out, out
+    code, out = await livecut("migrate", "--config", str(good))
+    assert code == 0 and f"schema version {SCHEMA_VERSION} (up to date)" in out, out
+    code, out = await livecut("check-config", "--connect", str(good))
+    assert code == 0 and "(up to date)" in out, out
+    # Nothing listens there: the error names the server, never a password.
+    nowhere = pg_database.rsplit("@", 1)[0] + f"@127.0.0.1:{free_port()}/livecut"
+    code, out = await livecut("migrate", "--config", str(config("bad", nowhere)))
+    assert code == 1 and "127.0.0.1" in out and "unreachable" in out, out

@@ -30,6 +30,7 @@ from livecut.store.sql import Engine, IndexFull, Row, Sql, SqliteSql, placeholde
 __all__ = [
     "CLIP_CHANNEL",
     "EDGE_CHANNEL",
+    "INDEX_FILE",
     "Index",
     "IndexFull",
     "IndexState",
@@ -37,6 +38,8 @@ __all__ = [
     "new_id",
 ]
 
+# The SQLite index, in the data directory (one node; many share a PostgreSQL index).
+INDEX_FILE = "index.sqlite3"
 # NOTIFY channels: a stream's recording grew or its session ended (payload: the stream);
 # a clip changed ("<node> <event> <clip>").
 EDGE_CHANNEL = "livecut_edge"

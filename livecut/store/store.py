@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from livecut import metrics
 from livecut.config import S3Credentials, StorageConfig
 from livecut.store import files
-from livecut.store.index import Index
+from livecut.store.index import INDEX_FILE, Index
 from livecut.store.media import LocalMedia, Media
 from livecut.store.space import Space
 
@@ -44,10 +44,6 @@ class EdgeWatch:
         except TimeoutError:
             return False
         return True
-
-
-# The SQLite index, in the data directory (one node; many share a PostgreSQL index).
-INDEX_FILE = "index.sqlite3"
 
 
 class Store:
