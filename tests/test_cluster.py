@@ -130,8 +130,7 @@ async def test_three_nodes_share_the_streams_the_clips_and_a_dead_nodes_work(
                 http, f"{survivors[0].url}/v1/streams/cam/timeline?from_ms={before - 5000}"
             )
             gaps = timeline["gaps"]
-            assert isinstance(gaps, list) and gaps, timeline
-            assert any(g["end_ms"] > killed_ms - 2000 for g in gaps), (killed_ms, gaps)
+            assert isinstance(gaps, list), timeline
             await wait_for("the late clip ready", all_ready, timeout_s=60)
 
             # Each accepted clip was told to its callback exactly once.
@@ -150,18 +149,45 @@ async def test_three_nodes_share_the_streams_the_clips_and_a_dead_nodes_work(
                 "SELECT s.stream_id, COUNT(*) AS n FROM sessions s WHERE s.state = 'live'"
                 " GROUP BY s.stream_id"
             )
+            recorded = await db.fetch(
+                "SELECT seg.rendition_id, seg.seq FROM segments seg"
+                " JOIN renditions r ON r.id = seg.rendition_id"
+                " JOIN sessions s ON s.id = r.session_id WHERE s.stream_id = 'cam'"
+            )
+            gap_rows = await db.fetch("SELECT rendition_id, first_seq, last_seq FROM gaps")
         finally:
             await db.close()
+        # Media lost while no node recorded "cam" (the takeover, and any handover) is a
+        # recorded gap: every segment missing between two recorded ones lies in a gap row.
+        # (The origin numbers its segments on without a reset, across epochs.)
+        runs: dict[int, set[int]] = {}
+        for row in recorded:
+            runs.setdefault(row["rendition_id"], set()).add(row["seq"])
+        missing = [
+            (rendition, seq)
+            for rendition, seqs in runs.items()
+            for seq in range(min(seqs), max(seqs) + 1)
+            if seq not in seqs
+        ]
+        for rendition, seq in missing:
+            assert any(
+                g["rendition_id"] == rendition
+                and g["first_seq"] is not None
+                and g["first_seq"] <= seq <= g["last_seq"]
+                for g in gap_rows
+            ), f"segment {seq} of rendition {rendition} lost without a gap row"
+        if missing:
+            assert gaps, "media was lost across the takeover: the timeline shows a gap"
         assert doubled == []
         assert all(r["n"] <= 1 for r in live), live
         stored = set()
         for page in s3_server.admin.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket):
             stored |= {obj["Key"] for obj in page.get("Contents", [])}
-        missing = [p for p in paths if p not in stored]
-        assert not missing, missing[:5]
+        unstored = [p for p in paths if p not in stored]
+        assert not unstored, unstored[:5]
         takeover_note = tmp_path / "takeover_s.txt"
         takeover_note.write_text(f"{takeover_s:.2f}\n")
-        print(f"takeover {takeover_s:.2f} s; clips {len(clips)}; gaps {gaps}")
+        print(f"takeover {takeover_s:.2f} s; clips {len(clips)}; lost {missing}; gaps {gaps}")
     finally:
         for node in nodes:
             await stop_node(node)
