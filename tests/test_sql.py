@@ -283,13 +283,9 @@ async def test_a_transaction_inside_one_is_the_same_transaction(db: Engine) -> N
 
 async def test_columns_and_size(db: Engine) -> None:
     await segments(db)
-    columns = db.columns("segments")
-    if inspect.isawaitable(columns):
-        columns = await columns
+    columns = await db.columns("segments")
     assert columns == {"id", "rendition", "seq", "start_ms", "end_ms", "size"}
-    size = db.size_bytes()
-    if inspect.isawaitable(size):
-        size = await size
+    size = await db.size_bytes()
     assert isinstance(size, int)
     assert size > 0
 

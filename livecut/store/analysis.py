@@ -220,10 +220,6 @@ class AnalysisIndex:
             (until_ms, node_id),
         )
 
-    async def held_by(self, job_id: str, node_id: str) -> bool:
-        node = await self._sql.scalar("SELECT node_id FROM analysis_jobs WHERE id = ?", (job_id,))
-        return node is None or node == node_id
-
     async def delete_job(self, job_id: str) -> None:
         await self._sql.execute("DELETE FROM analysis_jobs WHERE id = ?", (job_id,))
 
