@@ -7,6 +7,7 @@ import difflib
 import ipaddress
 import json
 import math
+import os
 import re
 import socket
 import tomllib
@@ -61,6 +62,8 @@ _TOP_KEYS: Final = (
     "cluster",
 )
 _CLUSTER_KEYS: Final = ("index_url", "node_id", "lease_s")
+# Set and not empty, this environment variable overrides [cluster] index_url.
+INDEX_URL_VARIABLE: Final = "LIVECUT_INDEX_URL"
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _OVERLAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 OVERLAY_MAX_SIDE: Final = 4096
@@ -444,8 +447,15 @@ def load_config(path: Path) -> Config:
     return parse_config(data, source=source)
 
 
-def parse_config(data: Mapping[str, object], *, source: str = "<config>") -> Config:
-    """Check decoded TOML (or equivalent JSON) and build the Config records."""
+def parse_config(
+    data: Mapping[str, object],
+    *,
+    source: str = "<config>",
+    environ: Mapping[str, str] = os.environ,
+) -> Config:
+    """Check decoded TOML (or equivalent JSON) and build the Config records. From
+    `environ`, LIVECUT_INDEX_URL stands in for [cluster] index_url when set (a
+    container's secret, say, or a test run choosing its engine)."""
     errors: list[str] = []
     _check_keys(data, "", _TOP_KEYS, "at the top level", errors)
     server = _read_server(_Section(_top_table(data, "server", errors), "server", errors))
@@ -458,7 +468,9 @@ def parse_config(data: Mapping[str, object], *, source: str = "<config>") -> Con
     log_section.check_keys(("format",), "[log]")
     log = LogConfig(format=log_section.read("format", "text", _parse_log_format))
     overlays = _read_overlays(_top_table(data, "overlays", errors), errors)
-    cluster = _read_cluster(_Section(_top_table(data, "cluster", errors), "cluster", errors))
+    cluster = _read_cluster(
+        _Section(_top_table(data, "cluster", errors), "cluster", errors), environ, errors
+    )
     if errors:
         raise ConfigError(errors, source=source)
     return Config(
@@ -474,9 +486,18 @@ def parse_config(data: Mapping[str, object], *, source: str = "<config>") -> Con
     )
 
 
-def _read_cluster(section: _Section) -> ClusterConfig:
+def _read_cluster(
+    section: _Section, environ: Mapping[str, str], errors: list[str]
+) -> ClusterConfig:
     section.check_keys(_CLUSTER_KEYS, "[cluster]")
     defaults = ClusterConfig()
+    index_url = section.read("index_url", None, _parse_index_url)
+    from_env = environ.get(INDEX_URL_VARIABLE, "")
+    if from_env:
+        try:
+            index_url = _parse_index_url(from_env, INDEX_URL_VARIABLE)
+        except ConfigError as exc:
+            errors.extend(exc.errors)
 
     def parse_node_id(value: object, key: str) -> str:
         if not isinstance(value, str) or not _NODE_ID.fullmatch(value):
@@ -489,7 +510,7 @@ def _read_cluster(section: _Section) -> ClusterConfig:
         return value
 
     return ClusterConfig(
-        index_url=section.read("index_url", None, _parse_index_url),
+        index_url=index_url,
         node_id=section.read("node_id", defaults.node_id, parse_node_id),
         lease_s=section.duration(
             "lease_s", defaults.lease_s, low=2, high=300, allowed="from 2s to 300s"

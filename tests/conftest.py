@@ -9,7 +9,8 @@ import pytest
 # moto's S3 server for tests of the object store (s3_server, s3_bucket).
 # s3_server, s3_bucket: moto's S3 server; postgres_dsn (a throwaway server per session)
 # and pg_database (a database per test).
-pytest_plugins = ["tests.s3server", "tests.postgres"]
+# index_engine: every test that opens an index runs on SQLite and on PostgreSQL.
+pytest_plugins = ["tests.s3server", "tests.postgres", "tests.engines"]
 
 
 @pytest.fixture

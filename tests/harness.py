@@ -16,7 +16,6 @@ from aiohttp import web
 from livecut.config import ClusterConfig, Config, StreamConfig, default_config
 from livecut.daemon import Daemon
 from livecut.media.synth import SynthOptions, read_frame_number, write_hls_fixture
-from tests.sync import settled
 
 
 def daemon_config(
@@ -27,11 +26,14 @@ def daemon_config(
     session_gap_s: float = 30.0,
     index_url: str | None = None,
 ) -> Config:
-    """One node; with index_url, its index on PostgreSQL (and its streams under leases)."""
+    """One node; with index_url (or on the PostgreSQL run of a test), its index on
+    PostgreSQL and its streams under leases."""
     base = default_config(data_dir)
     return replace(
         base,
-        cluster=ClusterConfig(index_url=index_url, node_id="test-node", lease_s=3.0),
+        cluster=ClusterConfig(
+            index_url=index_url or base.cluster.index_url, node_id="test-node", lease_s=3.0
+        ),
         server=replace(base.server, listen_host="127.0.0.1", listen_port=0),
         clips=replace(base.clips, max_wait_s=20.0),
         streams=(
@@ -114,8 +116,8 @@ def decode_clip(path: Path) -> DecodedClip:
     )
 
 
-def session_ended(daemon: Daemon, stream: str = "cam") -> bool:
-    sessions = settled(daemon.store.index.sessions(stream))
+async def session_ended(daemon: Daemon, stream: str = "cam") -> bool:
+    sessions = await daemon.store.index.sessions(stream)
     return bool(sessions) and sessions[0].state == "ended"
 
 

@@ -3,6 +3,7 @@ with a fresh database for each test that asks for one."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pwd
@@ -159,18 +160,25 @@ def postgres_dsn() -> Iterator[str]:
         stop(server)
 
 
-@pytest.fixture
-def pg_database(postgres_dsn: str) -> Iterator[str]:
-    """The DSN of a database made for this test alone, dropped after it."""
+@contextlib.contextmanager
+def database(server_dsn: str) -> Iterator[str]:
+    """A database made on the server at `server_dsn`, dropped afterwards: its DSN."""
     name = f"test_{uuid.uuid4().hex[:16]}"
-    psql(postgres_dsn, f'CREATE DATABASE "{name}"')
+    psql(server_dsn, f'CREATE DATABASE "{name}"')
     try:
-        yield f"{postgres_dsn.rpartition('/')[0]}/{name}"
+        yield f"{server_dsn.rpartition('/')[0]}/{name}"
     finally:
         psql(
-            postgres_dsn,
+            server_dsn,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             f" WHERE datname = '{name}' AND pid <> pg_backend_pid()",
             # FORCE: a listener still reconnecting may have come back in between.
             f'DROP DATABASE "{name}" WITH (FORCE)',
         )
+
+
+@pytest.fixture
+def pg_database(postgres_dsn: str) -> Iterator[str]:
+    """The DSN of a database made for this test alone, dropped after it."""
+    with database(postgres_dsn) as dsn:
+        yield dsn

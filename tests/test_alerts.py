@@ -14,6 +14,9 @@ import pytest
 import yaml
 
 from livecut import metrics
+from tests.engines import NO_INDEX
+
+pytestmark = NO_INDEX
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 RULES = CONFIG / "prometheus-alerts.yml"

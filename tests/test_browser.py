@@ -20,6 +20,9 @@ from tests.browser import (
     require_browser,
     serve,
 )
+from tests.engines import NO_INDEX
+
+pytestmark = NO_INDEX
 
 T0 = 1_767_225_600_000  # write_hls_fixture's default first PDT
 SEGMENT_MS = 2000

@@ -13,6 +13,9 @@ from aiohttp import web
 from livecut import memory
 from livecut.ingest.budget import ByteBudget
 from livecut.ingest.fetch import FetchError, fetch
+from tests.engines import NO_INDEX
+
+pytestmark = NO_INDEX
 
 MIB = 1024 * 1024
 

@@ -23,6 +23,9 @@ from livecut.clips.hls import (
 )
 from livecut.hls.playlist import MediaPlaylist, parse_pdt_ms, parse_playlist
 from livecut.store.records import SegmentRow
+from tests.engines import NO_INDEX
+
+pytestmark = NO_INDEX
 
 URL = "http://127.0.0.1:8080/v1/clips/clip_1/index.m3u8"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

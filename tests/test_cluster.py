@@ -30,8 +30,11 @@ from tests.cluster import (
     stop_node,
     wait_for,
 )
+from tests.engines import OWN_ENGINES
 from tests.harness import decode_clip
 from tests.s3server import S3Server
+
+pytestmark = OWN_ENGINES
 
 LEASE_S = 3.0
 # A stream's new holder is found within a lease, a renewal period and a pass.

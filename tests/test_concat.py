@@ -7,6 +7,9 @@ from pathlib import Path
 
 from livecut.media.concat import open_run
 from livecut.media.synth import write_hls_fixture
+from tests.engines import NO_INDEX
+
+pytestmark = NO_INDEX
 
 
 def packets(paths: list[Path], init: Path | None) -> list[tuple[int, int | None, bool]]:

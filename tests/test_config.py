@@ -22,6 +22,9 @@ from livecut.config import (
     parse_duration,
     parse_stream,
 )
+from tests.engines import NO_INDEX
+
+pytestmark = NO_INDEX
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "livecut.example.toml"
 KEY = "k" * 24

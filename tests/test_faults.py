@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.engines import NO_INDEX
 from tests.faults import (
     Delay,
     FaultScript,
@@ -21,6 +22,8 @@ from tests.faults import (
     Status,
     Truncate,
 )
+
+pytestmark = NO_INDEX
 
 BYTES_BODY = bytes(range(256)) * 4  # 1024 bytes
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"

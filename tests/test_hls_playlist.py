@@ -31,6 +31,9 @@ from livecut.hls.playlist import (
     segment_iv,
     select_renditions,
 )
+from tests.engines import NO_INDEX
+
+pytestmark = NO_INDEX
 
 URL = "https://origin.example/live/ch7/index.m3u8"
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z

@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 from livecut.hls.playlist import MediaPlaylist, PlaylistSegment
 from livecut.hls.schedule import MARGIN_MS, ReloadSchedule, behind_limit_ms, clock_trusted
 from livecut.hls.tracker import MediaTracker
+from tests.engines import NO_INDEX
+
+pytestmark = NO_INDEX
 
 T0 = 1_800_000_000_000
 TARGET = 2000

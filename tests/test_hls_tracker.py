@@ -10,6 +10,9 @@ from hypothesis import strategies as st
 
 from livecut.hls.playlist import MediaPlaylist, PlaylistSegment
 from livecut.hls.tracker import Gap, MediaTracker, NewSegment, PdtJump, TrackerUpdate
+from tests.engines import NO_INDEX
+
+pytestmark = NO_INDEX
 
 T0 = 1_700_000_000_000
 DUR = 6000

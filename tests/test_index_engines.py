@@ -21,6 +21,9 @@ from livecut.store.index import CLIP_CHANNEL, EDGE_CHANNEL, Index, new_id
 from livecut.store.pg import PostgresSql
 from livecut.store.records import AttemptRow, ClipRow, DeliveryRow, GapRow
 from livecut.store.schema import SCHEMA_VERSION
+from tests.engines import OWN_ENGINES
+
+pytestmark = OWN_ENGINES
 
 T0 = 1_764_000_000_000  # Unix ms: past 2**31, so 32-bit columns would show
 ENGINES = ("sqlite", "postgresql")

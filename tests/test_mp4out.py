@@ -16,6 +16,9 @@ from livecut.media.mp4out import FREED, KEPT, MuxerOutput, _Scan
 from livecut.media.remux import FRAGMENTED, RemuxRun, remux_mp4
 from livecut.media.synth import write_hls_fixture
 from livecut.media.verify import verify_by_decoding
+from tests.engines import NO_INDEX
+
+pytestmark = NO_INDEX
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,9 @@ import pytest
 from livecut.config import ClusterConfig
 from livecut.nodes import Node
 from livecut.store.index import Index
+from tests.engines import OWN_ENGINES
+
+pytestmark = OWN_ENGINES
 
 STREAMS = ["a", "b", "c", "d"]
 LEASE_S = 3.0

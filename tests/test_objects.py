@@ -26,7 +26,10 @@ from livecut.store.objects import (
     RangeNotSatisfiableError,
     content_disposition,
 )
+from tests.engines import NO_INDEX
 from tests.s3server import CREDENTIALS, MIN_PART_SIZE, S3Server, free_port
+
+pytestmark = NO_INDEX
 
 
 def payload(size: int, seed: int) -> bytes:

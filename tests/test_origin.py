@@ -21,7 +21,10 @@ from livecut.hls.playlist import MasterPlaylist, MediaPlaylist, parse_playlist
 from livecut.media import synth
 from livecut.media.synth import format_pdt, render_media_playlist
 from livecut.origin import LiveOrigin
+from tests.engines import NO_INDEX
 from tests.test_synth import decode
+
+pytestmark = NO_INDEX
 
 T0 = 1_767_225_600.0
 FRAMES = 50  # per 2 s segment at 25 fps

@@ -17,6 +17,9 @@ from livecut.clips.planner import (
 )
 from livecut.media.clock import TS_WRAP_S
 from livecut.store.records import SegmentRow
+from tests.engines import NO_INDEX
+
+pytestmark = NO_INDEX
 
 T0 = 1_767_225_600_000
 REF0 = 10.0  # media time of T0

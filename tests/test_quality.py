@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.engines import NO_INDEX
+
+pytestmark = NO_INDEX
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

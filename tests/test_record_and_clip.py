@@ -40,16 +40,6 @@ async def edge(daemon: Daemon, stream: str = "cam") -> int:
     return (await daemon.store.index.stream_live_edges()).get(stream, 0)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def index_url(request: pytest.FixtureRequest) -> str | None:
-    """The same daemon on either index: SQLite in its data directory, or PostgreSQL
-    (one node holding its streams' leases)."""
-    if request.param == "sqlite":
-        return None
-    dsn: str = request.getfixturevalue("pg_database")
-    return dsn
-
-
 async def post_clip(base: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
     async with (
         aiohttp.ClientSession() as http,
@@ -94,12 +84,12 @@ def check_clip(
 
 @pytest.mark.parametrize("container", ["ts", "fmp4"])
 async def test_live_clip_waits_for_the_edge_then_starts_on_the_keyframe(
-    data_dir: Path, tmp_path: Path, container: str, index_url: str | None
+    data_dir: Path, tmp_path: Path, container: str
 ) -> None:
     origin = LiveOrigin(container=container)  # type: ignore[arg-type]
     url = await origin.start()
     try:
-        async with running(daemon_config(data_dir, url, index_url=index_url)) as daemon:
+        async with running(daemon_config(data_dir, url)) as daemon:
             # The prefilled window (12 s) is recorded first.
 
             async def caught_up() -> bool:
@@ -133,13 +123,11 @@ async def test_live_clip_waits_for_the_edge_then_starts_on_the_keyframe(
         await origin.stop()
 
 
-async def test_clip_after_the_session_ended(
-    data_dir: Path, tmp_path: Path, index_url: str | None
-) -> None:
+async def test_clip_after_the_session_ended(data_dir: Path, tmp_path: Path) -> None:
     origin = LiveOrigin(prefill=4, end_after=6)
     url = await origin.start()
     try:
-        async with running(daemon_config(data_dir, url, index_url=index_url)) as daemon:
+        async with running(daemon_config(data_dir, url)) as daemon:
 
             async def ended() -> bool:
                 sessions = await daemon.store.index.sessions("cam")

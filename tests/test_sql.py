@@ -24,6 +24,9 @@ from livecut.store.pg import (
     server_of,
 )
 from livecut.store.sql import IndexFull, SqliteSql
+from tests.engines import OWN_ENGINES
+
+pytestmark = OWN_ENGINES
 
 MS = 1_764_000_000_000  # a Unix millisecond in late 2025: past 32 bits
 WAIT_S = 30.0  # bounds every wait on an event; a busy machine gets room

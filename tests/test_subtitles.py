@@ -32,6 +32,9 @@ from livecut.media.subtitles import (
     render_webvtt,
 )
 from livecut.media.synth import SyntheticStream
+from tests.engines import NO_INDEX
+
+pytestmark = NO_INDEX
 
 W0 = 1_767_225_600_000  # wall time of video PTS 10 s, the stream's first frame
 SEG = W0 + 6_000  # PDT of the subtitle segment under test: the fourth 2 s segment

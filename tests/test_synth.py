@@ -25,6 +25,9 @@ from livecut.media.synth import (
     write_hls_fixture,
 )
 from livecut.origin import LiveOrigin
+from tests.engines import NO_INDEX
+
+pytestmark = NO_INDEX
 
 SEGMENTS = 3
 FRAMES = 50  # per 2 s segment at 25 fps
