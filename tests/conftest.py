@@ -18,10 +18,18 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    from tests.encoders import report as conformance
+
+    for name, value in report.user_properties:
+        if name == conformance.PROPERTY and isinstance(value, (list, tuple)):
+            conformance.SHOWN[str(value[0])] = tuple(value)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from tests.encoders import report
 
-    if report.ROWS:
+    if report.SHOWN:
         terminalreporter.section("conformance against real encoders")
         for line in report.table():
             terminalreporter.write_line(line)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.encoders import report
 from tests.encoders.cases import CASES, Case
 from tests.encoders.live import CaseRecord, ClipTry, record_all
 from tests.encoders.report import ROWS, CaseRow
@@ -71,7 +73,7 @@ def _run_anchors(record: CaseRecord, origin: Origin) -> dict[int, int] | None:
     return out
 
 
-def _analyse(records: list[CaseRecord]) -> dict[str, CaseResult]:
+def _analyse(records: list[CaseRecord], engine: str) -> dict[str, CaseResult]:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
         origins = list(pool.map(_origin, records))
@@ -87,7 +89,8 @@ def _analyse(records: list[CaseRecord]) -> dict[str, CaseResult]:
             run: wall_of(origin, anchors, seq, run, pts)
             for run, (seq, pts) in origin.audio_ends.items()
         }
-        row = ROWS.setdefault(record.case.name, CaseRow(case=record.case.name))
+        label = f"{record.case.name} [{engine}]"
+        row = ROWS.setdefault(label, CaseRow(case=label))
         judged = []
         for clip in record.clips:
             verdict = _judge(record, origin, walls, clip, decoded, audio_ends_ms)
@@ -152,14 +155,16 @@ ENCODERS = {
 
 
 @pytest.fixture(scope="module")
-def conformance(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CaseResult]:
+def conformance(
+    tmp_path_factory: pytest.TempPathFactory, engine: str, module_index_url: str | None
+) -> dict[str, CaseResult]:
     missing = [f"{tool} (apt-get install {pkgs})" for tool, pkgs in ENCODERS.items()
                if shutil.which(tool) is None]  # fmt: skip
     if missing:
         pytest.fail("the conformance suite needs real encoders; missing: " + "; ".join(missing))
     root = tmp_path_factory.mktemp("conformance")
-    records = asyncio.run(record_all(CASES, root))
-    return _analyse(records)
+    records = asyncio.run(record_all(CASES, root, index_url=module_index_url))
+    return _analyse(records, engine)
 
 
 def _ids(case: Case) -> str:
@@ -199,13 +204,20 @@ def test_every_segment_is_recorded_at_its_anchor(
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
-def test_clips_are_exact_and_whole(conformance: dict[str, CaseResult], case: Case) -> None:
+def test_clips_are_exact_and_whole(
+    conformance: dict[str, CaseResult],
+    case: Case,
+    engine: str,
+    record_property: Callable[[str, object], None],
+) -> None:
+    row = ROWS[f"{case.name} [{engine}]"]
+    # The session's table is printed from the reports (with -n, they come from workers).
+    record_property(report.PROPERTY, report.cells(row))
     result = conformance[case.name]
     phases = {j.clip.phase for j in result.judged}
     accuracies = {j.clip.accuracy for j in result.judged}
     assert {"live", "ended"} <= phases and {"frame", "keyframe"} <= accuracies
     assert len(result.judged) >= 12
-    row = ROWS[case.name]
     assert not row.failures, f"{len(row.failures)} of {row.clips} clips wrong:\n" + "\n".join(
         row.failures[:12]
     )

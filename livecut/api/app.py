@@ -139,6 +139,10 @@ def routes() -> list[tuple[str, str, Handler]]:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    where = _nul_in_url(request)
+    if where is not None:
+        # No id, name or filter holds one, and PostgreSQL's text cannot even be asked.
+        return error(400, f"{where} holds a NUL character (%00)")
     try:
         return await handler(request)
     except Invalid as exc:
@@ -157,6 +161,16 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error(500, "internal error; the daemon's log has the details")
+
+
+def _nul_in_url(request: web.Request) -> str | None:
+    """Which part of the URL, decoded, holds a NUL: the path, or a query parameter."""
+    if "\x00" in request.path:
+        return "the path"
+    for key, value in request.query.items():
+        if "\x00" in key or "\x00" in value:
+            return f"query parameter {key.replace(chr(0), '%00')!r}"
+    return None
 
 
 def _cors(origins: tuple[str, ...]) -> Middleware:

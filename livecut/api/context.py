@@ -120,21 +120,26 @@ async def json_body(request: web.Request, *, empty_ok: bool = False) -> object:
         raise Invalid(["the body is nested too deeply"], status=400) from exc
     except ValueError as exc:  # e.g. an integer beyond Python's 4300-digit limit
         raise Invalid([f"the body is not usable JSON: {str(exc)[:120]}"], status=400) from exc
-    if _has_surrogate(value):
-        raise Invalid(["the body holds a lone UTF-16 surrogate (\\ud800-\\udfff)"], status=400)
+    problem = _unstorable_text(value)
+    if problem:
+        raise Invalid([f"the body holds {problem}"], status=400)
     return value
 
 
-def _has_surrogate(value: object) -> bool:
+def _unstorable_text(value: object) -> str | None:
+    """What in the body's strings no index can store (PostgreSQL's text holds neither), or
+    None: refused alike on every engine."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if any("\ud800" <= c <= "\udfff" for c in item):
-                return True
+                return "a lone UTF-16 surrogate (\\ud800-\\udfff)"
+            if "\x00" in item:
+                return "a NUL character (\\u0000) in a string"
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return False
+    return None

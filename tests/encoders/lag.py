@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import statistics
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,7 +21,6 @@ from livecut.config import StreamConfig, default_config
 from livecut.daemon import Daemon
 from livecut.hls.playlist import MediaPlaylist, parse_playlist
 from tests.encoders import runners
-from tests.sync import settled
 
 SEGMENT_S = 2
 # The first segments after the daemon starts are listed before the reload schedule has
@@ -147,10 +148,10 @@ async def measure(containers: tuple[str, ...], seconds: float, root: Path) -> li
             try:
                 await asyncio.gather(*encoders)
                 # The final segments, listed with ENDLIST, are indexed soon after.
-                await _until(lambda: all(_indexed_all(daemon, r) for r in runs), timeout_s=30)
+                await _until(lambda: _indexed_all(daemon, runs), timeout_s=30)
             finally:
                 for run in runs:
-                    run.indexed_ms = _indexed(daemon, run.container)
+                    run.indexed_ms = await _indexed(daemon, run.container)
                 await daemon.stop()
     finally:
         stop.set()
@@ -160,24 +161,32 @@ async def measure(containers: tuple[str, ...], seconds: float, root: Path) -> li
     return runs
 
 
-def _indexed(daemon: Daemon, stream: str) -> dict[int, int]:
+async def _indexed(daemon: Daemon, stream: str) -> dict[int, int]:
+    index = daemon.store.index
     times: dict[int, int] = {}
-    for session in settled(daemon.store.index.sessions_in_opening_order(stream)):
-        for rendition in settled(daemon.store.index.renditions(session.id)):
+    for session in await index.sessions_in_opening_order(stream):
+        for rendition in await index.renditions(session.id):
             if rendition.main:
-                times.update(settled(daemon.store.index.indexed_times(rendition.id)))
+                times.update(await index.indexed_times(rendition.id))
     return times
 
 
-def _indexed_all(daemon: Daemon, run: LagRun) -> bool:
-    return max(run.published_ms) in _indexed(daemon, run.container)
+async def _indexed_all(daemon: Daemon, runs: list[LagRun]) -> bool:
+    for run in runs:
+        if max(run.published_ms) not in await _indexed(daemon, run.container):
+            return False
+    return True
 
 
-async def _until(predicate: object, *, timeout_s: float) -> None:
-    assert callable(predicate)
+async def _until(predicate: Callable[[], bool | Awaitable[bool]], *, timeout_s: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    while not predicate():
+
+    async def holds() -> bool:
+        answer = predicate()
+        return await answer if inspect.isawaitable(answer) else bool(answer)
+
+    while not await holds():
         if loop.time() > deadline:
             raise AssertionError(f"not within {timeout_s}s")
         await asyncio.sleep(0.05)

@@ -23,7 +23,6 @@ from tests.encoders.cases import LIVE_S, RESTART_SIZE, SIZE, Case
 from tests.encoders.source import Mezzanine, write_mezzanine
 from tests.encoders.truth import parse_playlist
 from tests.harness import until
-from tests.sync import settled
 
 RESTART_FIRST_FRAME = 100_000  # the second run's pictures count on from here
 LIVE_CLIPS_AT_S = 24.0  # recorded media every case has before the live clips are cut
@@ -66,7 +65,11 @@ class CaseRecord:
         return float(1000 / self.case.fps)
 
 
-async def record_all(cases: tuple[Case, ...], root: Path) -> list[CaseRecord]:
+async def record_all(
+    cases: tuple[Case, ...], root: Path, *, index_url: str | None = None
+) -> list[CaseRecord]:
+    """Encode every case live, record them all with one daemon (its index on PostgreSQL
+    with index_url), cut clips live and after the end."""
     mezzanines = await _mezzanines(cases, root / "mezzanine")
     origin_root = root / "origin"
     records = []
@@ -88,7 +91,7 @@ async def record_all(cases: tuple[Case, ...], root: Path) -> list[CaseRecord]:
             ]
             urls = {r.case.name: _playlist_url(r, origin_url, nginx) for r in records}
             await _playlists_exist(urls, timeout_s=30)
-            config = _config(root / "data", records, urls)
+            config = _config(root / "data", records, urls, index_url)
             daemon = Daemon(config)
             await daemon.start()
             try:
@@ -99,7 +102,7 @@ async def record_all(cases: tuple[Case, ...], root: Path) -> list[CaseRecord]:
                 await _cut(daemon, records, "ended", ENDED_CLIPS)
                 for record in records:
                     record.playlists.append(_final_playlist(record, nginx))
-                    record.segments = _recorded_segments(daemon, record.case.name)
+                    record.segments = await _recorded_segments(daemon, record.case.name)
             finally:
                 await daemon.stop()
     finally:
@@ -205,7 +208,9 @@ async def _playlists_exist(urls: dict[str, str], timeout_s: float) -> None:
             await asyncio.sleep(0.1)
 
 
-def _config(data_dir: Path, records: list[CaseRecord], urls: dict[str, str]) -> Config:
+def _config(
+    data_dir: Path, records: list[CaseRecord], urls: dict[str, str], index_url: str | None
+) -> Config:
     base = default_config(data_dir)
     streams = tuple(
         StreamConfig(
@@ -223,16 +228,21 @@ def _config(data_dir: Path, records: list[CaseRecord], urls: dict[str, str]) -> 
         server=replace(base.server, listen_host="127.0.0.1", listen_port=0),
         clips=replace(base.clips, max_wait_s=30.0),
         streams=streams,
+        cluster=replace(base.cluster, index_url=index_url or base.cluster.index_url),
     )
 
 
-def _recorded_ms(daemon: Daemon, stream: str) -> int:
-    sessions = settled(daemon.store.index.sessions(stream))
+async def _recorded_ms(daemon: Daemon, stream: str) -> int:
+    sessions = await daemon.store.index.sessions(stream)
     if not sessions or sessions[-1].live_edge_ms is None:
         return 0
     session = sessions[-1]
     assert session.live_edge_ms is not None
     return session.live_edge_ms - session.started_ms
+
+
+async def _recorded_at_least(daemon: Daemon, stream: str, ms: float) -> bool:
+    return await _recorded_ms(daemon, stream) >= ms
 
 
 async def _recorded_for(
@@ -243,14 +253,14 @@ async def _recorded_for(
         await until(
             daemon,
             name,
-            lambda n=name: _recorded_ms(daemon, n) >= seconds * 1000,
+            lambda n=name: _recorded_at_least(daemon, n, seconds * 1000),
             timeout_s=timeout_s,
         )
 
 
 async def _all_ended(daemon: Daemon, records: list[CaseRecord], timeout_s: float) -> None:
-    def ended(name: str) -> bool:
-        sessions = settled(daemon.store.index.sessions(name))
+    async def ended(name: str) -> bool:
+        sessions = await daemon.store.index.sessions(name)
         return bool(sessions) and all(s.state == "ended" for s in sessions)
 
     for record in records:
@@ -258,22 +268,23 @@ async def _all_ended(daemon: Daemon, records: list[CaseRecord], timeout_s: float
         await until(daemon, name, lambda n=name: ended(n), timeout_s=timeout_s)
 
 
-def _recorded_segments(daemon: Daemon, stream: str) -> list[SegmentRow]:
+async def _recorded_segments(daemon: Daemon, stream: str) -> list[SegmentRow]:
+    index = daemon.store.index
     rows: list[SegmentRow] = []
-    for session in settled(daemon.store.index.sessions_in_opening_order(stream)):
-        for rendition in settled(daemon.store.index.renditions(session.id)):
+    for session in await index.sessions_in_opening_order(stream):
+        for rendition in await index.renditions(session.id):
             if rendition.main:
-                rows += settled(daemon.store.index.rendition_segments(rendition.id))
+                rows += await index.rendition_segments(rendition.id)
     return sorted(rows, key=lambda s: s.seq)
 
 
-def _windows(record: CaseRecord, daemon: Daemon) -> list[tuple[float, float, float]]:
+async def _windows(record: CaseRecord, daemon: Daemon) -> list[tuple[float, float, float]]:
     """(first instant, last instant, grid origin) of recorded stretches, wall ms.
 
     Frames change on a grid: each PDT (or, without PDT, the run's first segment start)
     plus whole frame durations. Clip instants are drawn away from that grid.
     """
-    rows = _recorded_segments(daemon, record.case.name)
+    rows = await _recorded_segments(daemon, record.case.name)
     if record.case.pdt:
         text = (record.folder / "index.m3u8").read_text()
         pdts = {s.seq: s.pdt_ms for s in parse_playlist(text)}
@@ -301,11 +312,10 @@ def _instant(rng: random.Random, lo: float, hi: float, grid: float, frame_ms: fl
 
 
 def plan_ranges(
-    record: CaseRecord, daemon: Daemon, phase: str, count: int
+    record: CaseRecord, spans: list[tuple[float, float, float]], phase: str, count: int
 ) -> list[tuple[int, int, str]]:
-    """Seeded random (start, end, accuracy) inside what is recorded now."""
+    """Seeded random (start, end, accuracy) inside what is recorded now (`spans`)."""
     rng = random.Random(f"{record.case.name}/{phase}")
-    spans = _windows(record, daemon)
     if not spans:
         return []
     lo, hi = spans[0][0], spans[-1][1] - 600
@@ -362,11 +372,12 @@ async def _cut(daemon: Daemon, records: list[CaseRecord], phase: str, count: int
     async with aiohttp.ClientSession() as http:
         jobs = []
         for record in records:
-            ranges = plan_ranges(record, daemon, phase, count)
+            spans = await _windows(record, daemon)
+            ranges = plan_ranges(record, spans, phase, count)
             if phase == "live":
                 edge = (await daemon.store.index.sessions(record.case.name))[-1].live_edge_ms
                 assert edge is not None
-                spans = _windows(record, daemon)
+                spans = await _windows(record, daemon)
                 rng = random.Random(f"{record.case.name}/edge")
                 start = _pick(rng, spans, edge - 1600, edge - 1400, record.frame_ms)
                 if start is not None:
@@ -374,7 +385,6 @@ async def _cut(daemon: Daemon, records: list[CaseRecord], phase: str, count: int
                     frames = round(4000 / record.frame_ms)
                     ranges.append((start, start + round(frames * record.frame_ms) + 1, "frame"))
             if phase == "ended" and record.case.encoder == "nginx-rtmp":
-                spans = _windows(record, daemon)
                 rng = random.Random("nginx/20s")
                 start = _pick(rng, spans, spans[0][0] + 1000, spans[0][0] + 3000, record.frame_ms)
                 if start is not None:

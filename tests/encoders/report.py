@@ -1,4 +1,6 @@
-"""The conformance case table: filled by tests/test_conformance.py, printed at the session's end."""
+"""The conformance case table: each case's row is filled by tests/test_conformance.py and
+attached to its test's report, and the session prints the rows it received at its end
+(from the test processes too, under -n)."""
 
 from __future__ import annotations
 
@@ -16,17 +18,20 @@ class CaseRow:
     failures: list[str] = field(default_factory=list)
 
 
-ROWS: dict[str, CaseRow] = {}
+ROWS: dict[str, CaseRow] = {}  # "case [engine]": this process's rows
+PROPERTY = "conformance_row"  # a report's user property holding a row's cells
+SHOWN: dict[str, tuple[object, ...]] = {}  # the rows reported, for the table
+
+
+def cells(row: CaseRow) -> tuple[object, ...]:
+    return (row.case, row.clips, row.start_errors, row.end_errors, row.decode_errors, row.other)
 
 
 def table() -> list[str]:
     header = (
-        f"{'case':<24} {'clips':>5} {'start err':>9} {'end err':>8} {'decode err':>10} {'other':>6}"
+        f"{'case':<34} {'clips':>5} {'start err':>9} {'end err':>8} {'decode err':>10} {'other':>6}"
     )
     lines = [header, "-" * len(header)]
-    for row in ROWS.values():
-        lines.append(
-            f"{row.case:<24} {row.clips:>5} {row.start_errors:>9} {row.end_errors:>8} "
-            f"{row.decode_errors:>10} {row.other:>6}"
-        )
+    for case, clips, start, end, decode, other in SHOWN.values():
+        lines.append(f"{case:<34} {clips:>5} {start:>9} {end:>8} {decode:>10} {other:>6}")
     return lines
