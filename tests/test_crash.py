@@ -8,10 +8,11 @@ import signal
 import sys
 from pathlib import Path
 
+from livecut.config import load_config
 from livecut.origin import LiveOrigin
-from livecut.store.index import Index
-from tests.harness import daemon_config, running, until
-from tests.sync import settled
+from livecut.store.index import INDEX_FILE
+from tests.engines import open_index
+from tests.harness import running, until
 
 POLL_S = 0.05
 POLL_LIMIT = 600  # 30 s at most
@@ -32,17 +33,17 @@ session_gap = "60s"
     )
 
 
-def rows_match_files(data_dir: Path) -> int:
-    index = Index(data_dir / "index.sqlite3")
+async def rows_match_files(data_dir: Path) -> int:
+    index = await open_index(data_dir / INDEX_FILE)
     try:
-        segments = settled(index.stream_segments("cam", 0, 2**62))
+        segments = await index.stream_segments("cam", 0, 2**62)
         for segment in segments:
             path = data_dir / segment.path
             assert path.is_file(), f"row {segment.seq} points at missing {path}"
             assert path.stat().st_size == segment.size, f"row {segment.seq}: partial file"
         return len(segments)
     finally:
-        settled(index.close())
+        await index.close()
 
 
 async def test_sigkill_then_restart(data_dir: Path, tmp_path: Path) -> None:
@@ -76,27 +77,29 @@ async def test_sigkill_then_restart(data_dir: Path, tmp_path: Path) -> None:
             await proc.wait()
         assert proc.returncode == -signal.SIGKILL
 
-        recorded_before = rows_match_files(data_dir)
+        recorded_before = await rows_match_files(data_dir)
         # Leftovers of an interrupted write, and a file no row names.
         folder = next((data_dir / "streams" / "cam").iterdir()) / "main"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "0-99999.ts.part").write_bytes(b"partial")
         (folder / "0-99998.ts").write_bytes(b"never indexed")
 
-        async with running(daemon_config(data_dir, url)) as daemon:
+        # The same node restarted: its config file, so its name and its stream's lease
+        # (on PostgreSQL, taken back at once rather than after the lease runs out).
+        async with running(load_config(config_path)) as daemon:
             assert not (folder / "0-99999.ts.part").exists()
             assert not (folder / "0-99998.ts").exists()
             target = recorded_before + 2
 
-            def grew() -> bool:
-                return len(settled(daemon.store.index.stream_segments("cam", 0, 2**62))) >= target
+            async def grew() -> bool:
+                return len(await daemon.store.index.stream_segments("cam", 0, 2**62)) >= target
 
             await until(daemon, "cam", grew, timeout_s=20)
             sessions = await daemon.store.index.sessions("cam")
             assert len(sessions) == 1, "a quick restart resumes the live session"
-        recorded_after = rows_match_files(data_dir)
+        recorded_after = await rows_match_files(data_dir)
         assert recorded_after >= target
-        index = Index(data_dir / "index.sqlite3")
+        index = await open_index(data_dir / INDEX_FILE)
         try:
             seqs = [s.seq for s in await index.stream_segments("cam", 0, 2**62)]
         finally:

@@ -24,8 +24,8 @@ from livecut.config import ConfigError, default_config, parse_config
 from livecut.daemon import Daemon
 from livecut.hls.playlist import MasterPlaylist, MediaPlaylist, parse_playlist
 from livecut.origin import LiveOrigin
+from tests.engines import open_index
 from tests.harness import daemon_config, running, until
-from tests.sync import settled
 
 KEY = "playback-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -39,16 +39,18 @@ async def live(data_dir: Path) -> AsyncIterator[tuple[Daemon, LiveOrigin]]:
     config = replace(base, server=replace(base.server, api_keys=(KEY,)))
     try:
         async with running(config) as daemon:
-            await until(
-                daemon, "cam", lambda: edge(daemon) >= origin.segment_pdt_ms(7), timeout_s=30
-            )
+
+            async def edge_past_seven() -> bool:
+                return await edge(daemon) >= origin.segment_pdt_ms(7)
+
+            await until(daemon, "cam", edge_past_seven, timeout_s=30)
             yield daemon, origin
     finally:
         await origin.stop()
 
 
-def edge(daemon: Daemon) -> int:
-    live = settled(daemon.store.index.live_session("cam"))
+async def edge(daemon: Daemon) -> int:
+    live = await daemon.store.index.live_session("cam")
     return 0 if live is None else live.live_edge_ms or 0
 
 
@@ -84,12 +86,11 @@ async def test_live_playlist_is_numbered_alike_on_every_reload_and_across_sessio
         assert first.media_sequence == 1
         # A new encoder whose numbering starts again: a new session, the same series.
         reset_at = origin.reset_sequence()
-        await until(
-            daemon,
-            "cam",
-            lambda: edge(daemon) >= origin.segment_pdt_ms(reset_at + 1),
-            timeout_s=30,
-        )
+
+        async def edge_past_reset() -> bool:
+            return await edge(daemon) >= origin.segment_pdt_ms(reset_at + 1)
+
+        await until(daemon, "cam", edge_past_reset, timeout_s=30)
         assert len(await daemon.store.index.sessions("cam")) == 2
         second, _ = await media_playlist(http, urls["live_url"])
         numbers = {s.uri: s.seq for s in second.segments}
@@ -203,7 +204,7 @@ async def test_signed_urls_open_only_what_they_sign(live: tuple[Daemon, LiveOrig
 async def ready_clip(
     http: aiohttp.ClientSession, daemon: Daemon, *, formats: list[str]
 ) -> dict[str, Any]:
-    now = edge(daemon)
+    now = await edge(daemon)
     body = {"stream": "cam", "start_ms": now - 3000, "end_ms": now - 1000, "formats": formats}
     async with http.post(f"{daemon.base_url}/v1/clips", json=body, headers=AUTH) as response:
         assert response.status == 202, await response.text()
@@ -354,82 +355,71 @@ async def test_console_names_the_npm_step_without_hlsjs(data_dir: Path) -> None:
         assert INSTALL_HLSJS in (await response.json())["errors"][0]
 
 
-def test_the_index_numbers_each_series_and_counts_its_discontinuities(tmp_path: Path) -> None:
-    from livecut.store.index import Index
+async def test_the_index_numbers_each_series_and_counts_its_discontinuities(
+    tmp_path: Path,
+) -> None:
     from livecut.store.records import GapRow
 
-    index = Index(tmp_path / "index.sqlite3")
+    index = await open_index(tmp_path / "index.sqlite3")
     try:
-        settled(index.ensure_stream("cam", "http://127.0.0.1/a.m3u8", 0))
+        await index.ensure_stream("cam", "http://127.0.0.1/a.m3u8", 0)
 
-        def add(rendition_id: int, seq: int, start_ms: int, *, epoch: int = 0) -> None:
-            settled(
-                index.add_segment(
-                    rendition_id=rendition_id,
-                    seq=seq,
-                    epoch=epoch,
-                    start_ms=start_ms,
-                    end_ms=start_ms + 1000,
-                    path=f"{rendition_id}-{seq}.ts",
-                    size=100,
-                    init_path=None,
-                    ref_pts_s=0.0,
-                    keyframes_ms=[start_ms],
-                    has_video=True,
-                    has_audio=False,
-                    indexed_ms=start_ms,
-                )
+        async def add(rendition_id: int, seq: int, start_ms: int, *, epoch: int = 0) -> None:
+            await index.add_segment(
+                rendition_id=rendition_id,
+                seq=seq,
+                epoch=epoch,
+                start_ms=start_ms,
+                end_ms=start_ms + 1000,
+                path=f"{rendition_id}-{seq}.ts",
+                size=100,
+                init_path=None,
+                ref_pts_s=0.0,
+                keyframes_ms=[start_ms],
+                has_video=True,
+                has_audio=False,
+                indexed_ms=start_ms,
             )
 
-        first = settled(index.open_session("cam", clock="origin", started_ms=0))
-        main = settled(index.add_rendition(first.id, name="main", uri="u")).id
-        audio = settled(
-            index.add_rendition(first.id, name="audio-en", uri="a", kind="audio", main=False)
+        first = await index.open_session("cam", clock="origin", started_ms=0)
+        main = (await index.add_rendition(first.id, name="main", uri="u")).id
+        audio = await index.add_rendition(
+            first.id, name="audio-en", uri="a", kind="audio", main=False
         )
         for seq in range(3):
-            add(main, seq, seq * 1000)
-            add(audio.id, seq, seq * 1000)
-        add(main, 3, 3000, epoch=1)  # the origin's discontinuity
-        settled(
-            index.add_gap(
-                GapRow(
-                    rendition_id=main,
-                    start_ms=4000,
-                    end_ms=4050,
-                    first_seq=4,
-                    last_seq=4,
-                    reason="download_failed",
-                )
+            await add(main, seq, seq * 1000)
+            await add(audio.id, seq, seq * 1000)
+        await add(main, 3, 3000, epoch=1)  # the origin's discontinuity
+        await index.add_gap(
+            GapRow(
+                rendition_id=main,
+                start_ms=4000,
+                end_ms=4050,
+                first_seq=4,
+                last_seq=4,
+                reason="download_failed",
             )
         )
-        add(main, 5, 4050)  # a recorded gap across the join, however short
-        second = settled(index.open_session("cam", clock="origin", started_ms=10_000))
-        later = settled(index.add_rendition(second.id, name="main", uri="u")).id
-        add(later, 0, 10_000)  # a new session: the series runs on, a discontinuity again
-        add(later, 1, 11_000)
+        await add(main, 5, 4050)  # a recorded gap across the join, however short
+        second = await index.open_session("cam", clock="origin", started_ms=10_000)
+        later = (await index.add_rendition(second.id, name="main", uri="u")).id
+        await add(later, 0, 10_000)  # a new session: the series runs on, a discontinuity again
+        await add(later, 1, 11_000)
 
-        window = settled(index.playback_window("cam", "main", 0))
+        window = await index.playback_window("cam", "main", 0)
         assert [s.playback_seq for s in window] == [1, 2, 3, 4, 5, 6, 7]
         assert [s.playback_disc for s in window] == [0, 0, 0, 1, 2, 3, 3]
-        assert [s.playback_seq for s in settled(index.playback_window("cam", "audio-en", 0))] == [
-            1,
-            2,
-            3,
-        ]
-        assert [s.playback_seq for s in settled(index.playback_window("cam", "main", 10_500))] == [
-            6,
-            7,
-        ]
+        audio_window = await index.playback_window("cam", "audio-en", 0)
+        assert [s.playback_seq for s in audio_window] == [1, 2, 3]
+        later_window = await index.playback_window("cam", "main", 10_500)
+        assert [s.playback_seq for s in later_window] == [6, 7]
         # A segment removed from the middle (a clip kept the older one): the window is
         # what runs on by one up to the live edge.
-        settled(index.delete_segments([window[3].id]))
-        assert [s.playback_seq for s in settled(index.playback_window("cam", "main", 0))] == [
-            5,
-            6,
-            7,
-        ]
+        await index.delete_segments([window[3].id])
+        after_removal = await index.playback_window("cam", "main", 0)
+        assert [s.playback_seq for s in after_removal] == [5, 6, 7]
     finally:
-        settled(index.close())
+        await index.close()
 
 
 async def test_an_open_event_stream_does_not_hold_up_a_stop(data_dir: Path) -> None:
@@ -466,11 +456,11 @@ async def test_master_playlist_of_renditions_alternate_audio_and_subtitles(
     try:
         async with running(config) as daemon, aiohttp.ClientSession() as http:
 
-            def recorded() -> bool:
-                sessions = settled(daemon.store.index.sessions("cam"))
+            async def recorded() -> bool:
+                sessions = await daemon.store.index.sessions("cam")
                 if not sessions:
                     return False
-                counts = settled(daemon.store.index.rendition_segment_counts(sessions[0].id))
+                counts = await daemon.store.index.rendition_segment_counts(sessions[0].id)
                 return len(counts) == 4 and min(counts.values()) >= 3
 
             await until(daemon, "cam", recorded, timeout_s=30)

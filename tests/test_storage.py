@@ -21,8 +21,9 @@ from livecut.config import Config, StorageConfig, StreamConfig
 from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
 from livecut.store.files import TMP_SUFFIX, prune_empty_folders, write_atomic
+from livecut.store.index import INDEX_FILE
+from tests.engines import open_index
 from tests.harness import daemon_config, running, session_ended, until
-from tests.sync import settled
 
 TMPFS_SIZE = 8 * 1024 * 1024
 # About 145 kB a one-second segment: the 8 MiB disk fills in a minute of recording.
@@ -130,18 +131,16 @@ async def test_floor_evicts_the_oldest_segments_but_not_what_a_clip_serves(
             # next segments would cross it.
             fill(small_disk, leave_bytes=floor + 100_000)
 
-            def old_unpinned_gone() -> bool:
-                # Rows go first, then their files (in a thread): wait for both.
-                left = {s.id for s in settled(daemon.store.index.stream_segments("old", 0, 2**62))}
-                return not any(s.id in left or (data_dir / s.path).exists() for s in unpinned)
-
             seen: list[list[int]] = []
 
-            def progress() -> bool:
-                left = [s.seq for s in settled(daemon.store.index.stream_segments("old", 0, 2**62))]
+            async def progress() -> bool:
+                segments = await daemon.store.index.stream_segments("old", 0, 2**62)
+                left = [s.seq for s in segments]
                 if not seen or seen[-1] != left:
                     seen.append(left)
-                return old_unpinned_gone()
+                # Rows go first, then their files (in a thread): wait for both.
+                ids = {s.id for s in segments}
+                return not any(s.id in ids or (data_dir / s.path).exists() for s in unpinned)
 
             await until(daemon, "new", progress, timeout_s=60)
             # Oldest first: each step took the oldest unpinned segments that were left.
@@ -203,24 +202,27 @@ async def test_full_disk_is_a_disk_full_gap_and_recording_resumes(small_disk: Pa
         async with running(config) as daemon:
             index = daemon.store.index
 
-            def recorded() -> int:
-                return len(settled(index.stream_segments("cam", 0, 2**62)))
+            async def recorded_two() -> bool:
+                return len(await index.stream_segments("cam", 0, 2**62)) >= 2
 
-            await until(daemon, "cam", lambda: recorded() >= 2, timeout_s=30)
+            await until(daemon, "cam", recorded_two, timeout_s=30)
             live = await index.live_session("cam")
             assert live is not None
             rendition = (await index.renditions(live.id))[0]
             # Room for the index to note a gap, not for a ~145 kB segment.
             filler = fill(small_disk, leave_bytes=64 * 1024)
 
-            def full_gaps() -> list[int]:
+            async def full_gaps() -> list[int]:
                 return [
                     g.last_seq or 0
-                    for g in settled(index.rendition_gaps(rendition.id))
+                    for g in await index.rendition_gaps(rendition.id)
                     if g.reason == "disk_full"
                 ]
 
-            await until(daemon, "cam", lambda: bool(full_gaps()), timeout_s=30)
+            async def a_full_gap() -> bool:
+                return bool(await full_gaps())
+
+            await until(daemon, "cam", a_full_gap, timeout_s=30)
             assert part_files(data_dir) == [], "a failed write leaves no temporary file"
             assert sample("livecut_storage_errors_total", {"op": "write"}) > write_errors
             assert sample("livecut_origin_errors_total", {"stream": "cam", "kind": "storage"}) in (
@@ -230,10 +232,10 @@ async def test_full_disk_is_a_disk_full_gap_and_recording_resumes(small_disk: Pa
             assert daemon.recorders["cam"].status.state != "failing", "the origin is fine"
 
             filler.unlink()
-            lost = max(full_gaps())
+            lost = max(await full_gaps())
 
-            def resumed() -> bool:
-                newest = settled(index.last_segment(rendition.id))
+            async def resumed() -> bool:
+                newest = await index.last_segment(rendition.id)
                 return newest is not None and newest.seq > lost
 
             await until(daemon, "cam", resumed, timeout_s=30)
@@ -365,46 +367,45 @@ async def test_every_alerted_series_exists_at_zero_from_start(data_dir: Path) ->
         await origin.stop()
 
 
-def test_eviction_candidates_oldest_first_sparing_pins_and_live_edges(tmp_path: Path) -> None:
-    from livecut.store.index import Index
+async def test_eviction_candidates_oldest_first_sparing_pins_and_live_edges(
+    tmp_path: Path,
+) -> None:
     from livecut.store.records import ClipRow, SegmentRow
 
-    index = Index(tmp_path / "index.sqlite3")
+    index = await open_index(tmp_path / "index.sqlite3")
     try:
-        settled(index.ensure_stream("a", "http://127.0.0.1/a.m3u8", 0))
-        settled(index.ensure_stream("b", "http://127.0.0.1/b.m3u8", 0))
-        ended = settled(index.open_session("a", clock="origin", started_ms=0))
-        live = settled(index.open_session("b", clock="origin", started_ms=500))
+        await index.ensure_stream("a", "http://127.0.0.1/a.m3u8", 0)
+        await index.ensure_stream("b", "http://127.0.0.1/b.m3u8", 0)
+        ended = await index.open_session("a", clock="origin", started_ms=0)
+        live = await index.open_session("b", clock="origin", started_ms=500)
         ids: dict[str, int] = {}
 
-        def add(session_id: str, name: str, seq: int, start_ms: int) -> None:
-            rendition = settled(index.add_rendition(session_id, name="main", uri="u"))
-            settled(
-                index.add_segment(
-                    rendition_id=rendition.id,
-                    seq=seq,
-                    epoch=0,
-                    start_ms=start_ms,
-                    end_ms=start_ms + 1000,
-                    path=f"{name}.ts",
-                    size=100,
-                    init_path=None,
-                    ref_pts_s=0.0,
-                    keyframes_ms=[start_ms],
-                    has_video=True,
-                    has_audio=False,
-                    indexed_ms=start_ms,
-                )
+        async def add(session_id: str, name: str, seq: int, start_ms: int) -> None:
+            rendition = await index.add_rendition(session_id, name="main", uri="u")
+            await index.add_segment(
+                rendition_id=rendition.id,
+                seq=seq,
+                epoch=0,
+                start_ms=start_ms,
+                end_ms=start_ms + 1000,
+                path=f"{name}.ts",
+                size=100,
+                init_path=None,
+                ref_pts_s=0.0,
+                keyframes_ms=[start_ms],
+                has_video=True,
+                has_audio=False,
+                indexed_ms=start_ms,
             )
-            last = settled(index.last_segment(rendition.id))
+            last = await index.last_segment(rendition.id)
             assert last is not None
             ids[name] = last.id
 
         # Interleaved in time across the two streams.
         for n in range(4):
-            add(ended.id, f"a{n}", n, n * 1000)
-            add(live.id, f"b{n}", n, n * 1000 + 500)
-        settled(index.end_session(ended.id, ended_ms=4000, reason="endlist"))
+            await add(ended.id, f"a{n}", n, n * 1000)
+            await add(live.id, f"b{n}", n, n * 1000 + 500)
+        await index.end_session(ended.id, ended_ms=4000, reason="endlist")
         clip = ClipRow(
             id="clip_pin",
             stream_id="a",
@@ -418,29 +419,29 @@ def test_eviction_candidates_oldest_first_sparing_pins_and_live_edges(tmp_path: 
             error=None,
             result=None,
         )
-        settled(index.add_clip(clip))
-        settled(index.pin_segments(clip.id, [ids["a1"]]))
+        await index.add_clip(clip)
+        await index.pin_segments(clip.id, [ids["a1"]])
 
         def names(candidates: list[tuple[str, SegmentRow]]) -> list[str]:
             by_id = {v: k for k, v in ids.items()}
             return [by_id[s.id] for _, s in candidates]
 
-        everything = settled(index.eviction_candidates(keep_live=2, limit=100))
+        everything = await index.eviction_candidates(keep_live=2, limit=100)
         # Oldest first across streams; a1 is pinned; b2 and b3 are the live edge.
         assert names(everything) == ["a0", "b0", "b1", "a2", "a3"]
         assert {stream for stream, _ in everything} == {"a", "b"}
-        first = settled(index.eviction_candidates(keep_live=2, limit=2))
+        first = await index.eviction_candidates(keep_live=2, limit=2)
         last = first[-1][1]
-        rest = settled(
-            index.eviction_candidates(keep_live=2, limit=100, after=(last.start_ms, last.id))
+        rest = await index.eviction_candidates(
+            keep_live=2, limit=100, after=(last.start_ms, last.id)
         )
         assert names(first + rest) == names(everything)
-        settled(index.unpin_segments(clip.id))
-        assert "a1" in names(settled(index.eviction_candidates(keep_live=2, limit=100)))
+        await index.unpin_segments(clip.id)
+        assert "a1" in names(await index.eviction_candidates(keep_live=2, limit=100))
         # Deleting rows hands back what must go from disk with them.
-        assert settled(index.delete_segments([ids["a0"]])) == []
+        assert await index.delete_segments([ids["a0"]]) == []
     finally:
-        settled(index.close())
+        await index.close()
 
 
 async def test_sigkill_while_the_floor_evicts_leaves_a_consistent_index(
@@ -489,7 +490,9 @@ session_gap = "60s"
         seen: set[Path] = set()
         try:
             for _ in range(1200):  # 60 s at most
-                now = {p for p in (data_dir / "streams").rglob("*.ts")}
+                # Published segments only: a staged one leaves streams/.incoming when it
+                # is published, not evicted.
+                now = {p for p in (data_dir / "streams" / "cam").rglob("*.ts")}
                 if seen - now:
                     break  # a segment that was stored has been evicted
                 seen |= now
@@ -500,7 +503,7 @@ session_gap = "60s"
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
         assert proc.returncode == -signal.SIGKILL
-        assert rows_match_files(data_dir) > 0, "every row names a whole file"
+        assert await rows_match_files(data_dir) > 0, "every row names a whole file"
 
         storage = StorageConfig(min_free_bytes=5 * 1024 * 1024, keep_live_segments=3)
         config = with_storage(daemon_config(data_dir, url, session_gap_s=60.0), storage)
@@ -526,9 +529,11 @@ async def test_make_room_pages_through_pins_and_busy_ranges(
     from livecut.store.store import Store
 
     monkeypatch.setattr(space, "EVICT_PAGE", 4)  # several pages, one left half-read
-    store = Store(small_disk / "data", StorageConfig(min_free_bytes=0, keep_live_segments=1))
+    data = small_disk / "data"
+    data.mkdir()
+    index = await open_index(data / INDEX_FILE)
+    store = Store(data, StorageConfig(min_free_bytes=0, keep_live_segments=1), index=index)
     try:
-        index = store.index
         await index.ensure_stream("cam", "http://127.0.0.1/cam.m3u8", 0)
         session = await index.open_session("cam", clock="origin", started_ms=0)
         rendition = await index.add_rendition(session.id, name="main", uri="u")
@@ -609,6 +614,9 @@ async def test_a_reload_moves_the_floor(data_dir: Path) -> None:
         await origin.stop()
 
 
+# Its subject is the SQLite file on the full disk: an index on PostgreSQL is not there,
+# so its gap rows are never refused.
+@pytest.mark.own_engines
 async def test_a_disk_too_full_for_the_index_too_does_not_stop_the_recorder(
     small_disk: Path,
 ) -> None:
@@ -625,12 +633,11 @@ async def test_a_disk_too_full_for_the_index_too_does_not_stop_the_recorder(
     try:
         async with running(config) as daemon:
             index = daemon.store.index
-            await until(
-                daemon,
-                "cam",
-                lambda: len(settled(index.stream_segments("cam", 0, 2**62))) >= 2,
-                timeout_s=30,
-            )
+
+            async def recorded_two() -> bool:
+                return len(await index.stream_segments("cam", 0, 2**62)) >= 2
+
+            await until(daemon, "cam", recorded_two, timeout_s=30)
             live = await index.live_session("cam")
             assert live is not None
             rendition = (await index.renditions(live.id))[0]
@@ -648,8 +655,8 @@ async def test_a_disk_too_full_for_the_index_too_does_not_stop_the_recorder(
             assert part_files(data_dir) == []
             filler.unlink()
 
-            def resumed() -> bool:
-                newest = settled(index.last_segment(rendition.id))
+            async def resumed() -> bool:
+                newest = await index.last_segment(rendition.id)
                 return newest is not None and newest.seq > before.seq + 2
 
             await until(daemon, "cam", resumed, timeout_s=30)
@@ -662,44 +669,40 @@ async def test_a_disk_too_full_for_the_index_too_does_not_stop_the_recorder(
         await origin.stop()
 
 
-def test_deleting_segments_cuts_the_recorded_spans(tmp_path: Path) -> None:
-    from livecut.store.index import Index
-
-    index = Index(tmp_path / "index.sqlite3")
+async def test_deleting_segments_cuts_the_recorded_spans(tmp_path: Path) -> None:
+    index = await open_index(tmp_path / "index.sqlite3")
     try:
-        settled(index.ensure_stream("cam", "http://127.0.0.1/cam.m3u8", 0))
-        session = settled(index.open_session("cam", clock="origin", started_ms=0))
-        rendition = settled(index.add_rendition(session.id, name="main", uri="u"))
+        await index.ensure_stream("cam", "http://127.0.0.1/cam.m3u8", 0)
+        session = await index.open_session("cam", clock="origin", started_ms=0)
+        rendition = await index.add_rendition(session.id, name="main", uri="u")
         for seq in range(5):
-            settled(
-                index.add_segment(
-                    rendition_id=rendition.id,
-                    seq=seq,
-                    epoch=0,
-                    start_ms=seq * 1000,
-                    end_ms=seq * 1000 + 1000,
-                    path=f"{seq}.ts",
-                    size=1,
-                    init_path=None,
-                    ref_pts_s=0.0,
-                    keyframes_ms=[seq * 1000],
-                    has_video=True,
-                    has_audio=False,
-                    indexed_ms=0,
-                )
+            await index.add_segment(
+                rendition_id=rendition.id,
+                seq=seq,
+                epoch=0,
+                start_ms=seq * 1000,
+                end_ms=seq * 1000 + 1000,
+                path=f"{seq}.ts",
+                size=1,
+                init_path=None,
+                ref_pts_s=0.0,
+                keyframes_ms=[seq * 1000],
+                has_video=True,
+                has_audio=False,
+                indexed_ms=0,
             )
-        ids = [s.id for s in settled(index.rendition_segments(rendition.id))]
+        ids = [s.id for s in await index.rendition_segments(rendition.id)]
 
-        def ranges() -> list[tuple[int, int]]:
-            spans, _gaps = settled(index.timeline("cam", 0, 10_000, limit=100))
+        async def ranges() -> list[tuple[int, int]]:
+            spans, _gaps = await index.timeline("cam", 0, 10_000, limit=100)
             return [(start, end) for start, end, _session in spans]
 
-        assert ranges() == [(0, 5000)]
-        settled(index.delete_segments([ids[2]]))  # a pinned clip kept its neighbours
-        assert ranges() == [(0, 2000), (3000, 5000)]
-        settled(index.delete_segments([ids[0], ids[4]]))
-        assert ranges() == [(1000, 2000), (3000, 4000)]
-        settled(index.delete_segments([ids[1], ids[3]]))
-        assert ranges() == []
+        assert await ranges() == [(0, 5000)]
+        await index.delete_segments([ids[2]])  # a pinned clip kept its neighbours
+        assert await ranges() == [(0, 2000), (3000, 5000)]
+        await index.delete_segments([ids[0], ids[4]])
+        assert await ranges() == [(1000, 2000), (3000, 4000)]
+        await index.delete_segments([ids[1], ids[3]])
+        assert await ranges() == []
     finally:
-        settled(index.close())
+        await index.close()

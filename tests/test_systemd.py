@@ -28,9 +28,9 @@ import aiohttp
 import pytest
 
 from livecut.origin import LiveOrigin
-from livecut.store.index import Index
+from livecut.store.index import INDEX_FILE, Index
+from tests.engines import open_index
 from tests.harness import decode_clip
-from tests.sync import settled
 
 ROOT = Path(__file__).parent.parent
 UNIT = ROOT / "systemd" / "livecut.service"
@@ -265,7 +265,7 @@ async def test_sighup_reloads_streams_and_refuses_a_broken_config(tmp_path: Path
         manager.close()
         await origin.stop()
     first_reload_ms = int(reloads[0]["at_ms"])
-    index = Index(data / "index.sqlite3")
+    index = await open_index(data / INDEX_FILE)
     try:
         # a: one session, every segment from before the first reload to after the last.
         sessions = await index.sessions("a")
@@ -273,14 +273,14 @@ async def test_sighup_reloads_streams_and_refuses_a_broken_config(tmp_path: Path
         segments = await index.stream_segments("a", 0, 2**62)
         seqs = [s.seq for s in segments]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
-        assert min(indexed_ms(index, "a")) < first_reload_ms
+        assert min(await indexed_ms(index, "a")) < first_reload_ms
         assert last_reload_ms < segments[-1].end_ms
         for rendition in await index.renditions(sessions[0].id):
             assert await index.rendition_gaps(rendition.id) == []
         # c stopped at the first reload; d only began then; b went on from its master.
-        assert max(indexed_ms(index, "c")) <= first_reload_ms
-        assert min(indexed_ms(index, "d")) >= first_reload_ms
-        assert max(indexed_ms(index, "b")) > first_reload_ms
+        assert max(await indexed_ms(index, "c")) <= first_reload_ms
+        assert min(await indexed_ms(index, "d")) >= first_reload_ms
+        assert max(await indexed_ms(index, "b")) > first_reload_ms
     finally:
         await index.close()
     text = log.read_text()
@@ -289,13 +289,13 @@ async def test_sighup_reloads_streams_and_refuses_a_broken_config(tmp_path: Path
     assert "server.listen changed; it takes effect after a restart" in text
 
 
-def indexed_ms(index: Index, stream_id: str) -> list[int]:
+async def indexed_ms(index: Index, stream_id: str) -> list[int]:
     """When each of a stream's segments was indexed."""
     times = [
         at
-        for session in settled(index.sessions(stream_id))
-        for rendition in settled(index.renditions(session.id))
-        for at in settled(index.indexed_times(rendition.id)).values()
+        for session in await index.sessions(stream_id)
+        for rendition in await index.renditions(session.id)
+        for at in (await index.indexed_times(rendition.id)).values()
     ]
     assert times, f"{stream_id}: nothing recorded"
     return times

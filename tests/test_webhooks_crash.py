@@ -17,9 +17,10 @@ import aiohttp
 from aiohttp import web
 
 from livecut.origin import LiveOrigin
-from livecut.store.index import Index
+from livecut.store.index import INDEX_FILE
 from livecut.webhooks.signing import HEADER, verify
 from tests.browser import serve
+from tests.engines import open_index
 
 SECRET = "crash-test-secret-0123456789"
 CLIPS_PAST = 14
@@ -173,7 +174,7 @@ async def test_sigkill_with_work_in_flight_then_every_clip_and_webhook(
                 proc.send_signal(signal.SIGKILL)
                 await proc.wait()
             assert proc.returncode == -signal.SIGKILL
-            index = Index(data_dir / "index.sqlite3")
+            index = await open_index(data_dir / INDEX_FILE)
             try:
                 pending = await index.deliveries(state="pending")
             finally:
