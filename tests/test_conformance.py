@@ -31,7 +31,8 @@ from tests.encoders.verdict import (
     wall_of,
 )
 
-pytestmark = pytest.mark.slow
+# One worker runs the module (under -n): its tests share one recording per engine.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("conformance")]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
