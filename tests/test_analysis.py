@@ -33,7 +33,6 @@ from livecut.media.clock import TS_WRAP_S
 from livecut.media.scenes import AUDIO_RATE, REEL, write_reel_hls
 from livecut.media.synth import read_frame_number
 from tests.harness import daemon_config, recorded_vod, running, until
-from tests.sync import settled
 
 PDT0 = 1_767_225_600_000
 FRAME_S = 1 / REEL.fps
@@ -226,14 +225,14 @@ async def test_live_shot_detection_reports_a_cut_within_5s_of_its_segment(
             analysis = daemon.store.index.analysis
             cut_ms = PDT0 + 3000
 
-            def found() -> bool:
+            async def found() -> bool:
                 return any(
                     abs(c.at_ms - cut_ms) <= 40
-                    for c in settled(analysis.shot_cuts("cam", PDT0, PDT0 + 10_000, limit=10))
+                    for c in await analysis.shot_cuts("cam", PDT0, PDT0 + 10_000, limit=10)
                 )
 
             await until(daemon, "cam", found, timeout_s=30)
-            cut = next(c for c in settled(analysis.shot_cuts("cam", PDT0, PDT0 + 10_000, limit=10)))
+            cut = next(c for c in await analysis.shot_cuts("cam", PDT0, PDT0 + 10_000, limit=10))
             assert cut.kind == "cut" and abs(cut.at_ms - cut_ms) <= 40
             segment = next(
                 s for s in await daemon.store.index.stream_segments("cam", cut_ms, cut_ms + 1)
@@ -265,13 +264,17 @@ async def test_live_shots_flush_a_dissolve_open_when_the_session_ends(
         async with running(config) as daemon:
             analysis = daemon.store.index.analysis
 
-            def dissolves() -> list[int]:
-                cuts = settled(analysis.shot_cuts("cam", PDT0, PDT0 + 30_000, limit=20))
+            async def dissolves() -> list[int]:
+                cuts = await analysis.shot_cuts("cam", PDT0, PDT0 + 30_000, limit=20)
                 return [c.at_ms for c in cuts if c.kind == "dissolve"]
 
-            await until(daemon, "cam", lambda: bool(dissolves()), timeout_s=30)
+            async def dissolve_found() -> bool:
+                return bool(await dissolves())
+
+            await until(daemon, "cam", dissolve_found, timeout_s=30)
             start, end = (PDT0 + round(s * 1000) for s in REEL.dissolve_s)
-            assert len(dissolves()) == 1 and start <= dissolves()[0] <= end, dissolves()
+            found = await dissolves()
+            assert len(found) == 1 and start <= found[0] <= end, found
             session = (await daemon.store.index.sessions("cam"))[0]
             assert session.state == "ended"
     finally:

@@ -26,11 +26,11 @@ from livecut.config import Config, WebhookEndpoint, WebhooksConfig
 from livecut.daemon import Daemon
 from livecut.media.scenes import REEL, write_reel_hls
 from livecut.media.synth import read_frame_number
-from livecut.store.store import Store
+from livecut.store.index import INDEX_FILE
 from livecut.webhooks.signing import HEADER, verify
 from tests.browser import serve
+from tests.engines import open_index
 from tests.harness import daemon_config, recorded_vod, running, session_ended, until
-from tests.sync import settled
 
 PDT0 = 1_767_225_600_000
 FRAME_MS = 1000 / REEL.fps
@@ -225,13 +225,13 @@ async def test_a_shots_job_interrupted_by_a_restart_is_run_again(
                 zero_ms=session.started_ms,
             )
         # As a crash would leave it: processing, nothing delivered.
-        store = Store(data_dir)
+        index = await open_index(data_dir / INDEX_FILE)
         try:
-            await store.index.analysis.update_job(
+            await index.analysis.update_job(
                 job.id, state="processing", now_ms=PDT0, result={"shots": []}
             )
         finally:
-            await store.close()
+            await index.close()
         async with running(config) as daemon:
             finished = await daemon.analysis.wait_finished(job.id, 60)
             assert finished is not None and finished.state == "completed", finished
@@ -392,9 +392,9 @@ async def test_clip_thumbnail_animated_preview_and_storyboard_show_exact_frames(
         # generate_shots: the clip's own shots job, timed from its first frame.
         shots_job = None
 
-        def started() -> bool:
+        async def started() -> bool:
             nonlocal shots_job
-            shots_job = settled(daemon.store.index.analysis.job_of(f"clip:{clip_id}"))
+            shots_job = await daemon.store.index.analysis.job_of(f"clip:{clip_id}")
             return shots_job is not None
 
         await until(daemon, "cam", started, timeout_s=10)

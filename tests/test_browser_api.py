@@ -21,7 +21,6 @@ from tests.browser import (
     serve,
 )
 from tests.harness import daemon_config, running, until
-from tests.sync import settled
 
 KEY = "browser-test-key-0123456789"
 
@@ -63,8 +62,8 @@ async def test_cross_origin_app_creates_and_plays_a_clip(data_dir: Path) -> None
             )
             async with running(config) as daemon:
 
-                def recorded() -> bool:
-                    live = settled(daemon.store.index.live_session("cam"))
+                async def recorded() -> bool:
+                    live = await daemon.store.index.live_session("cam")
                     return live is not None and (live.live_edge_ms or 0) - live.started_ms >= 6000
 
                 await until(daemon, "cam", recorded, timeout_s=30)

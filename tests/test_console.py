@@ -34,7 +34,6 @@ from tests.browser import (
     serve,
 )
 from tests.harness import daemon_config, decode_clip, running, until
-from tests.sync import settled
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -108,17 +107,20 @@ class Recording:
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def recording(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Recording]:
+async def recording(
+    tmp_path_factory: pytest.TempPathFactory, module_index_url: str | None
+) -> AsyncIterator[Recording]:
     require_browser()
     origin = LiveOrigin(segment_ms=SEGMENT_MS, window=PREFILL + 10, prefill=PREFILL)
     url = await origin.start()
-    base = daemon_config(tmp_path_factory.mktemp("console") / "data", url)
+    data_dir = tmp_path_factory.mktemp("console") / "data"
+    base = daemon_config(data_dir, url, index_url=module_index_url)
     config = replace(base, server=replace(base.server, api_keys=(KEY,)))
     try:
         async with running(config) as daemon:
 
-            def recorded(ms: int) -> bool:
-                live = settled(daemon.store.index.live_session("cam"))
+            async def recorded(ms: int) -> bool:
+                live = await daemon.store.index.live_session("cam")
                 return live is not None and (live.live_edge_ms or 0) >= ms
 
             await until(

@@ -13,7 +13,6 @@ from livepeer.models import components
 
 from livecut.origin import LiveOrigin
 from tests.harness import daemon_config, decode_clip, running, until
-from tests.sync import settled
 
 KEY = "sdk-test-key-0123456789"
 
@@ -30,8 +29,8 @@ async def test_livepeer_sdk_clips_a_live_stream(data_dir: Path, tmp_path: Path) 
     try:
         async with running(config) as daemon:
 
-            def recorded() -> bool:
-                live = settled(daemon.store.index.live_session("cam"))
+            async def recorded() -> bool:
+                live = await daemon.store.index.live_session("cam")
                 return live is not None and (live.live_edge_ms or 0) - live.started_ms >= 5000
 
             await until(daemon, "cam", recorded, timeout_s=30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from pathlib import Path
@@ -10,7 +11,11 @@ import aiohttp
 import pytest
 
 from livecut.daemon import Daemon
+from livecut.ingest.sessions import RenditionTarget, SessionKeeper
 from livecut.origin import LiveOrigin
+from livecut.store.index import INDEX_FILE
+from livecut.store.store import Store
+from tests.engines import open_index
 from tests.harness import (
     daemon_config,
     decode_clip,
@@ -18,7 +23,6 @@ from tests.harness import (
     running,
     until,
 )
-from tests.sync import settled
 
 FRAME_MS = 40  # the synthetic stream is 25 fps
 GOP_MS = 1000
@@ -172,15 +176,11 @@ async def test_http_range_requests(data_dir: Path) -> None:
     url = await origin.start()
     try:
         async with running(daemon_config(data_dir, url)) as daemon:
-            await until(
-                daemon,
-                "cam",
-                lambda: (
-                    settled(daemon.store.index.stream_live_edges()).get("cam", 0)
-                    >= origin.segment_pdt_ms(3)
-                ),
-                timeout_s=20,
-            )
+
+            async def recorded() -> bool:
+                return await edge(daemon) >= origin.segment_pdt_ms(3)
+
+            await until(daemon, "cam", recorded, timeout_s=20)
             _, body = await post_clip(
                 daemon.base_url,
                 {"stream": "cam", "start_ms": origin.epoch_ms, "end_ms": origin.epoch_ms + 3000},
@@ -223,3 +223,34 @@ async def test_a_static_video_only_vod_playlist(data_dir: Path, tmp_path: Path) 
         assert decoded.audio_start_s is None
         assert decoded.frames[0][1] == 52  # the frame covering 2.100 s (2.080-2.120)
         assert decoded.frames[-1][1] == 124  # the frame covering 4.999 s
+
+
+async def test_renditions_committing_at_once_open_one_session(tmp_path: Path) -> None:
+    """The first segments of video and subtitles commit together: one session holds both.
+    On PostgreSQL the index suspends while it writes the session row, and the second
+    rendition must wait for that row rather than open a session of its own."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    store = Store(data_dir, index=await open_index(data_dir / INDEX_FILE))
+    await store.open()
+    try:
+        stream = daemon_config(data_dir, "http://origin.invalid/master.m3u8").streams[0]
+        await store.index.ensure_stream(stream.id, stream.url, 0)
+        keeper = SessionKeeper(stream, store, time.time)
+        targets = (
+            RenditionTarget(name="360p", uri="http://o/v.m3u8", kind="video", main=True),
+            RenditionTarget(name="subs-en", uri="http://o/s.m3u8", kind="subtitles", main=False),
+        )
+        rows = await asyncio.gather(
+            *(
+                keeper.rendition_row(t, generation=keeper.generation, clock="origin", start_ms=0)
+                for t in targets
+            )
+        )
+        sessions = await store.index.sessions_in_opening_order(stream.id)
+        assert [s.id for s in sessions] == [rows[0].session_id], sessions
+        assert {r.session_id for r in rows} == {rows[0].session_id}
+        renditions = await store.index.renditions(rows[0].session_id)
+        assert sorted(r.name for r in renditions) == ["360p", "subs-en"]
+    finally:
+        await store.close()

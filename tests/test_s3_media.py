@@ -27,9 +27,9 @@ from livecut.store.media import CACHE_DIR, ORPHAN_AGE_S
 from livecut.store.records import ClipRow, segment_files
 from livecut.store.s3media import S3Media
 from livecut.store.store import INDEX_FILE, Store
+from tests.engines import engine_url, open_index
 from tests.harness import daemon_config, decode_clip, recorded_vod, running, until
 from tests.s3server import CREDENTIALS, S3Server, free_port
-from tests.sync import settled
 from tests.test_clips import PDT0, check_frames, frame_covering
 
 PREFIX = "lc/"
@@ -102,12 +102,25 @@ async def post_clip(daemon: Daemon, body: dict[str, object], key: str | None = N
 
 
 def copy_index(source: Path, target: Path) -> None:
-    """The index as it stands (WAL included), for another node's data directory."""
+    """The index as it stands (WAL included), for another node's data directory. Nodes
+    on PostgreSQL share the index already: this run's database."""
+    if engine_url() is not None:
+        return
     with (
         contextlib.closing(sqlite3.connect(source / INDEX_FILE)) as src,
         contextlib.closing(sqlite3.connect(target / INDEX_FILE)) as dst,
     ):
         src.backup(dst)
+
+
+async def engine_store(
+    data_dir: Path, storage: StorageConfig, *, clock: Callable[[], float] = time.time
+) -> Store:
+    """A store with its data under data_dir and the index of this run's engine (the
+    SQLite file there, or the database), not yet opened."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    index = await open_index(data_dir / INDEX_FILE)
+    return Store(data_dir, storage, index=index, clock=clock)
 
 
 def sha256(data: bytes) -> str:
@@ -134,14 +147,14 @@ async def test_a_live_recording_puts_each_segment_before_its_row_and_clips_are_p
         async with running(config) as daemon, aiohttp.ClientSession() as http:
             observed = []
 
-            def rows_are_objects() -> bool:
+            async def rows_are_objects() -> bool:
                 # Rows first, then the listing: a row seen here was committed after its
                 # PUT, so its object must be in a listing taken later.
-                rows = settled(daemon.store.index.all_media_paths())
+                rows = await daemon.store.index.all_media_paths()
                 objects = object_sizes(s3_server, s3_bucket, "streams/")
                 assert rows <= objects.keys(), sorted(rows - objects.keys())
                 observed.append(len(rows))
-                edge = settled(daemon.store.index.stream_live_edges()).get("cam", 0)
+                edge = (await daemon.store.index.stream_live_edges()).get("cam", 0)
                 return edge >= now_ms() - 2500 and len(rows) >= 8
 
             await until(daemon, "cam", rows_are_objects, timeout_s=30)
@@ -157,7 +170,7 @@ async def test_a_live_recording_puts_each_segment_before_its_row_and_clips_are_p
                 for p in (data_dir / CACHE_DIR).rglob("*")
                 if p.is_file()
             }
-            assert cached & settled(daemon.store.index.all_media_paths())
+            assert cached & await daemon.store.index.all_media_paths()
 
             start = now_ms() - 6000 + 130
             clip = await post_clip(
@@ -211,7 +224,7 @@ async def test_a_live_recording_puts_each_segment_before_its_row_and_clips_are_p
                 lines = (await playlist.text()).splitlines()
             media = next(line for line in lines if line.startswith("media/"))
             segment_id = int(media.removeprefix("media/").split(".")[0])
-            segment = settled(daemon.store.index.pinned_segment(clip.id, segment_id))
+            segment = await daemon.store.index.pinned_segment(clip.id, segment_id)
             assert segment is not None
             async with http.get(
                 f"{daemon.base_url}/v1/clips/{clip.id}/{media}", headers=auth
@@ -234,7 +247,7 @@ async def test_a_live_recording_puts_each_segment_before_its_row_and_clips_are_p
             before = set(object_sizes(s3_server, s3_bucket, "streams/"))
             report = await daemon.retain()
             assert report.segments_removed > 0
-            kept = settled(daemon.store.index.all_media_paths())
+            kept = await daemon.store.index.all_media_paths()
             after = set(object_sizes(s3_server, s3_bucket, "streams/"))
             gone = before - after
             assert len(gone) >= report.segments_removed
@@ -261,8 +274,8 @@ async def test_another_node_cuts_from_the_bucket_and_proxies_ranges(
     s3 = s3_config(s3_server, s3_bucket, tmp_path)
     async with recorded_vod(data_dir, tmp_path / "vod", adjust=on_s3(s3)) as first:
         clip_a = await post_clip(first, {"start_ms": PDT0 + 2530, "end_ms": PDT0 + 6970})
-        session = settled(first.store.index.sessions("cam"))[0]
-        segments = settled(first.store.index.stream_segments("cam", 0, 2**62))
+        session = (await first.store.index.sessions("cam"))[0]
+        segments = await first.store.index.stream_segments("cam", 0, 2**62)
     # The second node: its own, empty data directory, the first node's index (as nodes on
     # one PostgreSQL index share it), the same bucket, downloads proxied through it.
     second_dir = tmp_path / "second"
@@ -347,12 +360,12 @@ async def test_fetched_downloads_each_copy_once_and_keeps_it_while_in_use(
     async with recorded_vod(
         data_dir, tmp_path / "vod", container="fmp4", adjust=on_s3(s3)
     ) as first:
-        segments = settled(first.store.index.stream_segments("cam", 0, 2**62))
+        segments = await first.store.index.stream_segments("cam", 0, 2**62)
     other = tmp_path / "other"
     other.mkdir()
     copy_index(data_dir, other)
     # A cache of one segment's size: copies in use outlive the budget.
-    store = Store(other, StorageConfig(backend="s3", s3=replace(s3, cache_bytes=1)))
+    store = await engine_store(other, StorageConfig(backend="s3", s3=replace(s3, cache_bytes=1)))
     await store.open()
     try:
         assert store.remote is not None
@@ -383,7 +396,7 @@ async def test_below_the_floor_on_s3_the_cache_sheds_and_no_segment_is_evicted(
     # A floor no disk can keep: every write finds the disk below it.
     adjust = on_s3(s3, min_free_bytes=1024**5)
     async with recorded_vod(data_dir, tmp_path / "vod", segments=5, adjust=adjust) as daemon:
-        rows = settled(daemon.store.index.all_media_paths())
+        rows = await daemon.store.index.all_media_paths()
         assert len(rows) == 5
         assert rows <= object_sizes(s3_server, s3_bucket, "streams/").keys()
         assert sample("livecut_evicted_segments_total", stream="cam") == evicted
@@ -396,7 +409,7 @@ async def test_below_the_floor_on_s3_the_cache_sheds_and_no_segment_is_evicted(
         clip = await post_clip(daemon, {"start_ms": PDT0 + 1290, "end_ms": PDT0 + 7610})
         assert cache.evictions >= 5
         assert cache.misses >= misses + 4
-        assert len(settled(daemon.store.index.all_media_paths())) == 5
+        assert len(await daemon.store.index.all_media_paths()) == 5
         assert sample("livecut_evicted_segments_total", stream="cam") == evicted
         assert clip.result is not None
         assert object_sizes(s3_server, s3_bucket, f"clips/{clip.id}/")
@@ -424,9 +437,11 @@ async def test_a_failed_put_leaves_no_row_and_no_temporary_file(
                     raise
 
             daemon.store.publish = noting_failures  # type: ignore[method-assign]
-            await until(
-                daemon, "cam", lambda: len(settled(index.all_media_paths())) >= 2, timeout_s=20
-            )
+
+            async def two_stored() -> bool:
+                return len(await index.all_media_paths()) >= 2
+
+            await until(daemon, "cam", two_stored, timeout_s=20)
             # The bucket goes away: every PUT from now on fails.
             while True:
                 for key in list(object_sizes(s3_server, s3_bucket)):
@@ -437,18 +452,21 @@ async def test_a_failed_put_leaves_no_row_and_no_temporary_file(
                 except s3_server.admin.exceptions.ClientError:
                     await asyncio.sleep(0)  # a PUT landed meanwhile: empty it again
 
-            def not_stored() -> list[tuple[int, int]]:
-                _spans, gaps = settled(index.timeline("cam", 0, 2**62, limit=1000))
+            async def not_stored() -> list[tuple[int, int]]:
+                _spans, gaps = await index.timeline("cam", 0, 2**62, limit=1000)
                 return [(g.start_ms, g.end_ms) for g in gaps if g.reason == "not_stored"]
 
-            await until(daemon, "cam", lambda: len(not_stored()) >= 1, timeout_s=60)
-            segments = settled(index.stream_segments("cam", 0, 2**62))
-            for start, end in not_stored():
+            async def a_gap_not_stored() -> bool:
+                return len(await not_stored()) >= 1
+
+            await until(daemon, "cam", a_gap_not_stored, timeout_s=60)
+            segments = await index.stream_segments("cam", 0, 2**62)
+            for start, end in await not_stored():
                 assert not [s for s in segments if s.start_ms < end and s.end_ms > start]
             # Each segment whose PUT failed: no row, its staged file removed at once, no
             # local copy and no object.
             assert failed
-            rows = settled(index.all_media_paths())
+            rows = await index.all_media_paths()
             for staged, relpath in failed:
                 assert relpath not in rows
                 assert not staged.exists()
@@ -470,7 +488,7 @@ async def test_a_write_that_cannot_be_put_raises_and_leaves_nothing(
     s3_server: S3Server, s3_bucket: str, data_dir: Path, tmp_path: Path
 ) -> None:
     s3 = s3_config(s3_server, s3_bucket, tmp_path)
-    store = Store(data_dir, StorageConfig(backend="s3", s3=s3, min_free_bytes=0))
+    store = await engine_store(data_dir, StorageConfig(backend="s3", s3=s3, min_free_bytes=0))
     await store.open()
     try:
         relpath = "streams/cam/ses_a/v/init-0a0b0c0d-1.mp4"
@@ -500,7 +518,7 @@ async def test_reconciliation_deletes_only_old_unindexed_objects(
     orphan = "streams/cam/ses_a/v/0-2.ts"
     clip_orphan = "clips/clp_gone/clip.mp4"
     clock = [time.time()]
-    store = Store(data_dir, StorageConfig(backend="s3", s3=s3), clock=lambda: clock[0])
+    store = await engine_store(data_dir, StorageConfig(backend="s3", s3=s3), clock=lambda: clock[0])
     await store.open()
     try:
         assert isinstance(store.media, S3Media)

@@ -359,10 +359,14 @@ class ClipJobs:
         if state in ("ready", "failed"):
             self._active.pop(clip_id, None)
             self._progress.pop(clip_id, None)
-            self._signal(clip_id)
-            row = await self.store.index.clip(clip_id)
-            if self.on_finished is not None and row is not None:
-                await self.on_finished(row)
+            try:
+                # What follows from the clip (its own shots job, the highlights job it
+                # completes) is in the index before a waiter hears that it finished.
+                row = await self.store.index.clip(clip_id)
+                if self.on_finished is not None and row is not None:
+                    await self.on_finished(row)
+            finally:
+                self._signal(clip_id)
 
     def _signal(self, clip_id: str) -> None:
         event = self._finished.pop(clip_id, None)
