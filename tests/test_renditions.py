@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -205,5 +206,56 @@ async def test_a_lagging_rendition_commits_old_media_into_the_old_session(tmp_pa
         )
         [audio_new] = [x for x in await store.index.renditions(new) if x.name == "audio-en"]
         assert [g.first_seq for g in await store.index.rendition_gaps(audio_new.id)] == [9]
+    finally:
+        await store.close()
+
+
+async def test_renditions_that_arrive_together_open_one_session_and_end_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renditions commit and see a reset at the same moment while the keeper waits on
+    the index (as every call waits on PostgreSQL): still one session, one new generation."""
+    data = tmp_path / "data"
+    data.mkdir()
+    store = Store(data, index=await open_index(data / INDEX_FILE))
+    index = store.index
+    stream = daemon_config(tmp_path, "http://origin.invalid/master.m3u8").streams[0]
+    await index.ensure_stream(stream.id, stream.url, 0)
+
+    def round_trip(call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def waits(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0)  # the other renditions run meanwhile, on either engine
+            return await call(*args, **kwargs)
+
+        return waits
+
+    for name in ("open_session", "end_session"):
+        monkeypatch.setattr(index, name, round_trip(getattr(index, name)))
+    keeper = SessionKeeper(stream, store, lambda: 1_000_000.0)
+    targets = [
+        RenditionTarget(name=name, uri=f"http://o/{name}.m3u8", kind=kind, main=kind == "video")
+        for name, kind in (("360p", "video"), ("audio-en", "audio"), ("subs-en", "subtitles"))
+    ]
+
+    async def rows(generation: int, start_ms: int) -> set[str]:
+        """The sessions the renditions' rows belong to, all asked for at once."""
+        made = await asyncio.gather(
+            *(
+                keeper.rendition_row(t, generation=generation, clock="origin", start_ms=start_ms)
+                for t in targets
+            )
+        )
+        return {row.session_id for row in made}
+
+    try:
+        [old] = await rows(0, 0)
+        generations = await asyncio.gather(*(keeper.reset(t.name, 0, "reset") for t in targets))
+        assert generations == [1, 1, 1], "the first to see the reset moves on; the rest catch up"
+        [new] = await rows(1, 5000)
+        sessions = await index.sessions_in_opening_order(stream.id)
+        assert [(s.id, s.state, s.end_reason) for s in sessions] == [
+            (old, "ended", "reset"),
+            (new, "live", None),
+        ]
     finally:
         await store.close()
