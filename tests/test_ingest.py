@@ -87,7 +87,10 @@ async def test_a_stalled_origin_ends_the_session_and_a_new_one_begins(data_dir: 
             await until(daemon, "cam", segments_reach(daemon, 2, exactly=True), timeout_s=20)
 
             async def first_ended() -> bool:
-                return (await daemon.store.index.sessions("cam"))[0].state == "ended"
+                # The recorder updates its status when the index has taken the session's
+                # end; on PostgreSQL the index answers others a round trip before that.
+                ended = (await daemon.store.index.sessions("cam"))[0].state == "ended"
+                return ended and daemon.recorders["cam"].status.state != "recording"
 
             await until(daemon, "cam", first_ended, timeout_s=20)
             first = (await daemon.store.index.sessions("cam"))[0]

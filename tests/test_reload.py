@@ -134,6 +134,9 @@ async def test_apply_leaves_untouched_recorders_running_and_follows_aliases(
             assert daemon.recorders["a"] is before["a"], "a's recorder was not touched"
             assert daemon.recorders["b"] is not before["b"]
             assert daemon.config.streams[0].retention_s == 60.0
+            # On a cluster (the PostgreSQL run), c's recorder starts once this node's lease
+            # pass, woken by the reload, takes c's lease.
+            await recording(daemon, "c")
             assert {"recorder:a", "recorder:b", "recorder:c", "live-shots:a"} <= task_names()
             async with http.get(f"{daemon.base_url}/api/stream/alias-a") as response:
                 assert response.status == 200
