@@ -148,14 +148,18 @@ class Rig:
     async def renditions(self, session: SessionRow) -> dict[str, RenditionRow]:
         return {r.name: r for r in await self.index.renditions(session.id)}
 
-    async def main(self, session: SessionRow) -> RenditionRow:
-        return next(r for r in await self.index.renditions(session.id) if r.main)
+    async def main(self, session: SessionRow) -> RenditionRow | None:
+        """The rendition clips are cut from; None until it is added (on PostgreSQL, the
+        session's row is seen before its renditions' are)."""
+        return next((r for r in await self.index.renditions(session.id) if r.main), None)
 
     async def segments(self, session: SessionRow | None = None) -> list[SegmentRow]:
         chosen = await self.sessions() if session is None else [session]
         out: list[SegmentRow] = []
         for s in chosen:
-            out += await self.index.rendition_segments((await self.main(s)).id)
+            main = await self.main(s)
+            if main is not None:
+                out += await self.index.rendition_segments(main.id)
         return out
 
     async def seqs(self, session: SessionRow | None = None) -> list[int]:
