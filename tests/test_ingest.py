@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable
@@ -14,9 +13,6 @@ from livecut import metrics
 from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
 from tests.harness import daemon_config, running, until
-
-POLL_S = 0.05
-POLL_LIMIT = 400  # 20 s
 
 Predicate = Callable[[], Awaitable[bool]]
 
@@ -140,10 +136,8 @@ async def test_origin_errors_are_counted_and_the_recorder_keeps_trying(data_dir:
     try:
         async with running(daemon_config(data_dir, missing)) as daemon:
             recorder = daemon.recorders["cam"]
-            for _ in range(POLL_LIMIT):
-                if recorder.status.errors >= 3:
-                    break
-                await asyncio.sleep(POLL_S)
+            # Every origin error wakes the stream's watchers.
+            await until(daemon, "cam", lambda: recorder.status.errors >= 3, timeout_s=20)
             assert recorder.status.errors >= 3
             assert recorder.status.state == "failing"
             assert recorder.status.last_error is not None and "404" in recorder.status.last_error
