@@ -20,7 +20,6 @@ from livecut.origin import LiveOrigin
 from livecut.webhooks.signing import HEADER, signature, verify
 from tests.browser import serve
 from tests.harness import daemon_config, running, session_ended, until
-from tests.sync import settled
 
 WRITE = "conventions-write-key-0123"
 READ = "conventions-read-key-01234"
@@ -76,14 +75,14 @@ def _port(daemon: Daemon) -> int:
     return int(runner.addresses[0][1])
 
 
-def session_of(api: Api) -> tuple[str, int, int]:
-    session = settled(api.daemon.store.index.sessions("cam"))[0]
+async def session_of(api: Api) -> tuple[str, int, int]:
+    session = (await api.daemon.store.index.sessions("cam"))[0]
     assert session.live_edge_ms is not None
     return session.id, session.started_ms, session.live_edge_ms
 
 
 async def test_clip_conventions(api: Api) -> None:
-    session_id, start, edge = session_of(api)
+    session_id, start, edge = await session_of(api)
     async with aiohttp.ClientSession(headers=api.auth()) as http:
         receiver_url = next(iter(api.daemon.config.webhooks.endpoints), None)
         assert receiver_url is None

@@ -12,8 +12,7 @@ import pytest
 
 from livecut.api.app import OPENAPI, routes
 from livecut.origin import LiveOrigin
-from tests.harness import daemon_config, running, until
-from tests.sync import settled
+from tests.harness import daemon_config, running, session_ended, until
 
 NOW = int(time.time() * 1000)
 
@@ -53,12 +52,7 @@ async def daemon_url(data_dir: Path):  # type: ignore[no-untyped-def]
     url = await origin.start()
     try:
         async with running(daemon_config(data_dir, url)) as daemon:
-
-            def recorded() -> bool:
-                sessions = settled(daemon.store.index.sessions("cam"))
-                return bool(sessions) and sessions[0].state == "ended"
-
-            await until(daemon, "cam", recorded, timeout_s=20)
+            await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=20)
             yield daemon.base_url
     finally:
         await origin.stop()

@@ -22,7 +22,7 @@ from livecut.origin import LiveOrigin
 from livecut.store.records import ClipRow, SegmentRow
 from tests.browser import add_player_routes, playback_advances, require_browser, serve
 from tests.harness import daemon_config, decode_clip, recorded_vod, running, session_ended, until
-from tests.sync import settled
+from tests.test_ingest import segments_reach
 
 PDT0 = 1_767_225_600_000  # the fixtures' first PDT
 FRAME_MS = 40
@@ -205,10 +205,9 @@ async def test_timeline_lists_ranges_and_gaps(data_dir: Path) -> None:
     url = await origin.start()
     try:
         async with running(daemon_config(data_dir, url)) as daemon:
-            count = lambda: len(settled(daemon.store.index.stream_segments("cam", 0, 2**62)))  # noqa: E731
-            await until(daemon, "cam", lambda: count() == 3, timeout_s=20)
+            await until(daemon, "cam", segments_reach(daemon, 3, exactly=True), timeout_s=20)
             now[0] += 20.0
-            await until(daemon, "cam", lambda: count() >= 6, timeout_s=20)
+            await until(daemon, "cam", segments_reach(daemon, 6), timeout_s=20)
             query = f"from_ms={origin.epoch_ms - 60_000}&to_ms={origin.segment_pdt_ms(20)}"
             async with (
                 aiohttp.ClientSession() as http,
@@ -248,8 +247,7 @@ async def test_clip_across_an_encoder_restart(data_dir: Path, tmp_path: Path) ->
     url = await origin.start()
     try:
         async with running(daemon_config(data_dir, url)) as daemon:
-            count = lambda: len(settled(daemon.store.index.stream_segments("cam", 0, 2**62)))  # noqa: E731
-            await until(daemon, "cam", lambda: count() == 3, timeout_s=20)
+            await until(daemon, "cam", segments_reach(daemon, 3, exactly=True), timeout_s=20)
             origin.restart_encoder()  # PTS restart at segment 3, DISCONTINUITY tag
             now[0] += 6.0
             origin.tick()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -13,14 +13,22 @@ from livecut import metrics
 from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
 from tests.harness import daemon_config, running, until
-from tests.sync import settled
 
-POLL_S = 0.05
-POLL_LIMIT = 400  # 20 s
+Predicate = Callable[[], Awaitable[bool]]
 
 
-def segment_count(daemon: Daemon, stream: str = "cam") -> int:
-    return len(settled(daemon.store.index.stream_segments(stream, 0, 2**62)))
+async def segment_count(daemon: Daemon, stream: str = "cam") -> int:
+    return len(await daemon.store.index.stream_segments(stream, 0, 2**62))
+
+
+def segments_reach(daemon: Daemon, count: int, *, exactly: bool = False) -> Predicate:
+    """A predicate for until(): the stream holds `count` segments (at least, or exactly)."""
+
+    async def holds() -> bool:
+        have = await segment_count(daemon)
+        return have == count if exactly else have >= count
+
+    return holds
 
 
 async def test_segments_that_expired_unfetched_are_recorded_as_a_gap(data_dir: Path) -> None:
@@ -29,9 +37,9 @@ async def test_segments_that_expired_unfetched_are_recorded_as_a_gap(data_dir: P
     url = await origin.start()
     try:
         async with running(daemon_config(data_dir, url)) as daemon:
-            await until(daemon, "cam", lambda: segment_count(daemon) == 3, timeout_s=20)
+            await until(daemon, "cam", segments_reach(daemon, 3, exactly=True), timeout_s=20)
             now[0] += 20.0  # ten segments published while we were not looking
-            await until(daemon, "cam", lambda: segment_count(daemon) >= 6, timeout_s=20)
+            await until(daemon, "cam", segments_reach(daemon, 6), timeout_s=20)
             session = (await daemon.store.index.sessions("cam"))[0]
             rendition = (await daemon.store.index.renditions(session.id))[0]
             gaps = await daemon.store.index.gaps([rendition.id], 0, 2**62)
@@ -72,10 +80,13 @@ async def test_a_stalled_origin_ends_the_session_and_a_new_one_begins(data_dir: 
     try:
         config = daemon_config(data_dir, url, session_gap_s=1.5)
         async with running(config) as daemon:
-            await until(daemon, "cam", lambda: segment_count(daemon) == 2, timeout_s=20)
+            await until(daemon, "cam", segments_reach(daemon, 2, exactly=True), timeout_s=20)
 
-            def first_ended() -> bool:
-                return settled(daemon.store.index.sessions("cam"))[0].state == "ended"
+            async def first_ended() -> bool:
+                # The recorder updates its status when the index has taken the session's
+                # end; on PostgreSQL the index answers others a round trip before that.
+                ended = (await daemon.store.index.sessions("cam"))[0].state == "ended"
+                return ended and daemon.recorders["cam"].status.state != "recording"
 
             await until(daemon, "cam", first_ended, timeout_s=20)
             first = (await daemon.store.index.sessions("cam"))[0]
@@ -83,12 +94,11 @@ async def test_a_stalled_origin_ends_the_session_and_a_new_one_begins(data_dir: 
             assert first.ended_ms == origin.segment_pdt_ms(2)
             assert daemon.recorders["cam"].status.state == "stalled"
             now[0] += 2.0  # the origin moves again
-            await until(
-                daemon,
-                "cam",
-                lambda: len(settled(daemon.store.index.sessions("cam"))) == 2,
-                timeout_s=20,
-            )
+
+            async def second_began() -> bool:
+                return len(await daemon.store.index.sessions("cam")) == 2
+
+            await until(daemon, "cam", second_began, timeout_s=20)
             second = (await daemon.store.index.sessions("cam"))[0]
             assert second.state == "live" and second.started_ms == origin.segment_pdt_ms(2)
     finally:
@@ -101,7 +111,7 @@ async def test_a_playlist_without_pdt_uses_the_arrival_clock(data_dir: Path) -> 
     try:
         async with running(daemon_config(data_dir, url)) as daemon:
             before = int(time.time() * 1000)
-            await until(daemon, "cam", lambda: segment_count(daemon) == 3, timeout_s=20)
+            await until(daemon, "cam", segments_reach(daemon, 3, exactly=True), timeout_s=20)
             session = (await daemon.store.index.sessions("cam"))[0]
             assert session.clock == "local"
             segments = await daemon.store.index.stream_segments("cam", 0, 2**62)
@@ -126,10 +136,8 @@ async def test_origin_errors_are_counted_and_the_recorder_keeps_trying(data_dir:
     try:
         async with running(daemon_config(data_dir, missing)) as daemon:
             recorder = daemon.recorders["cam"]
-            for _ in range(POLL_LIMIT):
-                if recorder.status.errors >= 3:
-                    break
-                await asyncio.sleep(POLL_S)
+            # Every origin error wakes the stream's watchers.
+            await until(daemon, "cam", lambda: recorder.status.errors >= 3, timeout_s=20)
             assert recorder.status.errors >= 3
             assert recorder.status.state == "failing"
             assert recorder.status.last_error is not None and "404" in recorder.status.last_error

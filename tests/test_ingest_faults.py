@@ -19,7 +19,7 @@ import random
 import signal
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,7 +60,6 @@ from tests.faults import (
     Truncate,
 )
 from tests.harness import daemon_config, until
-from tests.sync import settled
 
 SEG_MS = 1000
 WAIT_S = 15.0  # an upper bound for any one wait; a passing test never comes close
@@ -143,41 +142,58 @@ class Rig:
         return self.origin.segment_pdt_ms(index)
 
     # what the index holds
-    def sessions(self) -> list[SessionRow]:
-        return list(settled(self.index.sessions_in_opening_order(self.stream)))
+    async def sessions(self) -> list[SessionRow]:
+        return list(await self.index.sessions_in_opening_order(self.stream))
 
-    def renditions(self, session: SessionRow) -> dict[str, RenditionRow]:
-        return {r.name: r for r in settled(self.index.renditions(session.id))}
+    async def renditions(self, session: SessionRow) -> dict[str, RenditionRow]:
+        return {r.name: r for r in await self.index.renditions(session.id)}
 
-    def main(self, session: SessionRow) -> RenditionRow:
-        return next(r for r in settled(self.index.renditions(session.id)) if r.main)
+    async def main(self, session: SessionRow) -> RenditionRow | None:
+        """The rendition clips are cut from; None until it is added (on PostgreSQL, the
+        session's row is seen before its renditions' are)."""
+        return next((r for r in await self.index.renditions(session.id) if r.main), None)
 
-    def segments(self, session: SessionRow | None = None) -> list[SegmentRow]:
-        chosen = self.sessions() if session is None else [session]
+    async def segments(self, session: SessionRow | None = None) -> list[SegmentRow]:
+        chosen = await self.sessions() if session is None else [session]
         out: list[SegmentRow] = []
         for s in chosen:
-            out += settled(self.index.rendition_segments(self.main(s).id))
+            main = await self.main(s)
+            if main is not None:
+                out += await self.index.rendition_segments(main.id)
         return out
 
-    def seqs(self, session: SessionRow | None = None) -> list[int]:
-        return [s.seq for s in self.segments(session)]
+    async def seqs(self, session: SessionRow | None = None) -> list[int]:
+        return [s.seq for s in await self.segments(session)]
 
-    def gaps(self, session: SessionRow | None = None) -> list[GapRow]:
-        chosen = self.sessions() if session is None else [session]
+    async def gaps(self, session: SessionRow | None = None) -> list[GapRow]:
+        chosen = await self.sessions() if session is None else [session]
         out: list[GapRow] = []
         for s in chosen:
-            for rendition in settled(self.index.renditions(s.id)):
-                out += settled(self.index.rendition_gaps(rendition.id))
+            for rendition in await self.index.renditions(s.id):
+                out += await self.index.rendition_gaps(rendition.id)
         return out
 
-    def gap_summary(
+    async def gap_summary(
         self, session: SessionRow | None = None
     ) -> list[tuple[int | None, int | None, str]]:
         """(first_seq, last_seq, reason) of each gap, in the order recorded."""
-        return [(g.first_seq, g.last_seq, g.reason) for g in self.gaps(session)]
+        return [(g.first_seq, g.last_seq, g.reason) for g in await self.gaps(session)]
 
-    def recorded(self, count: int) -> Callable[[], bool]:
-        return lambda: len(self.segments()) >= count
+    def recorded(self, count: int, *, gaps: int | None = None) -> Callable[[], Awaitable[bool]]:
+        """A predicate for until(): `count` segments recorded (and, given `gaps`, exactly
+        that many gaps)."""
+
+        async def holds() -> bool:
+            if len(await self.segments()) < count:
+                return False
+            return gaps is None or len(await self.gaps()) == gaps
+
+        return holds
+
+    async def ended(self) -> bool:
+        """The first session has ended."""
+        sessions = await self.sessions()
+        return bool(sessions) and sessions[0].state == "ended"
 
     def errors(self) -> dict[str, float]:
         """Origin errors counted since the rig started, by kind."""
@@ -188,7 +204,9 @@ class Rig:
             if v != self.errors_before.get(k, 0.0)
         }
 
-    async def until(self, predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
+    async def until(
+        self, predicate: Callable[[], bool | Awaitable[bool]], timeout_s: float = WAIT_S
+    ) -> None:
         await until(self.daemon, self.stream, predicate, timeout_s=timeout_s)
 
     async def api_stream(self) -> dict[str, Any]:
@@ -299,12 +317,12 @@ async def test_a_segment_fault_is_retried_and_the_segment_recorded(
     async with rig(data_dir, prefill=4, ingest=TIMEOUTS) as r:
         rule = r.script.add(seg(2), fault, times=times)
         await r.until(r.recorded(4))
-        assert r.seqs() == [0, 1, 2, 3]
-        assert r.gaps() == []
+        assert await r.seqs() == [0, 1, 2, 3]
+        assert await r.gaps() == []
         assert rule.applied == times
         assert r.errors() == {kind: times}
         assert len(r.log.matching("seg2.ts")) == times + 1
-        [session] = r.sessions()
+        [session] = await r.sessions()
         assert session.state == "live"
         status = await r.api_stream()
         assert status["state"] == "recording"
@@ -317,8 +335,8 @@ async def test_a_connection_reset_is_retried_and_the_segment_recorded(data_dir: 
         # aiohttp's client retries a GET once by itself after a reset; the second one is ours.
         rule = r.script.add(seg(2), Reset(), times=2)
         await r.until(r.recorded(4))
-        assert r.seqs() == [0, 1, 2, 3]
-        assert r.gaps() == []
+        assert await r.seqs() == [0, 1, 2, 3]
+        assert await r.gaps() == []
         assert rule.applied == 2
         assert set(r.errors()) == {"connection"}
         assert 1 <= r.errors()["connection"] <= 2
@@ -328,8 +346,8 @@ async def test_unreadable_media_once_is_retried_and_the_segment_recorded(data_di
     async with rig(data_dir, prefill=4) as r:
         r.script.add(seg(2), Garbage(), times=1)
         await r.until(r.recorded(4))
-        assert r.seqs() == [0, 1, 2, 3]
-        assert r.gaps() == []
+        assert await r.seqs() == [0, 1, 2, 3]
+        assert await r.gaps() == []
         assert r.errors() == {"unreadable_media": 1}
 
 
@@ -347,11 +365,11 @@ async def test_a_playlist_fault_is_retried_and_nothing_is_lost(data_dir: Path, n
         rule = r.script.add(PLAYLIST, fault, times=times)
         r.advance(2)
         await r.until(r.recorded(5))
-        assert r.seqs() == [0, 1, 2, 3, 4]
-        assert r.gaps() == []
+        assert await r.seqs() == [0, 1, 2, 3, 4]
+        assert await r.gaps() == []
         assert rule.applied == times
         assert r.errors() == {kind: times}
-        [session] = r.sessions()
+        [session] = await r.sessions()
         assert session.state == "live" and session.live_edge_ms == r.pdt(5)
 
 
@@ -361,8 +379,8 @@ async def test_a_playlist_connection_reset_is_retried(data_dir: Path) -> None:
         r.script.add(PLAYLIST, Reset(), times=2)
         r.advance(2)
         await r.until(r.recorded(5))
-        assert r.seqs() == [0, 1, 2, 3, 4]
-        assert r.gaps() == []
+        assert await r.seqs() == [0, 1, 2, 3, 4]
+        assert await r.gaps() == []
         assert set(r.errors()) == {"connection"}
 
 
@@ -394,7 +412,7 @@ def trickle(pattern: str, pieces: int, pause_s: float) -> Middleware:
 async def test_a_segment_that_arrives_in_pieces_is_read_whole(data_dir: Path) -> None:
     async with rig(data_dir, prefill=3, middlewares=(trickle(".ts", 4, 0.02),)) as r:
         await r.until(r.recorded(3))
-        assert r.seqs() == [0, 1, 2] and r.gaps() == [] and r.errors() == {}
+        assert await r.seqs() == [0, 1, 2] and await r.gaps() == [] and r.errors() == {}
         assert [len(r.log.matching(f"seg{i}.ts")) for i in range(3)] == [1, 1, 1]
 
 
@@ -408,10 +426,10 @@ async def test_a_segment_that_keeps_failing_is_a_gap_by_the_time_it_expires(
     # duration after the daemon first sees it, so retries must stop by then.
     async with rig(data_dir, window=3, prefill=3) as r:
         r.script.add(seg(0), Status(503), times=None)
-        await r.until(lambda: r.recorded(2)() and len(r.gaps()) == 1)
-        assert r.seqs() == [1, 2]
-        assert r.gap_summary() == [(0, 0, "download_failed")]
-        [gap] = r.gaps()
+        await r.until(r.recorded(2, gaps=1))
+        assert await r.seqs() == [1, 2]
+        assert await r.gap_summary() == [(0, 0, "download_failed")]
+        [gap] = await r.gaps()
         assert (gap.start_ms, gap.end_ms) == (r.pdt(0), r.pdt(1))
         attempts = r.log.matching("seg0.ts")
         assert 2 <= len(attempts) <= 5, "retried, a bounded number of times"
@@ -449,9 +467,9 @@ async def test_a_segment_that_cannot_be_had_is_a_gap_that_says_why(
     caplog.set_level(logging.WARNING, logger="livecut")
     async with rig(data_dir, prefill=3, ingest={"max_segment_bytes": MAX_SEGMENT_BYTES}) as r:
         r.script.add(seg(1), fault, times=None)
-        await r.until(lambda: r.recorded(2)() and len(r.gaps()) == 1)
-        assert r.seqs() == [0, 2]
-        assert r.gap_summary() == [(1, 1, reason)]
+        await r.until(r.recorded(2, gaps=1))
+        assert await r.seqs() == [0, 2]
+        assert await r.gap_summary() == [(1, 1, reason)]
         assert r.errors() == {kind: requests}
         assert len(r.log.matching("seg1.ts")) == requests
         # Kept out of the index and off the disk; the log names the segment.
@@ -481,9 +499,9 @@ def rewrite_playlist(old: str, new: str) -> Middleware:
 async def test_a_segment_uri_that_is_not_http_is_refused(data_dir: Path) -> None:
     unsafe = rewrite_playlist("\nseg1.ts", "\nfile:///etc/passwd")
     async with rig(data_dir, prefill=3, middlewares=(unsafe,)) as r:
-        await r.until(lambda: r.recorded(2)() and len(r.gaps()) == 1)
-        assert r.seqs() == [0, 2]
-        assert r.gap_summary() == [(1, 1, "refused")]
+        await r.until(r.recorded(2, gaps=1))
+        assert await r.seqs() == [0, 2]
+        assert await r.gap_summary() == [(1, 1, "refused")]
         assert r.errors() == {"bad_uri": 1}
     passwd = Path("/etc/passwd").read_bytes()[:32]
     assert not any(passwd in p.read_bytes() for p in r.files())
@@ -497,17 +515,17 @@ async def test_a_frozen_playlist_ends_the_session_and_recording_resumes(data_dir
         await r.until(r.recorded(3))
         r.script.add(PLAYLIST, Freeze(), times=None)
         r.advance(2)  # published, but the playlist the daemon sees stays as it was
-        await r.until(lambda: r.sessions()[0].state == "ended")
-        [first] = r.sessions()
+        await r.until(r.ended)
+        [first] = await r.sessions()
         assert (first.end_reason, first.ended_ms) == ("silence", r.pdt(3))
         status = await r.api_stream()
         assert status["state"] == "stalled" and status["live_session"] is None
         r.script.clear()  # it moves again
         await r.until(r.recorded(5))
-        first, second = r.sessions()
-        assert r.seqs(first) == [0, 1, 2] and r.seqs(second) == [3, 4]
+        first, second = await r.sessions()
+        assert await r.seqs(first) == [0, 1, 2] and await r.seqs(second) == [3, 4]
         assert second.state == "live" and second.started_ms == r.pdt(3)
-        assert r.gaps() == []
+        assert await r.gaps() == []
         assert r.errors() == {}
         status = await r.api_stream()
         assert status["state"] == "recording" and status["live_session"] == second.id
@@ -519,12 +537,12 @@ async def test_a_media_sequence_reset_starts_a_new_session(data_dir: Path) -> No
         r.origin.reset_sequence()
         r.advance(2)  # listed as media sequence 0 and 1
         await r.until(r.recorded(5))
-        first, second = r.sessions()
+        first, second = await r.sessions()
         assert (first.state, first.end_reason, first.ended_ms) == ("ended", "reset", r.pdt(3))
-        assert r.seqs(first) == [0, 1, 2] and r.seqs(second) == [0, 1]
-        assert [s.start_ms for s in r.segments(second)] == [r.pdt(3), r.pdt(4)]
+        assert await r.seqs(first) == [0, 1, 2] and await r.seqs(second) == [0, 1]
+        assert [s.start_ms for s in await r.segments(second)] == [r.pdt(3), r.pdt(4)]
         assert second.state == "live" and second.started_ms == r.pdt(3)
-        assert r.gaps() == []
+        assert await r.gaps() == []
 
 
 async def test_a_clock_that_jumps_back_starts_a_new_session_at_the_jump(data_dir: Path) -> None:
@@ -535,11 +553,11 @@ async def test_a_clock_that_jumps_back_starts_a_new_session_at_the_jump(data_dir
         r.origin.shift_pdt(-60_000)
         r.advance(1)
         await r.until(r.recorded(5))
-        first, second = r.sessions()
+        first, second = await r.sessions()
         assert (first.end_reason, first.ended_ms) == ("clock_jump", r.pdt(3) + SEG_MS)
-        assert r.seqs(first) == [0, 1, 2, 3] and r.seqs(second) == [4]
+        assert await r.seqs(first) == [0, 1, 2, 3] and await r.seqs(second) == [4]
         assert second.started_ms == r.pdt(4) == r.pdt(3) + SEG_MS - 60_000
-        assert r.gaps() == []
+        assert await r.gaps() == []
 
 
 async def test_a_clock_that_leaps_forward_is_a_gap(data_dir: Path) -> None:
@@ -548,9 +566,9 @@ async def test_a_clock_that_leaps_forward_is_a_gap(data_dir: Path) -> None:
         r.origin.shift_pdt(60_000)
         r.advance(2)
         await r.until(r.recorded(5))
-        [session] = r.sessions()
-        assert r.seqs() == [0, 1, 2, 3, 4]
-        [gap] = r.gaps()
+        [session] = await r.sessions()
+        assert await r.seqs() == [0, 1, 2, 3, 4]
+        [gap] = await r.gaps()
         assert (gap.first_seq, gap.last_seq, gap.reason) == (3, 2, "pdt_jump")
         assert (gap.start_ms, gap.end_ms) == (r.pdt(3) - 60_000, r.pdt(3))
         assert session.state == "live" and session.live_edge_ms == r.pdt(5)
@@ -561,9 +579,9 @@ async def test_segments_that_expired_unseen_are_a_gap(data_dir: Path) -> None:
         await r.until(r.recorded(3))
         r.advance(6)  # the media sequence jumps from 2 to 6..8
         await r.until(r.recorded(6))
-        assert r.seqs() == [0, 1, 2, 6, 7, 8]
-        assert r.gap_summary() == [(3, 5, "expired")]
-        [gap] = r.gaps()
+        assert await r.seqs() == [0, 1, 2, 6, 7, 8]
+        assert await r.gap_summary() == [(3, 5, "expired")]
+        [gap] = await r.gaps()
         assert (gap.start_ms, gap.end_ms) == (r.pdt(3), r.pdt(6))
         status = await r.api_stream()
         assert (status["segments_recorded"], status["gaps"]) == (6, 1)
@@ -588,12 +606,12 @@ async def test_a_discontinuity_opens_a_new_epoch_and_a_clip_across_it_is_cut(
         r.origin.restart_encoder()
         r.advance(3)
         await r.until(r.recorded(6))
-        [session] = r.sessions()
-        assert [(s.seq, s.epoch) for s in r.segments()] == [
+        [session] = await r.sessions()
+        assert [(s.seq, s.epoch) for s in await r.segments()] == [
             (0, 0), (1, 0), (2, 0), (3, 1), (4, 1), (5, 1)
         ]  # fmt: skip
-        assert [s.start_ms for s in r.segments()] == [r.pdt(i) for i in range(6)]
-        assert r.gaps() == [] and session.state == "live"
+        assert [s.start_ms for s in await r.segments()] == [r.pdt(i) for i in range(6)]
+        assert await r.gaps() == [] and session.state == "live"
         status, body = await post_clip(
             r.daemon.base_url,
             {"stream": r.stream, "start_ms": r.pdt(1) + 200, "end_ms": r.pdt(5) - 300},
@@ -617,9 +635,9 @@ async def test_init_sections_and_byte_ranges_are_recorded(
         r.origin.restart_encoder()  # a new encoder: a new EXT-X-MAP for fMP4
         r.advance(2)
         await r.until(r.recorded(5))
-        segments = r.segments()
+        segments = await r.segments()
         assert [(s.seq, s.epoch) for s in segments] == [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1)]
-        assert r.gaps() == [] and r.errors() == {}
+        assert await r.gaps() == [] and r.errors() == {}
         inits = [s.init_path for s in segments]
         if container == "fmp4":
             assert inits[0] == inits[1] == inits[2] != inits[3] == inits[4]
@@ -655,9 +673,9 @@ async def test_aes128_segments_are_stored_decrypted_and_the_key_is_never_stored(
         await r.until(r.recorded(4))
         key = r.origin.key
         assert key is not None
-        assert r.seqs() == [0, 1, 2, 3] and r.gaps() == [] and r.errors() == {}
+        assert await r.seqs() == [0, 1, 2, 3] and await r.gaps() == [] and r.errors() == {}
         root = r.daemon.store.root
-        for s in r.segments():
+        for s in await r.segments():
             init = None if s.init_path is None else (root / s.init_path).read_bytes()
             data = io.BytesIO((init or b"") + (root / s.path).read_bytes())
             with av.open(data, mode="r") as media:
@@ -676,7 +694,7 @@ async def test_sample_aes_is_refused_clearly_and_nothing_recorded(data_dir: Path
         status = await r.api_stream()
         assert status["state"] == "failing"
         assert "SAMPLE-AES" in status["last_error"] and "AES-128" in status["last_error"]
-        assert r.sessions() == []
+        assert await r.sessions() == []
         assert r.log.matching(".ts") == [] and r.log.matching("key.bin") == []
         assert set(r.errors()) == {"unsupported"}
 
@@ -687,9 +705,9 @@ async def test_tagged_gaps_are_recorded_and_never_fetched(data_dir: Path) -> Non
         r.origin.gap_next(2)
         r.advance(4)
         await r.until(r.recorded(5))
-        assert r.seqs() == [0, 1, 2, 5, 6]
-        assert r.gap_summary() == [(3, 4, "tagged_gap")]
-        [gap] = r.gaps()
+        assert await r.seqs() == [0, 1, 2, 5, 6]
+        assert await r.gap_summary() == [(3, 4, "tagged_gap")]
+        [gap] = await r.gaps()
         assert (gap.start_ms, gap.end_ms) == (r.pdt(3), r.pdt(5))
         assert r.log.matching("seg3.ts") == [] and r.log.matching("seg4.ts") == []
         assert r.errors() == {}
@@ -701,10 +719,10 @@ async def test_endlist_ends_the_session(data_dir: Path) -> None:
         status = await r.api_stream()
         assert status["state"] == "recording"
         r.advance(2)
-        await r.until(lambda: r.sessions()[0].state == "ended")
-        [session] = r.sessions()
+        await r.until(r.ended)
+        [session] = await r.sessions()
         assert (session.end_reason, session.ended_ms) == ("endlist", r.pdt(5))
-        assert r.seqs() == [0, 1, 2, 3, 4] and r.gaps() == []
+        assert await r.seqs() == [0, 1, 2, 3, 4] and await r.gaps() == []
         status = await r.api_stream()
         assert status["state"] == "ended" and status["live_edge_ms"] == r.pdt(5)
 
@@ -721,19 +739,20 @@ async def test_low_latency_reloads_block_and_index_each_segment_promptly(data_di
         await daemon.start()
         index = daemon.store.index
 
-        def lags() -> dict[int, int]:
+        async def lags() -> dict[int, int]:
             """seq -> indexed_ms - published_ms, where a segment is published at PDT + duration."""
-            live = settled(index.live_session("cam"))
+            live = await index.live_session("cam")
             if live is None:
                 return {}
-            [rendition] = settled(index.renditions(live.id))
-            starts = {s.seq: s.start_ms for s in settled(index.rendition_segments(rendition.id))}
-            return {
-                seq: indexed - (starts[seq] + SEG_MS)
-                for seq, indexed in settled(index.indexed_times(rendition.id)).items()
-            }
+            [rendition] = await index.renditions(live.id)
+            starts = {s.seq: s.start_ms for s in await index.rendition_segments(rendition.id)}
+            indexed_times = await index.indexed_times(rendition.id)
+            return {seq: indexed - (starts[seq] + SEG_MS) for seq, indexed in indexed_times.items()}
 
-        await until(daemon, "cam", lambda: len(lags()) >= 6, timeout_s=WAIT_S)
+        async def six_indexed() -> bool:
+            return len(await lags()) >= 6
+
+        await until(daemon, "cam", six_indexed, timeout_s=WAIT_S)
         blocking = [s.path_qs for s in log.seen if "_HLS_msn=" in s.path_qs]
         assert {f"/live/index.m3u8?_HLS_msn={n}" for n in range(3, 6)} <= set(blocking)
         assert all(
@@ -741,7 +760,7 @@ async def test_low_latency_reloads_block_and_index_each_segment_promptly(data_di
             for s in log.seen[3:]
             if "m3u8" in s.path_qs
         ), "after the first load, every reload blocks"
-        published_while_watching = {seq: lag for seq, lag in lags().items() if seq >= 3}
+        published_while_watching = {seq: lag for seq, lag in (await lags()).items() if seq >= 3}
         assert len(published_while_watching) >= 3
         # Held reloads, not polling: the reload asking for segment n reached the origin
         # before n was published, and was answered by its publication.
@@ -755,7 +774,9 @@ async def test_low_latency_reloads_block_and_index_each_segment_promptly(data_di
             assert (asked + wall_minus_loop) * 1000 < starts[seq] + SEG_MS, seq
         # Indexed soon after publication: a quarter of a segment on an idle machine; the
         # bound leaves room for a loaded one, which the held-request check above does not need.
-        assert all(0 <= lag < SEG_MS for lag in published_while_watching.values()), lags()
+        assert all(0 <= lag < SEG_MS for lag in published_while_watching.values()), (
+            published_while_watching
+        )
     finally:
         await daemon.stop()
         await origin.stop()
@@ -918,7 +939,7 @@ async def test_a_master_playlist_where_a_media_playlist_belongs_is_refused(
         assert "v0/index.m3u8" in status["last_error"]
         assert "master playlist" in status["last_error"]
         assert "media playlist" in status["last_error"]
-        assert r.sessions() == []
+        assert await r.sessions() == []
         assert not any(s.path_qs.endswith((".ts", ".m4s")) for s in r.log.seen)
         assert set(r.errors()) == {"playlist"}
 
@@ -945,7 +966,7 @@ async def test_stream_state_walks_connecting_recording_failing_and_back(data_dir
         assert status["state"] == "recording" and status["live_edge_ms"] == r.pdt(3)
         assert status["renditions"] == {"main": url} and status["media_playlist"] == url
         assert (status["segments_recorded"], status["gaps"], status["errors"]) == (3, 0, 0)
-        assert status["live_session"] == r.sessions()[0].id
+        assert status["live_session"] == (await r.sessions())[0].id
 
         r.script.add(PLAYLIST, Status(503), times=None)
         recorder = r.daemon.recorders[r.stream]
@@ -971,7 +992,7 @@ async def test_stream_state_walks_connecting_recording_failing_and_back(data_dir
         await r.until(r.recorded(4))
         status = await r.api_stream()
         assert status["state"] == "recording" and status["live_edge_ms"] == r.pdt(4)
-        assert r.seqs() == [0, 1, 2, 3] and r.gaps() == []
+        assert await r.seqs() == [0, 1, 2, 3] and await r.gaps() == []
 
 
 # --- the recorder itself ------------------------------------------------------------------
@@ -996,8 +1017,8 @@ async def test_a_rendition_worker_that_crashes_is_restarted_and_loses_nothing(
         r.advance(2)
         await r.until(r.recorded(5))
         assert crashes == [3]
-        assert r.seqs() == [0, 1, 2, 3, 4] and r.gaps() == []
-        [session] = r.sessions()
+        assert await r.seqs() == [0, 1, 2, 3, 4] and await r.gaps() == []
+        [session] = await r.sessions()
         assert session.state == "live"
         assert r.errors() == {"crash": 1}
         assert r.daemon.recorders[r.stream].workers["main"].alive
@@ -1009,14 +1030,14 @@ async def test_after_a_restart_recording_resumes_without_repeating_rows(data_dir
         r.origin.gap_next(1)
         r.advance(2)
         await r.until(r.recorded(4))
-        assert r.seqs() == [0, 1, 2, 4] and r.gap_summary() == [(3, 3, "tagged_gap")]
+        assert await r.seqs() == [0, 1, 2, 4] and await r.gap_summary() == [(3, 3, "tagged_gap")]
         await r.restart_daemon()  # the window it reads first still lists all of that
         r.advance(1)
         await r.until(r.recorded(5))
-        [session] = r.sessions()
+        [session] = await r.sessions()
         assert session.state == "live", "resumed, within session_gap"
-        assert r.seqs() == [0, 1, 2, 4, 5]
-        assert r.gap_summary() == [(3, 3, "tagged_gap")]
+        assert await r.seqs() == [0, 1, 2, 4, 5]
+        assert await r.gap_summary() == [(3, 3, "tagged_gap")]
 
 
 async def test_a_resumed_session_never_writes_over_an_init_section_its_segments_name(
@@ -1028,14 +1049,14 @@ async def test_a_resumed_session_never_writes_over_an_init_section_its_segments_
         r.advance(1)
         await r.until(r.recorded(3))
         root = r.daemon.store.root
-        before = {s.init_path: (root / s.init_path).read_bytes() for s in r.segments()}
+        before = {s.init_path: (root / s.init_path).read_bytes() for s in await r.segments()}
         assert len(before) == 2, before  # one init section per encoder
         await r.restart_daemon()
         r.advance(1)
         await r.until(r.recorded(4))
-        [session] = r.sessions()
+        [session] = await r.sessions()
         assert session.state == "live", "resumed, within session_gap"
-        after = r.segments()[-1].init_path
+        after = (await r.segments())[-1].init_path
         assert after is not None and after not in before, "a new name, not a reused one"
         for init_path, data in before.items():
             assert (root / init_path).read_bytes() == data
@@ -1057,8 +1078,8 @@ async def test_killed_segment_workers_cost_no_segment(data_dir: Path) -> None:
             os.kill(pid, signal.SIGKILL)
         r.advance(3)
         await r.until(r.recorded(6))
-        assert r.seqs() == [0, 1, 2, 3, 4, 5]
-        assert r.gaps() == []
+        assert await r.seqs() == [0, 1, 2, 3, 4, 5]
+        assert await r.gaps() == []
         # A worker killed while idle is replaced quietly; one killed under a segment's
         # write may cost that segment one retry (counted as unreadable media), no more.
         assert set(r.errors()) <= {"unreadable_media"}
@@ -1070,9 +1091,9 @@ async def test_killed_segment_workers_cost_no_segment(data_dir: Path) -> None:
 async def test_segments_are_staged_in_threads_with_no_worker_processes(data_dir: Path) -> None:
     async with rig(data_dir, prefill=3, ingest={"segment_workers": 0}) as r:
         await r.until(r.recorded(3))
-        assert r.seqs() == [0, 1, 2]
+        assert await r.seqs() == [0, 1, 2]
         assert r.daemon.segment_workers.pids() == []
-        for segment in r.segments():
+        for segment in await r.segments():
             probe = probe_segment(r.daemon.store.path(segment.path).read_bytes())
             assert segment.keyframes_ms[0] == segment.start_ms + round(probe.keyframes_s[0] * 1000)
 
@@ -1103,8 +1124,8 @@ async def test_a_hung_segment_worker_is_stopped_and_the_segment_retried(
         os.kill(hung, signal.SIGSTOP)
         r.advance(1)
         await r.until(r.recorded(9))
-        assert r.seqs() == list(range(9))
-        assert r.gaps() == []
+        assert await r.seqs() == list(range(9))
+        assert await r.gaps() == []
         assert r.errors() == {"unreadable_media": 1}
         [replacement] = r.daemon.segment_workers.pids()
         assert replacement != hung

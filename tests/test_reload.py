@@ -13,7 +13,6 @@ from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
 from livecut.reload import ReloadOutcome, plan_reload
 from tests.harness import daemon_config, running, until
-from tests.sync import settled
 
 WAIT_S = 30.0  # an upper bound; a passing test never comes close
 
@@ -135,6 +134,9 @@ async def test_apply_leaves_untouched_recorders_running_and_follows_aliases(
             assert daemon.recorders["a"] is before["a"], "a's recorder was not touched"
             assert daemon.recorders["b"] is not before["b"]
             assert daemon.config.streams[0].retention_s == 60.0
+            # On a cluster (the PostgreSQL run), c's recorder starts once this node's lease
+            # pass, woken by the reload, takes c's lease.
+            await recording(daemon, "c")
             assert {"recorder:a", "recorder:b", "recorder:c", "live-shots:a"} <= task_names()
             async with http.get(f"{daemon.base_url}/api/stream/alias-a") as response:
                 assert response.status == 200
@@ -190,9 +192,8 @@ async def test_a_stream_dropped_while_the_daemon_was_down_has_its_session_ended(
 async def recording(daemon: Daemon, *stream_ids: str) -> None:
     """Until each stream has a live session."""
     for stream_id in stream_ids:
-        await until(
-            daemon,
-            stream_id,
-            lambda s=stream_id: settled(daemon.store.index.live_session(s)) is not None,
-            timeout_s=WAIT_S,
-        )
+
+        async def live(s: str = stream_id) -> bool:
+            return await daemon.store.index.live_session(s) is not None
+
+        await until(daemon, stream_id, live, timeout_s=WAIT_S)

@@ -23,9 +23,11 @@ from livecut.media.render import RenderSpec, Size, geometry
 from livecut.media.subtitles import Cue
 from livecut.media.synth import read_frame_number
 from livecut.origin import LiveOrigin
+from livecut.store.index import INDEX_FILE
 from livecut.store.overlays import OverlayRow
 from livecut.store.store import Store
 from tests.cea608 import PopOn, write_cea608_vod
+from tests.engines import open_index
 from tests.harness import (
     daemon_config,
     recorded_playlist,
@@ -34,7 +36,6 @@ from tests.harness import (
     session_ended,
     until,
 )
-from tests.sync import settled
 from tests.test_clips import AAC_FRAME_S, PDT0, beep_offsets, clip_of, file_of, frame_covering
 
 _avlog.set_level(_avlog.WARNING)
@@ -344,30 +345,30 @@ async def test_cea608_captions_in_the_video_are_read_and_burned_in_when_there_is
                 assert dark < 0.001, f"a caption on frame {number}, outside its cue"
 
 
-def test_an_overlay_is_named_by_the_config_or_by_its_upload_id(tmp_path: Path) -> None:
-    store = Store(tmp_path / "data")
+async def test_an_overlay_is_named_by_the_config_or_by_its_upload_id(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    store = Store(data, index=await open_index(data / INDEX_FILE))
     try:
         logo = tmp_path / "logo.png"
         store.configured_overlays = {"logo": logo}
-        assert settled(store.overlay_image("logo")) == logo
-        assert settled(store.overlay_image("ovl_0123456789abcdef")) is None
-        settled(
-            store.index.overlays.add(
-                OverlayRow(
-                    id="ovl_0123456789abcdef",
-                    name=None,
-                    width=1,
-                    height=1,
-                    size_bytes=1,
-                    created_ms=0,
-                )
+        assert await store.overlay_image("logo") == logo
+        assert await store.overlay_image("ovl_0123456789abcdef") is None
+        await store.index.overlays.add(
+            OverlayRow(
+                id="ovl_0123456789abcdef",
+                name=None,
+                width=1,
+                height=1,
+                size_bytes=1,
+                created_ms=0,
             )
         )
-        assert settled(store.overlay_image("ovl_0123456789abcdef")) == store.overlay_path(
+        assert await store.overlay_image("ovl_0123456789abcdef") == store.overlay_path(
             "ovl_0123456789abcdef"
         )
     finally:
-        settled(store.close())
+        await store.close()
 
 
 async def test_a_render_can_halve_the_frame_rate_at_a_bitrate(

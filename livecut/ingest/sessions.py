@@ -66,6 +66,10 @@ class SessionKeeper:
     generation it records in: the first to notice ends the session and starts the next
     generation; media a lagging rendition still commits from the old encoder goes into
     the old session, not the new one.
+
+    Opening and ending a session each check the keeper's state, then wait on the index:
+    they take turns under a lock, or renditions arriving together (as they do when every
+    index call suspends, on PostgreSQL) would each open a session of their own.
     """
 
     def __init__(self, stream: StreamConfig, store: Store, clock: Callable[[], float]) -> None:
@@ -87,6 +91,7 @@ class SessionKeeper:
         self._targets: dict[str, int] = {}  # rendition -> its target duration
         self._repeats = Repeats(REPEAT_SUMMARY_S)
         self._fields = {"stream": stream.id}  # what JSON log lines carry besides the text
+        self._sessions_lock = asyncio.Lock()  # held while a session opens or ends
 
     @property
     def target_ms(self) -> int:
@@ -140,9 +145,10 @@ class SessionKeeper:
         A rendition still in an earlier generation (it has not yet seen the reset that
         ended that generation's session) commits into that session.
         """
-        session = self._by_generation.get(generation) if generation < self.generation else None
-        if session is None:
-            session = await self._open(clock=clock, start_ms=start_ms)
+        async with self._sessions_lock:
+            session = self._by_generation.get(generation) if generation < self.generation else None
+            if session is None:
+                session = await self._open(clock=clock, start_ms=start_ms)
         rows = self._rows.setdefault(session.id, {})
         row = rows.get(target.name)
         if row is None:
@@ -223,17 +229,22 @@ class SessionKeeper:
         The first rendition to see it ends the session; the others, arriving in a
         generation that has already moved on, just catch up.
         """
-        if generation >= self.generation:
-            if self.current is not None:
-                await self.end(reason, self.current.live_edge_ms or self.now_ms())
-            self.generation += 1
-            # Late media of generations this old has nowhere to go but the newest session.
-            for old in [g for g in self._by_generation if g < self.generation - 4]:
-                del self._by_generation[old]
-            log.info(
-                "stream %s/%s: %s, now generation %d", self.stream.id, name, reason, self.generation
-            )
-        return self.generation
+        async with self._sessions_lock:
+            if generation >= self.generation:
+                if self.current is not None:
+                    await self._end(reason, self.current.live_edge_ms or self.now_ms())
+                self.generation += 1
+                # Late media of generations this old has nowhere to go but the newest session.
+                for old in [g for g in self._by_generation if g < self.generation - 4]:
+                    del self._by_generation[old]
+                log.info(
+                    "stream %s/%s: %s, now generation %d",
+                    self.stream.id,
+                    name,
+                    reason,
+                    self.generation,
+                )
+            return self.generation
 
     @property
     def all_ended(self) -> bool:
@@ -251,19 +262,26 @@ class SessionKeeper:
                 extra=self._fields,
             )
         self._all_ended = True
-        if self.current is not None:
-            await self.end("endlist", self.current.live_edge_ms or self.now_ms())
+        async with self._sessions_lock:
+            if self.current is not None:
+                await self._end("endlist", self.current.live_edge_ms or self.now_ms())
 
     async def check_silence(self) -> None:
-        if self.current is None:
-            return
-        now = self.now_ms()
-        last = self._last_commit_ms or self.current.started_ms
-        silent_ms = now - last
-        if silent_ms > self.stream.session_gap_s * 1000:
-            await self.end("silence", self.current.live_edge_ms or self.current.started_ms)
+        async with self._sessions_lock:
+            if self.current is None:
+                return
+            now = self.now_ms()
+            last = self._last_commit_ms or self.current.started_ms
+            silent_ms = now - last
+            if silent_ms > self.stream.session_gap_s * 1000:
+                await self._end("silence", self.current.live_edge_ms or self.current.started_ms)
 
     async def end(self, reason: str, ended_ms: int) -> None:
+        async with self._sessions_lock:
+            await self._end(reason, ended_ms)
+
+    async def _end(self, reason: str, ended_ms: int) -> None:
+        """End the live session (the caller holds the lock)."""
         if self.current is None:
             return
         await self.store.index.end_session(self.current.id, ended_ms=ended_ms, reason=reason)
