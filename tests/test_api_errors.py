@@ -41,6 +41,7 @@ BAD_CLIPS: list[tuple[object, int, str]] = [
     (clip(session="ses_missing", stream=None), 404, "unknown session"),
     (clip(duration=5), 422, "unknown field(s) duration"),
     (clip(name="x" * 500), 422, "name must be a string"),
+    (clip(name="a\x00b"), 400, "a NUL character (\\u0000) in a string"),
     ([1, 2], 400, "must be a JSON object"),
     ("text", 400, "must be a JSON object"),
 ]
@@ -104,6 +105,9 @@ async def test_range_with_no_media_lists_recorded_ranges(daemon_url: str) -> Non
         ("GET", "/v1/sessions/ses_nope", 404, "unknown session"),
         ("GET", "/v1/nothing-here", 404, "Not Found"),
         ("PUT", "/v1/clips", 405, "Method Not Allowed"),
+        # No index stores a NUL (PostgreSQL's text cannot even be asked for one).
+        ("GET", "/v1/webhooks/deliveries?clip=a%00b", 400, "query parameter 'clip' holds a NUL"),
+        ("GET", "/v1/clips/clip_%00", 400, "the path holds a NUL"),
     ],
 )
 async def test_bad_reads(

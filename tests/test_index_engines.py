@@ -460,7 +460,7 @@ async def test_overlays_round_trip(index: Index) -> None:
     assert await index.overlays.delete("ovl_1") and not await index.overlays.delete("ovl_1")
 
 
-def test_a_sqlite_index_from_before_numbered_migrations_is_brought_up_to_date(
+async def test_a_sqlite_index_from_before_numbered_migrations_is_brought_up_to_date(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "old.sqlite3"
@@ -478,14 +478,11 @@ def test_a_sqlite_index_from_before_numbered_migrations_is_brought_up_to_date(
         )
     index = Index(path)
     try:
-        from tests.sync import settled
-
-        assert settled(index.schema_version()) == SCHEMA_VERSION
+        assert await index.schema_version() == SCHEMA_VERSION
         # Opening order survives as it was (the rows' insertion order).
-        assert [s.id for s in settled(index.sessions_in_opening_order("cam"))] == ["ses_b", "ses_a"]
-        opened = settled(index.open_session("cam", clock="origin", started_ms=5))
-        assert settled(index.sessions_in_opening_order("cam"))[-1].id == opened.id
+        order = await index.sessions_in_opening_order("cam")
+        assert [s.id for s in order] == ["ses_b", "ses_a"]
+        opened = await index.open_session("cam", clock="origin", started_ms=5)
+        assert (await index.sessions_in_opening_order("cam"))[-1].id == opened.id
     finally:
-        from tests.sync import settled
-
-        settled(index.close())
+        await index.close()

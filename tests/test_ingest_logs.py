@@ -103,7 +103,7 @@ async def test_after_endlist_a_vanished_origin_is_not_an_origin_error(
     caplog.set_level(logging.DEBUG, logger="livecut")
     async with rig(data_dir, prefill=3, end_after=4) as r:
         r.advance()
-        await r.until(lambda: r.sessions() != [] and r.sessions()[0].state == "ended")
+        await r.until(r.ended)
         await r.origin.stop()
         first = len(caplog.records)
         # The first reload after the end comes 5 s later; it finds nobody there.

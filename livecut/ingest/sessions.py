@@ -83,9 +83,6 @@ class SessionKeeper:
         self._rows: dict[str, dict[str, RenditionRow]] = {}  # session id -> name -> row
         self._ended: set[str] = set()  # renditions that saw EXT-X-ENDLIST this session
         self.active: set[str] = set()  # renditions being recorded
-        # Renditions whose first segments commit at once open one session between them:
-        # the next waits while the index writes the first's session row.
-        self._opening = asyncio.Lock()
         self._last_commit_ms: int | None = None
         self._all_ended = False
         self._targets: dict[str, int] = {}  # rendition -> its target duration
@@ -167,21 +164,18 @@ class SessionKeeper:
         return row
 
     async def _open(self, *, clock: str, start_ms: int) -> SessionRow:
-        async with self._opening:
-            if self.current is None:
-                self.current = await self.store.index.open_session(
-                    self.stream.id, clock=clock, started_ms=start_ms
-                )
-                self._ended = set()
-                metrics.SESSIONS_STARTED.labels(self.stream.id).inc()
-                log.info(
-                    "stream %s: session %s started",
-                    self.stream.id,
-                    self.current.id,
-                    extra=self._fields,
-                )
-            self._by_generation[self.generation] = self.current
-            return self.current
+        """The live session, opened if there is none (the caller holds the lock)."""
+        if self.current is None:
+            self.current = await self.store.index.open_session(
+                self.stream.id, clock=clock, started_ms=start_ms
+            )
+            self._ended = set()
+            metrics.SESSIONS_STARTED.labels(self.stream.id).inc()
+            log.info(
+                "stream %s: session %s started", self.stream.id, self.current.id, extra=self._fields
+            )
+        self._by_generation[self.generation] = self.current
+        return self.current
 
     def refresh_state(self) -> StreamStatus:
         """Derive the stream's state from what happened last, rather than track it by hand."""
