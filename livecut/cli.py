@@ -11,10 +11,10 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 import aiohttp
@@ -40,6 +40,7 @@ log = logging.getLogger("livecut")
 
 CLIP_POLL_S = 0.5
 CLIP_WAIT_LIMIT_S = 300.0
+DEMO_READY_S = 30.0  # the longest the demo waits for 10 s recorded before it says how to clip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +179,10 @@ def _serve(path: Path) -> int:
 
 
 async def _run_until_signal(
-    daemon: Daemon, *, duration_s: float | None, on_started: Callable[[str], None] | None = None
+    daemon: Daemon,
+    *,
+    duration_s: float | None,
+    on_started: Callable[[str], Coroutine[Any, Any, None]] | None = None,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -193,9 +197,11 @@ async def _run_until_signal(
         daemon.notifier.status(f"cannot start: {exc}")
         await daemon.stop()
         return 1
+    # Runs beside the wait for a signal, so Ctrl-C is never held up by it.
+    told: asyncio.Task[None] | None = None
+    if on_started is not None:
+        told = asyncio.create_task(on_started(base_url))
     try:
-        if on_started is not None:
-            on_started(base_url)
         if duration_s is None:
             await stop.wait()
         else:
@@ -203,6 +209,10 @@ async def _run_until_signal(
                 await asyncio.wait_for(stop.wait(), duration_s)
     finally:
         log.info("stopping")
+        if told is not None:
+            told.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await told
         await daemon.stop()
     return 0
 
@@ -235,7 +245,20 @@ async def _demo_async(data: Path, port: int, duration_s: float | None) -> int:
         ),
     )
 
-    def tell(api: str) -> None:
+    from livecut.daemon import Daemon
+
+    daemon = Daemon(config)
+
+    async def tell(api: str) -> None:
+        # The command clips the last 10 s: it is printed once they are recorded (or after
+        # DEMO_READY_S at most), so it works the moment it is read.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEMO_READY_S
+        while loop.time() < deadline:
+            live = await daemon.store.index.live_session("demo")
+            if live is not None and (live.live_edge_ms or 0) - live.started_ms >= 10_000:
+                break
+            await daemon.store.edges.wait("demo", min(1.0, max(0.0, deadline - loop.time())))
         print(
             f"""
 livecut demo: recording the synthetic live stream "demo" from {master_url}
@@ -260,9 +283,7 @@ Ctrl-C stops the demo.
         )
 
     try:
-        from livecut.daemon import Daemon
-
-        return await _run_until_signal(Daemon(config), duration_s=duration_s, on_started=tell)
+        return await _run_until_signal(daemon, duration_s=duration_s, on_started=tell)
     finally:
         await origin.stop()
 

@@ -70,18 +70,27 @@ async def test_three_nodes_share_the_streams_the_clips_and_a_dead_nodes_work(
 
             await wait_for("each stream held by one node", all_held_once, timeout_s=30)
 
-            async def recording() -> bool:
-                edges = [await live_edge(http, nodes[0], s) for s in STREAMS]
-                return all(e > 0 for e in edges)
+            first: dict[str, int] = {}
 
-            await wait_for("both streams recorded", recording, timeout_s=60)
-            await asyncio.sleep(0)
+            async def recording() -> bool:
+                # 3 s of each stream past its first recorded edge: the clips below lie in
+                # what each stream itself has recorded, however late either one started.
+                for stream in STREAMS:
+                    edge = await live_edge(http, nodes[0], stream)
+                    if edge > 0:
+                        first.setdefault(stream, edge)
+                    if edge == 0 or edge < first[stream] + 3000:
+                        return False
+                return True
+
+            await wait_for("both streams recorded for 3 s", recording, timeout_s=60)
             # A clip of recorded media from every node, and one past the live edge asked
             # of each node: that one waits, woken by the recording node's notices.
             clips: dict[str, str] = {}  # clip -> the node asked
             for node in nodes:
                 edge = await live_edge(http, node, "cam")
                 clips[await ask_clip(http, node, "cam", edge - 3000, edge - 1000, hook)] = node.name
+                edge = await live_edge(http, node, "cam2")
                 clips[await ask_clip(http, node, "cam2", edge + 500, edge + 2500, hook)] = node.name
 
             async def all_ready() -> bool:

@@ -31,8 +31,7 @@ from tests.encoders.verdict import (
     wall_of,
 )
 
-# One worker runs the module (under -n): its tests share one recording per engine.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("conformance")]
+pytestmark = pytest.mark.slow
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

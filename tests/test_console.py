@@ -38,8 +38,7 @@ from tests.harness import daemon_config, decode_clip, running, until
 if TYPE_CHECKING:
     from playwright.async_api import Page
 
-# One loop and one worker (under -n) for the module: its tests share one recording.
-pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.xdist_group("console")]
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 KEY = "console-test-key-0123456789"
 SEGMENT_MS = 1000

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from livecut.metrics import REGISTRY
 from tests.encoders.lag import measure, percentile, table
+
+pytestmark = pytest.mark.slow
 
 SECONDS = 80
 

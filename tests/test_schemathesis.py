@@ -21,6 +21,8 @@ from livecut.api.app import OPENAPI
 from livecut.origin import LiveOrigin
 from tests.harness import daemon_config, running
 
+pytestmark = pytest.mark.slow
+
 WRITE_KEY = "schemathesis-write-key-0123"
 READ_KEY = "schemathesis-read-key-01234"
 CHECKS = ",".join(
