@@ -16,6 +16,7 @@ from aiohttp import web
 from livecut.config import ClusterConfig, Config, StreamConfig, default_config
 from livecut.daemon import Daemon
 from livecut.media.synth import SynthOptions, read_frame_number, write_hls_fixture
+from livecut.store.index import Index
 
 
 def daemon_config(
@@ -164,3 +165,31 @@ async def recorded_playlist(
             yield daemon
     finally:
         await runner.cleanup()
+
+
+async def index_segment(
+    index: Index,
+    rendition_id: int,
+    seq: int,
+    start_ms: int,
+    *,
+    path: str,
+    size: int = 100,
+    epoch: int = 0,
+) -> None:
+    """A 1 s video segment row with a keyframe at its start, for tests of the index alone."""
+    await index.add_segment(
+        rendition_id=rendition_id,
+        seq=seq,
+        epoch=epoch,
+        start_ms=start_ms,
+        end_ms=start_ms + 1000,
+        path=path,
+        size=size,
+        init_path=None,
+        ref_pts_s=0.0,
+        keyframes_ms=[start_ms],
+        has_video=True,
+        has_audio=False,
+        indexed_ms=start_ms,
+    )

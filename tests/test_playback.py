@@ -25,7 +25,7 @@ from livecut.daemon import Daemon
 from livecut.hls.playlist import MasterPlaylist, MediaPlaylist, parse_playlist
 from livecut.origin import LiveOrigin
 from tests.engines import open_index
-from tests.harness import daemon_config, running, until
+from tests.harness import daemon_config, index_segment, running, until
 
 KEY = "playback-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -365,21 +365,8 @@ async def test_the_index_numbers_each_series_and_counts_its_discontinuities(
         await index.ensure_stream("cam", "http://127.0.0.1/a.m3u8", 0)
 
         async def add(rendition_id: int, seq: int, start_ms: int, *, epoch: int = 0) -> None:
-            await index.add_segment(
-                rendition_id=rendition_id,
-                seq=seq,
-                epoch=epoch,
-                start_ms=start_ms,
-                end_ms=start_ms + 1000,
-                path=f"{rendition_id}-{seq}.ts",
-                size=100,
-                init_path=None,
-                ref_pts_s=0.0,
-                keyframes_ms=[start_ms],
-                has_video=True,
-                has_audio=False,
-                indexed_ms=start_ms,
-            )
+            path = f"{rendition_id}-{seq}.ts"
+            await index_segment(index, rendition_id, seq, start_ms, path=path, epoch=epoch)
 
         first = await index.open_session("cam", clock="origin", started_ms=0)
         main = (await index.add_rendition(first.id, name="main", uri="u")).id

@@ -23,7 +23,7 @@ from livecut.origin import LiveOrigin
 from livecut.store.files import TMP_SUFFIX, prune_empty_folders, write_atomic
 from livecut.store.index import INDEX_FILE
 from tests.engines import open_index
-from tests.harness import daemon_config, running, session_ended, until
+from tests.harness import daemon_config, index_segment, running, session_ended, until
 
 TMPFS_SIZE = 8 * 1024 * 1024
 # About 145 kB a one-second segment: the 8 MiB disk fills in a minute of recording.
@@ -382,21 +382,7 @@ async def test_eviction_candidates_oldest_first_sparing_pins_and_live_edges(
 
         async def add(session_id: str, name: str, seq: int, start_ms: int) -> None:
             rendition = await index.add_rendition(session_id, name="main", uri="u")
-            await index.add_segment(
-                rendition_id=rendition.id,
-                seq=seq,
-                epoch=0,
-                start_ms=start_ms,
-                end_ms=start_ms + 1000,
-                path=f"{name}.ts",
-                size=100,
-                init_path=None,
-                ref_pts_s=0.0,
-                keyframes_ms=[start_ms],
-                has_video=True,
-                has_audio=False,
-                indexed_ms=start_ms,
-            )
+            await index_segment(index, rendition.id, seq, start_ms, path=f"{name}.ts")
             last = await index.last_segment(rendition.id)
             assert last is not None
             ids[name] = last.id
@@ -541,21 +527,7 @@ async def test_make_room_pages_through_pins_and_busy_ranges(
         for seq in range(12):
             relpath = f"streams/cam/{session.id}/main/0-{seq}.ts"
             await store.write(relpath, bytes([seq]) * size)
-            await index.add_segment(
-                rendition_id=rendition.id,
-                seq=seq,
-                epoch=0,
-                start_ms=seq * 1000,
-                end_ms=seq * 1000 + 1000,
-                path=relpath,
-                size=size,
-                init_path=None,
-                ref_pts_s=0.0,
-                keyframes_ms=[seq * 1000],
-                has_video=True,
-                has_audio=False,
-                indexed_ms=0,
-            )
+            await index_segment(index, rendition.id, seq, seq * 1000, path=relpath, size=size)
         await index.end_session(session.id, ended_ms=12_000, reason="endlist")
         segments = await index.rendition_segments(rendition.id)
         await index.add_clip(
@@ -676,21 +648,7 @@ async def test_deleting_segments_cuts_the_recorded_spans(tmp_path: Path) -> None
         session = await index.open_session("cam", clock="origin", started_ms=0)
         rendition = await index.add_rendition(session.id, name="main", uri="u")
         for seq in range(5):
-            await index.add_segment(
-                rendition_id=rendition.id,
-                seq=seq,
-                epoch=0,
-                start_ms=seq * 1000,
-                end_ms=seq * 1000 + 1000,
-                path=f"{seq}.ts",
-                size=1,
-                init_path=None,
-                ref_pts_s=0.0,
-                keyframes_ms=[seq * 1000],
-                has_video=True,
-                has_audio=False,
-                indexed_ms=0,
-            )
+            await index_segment(index, rendition.id, seq, seq * 1000, path=f"{seq}.ts", size=1)
         ids = [s.id for s in await index.rendition_segments(rendition.id)]
 
         async def ranges() -> list[tuple[int, int]]:
