@@ -1000,3 +1000,20 @@ def test_cluster_section() -> None:
             parse_config({**base, "cluster": cluster})
         assert wanted in str(caught.value), (cluster, str(caught.value))
         assert "hunter2" not in str(caught.value)
+
+
+def test_the_environment_names_the_index_over_the_file() -> None:
+    from livecut.config import INDEX_URL_VARIABLE, parse_config
+
+    data: dict[str, object] = {"cluster": {"index_url": "postgresql://a@file.example/x"}}
+    env = {INDEX_URL_VARIABLE: "postgresql://b@env.example:5433/y"}
+    assert parse_config(data, environ=env).cluster.index_url == env[INDEX_URL_VARIABLE]
+    assert parse_config({}, environ=env).cluster.index_url == env[INDEX_URL_VARIABLE]
+    # Set but empty: the file's (or none).
+    empty = {INDEX_URL_VARIABLE: ""}
+    assert parse_config(data, environ=empty).cluster.index_url == "postgresql://a@file.example/x"
+    assert parse_config({}, environ={}).cluster.index_url is None
+    with pytest.raises(ConfigError) as caught:
+        parse_config({}, environ={INDEX_URL_VARIABLE: "postgresql://b:hunter2@env/y"})
+    assert f"{INDEX_URL_VARIABLE}: holds a password" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
