@@ -33,7 +33,6 @@ from livecut.daemon import Daemon
 from livecut.media.probe import SegmentProbe, probe_segment
 from livecut.store import files
 from livecut.store.store import Store
-from tests.sync import settled
 
 STREAM = "cam"
 RENDITION = "main"
@@ -51,7 +50,7 @@ class BuiltSession:
     build_s: float
 
 
-def build_session(
+async def build_session(
     pool_files: list[Path],
     data_dir: Path,
     *,
@@ -68,18 +67,16 @@ def build_session(
     try:
         index = store.index
         now_ms = int(time.time() * 1000)
-        settled(index.ensure_stream(STREAM, "http://127.0.0.1/bench-export/index.m3u8", now_ms))
-        session = settled(index.open_session(STREAM, clock="origin", started_ms=pdt0_ms))
-        rendition = settled(
-            index.add_rendition(
-                session.id,
-                name=RENDITION,
-                uri="http://127.0.0.1/bench-export/index.m3u8",
-                kind="video",
-                main=True,
-                resolution=resolution,
-                codecs="avc1.640028,mp4a.40.2",
-            )
+        await index.ensure_stream(STREAM, "http://127.0.0.1/bench-export/index.m3u8", now_ms)
+        session = await index.open_session(STREAM, clock="origin", started_ms=pdt0_ms)
+        rendition = await index.add_rendition(
+            session.id,
+            name=RENDITION,
+            uri="http://127.0.0.1/bench-export/index.m3u8",
+            kind="video",
+            main=True,
+            resolution=resolution,
+            codecs="avc1.640028,mp4a.40.2",
         )
         end_ms = pdt0_ms
         media_bytes = 0
@@ -93,28 +90,26 @@ def build_session(
             os.link(pool_files[which], target)
             start_ms = pdt0_ms + seq * segment_ms
             end_ms = start_ms + round(probe.duration_s * 1000)
-            settled(
-                index.add_segment(
-                    rendition_id=rendition.id,
-                    seq=seq,
-                    epoch=epoch,
-                    start_ms=start_ms,
-                    end_ms=end_ms,
-                    path=relpath,
-                    size=sizes[which],
-                    init_path=None,
-                    ref_pts_s=probe.ref_pts_s,
-                    keyframes_ms=[start_ms + round(k * 1000) for k in probe.keyframes_s],
-                    has_video=probe.has_video,
-                    has_audio=probe.has_audio,
-                    indexed_ms=now_ms,
-                    params=probe.params,
-                )
+            await index.add_segment(
+                rendition_id=rendition.id,
+                seq=seq,
+                epoch=epoch,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                path=relpath,
+                size=sizes[which],
+                init_path=None,
+                ref_pts_s=probe.ref_pts_s,
+                keyframes_ms=[start_ms + round(k * 1000) for k in probe.keyframes_s],
+                has_video=probe.has_video,
+                has_audio=probe.has_audio,
+                indexed_ms=now_ms,
+                params=probe.params,
             )
             media_bytes += sizes[which]
-        settled(index.end_session(session.id, ended_ms=end_ms, reason="endlist"))
+        await index.end_session(session.id, ended_ms=end_ms, reason="endlist")
     finally:
-        settled(store.close())
+        await store.close()
     return BuiltSession(
         session_id=session.id,
         rows=rows,

@@ -521,13 +521,15 @@ def bench_export(pool: Pool, hours: float) -> ExportBench:
     with tempfile.TemporaryDirectory(prefix="export-", dir=CACHE) as tmp:
         data_dir = Path(tmp)
         log(f"building an index of {rows} segments ({rows * spec.segment_ms / 3600_000:.2f} h)")
-        built = build_session(
-            pool.segments,
-            data_dir,
-            rows=rows,
-            pdt0_ms=PDT0_MS,
-            segment_ms=spec.segment_ms,
-            resolution=f"{spec.width}x{spec.height}",
+        built = asyncio.run(
+            build_session(
+                pool.segments,
+                data_dir,
+                rows=rows,
+                pdt0_ms=PDT0_MS,
+                segment_ms=spec.segment_ms,
+                resolution=f"{spec.width}x{spec.height}",
+            )
         )
         notes.append(
             f"index of {rows} rows over the {len(pool.segments)}-segment pool (hard links)"
