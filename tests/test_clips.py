@@ -33,9 +33,11 @@ def frame_covering(wall_ms: int, pdt0: int = PDT0) -> int:
     return (wall_ms - pdt0) // FRAME_MS
 
 
-async def clip_of(daemon: Daemon, body: dict[str, object]) -> ClipRow:
+async def clip_of(daemon: Daemon, body: dict[str, object], key: str | None = None) -> ClipRow:
+    """The clip of `body` (stream cam unless it says), once ready; with an API key if given."""
+    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
     async with (
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(headers=headers) as http,
         http.post(f"{daemon.base_url}/v1/clips", json={"stream": "cam", **body}) as response,
     ):
         created = await response.json()

@@ -20,17 +20,16 @@ import pytest
 from livecut import metrics
 from livecut.api.clips import content_disposition
 from livecut.config import ApiKey, Config, S3Config, StorageConfig
-from livecut.daemon import Daemon
 from livecut.origin import LiveOrigin
 from livecut.reload import plan_reload
 from livecut.store.media import CACHE_DIR, ORPHAN_AGE_S
-from livecut.store.records import ClipRow, segment_files
+from livecut.store.records import segment_files
 from livecut.store.s3media import S3Media
 from livecut.store.store import INDEX_FILE, Store
 from tests.engines import engine_url, open_index
 from tests.harness import daemon_config, decode_clip, recorded_vod, running, until
 from tests.s3server import CREDENTIALS, S3Server, free_port
-from tests.test_clips import PDT0, check_frames, frame_covering
+from tests.test_clips import PDT0, check_frames, clip_of, frame_covering
 
 PREFIX = "lc/"
 KEY = "s3-test-key-0123456789abcdef"
@@ -85,20 +84,6 @@ def sample(name: str, **labels: str) -> float:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-async def post_clip(daemon: Daemon, body: dict[str, object], key: str | None = None) -> ClipRow:
-    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
-    async with (
-        aiohttp.ClientSession(headers=headers) as http,
-        http.post(f"{daemon.base_url}/v1/clips", json={"stream": "cam", **body}) as response,
-    ):
-        created = await response.json()
-        assert response.status == 202, created
-    clip = await daemon.jobs.wait_finished(created["id"], timeout_s=60)
-    assert clip is not None and clip.state == "ready", clip
-    assert clip.result is not None
-    return clip
 
 
 def copy_index(source: Path, target: Path) -> None:
@@ -173,7 +158,7 @@ async def test_a_live_recording_puts_each_segment_before_its_row_and_clips_are_p
             assert cached & await daemon.store.index.all_media_paths()
 
             start = now_ms() - 6000 + 130
-            clip = await post_clip(
+            clip = await clip_of(
                 daemon,
                 {"start_ms": start, "end_ms": start + 3000, "formats": ["mp4", "hls"]},
                 key=KEY,
@@ -273,7 +258,7 @@ async def test_another_node_cuts_from_the_bucket_and_proxies_ranges(
 ) -> None:
     s3 = s3_config(s3_server, s3_bucket, tmp_path)
     async with recorded_vod(data_dir, tmp_path / "vod", adjust=on_s3(s3)) as first:
-        clip_a = await post_clip(first, {"start_ms": PDT0 + 2530, "end_ms": PDT0 + 6970})
+        clip_a = await clip_of(first, {"start_ms": PDT0 + 2530, "end_ms": PDT0 + 6970})
         session = (await first.store.index.sessions("cam"))[0]
         segments = await first.store.index.stream_segments("cam", 0, 2**62)
     # The second node: its own, empty data directory, the first node's index (as nodes on
@@ -289,7 +274,7 @@ async def test_another_node_cuts_from_the_bucket_and_proxies_ranges(
         assert not (second_dir / CACHE_DIR).exists() or not any(
             (second_dir / CACHE_DIR).rglob("*.ts")
         )
-        clip_b = await post_clip(
+        clip_b = await clip_of(
             second,
             {"session": session.id, "start_ms": PDT0 + 2530, "end_ms": PDT0 + 6970},
         )
@@ -406,7 +391,7 @@ async def test_below_the_floor_on_s3_the_cache_sheds_and_no_segment_is_evicted(
         misses = cache.misses
         # Cutting a clip makes room first: the copies go (not the segments), and come back
         # from the bucket while the clip is cut.
-        clip = await post_clip(daemon, {"start_ms": PDT0 + 1290, "end_ms": PDT0 + 7610})
+        clip = await clip_of(daemon, {"start_ms": PDT0 + 1290, "end_ms": PDT0 + 7610})
         assert cache.evictions >= 5
         assert cache.misses >= misses + 4
         assert len(await daemon.store.index.all_media_paths()) == 5

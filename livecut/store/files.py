@@ -75,18 +75,24 @@ def publish(root: Path, staged: Path, relpath: str) -> None:
     """Move a durable staged file to root/relpath and fsync its folder: after this
     returns the file is there for good. Blocking; same file system (a rename)."""
     final = root / relpath
-    try:
-        os.replace(staged, final)
-    except FileNotFoundError:
-        if not staged.exists():
-            raise
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, final)
+    move_into(staged, final)
     dir_fd = os.open(final.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def move_into(source: Path, dest: Path) -> None:
+    """Rename source to dest, making dest's folder first if it is missing (tried only
+    after the rename fails: the folder is there almost always). Same file system."""
+    try:
+        os.replace(source, dest)
+    except FileNotFoundError:
+        if not source.exists():
+            raise
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, dest)
 
 
 def prune_empty_folders(root: Path, relpaths: list[str]) -> None:

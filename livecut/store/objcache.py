@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from livecut import metrics
+from livecut.store.files import move_into
 from livecut.store.objects import check_relpath, is_temp_name
 
 __all__ = ["ObjectSource", "ReadCache"]
@@ -166,13 +167,7 @@ class ReadCache:
         same file system), so the writer's own reads need no download. Raises OSError
         with `path` left where it was if it cannot be moved."""
         dest = self.directory / check_relpath(relpath)
-        try:
-            os.replace(path, dest)
-        except FileNotFoundError:
-            if not path.exists():
-                raise
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, dest)
+        move_into(path, dest)
         size = dest.stat().st_size
         self._forget(relpath)
         self._dropped.discard(relpath)
