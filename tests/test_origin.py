@@ -420,7 +420,7 @@ async def test_blocking_reload_on_the_real_clock(http: aiohttp.ClientSession) ->
         publish_at = (origin.epoch_ms + (last + 2) * 1000) / 1000
         _, playlist = await media(http, f"{url}?_HLS_msn={last + 1}")
         assert playlist.segments[-1].seq == last + 1
-        assert publish_at <= time.time() < publish_at + 0.3
+        assert publish_at <= time.time() < publish_at + 1.0  # woken, not left to time out (3 s)
 
 
 async def test_blocking_reload_gives_up_after_three_target_durations(
