@@ -91,6 +91,7 @@ class Daemon:
             self.store, self.jobs, base_url=lambda: self.base_url, clock=clock
         )
         self.store.space.busy = self.read_ranges  # the disk floor keeps what jobs read
+        self.jobs.follow_ups = self.analysis.jobs_for_clip
         self.jobs.on_finished = self.analysis.clip_done
         self.jobs.on_deleted = self.analysis.clip_gone
         if cluster.index_url is not None:

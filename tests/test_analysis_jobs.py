@@ -22,6 +22,7 @@ from PIL import Image
 from livecut.analysis import jobs as analysis_jobs
 from livecut.analysis.previews import preview_frame_count
 from livecut.analysis.thumbnails import FitMode, encode_image
+from livecut.clips.jobs import ClipRequest, Window
 from livecut.config import Config, WebhookEndpoint, WebhooksConfig
 from livecut.daemon import Daemon
 from livecut.media.scenes import REEL, write_reel_hls
@@ -242,6 +243,57 @@ async def test_a_shots_job_interrupted_by_a_restart_is_run_again(
             assert shots[0]["start_ms"] == PDT0 + 4000
             assert abs(shots[1]["start_ms"] - (PDT0 + 5000)) <= FRAME_MS + 1
             assert abs(shots[2]["start_ms"] - (PDT0 + 9000)) <= FRAME_MS + 1
+
+
+async def test_a_clips_shots_are_written_with_it_and_survive_a_crash_after_it_is_cut(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    async with reel_origin(tmp_path / "reel") as url, hook_receiver() as (hook_url, _):
+        config = reel_config(data_dir, url, hook_url)
+        body = {"stream": "cam", "start_ms": PDT0 + 4000, "end_ms": PDT0 + 10_000}
+        async with running(config) as daemon, aiohttp.ClientSession() as http:
+            await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
+            # As if the daemon died the moment the clip was marked ready, before anything
+            # that follows from it ran.
+            daemon.jobs.on_finished = None
+            api = _bound(daemon)
+            async with http.post(f"{api}/v1/clips", json={**body, "generate_shots": True}) as r:
+                assert r.status == 202, await r.text()
+                clip_id = (await r.json())["id"]
+            # Written with the clip: there from the first answer, waiting for the cut.
+            async with http.get(f"{api}/v1/clips/{clip_id}/shots") as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["status"] == "pending"
+            clip = await daemon.jobs.wait_finished(clip_id, 30)
+            assert clip is not None and clip.state == "ready"
+            delivered_from, delivered_to = clip.delivered_span()
+            job = await daemon.store.index.analysis.job_of(f"clip:{clip_id}")
+            assert job is not None and job.state == "pending"
+            # A clip that is not cut takes its shots job down with it, saying why (asked
+            # for past the API's check: an hour before anything was recorded).
+            daemon.jobs.on_finished = daemon.analysis.clip_done
+            doomed = await daemon.jobs.submit(
+                ClipRequest(
+                    stream_id="cam",
+                    session_id=None,
+                    windows=(Window(start_ms=PDT0 - 3_600_000, end_ms=PDT0 - 3_598_000),),
+                    meta={"generate_shots": True},
+                )
+            )
+            failed_clip = await daemon.jobs.wait_finished(doomed.id, 30)
+            assert failed_clip is not None and failed_clip.state == "failed"
+            failed = await daemon.store.index.analysis.job_of(f"clip:{doomed.id}")
+            assert failed is not None and failed.state == "failed"
+            assert failed.error == f"the clip {doomed.id} was not cut: {failed_clip.error}"
+        async with running(config) as daemon:
+            finished = await daemon.analysis.wait_finished(job.id, 60)
+            assert finished is not None and finished.state == "completed", finished
+            # Run on what the clip delivered, timed from its first frame.
+            assert (finished.from_ms, finished.to_ms) == (delivered_from, delivered_to)
+            assert finished.result is not None
+            shots = finished.result["shots"]
+            assert [s["kind"] for s in shots] == ["start", "cut", "cut"]
+            assert shots[0]["start_ms"] == finished.zero_ms == delivered_from
 
 
 async def test_highlights_are_cut_as_one_clip_with_explained_scores(

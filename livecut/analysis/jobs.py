@@ -156,7 +156,7 @@ class AnalysisJobs:
     async def _resume(self, unfinished: list[AnalysisJobRow]) -> None:
         for job in unfinished:
             self._mine.add(job.id)
-            if job.kind == "highlights" and job.clip_id is not None:
+            if job.clip_id is not None and _waits_for_clip(job):
                 clip = await self.store.index.clip(job.clip_id)
                 if clip is None or clip.state in ("ready", "failed"):
                     await self.clip_finished(job.clip_id, clip)
@@ -261,10 +261,29 @@ class AnalysisJobs:
         if job is not None:
             await self._remove(job)
 
+    def jobs_for_clip(self, clip: ClipRow) -> list[AnalysisJobRow]:
+        """ClipJobs' hook: the jobs a new clip asks for, written with it. Its shots job
+        (generate_shots) waits, pending, until the clip is cut, and reads what it delivered."""
+        meta = (clip.options or {}).get("meta") or {}
+        if not (isinstance(meta, dict) and meta.get("generate_shots") is True):
+            return []
+        return [
+            self._row(
+                kind="shots",
+                subject=f"clip:{clip.id}",
+                stream_id=clip.stream_id,
+                session_id=clip.session_id,
+                clip_id=clip.id,
+                from_ms=clip.start_ms,
+                to_ms=clip.end_ms,
+                zero_ms=clip.start_ms,
+                # The clip's own callback hears of its shots too.
+                options={k: str(meta[k]) for k in ("callback_url", "callback_id") if meta.get(k)},
+            )
+        ]
+
     async def clip_done(self, clip: ClipRow) -> None:
         """ClipJobs' hook: a clip is ready or failed."""
-        if clip.state == "ready":
-            await self.clip_ready(clip)
         await self.clip_finished(clip.id, clip)
 
     async def clip_gone(self, clip_id: str) -> None:
@@ -272,34 +291,34 @@ class AnalysisJobs:
         await self.clip_deleted(clip_id)
         await self.clip_finished(clip_id, None)
 
-    async def clip_ready(self, clip: ClipRow) -> None:
-        """A clip asked for with generate_shots: its shots job starts when it is cut."""
-        meta = (clip.options or {}).get("meta") or {}
-        if isinstance(meta, dict) and meta.get("generate_shots") is True:
-            start_ms, end_ms = _delivered_span(clip)
-            # Accepted with the clip: a full queue delays these shots, never drops them.
-            await self.submit_shots(
-                stream_id=clip.stream_id,
-                session_id=clip.session_id,
-                clip_id=clip.id,
-                from_ms=start_ms,
-                to_ms=end_ms,
-                zero_ms=start_ms,
-                admitted=True,
-                # The clip's own callback hears of its shots too.
-                callback={k: str(meta[k]) for k in ("callback_url", "callback_id") if meta.get(k)},
-            )
-
     async def clip_finished(self, clip_id: str, clip: ClipRow | None) -> None:
-        """A highlights job is completed (or failed) with the clip that cuts its windows."""
+        """The jobs waiting for a clip go on: its shots job runs on what was cut, and a
+        highlights job is completed with the clip that cut its windows. If the clip was
+        not cut, they fail, saying why."""
         for job in await self.index.jobs_of_clip(clip_id):
-            if job.kind != "highlights" or job.state in ("completed", "failed"):
+            if not _waits_for_clip(job):
                 continue
             if clip is not None and clip.state == "ready":
-                await self._set(job.id, "completed", event="highlights.ready")
+                if job.kind == "highlights":
+                    await self._set(job.id, "completed", event="highlights.ready")
+                else:
+                    await self._after_clip(job, clip)
+            elif clip is None and job.kind == "shots":
+                await self._remove(job)  # its clip is gone (or was never written)
             else:
                 reason = "deleted" if clip is None else (clip.error or "failed")
                 await self._set(job.id, "failed", error=f"the clip {clip_id} was not cut: {reason}")
+
+    async def _after_clip(self, job: AnalysisJobRow, clip: ClipRow) -> None:
+        """A clip's shots job, on the span it delivered; run here, by the node that cut it
+        (or found it cut)."""
+        from_ms, to_ms = clip.delivered_span()
+        now = self._now_ms()
+        await self.index.set_job_span(job.id, from_ms=from_ms, to_ms=to_ms, now_ms=now)
+        if self.lease_ms is not None:
+            await self.index.hold_job(job.id, self.store.index.node_id, now + self.lease_ms)
+        self._mine.add(job.id)
+        self._enqueue(job.id)
 
     # states --------------------------------------------------------------------
     async def _add(self, *, admitted: bool = False, **fields: Any) -> AnalysisJobRow:
@@ -308,8 +327,18 @@ class AnalysisJobs:
                 f"{self._queue.qsize()} analysis jobs are waiting (at most {QUEUE_LIMIT});"
                 " retry shortly"
             )
+        job = self._row(**fields)
+        now = job.created_ms
+        await self.index.add_job(job)
+        if self.lease_ms is not None:
+            await self.index.hold_job(job.id, self.store.index.node_id, now + self.lease_ms)
+        self._mine.add(job.id)
+        self._enqueue(job.id)
+        return job
+
+    def _row(self, **fields: Any) -> AnalysisJobRow:
         now = self._now_ms()
-        job = AnalysisJobRow(
+        return AnalysisJobRow(
             id=new_id(str(fields["kind"])),
             state="pending",
             result=None,
@@ -318,12 +347,6 @@ class AnalysisJobs:
             updated_ms=now,
             **fields,
         )
-        await self.index.add_job(job)
-        if self.lease_ms is not None:
-            await self.index.hold_job(job.id, self.store.index.node_id, now + self.lease_ms)
-        self._mine.add(job.id)
-        self._enqueue(job.id)
-        return job
 
     def _enqueue(self, job_id: str) -> None:
         self._queue.put_nowait(job_id)
@@ -575,12 +598,11 @@ class AnalysisJobs:
         return sorted(set(captions), key=lambda c: (c.start_s, c.text))
 
 
-def _delivered_span(clip: ClipRow) -> tuple[int, int]:
-    result = clip.result or {}
-    start, end = result.get("start_ms"), result.get("end_ms")
-    if isinstance(start, int) and isinstance(end, int) and end > start:
-        return start, end
-    return clip.start_ms, clip.end_ms
+def _waits_for_clip(job: AnalysisJobRow) -> bool:
+    """A clip's shots job not yet started, or a highlights job whose clip is being cut."""
+    if job.kind == "shots":
+        return job.clip_id is not None and job.state == "pending"
+    return job.clip_id is not None and job.state not in ("completed", "failed")
 
 
 def _pts_to_wall_ms(video: list[SegmentRow], media_s: float) -> float:

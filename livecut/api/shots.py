@@ -132,10 +132,7 @@ async def post_clip_shots(request: web.Request) -> web.Response:
     callback = await _callback(ctx, await options_body(request, CALLBACK_FIELDS))
     if clip.state != "ready":
         return error(409, f"clip {clip.id} is {clip.state}, not ready", state=clip.state)
-    result = clip.result or {}
-    start, end = result.get("start_ms"), result.get("end_ms")
-    from_ms = start if isinstance(start, int) else clip.start_ms
-    to_ms = end if isinstance(end, int) else clip.end_ms
+    from_ms, to_ms = clip.delivered_span()
     try:
         job = await analysis.submit_shots(
             stream_id=clip.stream_id,

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +26,7 @@ from livecut.media.subtitles import (
     render_webvtt,
 )
 from livecut.media.verify import VerifyError, verify_by_decoding
+from livecut.store.analysis import AnalysisJobRow
 from livecut.store.index import new_id
 from livecut.store.media import Reads
 from livecut.store.records import ClipRow, ClipState, SegmentRow
@@ -145,6 +146,8 @@ class ClipJobs:
         # jobs follow the clips they made or were asked for).
         self.on_finished: Callable[[ClipRow], Awaitable[None]] | None = None
         self.on_deleted: Callable[[str], Awaitable[None]] | None = None
+        # The jobs a new clip asks for (its shots), written with it and run once it is cut.
+        self.follow_ups: Callable[[ClipRow], Sequence[AnalysisJobRow]] = lambda clip: ()
         # Many nodes: each clip is held by the node cutting it for this long, renewed;
         # one whose node died is claimed by another. None: one node, no claims.
         self.lease_ms: int | None = None
@@ -274,6 +277,7 @@ class ClipJobs:
             sessions=sessions,
             idempotency=idempotency,
             lease_until_ms=None if self.lease_ms is None else now + self.lease_ms,
+            jobs=self.follow_ups(clip),
         )
         return await self._admit(clip)
 

@@ -104,30 +104,35 @@ class AnalysisIndex:
     async def add_job(self, job: AnalysisJobRow) -> None:
         """Insert a job; a shots job replaces the earlier one of the same subject."""
         async with self._sql.transaction() as tx:
-            if job.subject is not None:
-                await tx.execute("DELETE FROM analysis_jobs WHERE subject = ?", (job.subject,))
-            await tx.execute(
-                "INSERT INTO analysis_jobs (id, kind, subject, stream_id, session_id, clip_id,"
-                " from_ms, to_ms, zero_ms, state, options, result, error, created_ms, updated_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job.id,
-                    job.kind,
-                    job.subject,
-                    job.stream_id,
-                    job.session_id,
-                    job.clip_id,
-                    job.from_ms,
-                    job.to_ms,
-                    job.zero_ms,
-                    job.state,
-                    json.dumps(job.options),
-                    None if job.result is None else json.dumps(job.result),
-                    job.error,
-                    job.created_ms,
-                    job.updated_ms,
-                ),
-            )
+            await self.insert_job(tx, job)
+
+    async def insert_job(self, db: Sql, job: AnalysisJobRow) -> None:
+        """add_job's statements, on `db`: a transaction of the caller's (a clip and the
+        shots job it asked for are written together)."""
+        if job.subject is not None:
+            await db.execute("DELETE FROM analysis_jobs WHERE subject = ?", (job.subject,))
+        await db.execute(
+            "INSERT INTO analysis_jobs (id, kind, subject, stream_id, session_id, clip_id,"
+            " from_ms, to_ms, zero_ms, state, options, result, error, created_ms, updated_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.id,
+                job.kind,
+                job.subject,
+                job.stream_id,
+                job.session_id,
+                job.clip_id,
+                job.from_ms,
+                job.to_ms,
+                job.zero_ms,
+                job.state,
+                json.dumps(job.options),
+                None if job.result is None else json.dumps(job.result),
+                job.error,
+                job.created_ms,
+                job.updated_ms,
+            ),
+        )
 
     async def update_job(
         self,
@@ -170,6 +175,15 @@ class AnalysisIndex:
         else:
             await self._sql.execute(*statement)
         return after
+
+    async def set_job_span(self, job_id: str, *, from_ms: int, to_ms: int, now_ms: int) -> None:
+        """The range a clip's shots job reads, once the clip is cut (start_time counts from
+        its first frame)."""
+        await self._sql.execute(
+            "UPDATE analysis_jobs SET from_ms = ?, to_ms = ?, zero_ms = ?, updated_ms = ?"
+            " WHERE id = ?",
+            (from_ms, to_ms, from_ms, now_ms, job_id),
+        )
 
     async def job(self, job_id: str) -> AnalysisJobRow | None:
         row = await self._sql.fetchone("SELECT * FROM analysis_jobs WHERE id = ?", (job_id,))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from livecut.store import schema
-from livecut.store.analysis import AnalysisIndex
+from livecut.store.analysis import AnalysisIndex, AnalysisJobRow
 from livecut.store.cluster import ClusterIndex
 from livecut.store.overlays import OverlayIndex
 from livecut.store.records import (
@@ -774,13 +774,22 @@ class Index:
         sessions: Sequence[str] = (),
         idempotency: tuple[str, str] | None = None,  # (key, sha256 of the body)
         lease_until_ms: int | None = None,  # the job is this node's until then
+        jobs: Sequence[AnalysisJobRow] = (),  # what the clip asked for: its shots job
     ) -> None:
+        """The clip and the jobs that wait for it, in one transaction: a crash between them
+        cannot leave a clip whose shots were asked for and never come."""
         async with self._sql.transaction() as tx:
             await self._insert_clip(tx, clip)
+            for job in jobs:
+                await self.analysis.insert_job(tx, job)
             if lease_until_ms is not None:
                 await tx.execute(
                     "UPDATE clips SET node_id = ?, lease_ms = ? WHERE id = ?",
                     (self.node_id, lease_until_ms, clip.id),
+                )
+                await tx.executemany(
+                    "UPDATE analysis_jobs SET node_id = ?, lease_ms = ? WHERE id = ?",
+                    [(self.node_id, lease_until_ms, job.id) for job in jobs],
                 )
             await tx.executemany(
                 "INSERT INTO clip_sessions (clip_id, session_id) VALUES (?, ?)"

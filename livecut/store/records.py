@@ -103,6 +103,15 @@ class ClipRow:
     result: dict[str, object] | None  # what was delivered, once ready
     options: dict[str, Any] | None = None  # windows, accuracy, formats, rendition
 
+    def delivered_span(self) -> tuple[int, int]:
+        """The wall-clock span the clip delivered (its first frame to its end) once ready;
+        the span asked for until then."""
+        result = self.result or {}
+        start, end = result.get("start_ms"), result.get("end_ms")
+        if isinstance(start, int) and isinstance(end, int) and end > start:
+            return start, end
+        return self.start_ms, self.end_ms
+
 
 DeliveryState = Literal["pending", "delivered", "failed"]
 
