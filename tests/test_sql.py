@@ -544,3 +544,38 @@ async def test_the_engine_repr_hides_its_password(pg_database: str) -> None:
         assert pg.server.startswith("127.0.0.1:")
     finally:
         await pg.close()
+
+
+async def test_connections_killed_while_idle_are_replaced_without_a_failed_statement(
+    pg_database: str,
+) -> None:
+    """A failover (or an administrator) ends every idle connection of the pool at once:
+    the statements and transactions that next use them are run on new connections."""
+    pg = await PostgresSql.connect(pg_database, min_size=3, max_size=3)
+    try:
+        await pg.script(SEGMENTS)
+        # Three connections, each used once and now idle in the pool.
+        async with pg.transaction() as a, pg.transaction() as b, pg.transaction() as c:
+            pids = {await tx.scalar("SELECT pg_backend_pid()") for tx in (a, b, c)}
+        assert len(pids) == 3
+        killer = await PostgresSql.connect(pg_database, min_size=1, max_size=1)
+        try:
+            ended = await killer.fetchall(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            assert len(ended) == 3
+        finally:
+            await killer.close()
+        assert await pg.scalar("SELECT 1") == 1
+        await pg.execute(
+            "INSERT INTO segments (rendition, seq, start_ms) VALUES ('a', 0, ?)", (MS,)
+        )
+        async with pg.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO segments (rendition, seq, start_ms) VALUES ('a', 1, ?)", (MS,)
+            )
+        assert await count(pg) == 2
+        assert await pg.scalar("SELECT pg_backend_pid()") not in pids
+    finally:
+        await pg.close()
