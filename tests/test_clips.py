@@ -11,7 +11,7 @@ import av
 import pytest
 from aiohttp import web
 
-from livecut.clips.jobs import remux_run
+from livecut.clips.jobs import ClipRequest, Window, remux_run
 from livecut.clips.planner import plan_clip
 from livecut.daemon import Daemon
 from livecut.hls.playlist import MediaPlaylist, parse_playlist
@@ -367,3 +367,37 @@ async def test_audio_only_stream(data_dir: Path, tmp_path: Path) -> None:
     # in full, so the clip lasts from 1.25 s into segment 0 to 0.75 s into segment 2.
     segment_s = 94 * 1024 / 48000
     assert abs(end - (2 * segment_s + 0.75 - 1.25)) <= AAC_FRAME_S + 0.001
+
+
+@pytest.mark.parametrize("start_s", [1, -3600], ids=["cut", "nothing-recorded"])
+async def test_a_node_that_lost_a_clip_mid_cut_leaves_it_to_the_new_holder(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_s: int
+) -> None:
+    async with recorded_vod(data_dir, tmp_path / "vod") as daemon:
+        jobs = daemon.jobs
+        monkeypatch.setattr(jobs, "lease_ms", 60_000)  # as on many nodes: each clip held
+        cut = jobs._cut
+
+        async def stalled_then_cut(clip: ClipRow) -> dict[str, object]:
+            # While this node stalls, another node claims the clip (its lease ran out).
+            await daemon.store.index._sql.execute(
+                "UPDATE clips SET node_id = 'node-b' WHERE id = ?", (clip.id,)
+            )
+            return await cut(clip)
+
+        monkeypatch.setattr(jobs, "_cut", stalled_then_cut)
+        start_ms = PDT0 + start_s * 1000
+        clip = await jobs.submit(
+            ClipRequest(
+                stream_id="cam",
+                session_id=None,
+                windows=(Window(start_ms=start_ms, end_ms=start_ms + 2000),),
+            )
+        )
+        await until(daemon, "cam", lambda: jobs.active_count() == 0, timeout_s=30)
+        # Neither ready nor failed by this node: the clip is node-b's to finish, and this
+        # node's copy of the outputs is gone.
+        row = await daemon.store.index.clip(clip.id)
+        assert row is not None and row.state == "processing" and row.result is None
+        assert not daemon.store.clip_dir(clip.id).exists()
+        assert await daemon.store.index.renew_clips([clip.id], PDT0) == [clip.id]

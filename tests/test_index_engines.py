@@ -348,6 +348,14 @@ async def test_a_clip_whose_node_stopped_renewing_is_claimed_by_another(opener: 
     back = await b.claim_clips(now_ms=T0 + 3002, until_ms=T0 + 6000, limit=10, own=True)
     assert {c.id for c in back} == {held.id, free.id}
     assert await a.renew_clips([held.id], T0 + 7000) == [held.id]
+    # node-a, late, cannot mark it ready or failed over node-b's work; node-b can.
+    for state in ("ready", "failed", "processing"):
+        assert not await a.update_clip(held.id, state=state, now_ms=T0 + 7001, held_by="node-a")
+    row = await b.clip(held.id)
+    assert row is not None and row.state == held.state and row.updated_ms == held.updated_ms
+    assert await b.update_clip(held.id, state="ready", now_ms=T0 + 7002, held_by="node-b")
+    row = await a.clip(held.id)
+    assert row is not None and (row.state, row.updated_ms) == ("ready", T0 + 7002)
 
 
 async def test_analysis_jobs_are_claimed_like_clips(opener: OpenIndex) -> None:

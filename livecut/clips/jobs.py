@@ -127,6 +127,10 @@ class ClipRequest:
         )
 
 
+class TakenOver(Exception):
+    """Another node holds the clip now (this one stalled past its lease)."""
+
+
 class ClipJobs:
     """Owns the worker tasks and the live-edge waiters; `start`/`stop` bound their lives."""
 
@@ -210,6 +214,21 @@ class ClipJobs:
                     log.info("clip %s: its node stopped holding it; cutting it here", clip.id)
                     metrics.JOBS_TAKEN_OVER.labels("clip").inc()
                     await self._admit(clip)
+
+    async def _holds(self, clip_id: str) -> bool:
+        """Whether this node still holds the clip (always, on one node); renewed if so."""
+        if self.lease_ms is None:
+            return True
+        lost = await self.store.index.renew_clips([clip_id], self._now_ms() + self.lease_ms)
+        return not lost
+
+    async def _let_go(self, clip_id: str) -> None:
+        """Another node took the clip over after this one stalled: its work stands, this
+        node's copy goes (the local folder only: the shared objects are the holder's)."""
+        log.warning("clip %s: another node holds it now; dropping this node's cut", clip_id)
+        self._forget(clip_id)
+        self._progress.pop(clip_id, None)
+        await self.store.drop_local_clip_files(clip_id)
 
     def _forget(self, clip_id: str) -> None:
         self._active.pop(clip_id, None)
@@ -355,9 +374,17 @@ class ClipJobs:
         error: str | None = None,
         result: dict[str, object] | None = None,
     ) -> None:
-        await self.store.index.update_clip(
-            clip_id, state=state, now_ms=self._now_ms(), error=error, result=result
+        written = await self.store.index.update_clip(
+            clip_id,
+            state=state,
+            now_ms=self._now_ms(),
+            error=error,
+            result=result,
+            held_by=None if self.lease_ms is None else self.store.index.node_id,
         )
+        if not written:
+            await self._let_go(clip_id)
+            return
         if state == "processing":
             self._progress[clip_id] = 0.0
         if state in ("ready", "failed"):
@@ -394,6 +421,9 @@ class ClipJobs:
         began = time.monotonic()
         try:
             result = await self._cut(clip)
+        except TakenOver:
+            await self._let_go(clip_id)
+            return
         except VerifyError as exc:
             metrics.CLIP_CHECKS_FAILED.labels(exc.check).inc()
             await self._fail(
@@ -422,6 +452,9 @@ class ClipJobs:
         metrics.CLIP_READY_SECONDS.observe(max(0.0, (self._now_ms() - clip.created_ms) / 1000))
 
     async def _fail(self, clip_id: str, error: str) -> None:
+        if not await self._holds(clip_id):
+            await self._let_go(clip_id)
+            return
         log.warning("clip %s failed: %s", clip_id, error)
         # Nothing of a failed clip is served: its files and its hold on segments go now.
         await self.store.remove_clip_files(clip_id)
@@ -444,6 +477,8 @@ class ClipJobs:
         if single:
             # One window: its results are the clip's, as a caller of a plain clip expects.
             result.update({k: v for k, v in windows[0].items() if k != "label"})
+        if not await self._holds(clip.id):
+            raise TakenOver(clip.id)  # the new holder's outputs are the ones kept
         # Stored where every node serves them (S3) before the clip is ready.
         await self.store.keep_clip_files(clip.id)
         return result

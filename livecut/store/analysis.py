@@ -14,7 +14,7 @@ from livecut.store.sql import Row, Sql, skip_locked
 JobKind = Literal["shots", "highlights"]
 JobState = Literal["pending", "processing", "completed", "failed"]
 # The index's writer of a change and the outbox rows reporting it, in one transaction.
-EventWrite = Callable[[Sequence[tuple[str, tuple[object, ...]]], str, object], Awaitable[None]]
+EventWrite = Callable[[Sequence[tuple[str, tuple[object, ...]]], str, object], Awaitable[object]]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

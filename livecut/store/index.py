@@ -73,6 +73,10 @@ class StreamUsage:
     newest_ms: int | None
 
 
+class _Unchanged(Exception):
+    """A guarded write's condition did not hold: its transaction is rolled back."""
+
+
 @dataclasses.dataclass(slots=True)
 class IndexState:
     """What the metrics report of the index, read before each scrape: a collector cannot
@@ -834,7 +838,11 @@ class Index:
         now_ms: int,
         error: str | None = None,
         result: dict[str, object] | None = None,
-    ) -> None:
+        held_by: str | None = None,
+    ) -> bool:
+        """A clip's state change. `held_by`: only while that node holds the clip (many
+        nodes: one that stalled and was taken over must not overwrite the new holder's
+        work); False if it does not, and nothing is written."""
         before = await self.clip(clip_id) if state in ("ready", "failed") else None
         after = (
             None
@@ -847,18 +855,29 @@ class Index:
                 result=result if result is not None else before.result,
             )
         )
-        await self._write(
+        held = "" if held_by is None else " AND node_id = ?"
+        written = await self._write(
             [
                 (
                     "UPDATE clips SET state = ?, updated_ms = ?, error = ?, "
-                    "result = COALESCE(?, result) WHERE id = ?",
-                    (state, now_ms, error, None if result is None else json.dumps(result), clip_id),
+                    f"result = COALESCE(?, result) WHERE id = ?{held}",
+                    (
+                        state,
+                        now_ms,
+                        error,
+                        None if result is None else json.dumps(result),
+                        clip_id,
+                        *(() if held_by is None else (held_by,)),
+                    ),
                 )
             ],
             f"clip.{state}",
             after,
+            guarded=held_by is not None,
         )
-        await self._tell_clip_watchers(f"clip.{state}", clip_id)
+        if written:
+            await self._tell_clip_watchers(f"clip.{state}", clip_id)
+        return written
 
     async def clip(self, clip_id: str) -> ClipRow | None:
         row = await self._sql.fetchone("SELECT * FROM clips WHERE id = ?", (clip_id,))
@@ -922,24 +941,36 @@ class Index:
 
     # webhook outbox ------------------------------------------------------------
     async def _write(
-        self, statements: Sequence[tuple[str, tuple[object, ...]]], event: str, subject: object
-    ) -> None:
+        self,
+        statements: Sequence[tuple[str, tuple[object, ...]]],
+        event: str,
+        subject: object,
+        *,
+        guarded: bool = False,
+    ) -> bool:
         """A state change and the outbox rows reporting it (`subject` as it will be), in one
-        transaction; without rows, the statements alone, as before webhooks existed."""
+        transaction; without rows, the statements alone, as before webhooks existed.
+        `guarded`: the first statement carries a condition; if it changes no row, nothing
+        is written (False)."""
         rows = (
             await self.on_event(event, subject)
             if self.on_event is not None and subject is not None
             else []
         )
-        if not rows:
+        if not rows and not guarded:
             for sql, params in statements:
                 await self._sql.execute(sql, params)
-            return
-        async with self._sql.transaction() as tx:
-            for sql, params in statements:
-                await tx.execute(sql, params)
-            for row in rows:
-                await self._insert_delivery(tx, row)
+            return True
+        try:
+            async with self._sql.transaction() as tx:
+                for n, (sql, params) in enumerate(statements):
+                    if not await tx.execute(sql, params) and guarded and n == 0:
+                        raise _Unchanged
+                for row in rows:
+                    await self._insert_delivery(tx, row)
+        except _Unchanged:
+            return False
+        return True
 
     async def _insert_delivery(self, db: Sql, row: DeliveryRow) -> None:
         await db.execute(

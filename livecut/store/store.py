@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -199,3 +200,7 @@ class Store:
 
     async def remove_clip_files(self, clip_id: str) -> None:
         await self.media.remove_clip(clip_id, self.clip_dir(clip_id))
+
+    async def drop_local_clip_files(self, clip_id: str) -> None:
+        """This node's working copy of a clip's outputs, not what is stored for all nodes."""
+        await asyncio.to_thread(shutil.rmtree, self.clip_dir(clip_id), ignore_errors=True)
