@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 import livecut
-from livecut import config as config_module
 from livecut.config import (
     ClipsConfig,
     Config,
@@ -22,6 +21,9 @@ from livecut.config import (
     parse_duration,
     parse_stream,
 )
+from livecut.config import server as server_module
+from livecut.config import storage as storage_module
+from livecut.config import streams as streams_module
 from tests.engines import NO_INDEX
 
 pytestmark = NO_INDEX
@@ -677,15 +679,15 @@ def test_example_config_mentions_every_key() -> None:
     assert re.search(r"^#? ?\[storage\.s3\]$", text, re.MULTILINE)
     assert re.search(r"^#? ?\[cluster\]$", text, re.MULTILINE)
     for name in (
-        *config_module._CLUSTER_KEYS,
-        *(key for key in config_module._STORAGE_KEYS if key != "s3"),
-        *config_module._S3_KEYS,
-        *config_module._WEBHOOKS_KEYS,
-        *config_module._ENDPOINT_KEYS,
-        *config_module._SERVER_KEYS,
-        *config_module._CLIPS_KEYS,
-        *config_module._INGEST_KEYS,
-        *config_module._STREAM_KEYS,
+        *storage_module._CLUSTER_KEYS,
+        *(key for key in storage_module._STORAGE_KEYS if key != "s3"),
+        *storage_module._S3_KEYS,
+        *server_module._WEBHOOKS_KEYS,
+        *server_module._ENDPOINT_KEYS,
+        *server_module._SERVER_KEYS,
+        *server_module._CLIPS_KEYS,
+        *streams_module._INGEST_KEYS,
+        *streams_module._STREAM_KEYS,
     ):
         assert re.search(rf"^#? ?{name} = ", text, re.MULTILINE), name
 
