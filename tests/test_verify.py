@@ -156,7 +156,6 @@ def test_the_reader_gives_the_file_s_bytes_across_windows_and_past_its_end(
         reader.close()
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc")
 def test_reading_a_long_file_keeps_resident_memory_flat(tmp_path: Path) -> None:
     """The check touches every sample of the file: the pages it maps must not pile up
     (a map of the whole file raised an export's peak RSS by the file's size)."""
