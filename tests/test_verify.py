@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mmap
+import random
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from livecut import metrics
 from livecut.media.concat import open_run
 from livecut.media.synth import write_hls_fixture
-from livecut.media.verify import VerifyError, verify_by_decoding, verify_mp4
+from livecut.media.verify import VerifyError, _Reader, verify_by_decoding, verify_mp4
 from tests.harness import recorded_vod
 from tests.test_clips import PDT0, clip_of
 
@@ -99,6 +101,85 @@ def test_a_frame_count_that_disagrees_is_refused(segments: list[Path], tmp_path:
     with pytest.raises(VerifyError) as decoded:
         verify_by_decoding(output, video_frames=frames + 1)
     assert decoded.value.check == "decode"
+
+
+def test_the_check_moves_its_window_along_a_file_many_windows_long(
+    segments: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_Reader, "WINDOW", mmap.ALLOCATIONGRANULARITY)
+    output = tmp_path / "ok.mp4"
+    frames = copy(segments, output)
+    assert output.stat().st_size > 4 * mmap.ALLOCATIONGRANULARITY
+    verify_mp4(output, video_frames=frames, length_s=frames * 0.04)
+    hole = tmp_path / "hole.mp4"
+    frames = copy(segments, hole, drop={5})
+    with pytest.raises(VerifyError) as caught:
+        verify_mp4(hole, video_frames=frames, length_s=frames * 0.04)
+    assert caught.value.check == "references"
+
+
+def test_the_reader_gives_the_file_s_bytes_across_windows_and_past_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unit = mmap.ALLOCATIONGRANULARITY
+    monkeypatch.setattr(_Reader, "WINDOW", unit)
+    data = random.Random(7).randbytes(5 * unit + 123)
+    path = tmp_path / "data.bin"
+    path.write_bytes(data)
+    end = len(data)
+    reads = [
+        (0, 0),  # empty, before anything is mapped
+        (0, 5),
+        (unit - 2, 5),  # across the end of the first window
+        (unit, 48),
+        (3 * unit + 7, 256),
+        (1, 3),  # back to the start
+        (2 * unit - 1, 3 * unit),  # longer than a window
+        (end - 3, 10),  # cut short by the end of the file
+        (end, 4),
+        (end + 100, 4),
+        (0, 0),  # empty, after the map was let go at the end
+        (4 * unit, 1),
+    ]
+    with open(path, "rb") as fh:
+        reader = _Reader(fh.fileno())
+        try:
+            for at, count in reads:
+                assert reader.read(at, count) == data[at : at + count], (at, count)
+        finally:
+            reader.close()
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    with open(empty, "rb") as fh:
+        reader = _Reader(fh.fileno())
+        assert reader.read(0, 5) == b""
+        reader.close()
+
+
+def test_reading_a_long_file_keeps_resident_memory_flat(tmp_path: Path) -> None:
+    """The check touches every sample of the file: the pages it maps must not pile up
+    (a map of the whole file raised an export's peak RSS by the file's size)."""
+    size = 64 << 20
+    path = tmp_path / "long.bin"
+    block = bytes(range(256)) * 4096  # 1 MiB
+    with open(path, "wb") as fh:
+        for _ in range(size // len(block)):
+            fh.write(block)
+    with open(path, "rb") as fh:
+        reader = _Reader(fh.fileno())
+        try:
+            before = _resident_kb()
+            for at in range(0, size, 4096):  # every page, as a check of 1080p nearly does
+                assert reader.read(at, 16) == block[:16]
+            grown_kb = _resident_kb() - before
+        finally:
+            reader.close()
+    assert grown_kb < 24 << 10, f"reading a 64 MiB file left {grown_kb >> 10} MiB resident"
+
+
+def _resident_kb() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
 def test_audio_that_stops_short_is_refused(segments: list[Path], tmp_path: Path) -> None:
