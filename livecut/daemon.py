@@ -219,6 +219,9 @@ class Daemon:
                 stop_recording=self._stop_recording,
                 load=self._load,
                 url=lambda: self.base_url,
+                statuses=lambda held: {
+                    s: self.recorders[s].status.as_dict() for s in held if s in self.recorders
+                },
                 clock=self.clock,
             )
             await self.node.start()

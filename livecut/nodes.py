@@ -42,6 +42,7 @@ class Node:
         stop_recording: Callable[[str], Awaitable[None]],
         load: Callable[[], dict[str, Any]],
         url: Callable[[], str | None],
+        statuses: Callable[[Sequence[str]], dict[str, dict[str, object]]] = lambda held: {},
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.index = index
@@ -51,6 +52,7 @@ class Node:
         self.stop_recording = stop_recording
         self.load = load
         self.url = url
+        self.statuses = statuses
         self.clock = clock
         self.held: dict[str, int] = {}  # stream -> when its lease was last renewed (ms)
         self.acquired: dict[str, int] = {}  # stream -> when this node took it
@@ -118,7 +120,12 @@ class Node:
                 url=self.url(),
                 started_ms=self.started_ms,
                 seen_ms=now_ms,
-                load={**self.load(), "streams": sorted(self.held)},
+                # With the streams it records, their state: any node answers for them.
+                load={
+                    **self.load(),
+                    "streams": sorted(self.held),
+                    "recording": self.statuses(sorted(self.held)),
+                },
             )
         )
         await self.index.cluster.forget_nodes_unseen_since(now_ms - FORGET_AFTER_S * 1000)

@@ -97,6 +97,15 @@ async def test_three_nodes_share_the_streams_the_clips_and_a_dead_nodes_work(
                 return set(hooks.ready()) >= set(clips)
 
             await wait_for("every clip ready (its webhook)", all_ready, timeout_s=60)
+            # Every node answers for every stream as the node recording it sees it.
+            held = await holders(http, nodes[-1])
+            for node in nodes:
+                for stream in STREAMS:
+                    body = await get_json(http, f"{node.url}/v1/streams/{stream}")
+                    assert body["recorded_by"] == held[stream][0], (node.name, body)
+                    assert body["state"] == "recording", (node.name, body)
+                    assert body["segments_recorded"] >= 3, (node.name, body)
+                    assert body["status_ms"] >= body["live_edge_ms"] - 3 * LEASE_S * 1000
             # Every node serves every clip: the MP4 comes from the bucket.
             for n, clip_id in enumerate(clips):
                 # From a node other than the one asked (taking turns between the two).
@@ -138,8 +147,10 @@ async def test_three_nodes_share_the_streams_the_clips_and_a_dead_nodes_work(
 
             await wait_for("cam recorded again", grew, timeout_s=30)
             assert await live_edge(http, survivors[0], "cam") > before
+            # From well before the first recording: a gap left by an earlier handover (as
+            # the nodes joined) counts as much as the takeover's.
             timeline = await get_json(
-                http, f"{survivors[0].url}/v1/streams/cam/timeline?from_ms={before - 5000}"
+                http, f"{survivors[0].url}/v1/streams/cam/timeline?from_ms={before - 600_000}"
             )
             gaps = timeline["gaps"]
             assert isinstance(gaps, list), timeline

@@ -745,8 +745,9 @@ async def test_low_latency_reloads_block_and_index_each_segment_promptly(data_di
             if live is None:
                 return {}
             [rendition] = await index.renditions(live.id)
-            starts = {s.seq: s.start_ms for s in await index.rendition_segments(rendition.id)}
+            # Rows only grow here: read after the times, the starts cover every one of them.
             indexed_times = await index.indexed_times(rendition.id)
+            starts = {s.seq: s.start_ms for s in await index.rendition_segments(rendition.id)}
             return {seq: indexed - (starts[seq] + SEG_MS) for seq, indexed in indexed_times.items()}
 
         async def six_indexed() -> bool:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from livecut.api.clips import nothing_recorded, submit_row, validate_clip
 from livecut.api.context import ApiContext, ctx_of, error, json_body
+from livecut.api.streams import recordings
 from livecut.api.validate import Invalid, check_query, page_limit, short
 from livecut.api.views import absolute
 from livecut.store.records import ClipRow, SessionRow
@@ -288,7 +289,8 @@ def _stream(ctx: ApiContext, raw: str) -> str:
 
 
 async def _stream_json(ctx: ApiContext, stream_id: str) -> dict[str, object]:
-    status = ctx.recorders[stream_id].status
+    status = (await recordings(ctx))[stream_id].status
+    state, last_error = status.get("state"), status.get("last_error")
     live = await ctx.store.index.live_session(stream_id)
     edge = (await ctx.store.index.stream_live_edges()).get(stream_id)
     body: dict[str, object] = {
@@ -297,8 +299,8 @@ async def _stream_json(ctx: ApiContext, stream_id: str) -> dict[str, object]:
         "playbackId": playback_id_of(ctx, stream_id),
         "isActive": live is not None,
         "record": True,
-        "isHealthy": status.state not in ("failing", "stalled"),
-        "issues": [status.last_error] if status.state == "failing" and status.last_error else [],
+        "isHealthy": state not in ("failing", "stalled"),
+        "issues": [last_error] if state == "failing" and last_error else [],
     }
     if edge is not None:
         body["lastSeen"] = edge

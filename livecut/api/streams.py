@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -21,10 +22,55 @@ from livecut.api.validate import (
 )
 from livecut.api.views import session_json
 from livecut.clips.planner import NothingRecorded
+from livecut.ingest.sessions import StreamStatus
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Recording:
+    """Who records a stream and how it goes, as that node last said."""
+
+    node: str | None  # this node, alone; of many, the one holding its lease (None: none)
+    status: dict[str, object]  # StreamStatus.as_dict() of the node recording it
+    status_ms: int  # when that node reported it (now, for this node)
+
+
+async def recordings(ctx: ApiContext) -> dict[str, Recording]:
+    """Every configured stream's recording. Of many nodes, the state and counters are those
+    the recording node put in its last heartbeat (a third of a lease old at most), so any
+    node answers for every stream alike."""
+    now = now_ms(ctx)
+    cluster = ctx.config.cluster
+    local = {
+        s: Recording(node=cluster.node_id, status=r.status.as_dict(), status_ms=now)
+        for s, r in ctx.recorders.items()
+    }
+    if cluster.index_url is None:
+        return local
+    holders = {
+        lease.stream_id: lease.node_id
+        for lease in await ctx.store.index.cluster.leases()
+        if lease.expires_ms >= now
+    }
+    nodes = {n.id: n for n in await ctx.store.index.cluster.nodes()}
+    found: dict[str, Recording] = {}
+    for stream_id, mine in local.items():
+        holder = holders.get(stream_id)
+        node = nodes.get(holder) if holder is not None else None
+        reported = (node.load.get("recording") or {}).get(stream_id) if node else None
+        if holder == cluster.node_id or holder is None:
+            # Recorded here, or by nobody: this node's own account (its last error, say).
+            found[stream_id] = dataclasses.replace(mine, node=holder)
+        elif node is not None and isinstance(reported, dict):
+            found[stream_id] = Recording(node=holder, status=reported, status_ms=node.seen_ms)
+        else:  # just taken: not in the holder's heartbeat yet
+            found[stream_id] = Recording(
+                node=holder, status=StreamStatus().as_dict(), status_ms=now
+            )
+    return found
 
 
 async def _stream_json(
-    ctx: ApiContext, stream_id: str, edges: Mapping[str, int]
+    ctx: ApiContext, stream_id: str, edges: Mapping[str, int], recording: Recording
 ) -> dict[str, object]:
     recorder = ctx.recorders[stream_id]
     live = await ctx.store.index.live_session(stream_id)
@@ -32,10 +78,9 @@ async def _stream_json(
     return {
         "id": stream_id,
         "url": recorder.stream.url,
-        **recorder.status.as_dict(),
-        # The node recording it: this one, alone; of many, the one holding its lease
-        # (the state and errors above are this node's, so only that node's say much).
-        "recorded_by": await _recorder_node(ctx, stream_id),
+        **recording.status,
+        "status_ms": recording.status_ms,
+        "recorded_by": recording.node,
         "live_session": None if live is None else live.id,
         "live_edge_ms": edge,
         "live_edge_age_ms": None if edge is None else max(0, now_ms(ctx) - edge),
@@ -43,23 +88,13 @@ async def _stream_json(
     }
 
 
-async def _recorder_node(ctx: ApiContext, stream_id: str) -> str | None:
-    cluster = ctx.config.cluster
-    if cluster.index_url is None:
-        return cluster.node_id
-    now = now_ms(ctx)
-    for lease in await ctx.store.index.cluster.leases():
-        if lease.stream_id == stream_id and lease.expires_ms >= now:
-            return lease.node_id
-    return None
-
-
 async def list_streams(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     check_query(request.query, ())
     edges = await ctx.store.index.stream_live_edges()
+    found = await recordings(ctx)
     return web.json_response(
-        {"streams": [await _stream_json(ctx, s, edges) for s in ctx.recorders]}
+        {"streams": [await _stream_json(ctx, s, edges, found[s]) for s in ctx.recorders]}
     )
 
 
@@ -74,9 +109,9 @@ async def get_stream(request: web.Request) -> web.Response:
     check_query(request.query, ())
     stream_id = request.match_info["id"]
     known_stream(ctx, stream_id)
-    return web.json_response(
-        await _stream_json(ctx, stream_id, await ctx.store.index.stream_live_edges())
-    )
+    edges = await ctx.store.index.stream_live_edges()
+    recording = (await recordings(ctx))[stream_id]
+    return web.json_response(await _stream_json(ctx, stream_id, edges, recording))
 
 
 _session_json = session_json
