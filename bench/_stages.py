@@ -19,7 +19,7 @@ import livecut.media.remux
 try:  # reencode_edges: absent from older trees, then simply not timed
     from livecut.media.edges import EdgeEncoder
 except ImportError:
-    EdgeEncoder = None
+    EdgeEncoder = None  # type: ignore[misc, assignment]
 
 # (module or class, attribute, stage name), in the order a job meets them. Attributes
 # that do not exist (yet) are skipped.

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -232,7 +232,7 @@ class Refused(RuntimeError):
 
 
 async def timed_clip(
-    daemon: Daemon, http: aiohttp.ClientSession, body: dict[str, object]
+    daemon: Daemon, http: aiohttp.ClientSession, body: Mapping[str, object]
 ) -> tuple[float, ClipRow]:
     """Seconds from the POST to `ready`, and the finished clip."""
     began = time.perf_counter()
@@ -271,7 +271,7 @@ async def bench_clips(pool: Pool, clip: ClipRange, repeat: int, work: Path) -> C
             peer = PeerRunner(recorded, clip, work)
             async with aiohttp.ClientSession() as http:
                 _, warm = await timed_clip(daemon, http, base)  # first-use costs, not counted
-                daemon.jobs.delete(warm.id)
+                await daemon.jobs.delete(warm.id)
                 await asyncio.to_thread(peer.warm_up)
                 for n in range(repeat):
                     for variant in VARIANTS:
@@ -289,7 +289,7 @@ async def bench_clips(pool: Pool, clip: ClipRange, repeat: int, work: Path) -> C
                         timing.stages.append(timer.take())
                         if n == 0:
                             timing.check = await _check_clip(daemon, http, variant, done, clip)
-                        daemon.jobs.delete(done.id)
+                        await daemon.jobs.delete(done.id)
                     # The copy peer runs in the same rounds as our clips, so that both see
                     # the machine in the same state (a noisy host shifts both, not one).
                     log(f"copy, run {n + 1}/{repeat}")

@@ -241,17 +241,13 @@ async def main() -> None:
                 "clips": args.clips,
                 "lease_s": args.lease,
             }
-            rows.append(
-                await _run("SQLite + local disk", 1, dsn=None, s3=None, **common)  # type: ignore[arg-type]
-            )
+            rows.append(await _run("SQLite + local disk", 1, dsn=None, s3=None, **common))
             print(_table(rows), flush=True)
             for count in counts:
                 name = f"db{uuid.uuid4().hex[:10]}"
                 postgres.psql(server.dsn, f"CREATE DATABASE {name}")
                 dsn = server.dsn.rsplit("/", 1)[0] + f"/{name}"
-                rows.append(
-                    await _run("PostgreSQL + S3", count, dsn=dsn, s3=s3, **common)  # type: ignore[arg-type]
-                )
+                rows.append(await _run("PostgreSQL + S3", count, dsn=dsn, s3=s3, **common))
                 print(_table(rows), flush=True)
         finally:
             stop_s3_server(s3)

@@ -246,7 +246,10 @@ def ssim(a: numpy.ndarray, b: numpy.ndarray) -> float:
     x, y = a.astype(numpy.float64), b.astype(numpy.float64)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     h, w = (x.shape[0] // 8) * 8, (x.shape[1] // 8) * 8
-    blocks = lambda m: m[:h, :w].reshape(h // 8, 8, w // 8, 8)  # noqa: E731
+
+    def blocks(m: numpy.ndarray) -> numpy.ndarray:
+        return m[:h, :w].reshape(h // 8, 8, w // 8, 8)
+
     bx, by = blocks(x), blocks(y)
     mx, my = bx.mean(axis=(1, 3)), by.mean(axis=(1, 3))
     vx = bx.var(axis=(1, 3))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from livecut.api.context import Handler
 from tests.encoders.cases import Case
 from tests.encoders.source import AUDIO_RATE, Mezzanine
 
@@ -77,7 +78,7 @@ async def static_origin(root: Path) -> AsyncIterator[str]:
     """Serve `root` over HTTP with caching forbidden; yields the base URL."""
 
     @web.middleware
-    async def no_cache(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def no_cache(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         response.headers["Cache-Control"] = "no-store"
         return response
