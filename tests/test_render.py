@@ -24,6 +24,7 @@ from livecut.media.subtitles import Cue
 from livecut.media.synth import read_frame_number
 from livecut.origin import LiveOrigin
 from livecut.store.index import INDEX_FILE
+from livecut.store.media import overlay_relpath
 from livecut.store.overlays import OverlayRow
 from livecut.store.store import Store
 from tests.cea608 import PopOn, write_cea608_vod
@@ -181,6 +182,29 @@ async def upload_overlay(daemon: Daemon, image: Image.Image) -> str:
         return str(body["id"])
 
 
+# A render that watermark_render() asks for, on a 16:9 source: 360x640.
+RED_LOGO = Image.new("RGBA", (100, 50), (255, 0, 0, 255))
+
+
+def watermark_render(overlay_id: str) -> dict[str, object]:
+    """A vertical render with the red logo top left, a quarter of the width, half opaque."""
+    return {
+        "aspect_ratio": "9:16",
+        "preset": "ultrafast",
+        "overlay": {"id": overlay_id, "position": "top-left", "width": 0.25, "opacity": 0.5},
+    }
+
+
+def check_watermark(picture: numpy.ndarray) -> None:
+    """The watermark of watermark_render() on a 360-wide RGB frame: top-left, 90 px wide
+    (a quarter of 360), 11 px in (3%), half opaque red over the picture."""
+    red = picture[11 + 5 : 11 + 40, 11 + 5 : 11 + 85].astype(int)
+    assert (red[..., 0] - red[..., 1]).mean() > 90
+    assert (red[..., 0] - red[..., 1]).mean() < 180  # not fully opaque
+    beside = picture[11 + 5 : 11 + 40, 150:200].astype(int)
+    assert abs((beside[..., 0] - beside[..., 1]).mean()) < 40
+
+
 async def test_captions_burn_in_where_their_cues_are_and_a_watermark_sits_as_asked(
     data_dir: Path,
 ) -> None:
@@ -197,14 +221,9 @@ async def test_captions_burn_in_where_their_cues_are_and_a_watermark_sits_as_ask
     try:
         async with running(daemon_config(data_dir, url)) as daemon:
             await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
-            overlay = await upload_overlay(daemon, Image.new("RGBA", (100, 50), (255, 0, 0, 255)))
+            overlay = await upload_overlay(daemon, RED_LOGO)
             start = origin.segment_pdt_ms(1) + 250
-            render = {
-                "aspect_ratio": "9:16",
-                "preset": "ultrafast",
-                "captions": "burn",
-                "overlay": {"id": overlay, "position": "top-left", "width": 0.25, "opacity": 0.5},
-            }
+            render = {**watermark_render(overlay), "captions": "burn"}
             clip = await clip_of(
                 daemon, {"start_ms": start, "end_ms": start + 4000, "render": render}
             )
@@ -227,13 +246,7 @@ async def test_captions_burn_in_where_their_cues_are_and_a_watermark_sits_as_ask
                     assert dark > 0.03, f"no caption at {t:.2f} s"
                 else:
                     assert dark < 0.001, f"a caption at {t:.2f} s, outside its cue"
-                # The watermark: top-left, 90 px wide (a quarter of 360), 11 px in (3%),
-                # half opaque red over the picture.
-                red = picture[11 + 5 : 11 + 40, 11 + 5 : 11 + 85].astype(int)
-                assert (red[..., 0] - red[..., 1]).mean() > 90
-                assert (red[..., 0] - red[..., 1]).mean() < 180  # not fully opaque
-                beside = picture[11 + 5 : 11 + 40, 150:200].astype(int)
-                assert abs((beside[..., 0] - beside[..., 1]).mean()) < 40
+                check_watermark(picture)
     finally:
         await origin.stop()
 
@@ -352,8 +365,13 @@ async def test_an_overlay_is_named_by_the_config_or_by_its_upload_id(tmp_path: P
     try:
         logo = tmp_path / "logo.png"
         store.configured_overlays = {"logo": logo}
-        assert await store.overlay_image("logo") == logo
-        assert await store.overlay_image("ovl_0123456789abcdef") is None
+        async with store.overlay_image("logo") as image:
+            assert image is None, "its file is gone"
+        logo.write_bytes(b"logo")
+        async with store.overlay_image("logo") as image:
+            assert image == logo
+        async with store.overlay_image("ovl_0123456789abcdef") as image:
+            assert image is None
         await store.index.overlays.add(
             OverlayRow(
                 id="ovl_0123456789abcdef",
@@ -364,11 +382,36 @@ async def test_an_overlay_is_named_by_the_config_or_by_its_upload_id(tmp_path: P
                 created_ms=0,
             )
         )
-        assert await store.overlay_image("ovl_0123456789abcdef") == store.overlay_path(
-            "ovl_0123456789abcdef"
-        )
+        async with store.overlay_image("ovl_0123456789abcdef") as image:
+            assert image is None, "a row without its image is no image"
+        await store.write(overlay_relpath("ovl_0123456789abcdef"), b"png")
+        async with store.overlay_image("ovl_0123456789abcdef") as image:
+            # Where earlier versions kept it: an install's uploads are found as they are.
+            assert image == data / "overlays" / "ovl_0123456789abcdef.png"
+            assert image.read_bytes() == b"png"
     finally:
         await store.close()
+
+
+async def test_an_uploaded_overlay_is_kept_in_the_data_directory_served_and_deleted(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    async with recorded_vod(data_dir, tmp_path / "vod", segments=2) as daemon:
+        overlay = await upload_overlay(daemon, RED_LOGO)
+        # Where earlier versions kept uploads, so an install's are found as they are.
+        stored = data_dir / "overlays" / f"{overlay}.png"
+        with Image.open(stored) as image:
+            assert (image.mode, image.size) == ("RGBA", (100, 50))
+        url = f"{daemon.base_url}/v1/overlays/{overlay}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/image.png") as response:
+                assert response.status == 200 and response.content_type == "image/png"
+                assert await response.read() == stored.read_bytes()
+            async with http.delete(url) as response:
+                assert response.status == 204
+            assert not stored.exists()
+            async with http.get(f"{url}/image.png") as response:
+                assert response.status == 404
 
 
 async def test_a_render_can_halve_the_frame_rate_at_a_bitrate(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import sqlite3
 import time
 from collections.abc import Callable
@@ -15,21 +16,35 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import av
 import pytest
+from PIL import Image
 
 from livecut import metrics
 from livecut.api.clips import content_disposition
 from livecut.config import ApiKey, Config, S3Config, StorageConfig
+from livecut.media.scenes import REEL
 from livecut.origin import LiveOrigin
 from livecut.reload import plan_reload
+from livecut.store.analysis import AnalysisJobRow, JobState
 from livecut.store.media import CACHE_DIR, ORPHAN_AGE_S
+from livecut.store.overlays import OverlayRow
 from livecut.store.records import segment_files
 from livecut.store.s3media import S3Media
 from livecut.store.store import INDEX_FILE, Store
 from tests.engines import engine_url, open_index
-from tests.harness import daemon_config, decode_clip, recorded_vod, running, until
+from tests.harness import (
+    daemon_config,
+    decode_clip,
+    recorded_vod,
+    running,
+    session_ended,
+    until,
+)
 from tests.s3server import CREDENTIALS, S3Server, free_port
+from tests.test_analysis_jobs import reel_origin
 from tests.test_clips import PDT0, check_frames, clip_of, frame_covering
+from tests.test_render import RED_LOGO, check_watermark, upload_overlay, watermark_render
 
 PREFIX = "lc/"
 KEY = "s3-test-key-0123456789abcdef"
@@ -338,6 +353,139 @@ async def test_another_node_cuts_from_the_bucket_and_proxies_ranges(
                 assert await whole.read() == data
 
 
+async def test_another_node_serves_overlays_and_shot_previews_and_renders_the_watermark(
+    s3_server: S3Server, s3_bucket: str, data_dir: Path, tmp_path: Path
+) -> None:
+    s3 = s3_config(s3_server, s3_bucket, tmp_path)
+    async with reel_origin(tmp_path / "reel") as reel_url:
+
+        def with_the_reel(config: Config) -> Config:
+            # "cam" for the watermark (its picture is grey where the logo goes), "reel"
+            # for shots (cuts and a dissolve: several previews).
+            config = on_s3(s3)(config)
+            reel = replace(config.streams[0], id="reel", url=reel_url)
+            return replace(config, streams=(*config.streams, reel))
+
+        async with (
+            recorded_vod(
+                data_dir, tmp_path / "vod", width=640, height=360, adjust=with_the_reel
+            ) as first,
+            aiohttp.ClientSession() as http,
+        ):
+            await until(first, "reel", lambda: session_ended(first, "reel"), timeout_s=30)
+            # The watermark goes to the bucket (and this node's read cache), not to a
+            # folder of this node's own.
+            overlay = await upload_overlay(first, RED_LOGO)
+            png = object_bytes(s3_server, s3_bucket, f"overlays/{overlay}.png")
+            assert Image.open(io.BytesIO(png)).size == (100, 50)
+            assert (data_dir / CACHE_DIR / "overlays" / f"{overlay}.png").read_bytes() == png
+            assert not (data_dir / "overlays").exists()
+
+            session = (await first.store.index.sessions("cam"))[0]
+            reel = (await first.store.index.sessions("reel"))[0]
+            async with http.post(f"{first.base_url}/v1/sessions/{reel.id}/shots") as r:
+                assert r.status == 202
+                created = await r.json()
+            job = await first.analysis.wait_finished(created["id"], 60)
+            assert job is not None and job.state == "completed" and job.result is not None, job
+            count = len(job.result["shots"])
+            assert count == len(REEL.hard_cuts_s) + 2  # the first shot, the dissolve's
+            previews = {f"analysis/{job.id}/{n}.webp" for n in range(count)}
+            assert set(object_sizes(s3_server, s3_bucket, "analysis/")) == previews
+            assert not first.analysis.job_dir(job.id).exists(), "uploaded, not kept locally"
+            # Presigned, as a clip's files are (downloads = "presigned" here).
+            async with http.get(
+                f"{first.base_url}/v1/shots/{job.id}/0.webp", allow_redirects=False
+            ) as redirect:
+                assert redirect.status == 302
+                location = redirect.headers["Location"]
+            assert urlsplit(location).path.endswith(f"/{PREFIX}analysis/{job.id}/0.webp")
+            async with http.get(location) as presigned:
+                assert presigned.status == 200 and presigned.content_type == "image/webp"
+                assert await presigned.read() == object_bytes(
+                    s3_server, s3_bucket, f"analysis/{job.id}/0.webp"
+                )
+
+    # The second node: an empty data directory of its own, the first node's index, the
+    # same bucket, downloads proxied through it.
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    copy_index(data_dir, second_dir)
+    dead = f"http://127.0.0.1:{free_port()}/gone/index.m3u8"
+    config = on_s3(replace(s3, downloads="proxy"))(daemon_config(second_dir, dead))
+    async with running(config) as second, aiohttp.ClientSession() as http:
+        api = second.base_url
+        async with http.get(f"{api}/v1/overlays/{overlay}/image.png") as image:
+            assert image.status == 200 and image.content_type == "image/png"
+            assert await image.read() == png
+        async with http.get(f"{api}/v1/shots/{job.id}/manifest.json") as r:
+            assert r.status == 200
+            shots = (await r.json())["shots"]
+        assert len(shots) == count
+        for n, shot in enumerate(shots):
+            url = shot["shot_preview_image_url"]
+            assert url == f"{api}/v1/shots/{job.id}/{n}.webp"
+            async with http.get(url, allow_redirects=False) as preview:
+                assert preview.status == 200 and preview.content_type == "image/webp"
+                body = await preview.read()
+            assert body == object_bytes(s3_server, s3_bucket, f"analysis/{job.id}/{n}.webp")
+            assert Image.open(io.BytesIO(body)).format == "WEBP"
+        async with http.get(f"{api}/v1/shots/{job.id}/{count}.webp") as beyond:
+            assert beyond.status == 404 and "0.webp to" in (await beyond.json())["errors"][0]
+
+        # A clip cut here with the overlay uploaded to the other node: the image comes
+        # from the bucket, and the watermark is in every frame.
+        start = PDT0 + 1000
+        clip = await clip_of(
+            second,
+            {
+                "session": session.id,
+                "start_ms": start,
+                "end_ms": start + 2000,
+                "render": watermark_render(overlay),
+            },
+        )
+        assert clip.result is not None
+        assert clip.result["render"]["overlay"]["id"] == overlay  # type: ignore[index]
+        cached = second_dir / CACHE_DIR / "overlays" / f"{overlay}.png"
+        assert cached.read_bytes() == png
+        async with http.get(f"{api}/v1/clips/{clip.id}/clip.mp4") as download:
+            assert download.status == 200
+            (tmp_path / "watermarked.mp4").write_bytes(await download.read())
+        with av.open(str(tmp_path / "watermarked.mp4")) as container:
+            pictures = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        assert len(pictures) == frame_covering(start + 1999) - frame_covering(start) + 1
+        for picture in pictures:
+            assert picture.shape == (640, 360, 3)
+            check_watermark(picture)
+        assert not (second_dir / "overlays").exists() and not (second_dir / "analysis").exists()
+
+        # Shots detected again, here: the first node's previews give way to this one's.
+        async with http.post(f"{api}/v1/sessions/{reel.id}/shots") as r:
+            assert r.status == 202
+            created = await r.json()
+        again = await second.analysis.wait_finished(created["id"], 60)
+        assert again is not None and again.state == "completed", again
+        assert set(object_sizes(s3_server, s3_bucket, "analysis/")) == {
+            f"analysis/{again.id}/{n}.webp" for n in range(count)
+        }
+        async with http.get(f"{api}/v1/shots/{job.id}/0.webp") as gone:
+            assert gone.status == 404
+        async with http.get(f"{api}/v1/shots/{again.id}/{count - 1}.webp") as preview:
+            assert preview.status == 200 and preview.content_type == "image/webp"
+
+        # DELETE: the objects go.
+        async with http.delete(f"{api}/v1/sessions/{reel.id}/shots") as r:
+            assert r.status == 204
+        assert object_sizes(s3_server, s3_bucket, "analysis/") == {}
+        async with http.delete(f"{api}/v1/overlays/{overlay}") as r:
+            assert r.status == 204
+        assert object_sizes(s3_server, s3_bucket, "overlays/") == {}
+        assert not cached.exists(), "this node's copy goes with the object"
+        async with http.get(f"{api}/v1/overlays/{overlay}/image.png") as gone:
+            assert gone.status == 404
+
+
 async def test_fetched_downloads_each_copy_once_and_keeps_it_while_in_use(
     s3_server: S3Server, s3_bucket: str, data_dir: Path, tmp_path: Path
 ) -> None:
@@ -502,12 +650,17 @@ async def test_reconciliation_deletes_only_old_unindexed_objects(
     known = "streams/cam/ses_a/v/0-1.ts"
     orphan = "streams/cam/ses_a/v/0-2.ts"
     clip_orphan = "clips/clp_gone/clip.mp4"
+    # A shots job's previews stay while the job does; uploaded watermarks are never
+    # reconciled (only their rows name them).
+    previews = "analysis/shots_kept/0.webp"
+    previews_orphan = "analysis/shots_gone/0.webp"
+    overlay = "overlays/ovl_0123456789abcdef.png"
     clock = [time.time()]
     store = await engine_store(data_dir, StorageConfig(backend="s3", s3=s3), clock=lambda: clock[0])
     await store.open()
     try:
         assert isinstance(store.media, S3Media)
-        for relpath in (known, orphan, clip_orphan):
+        for relpath in (known, orphan, clip_orphan, previews, previews_orphan, overlay):
             await store.media.objects.put_bytes(relpath, relpath.encode())
         staged = store.incoming_path(".ts")
         staged.parent.mkdir(parents=True, exist_ok=True)
@@ -516,19 +669,85 @@ async def test_reconciliation_deletes_only_old_unindexed_objects(
 
         async def reconcile() -> list[str]:
             removed = await media.reconcile({known}, clock[0])
-            return removed + await media.reconcile_clips(no_clip, clock[0])
+            removed += await media.reconcile_folders("clips/", no_clip, clock[0])
+            return removed + await media.reconcile_folders("analysis/", one_job, clock[0])
 
         async def no_clip(clip_id: str) -> bool:
             return False
 
+        async def one_job(job_id: str) -> bool:
+            return job_id == "shots_kept"
+
+        everything = {known, orphan, clip_orphan, previews, previews_orphan, overlay}
         # Young objects may be another node's, not yet indexed: kept.
         removed = await reconcile()
         assert removed == [staged.relative_to(data_dir).as_posix()]
         assert not staged.exists()
-        assert set(object_sizes(s3_server, s3_bucket)) == {known, orphan, clip_orphan}
+        assert set(object_sizes(s3_server, s3_bucket)) == everything
         clock[0] += ORPHAN_AGE_S + 60
-        assert sorted(await reconcile()) == [clip_orphan, orphan]
-        assert set(object_sizes(s3_server, s3_bucket)) == {known}
+        assert sorted(await reconcile()) == [previews_orphan, clip_orphan, orphan]
+        assert set(object_sizes(s3_server, s3_bucket)) == {known, previews, overlay}
+    finally:
+        await store.close()
+
+
+def shots_job(job_id: str, state: JobState) -> AnalysisJobRow:
+    return AnalysisJobRow(
+        id=job_id,
+        kind="shots",
+        subject=f"session:ses_{job_id}",
+        stream_id="cam",
+        session_id=f"ses_{job_id}",
+        clip_id=None,
+        from_ms=PDT0,
+        to_ms=PDT0 + 4000,
+        zero_ms=PDT0,
+        state=state,
+        options={},
+        result={"shots": []} if state == "completed" else None,
+        error=None,
+        created_ms=PDT0,
+        updated_ms=PDT0,
+    )
+
+
+async def test_watermarks_and_previews_an_earlier_version_kept_on_disk_go_to_the_bucket(
+    s3_server: S3Server, s3_bucket: str, data_dir: Path, tmp_path: Path
+) -> None:
+    s3 = s3_config(s3_server, s3_bucket, tmp_path)
+    store = await engine_store(data_dir, StorageConfig(backend="s3", s3=s3))
+    await store.open()
+    try:
+        overlay = "ovl_0123456789abcdef"
+        row = OverlayRow(id=overlay, name=None, width=1, height=1, size_bytes=3, created_ms=0)
+        await store.index.overlays.add(row)
+        (data_dir / "overlays").mkdir()
+        (data_dir / "overlays" / f"{overlay}.png").write_bytes(b"png")
+        (data_dir / "overlays" / "ovl_deleted.png").write_bytes(b"old")
+        jobs: list[tuple[str, JobState]] = [
+            ("shots_done", "completed"),
+            ("shots_busy", "processing"),
+        ]
+        for job_id, state in jobs:
+            await store.index.analysis.add_job(shots_job(job_id, state))
+            folder = data_dir / "analysis" / job_id
+            folder.mkdir(parents=True)
+            (folder / "0.webp").write_bytes(job_id.encode())
+        # Another node runs shots_busy again and has uploaded a preview of it already.
+        await store.media.write("analysis/shots_busy/0.webp", b"another node's")
+
+        await store.reconcile()
+        assert object_sizes(s3_server, s3_bucket, "overlays/").keys() == {f"overlays/{overlay}.png"}
+        assert object_bytes(s3_server, s3_bucket, f"overlays/{overlay}.png") == b"png"
+        assert object_bytes(s3_server, s3_bucket, "analysis/shots_done/0.webp") == b"shots_done"
+        assert object_bytes(s3_server, s3_bucket, "analysis/shots_busy/0.webp") == (
+            b"another node's"
+        )
+        assert not (data_dir / "overlays").exists()
+        assert list((data_dir / "analysis").iterdir()) == []
+        async with store.overlay_image(overlay) as image:
+            assert image == data_dir / CACHE_DIR / "overlays" / f"{overlay}.png"
+            assert image is not None and image.read_bytes() == b"png"
     finally:
         await store.close()
 

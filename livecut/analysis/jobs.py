@@ -38,8 +38,8 @@ from livecut.clips.jobs import (
 from livecut.clips.planner import NothingRecorded, PlannedRun
 from livecut.media.subtitles import SubtitleError, parse_segment
 from livecut.store.analysis import AnalysisIndex, AnalysisJobRow, JobState
-from livecut.store.files import safe_name
 from livecut.store.index import new_id
+from livecut.store.media import job_prefix
 from livecut.store.records import ClipRow, SegmentRow
 from livecut.store.store import Store
 
@@ -109,7 +109,9 @@ class AnalysisJobs:
         return int(self.clock() * 1000)
 
     def job_dir(self, job_id: str) -> Path:
-        return self.store.root / "analysis" / safe_name(job_id)
+        """Where a job writes its files (a shots job's previews) on this disk; with S3 they
+        leave it for the bucket once the job has written them all."""
+        return self.store.root / job_prefix(job_id)
 
     # lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -354,7 +356,8 @@ class AnalysisJobs:
     async def _remove(self, job: AnalysisJobRow) -> None:
         await self.index.delete_job(job.id)
         self._progress.pop(job.id, None)
-        shutil.rmtree(self.job_dir(job.id), ignore_errors=True)
+        if job.kind == "shots":  # its previews, wherever they are (a highlights job has none)
+            await self.store.remove_folder(job_prefix(job.id))
         self._signal(job.id)
 
     async def _set(
@@ -425,6 +428,10 @@ class AnalysisJobs:
 
     async def _fail(self, job_id: str, error: str) -> None:
         log.warning("analysis job %s failed: %s", job_id, error)
+        # Nothing of a failed job is served: this disk's previews go. What it uploaded stays
+        # until the job is deleted or asked for again (a node that took the job over may
+        # be uploading the same objects now).
+        await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), True)
         if await self.index.job(job_id) is not None:
             await self._set(job_id, "failed", error=error)
 
@@ -476,6 +483,7 @@ class AnalysisJobs:
         folder = self.job_dir(job.id)
         shots = []
         for n, shot in enumerate(found.shots):
+            # Written here first, as a clip's outputs are, then kept for every node at once.
             await self.store.write_file(folder / f"{n}.webp", shot.preview)
             shots.append(
                 {
@@ -485,8 +493,10 @@ class AnalysisJobs:
                     "score": {} if shot.cut is None else shot.cut.explain(),
                 }
             )
+        # Servable from any node (S3: uploaded) before the job says it completed.
+        await self.store.keep_folder(job_prefix(job.id))
         if await self.index.job(job.id) is None:
-            shutil.rmtree(folder, ignore_errors=True)  # deleted while it ran
+            await self.store.remove_folder(job_prefix(job.id))  # deleted while it ran
             return
         await self._set(job.id, "completed", result={"shots": shots}, event="shots.ready")
 

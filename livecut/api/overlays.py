@@ -1,10 +1,11 @@
 """Watermark images for renders: POST /v1/overlays (a PNG or WebP body), list, get, delete.
 
 An upload is read up to MAX_BYTES, decoded with Pillow (a file that does not decode as
-the image it claims to be is refused), and stored as an RGBA PNG beside the index, so
-a render never meets a broken or hostile file. The decode and the durable write
-(write, fsync, rename) take one thread hop each; the stored image is served back
-through aiofiles, on the event loop.
+the image it claims to be is refused), and stored as an RGBA PNG with the media
+("overlays/<id>.png": under the data directory, or in the bucket for every node), so a
+render never meets a broken or hostile file. The decode takes one thread hop, and so
+does a local durable write (write, fsync, rename); the stored image is served back
+through aiofiles, on the event loop, from the node's local copy.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from livecut.api.context import ctx_of, error, now_ms
 from livecut.api.validate import check_query
 from livecut.store.index import new_id
+from livecut.store.media import overlay_relpath
 from livecut.store.overlays import OverlayRow
 
 MAX_BYTES = 4 * 1024 * 1024
@@ -72,9 +74,11 @@ async def create_overlay(request: web.Request) -> web.Response:
     except BadImage as exc:
         return error(422, str(exc))
     overlay_id = new_id("ovl")
-    path = ctx.store.overlay_path(overlay_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    await ctx.store.write_file(path, png)
+    relpath = overlay_relpath(overlay_id)
+    try:
+        await ctx.store.write(relpath, png)  # before its row: no row names a missing image
+    except OSError as exc:
+        return error(503, f"the image could not be stored, retry later: {exc}")
     row = OverlayRow(
         id=overlay_id,
         name=name,
@@ -83,7 +87,11 @@ async def create_overlay(request: web.Request) -> web.Response:
         size_bytes=len(png),
         created_ms=now_ms(ctx),
     )
-    await ctx.store.index.overlays.add(row)
+    try:
+        await ctx.store.index.overlays.add(row)
+    except BaseException:
+        await ctx.store.remove_files([relpath])  # no row will ever name it
+        raise
     return web.json_response(
         row.as_dict(), status=201, headers={"Location": f"/v1/overlays/{overlay_id}"}
     )
@@ -116,11 +124,11 @@ async def get_overlay(request: web.Request) -> web.Response:
 async def overlay_image(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     check_query(request.query, ())
-    image = await ctx.store.overlay_image(request.match_info["id"])
-    if image is None:
-        return error(404, f"unknown overlay {request.match_info['id']!r}")
-    async with aiofiles.open(image, "rb") as fh:
-        body = await fh.read()
+    async with ctx.store.overlay_image(request.match_info["id"]) as image:
+        if image is None:
+            return error(404, f"unknown overlay {request.match_info['id']!r}")
+        async with aiofiles.open(image, "rb") as fh:
+            body = await fh.read()
     webp = image.suffix.lower() == ".webp"  # a configured one is served as it is
     return web.Response(body=body, content_type="image/webp" if webp else "image/png")
 
@@ -135,7 +143,9 @@ async def delete_overlay(request: web.Request) -> web.Response:
         )
     if not await ctx.store.index.overlays.delete(overlay_id):
         return error(404, f"unknown overlay {overlay_id!r}")
-    ctx.store.overlay_path(overlay_id).unlink(missing_ok=True)
+    # Its file, or (S3) its object and this node's copy; another node's copy is only
+    # ever read through a row, and goes as its cache evicts it.
+    await ctx.store.remove_files([overlay_relpath(overlay_id)])
     return web.Response(status=204)
 
 

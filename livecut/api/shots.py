@@ -13,6 +13,7 @@ from livecut.analysis.jobs import (
 from livecut.analysis.results import as_json, highlights_body, shots_job_body, shots_manifest
 from livecut.api.clips import RETRY_AFTER_S, extras, validate_clip
 from livecut.api.context import ApiContext, Handler, ctx_of, error, options_body
+from livecut.api.stored import stored_media
 from livecut.api.validate import (
     EARLIEST_MS,
     LATEST_MS,
@@ -25,6 +26,7 @@ from livecut.api.validate import (
 )
 from livecut.api.views import absolute
 from livecut.store.analysis import AnalysisJobRow
+from livecut.store.media import preview_relpath
 
 CALLBACK_FIELDS = ("callback_url", "callback_id")
 SHOTS_FIELDS = ("from_ms", "to_ms", *CALLBACK_FIELDS)
@@ -225,11 +227,19 @@ async def shot_preview(request: web.Request) -> web.StreamResponse:
     job = await _shots_job(ctx, request.match_info["id"])
     raw = request.match_info["n"]
     number = query_int(raw, "n", signed=False)
-    path = _analysis(ctx).job_dir(job.id) / f"{number}.webp"
-    if not path.is_file():
-        count = len((job.result or {}).get("shots") or [])
-        return error(404, f"shots job {job.id} has previews 0.webp to {count - 1}.webp")
-    return web.FileResponse(path, headers={"Content-Type": "image/webp"})
+    count = len((job.result or {}).get("shots") or [])
+    missing = f"shots job {job.id} has previews 0.webp to {count - 1}.webp"
+    if number >= count:
+        return error(404, missing)
+    # Stored like a clip's files: this disk's file, or (S3) the object redirected to or
+    # streamed through, whichever node the job ran on.
+    return await stored_media(
+        request,
+        ctx.store,
+        preview_relpath(job.id, number),
+        headers={"Content-Type": "image/webp"},
+        missing=missing,
+    )
 
 
 # highlights -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from livecut.clips.planner import ClipPlan, NothingRecorded, PlannedRun, group_r
 from livecut.clips.render import RenderOutcome, render_clip, render_spec
 from livecut.config import ClipsConfig
 from livecut.media.remux import Presented, RemuxError, RemuxRun, remux_mp4
-from livecut.media.render import RenderError
+from livecut.media.render import RenderError, RenderSpec
 from livecut.media.subtitles import (
     Cue,
     SubtitleError,
@@ -641,11 +641,26 @@ class ClipJobs:
         """Render each checked copy in place of itself (the first with the extra sizes);
         the copies are removed either way."""
         overlay = options.get("overlay")
-        ref = str(overlay.get("id")) if isinstance(overlay, dict) else None
-        image = None if ref is None else await self.store.overlay_image(ref)
-        if ref is not None and (image is None or not image.exists()):
-            raise RenderError(f"overlay {ref} was deleted before the render")
-        spec = render_spec(options, lambda _: image or Path())
+        if not isinstance(overlay, dict):
+            spec = render_spec(options, lambda _: Path())
+            return await self._render_copies(clip, spec, outputs, cues, window_index)
+        ref = str(overlay.get("id"))
+        # The watermark's image stays on this disk until the render is done: with S3, the
+        # read cache's copy, downloaded if this node has none, and pinned.
+        async with self.store.overlay_image(ref) as image:
+            if image is None:
+                raise RenderError(f"overlay {ref} was deleted before the render")
+            spec = render_spec(options, lambda _: image)
+            return await self._render_copies(clip, spec, outputs, cues, window_index)
+
+    async def _render_copies(
+        self,
+        clip: ClipRow,
+        spec: RenderSpec,
+        outputs: list[tuple[Path, Presented]],
+        cues: list[Cue],
+        window_index: int,
+    ) -> RenderOutcome:
         windows = max(1, len(ClipRequest.of(clip).windows))
         first: RenderOutcome | None = None
         for n, (output, presented) in enumerate(outputs):

@@ -4,9 +4,10 @@ config asks for it: the bucket's client weighs some 15 MB that a local node need
 
 The store (store.py) writes, publishes, removes and reconciles through one of these, and
 readers ask it for local paths inside `fetched(relpaths)`. Relpaths are the same in both:
-"streams/<stream>/<session>/<rendition>/<name>" for segments and init sections, and
-"clips/<clip>/<name>" for a clip's outputs (a folder under the data directory, or keys
-under the bucket's prefix).
+"streams/<stream>/<session>/<rendition>/<name>" for segments and init sections,
+"clips/<clip>/<name>" for a clip's outputs, "analysis/<job>/<n>.webp" for a shots job's
+previews (each a folder under the data directory, or keys under the bucket's prefix),
+and "overlays/<overlay>.png" for an uploaded watermark image.
 """
 
 from __future__ import annotations
@@ -27,15 +28,20 @@ __all__ = [
     "ORPHAN_AGE_S",
     "LocalMedia",
     "Media",
+    "OwnerExists",
     "Reads",
     "clip_prefix",
     "clip_relpath",
+    "job_prefix",
+    "overlay_relpath",
+    "preview_relpath",
 ]
 
 log = logging.getLogger(__name__)
 
-# Whether a clip (by id) still exists in the index.
-ClipExists = Callable[[str], Awaitable[bool]]
+# Whether what a folder of media belongs to (a clip, an analysis job: by the folder's
+# name, its id) still exists in the index.
+OwnerExists = Callable[[str], Awaitable[bool]]
 
 # The read cache's folder in the data directory (S3 mode).
 CACHE_DIR: Final = "cache"
@@ -52,6 +58,21 @@ def clip_prefix(clip_id: str) -> str:
 def clip_relpath(clip_id: str, name: str) -> str:
     """Where a clip's output file is kept: "clips/<clip>/<name>"."""
     return clip_prefix(clip_id) + files.safe_name(name)
+
+
+def job_prefix(job_id: str) -> str:
+    """The folder of an analysis job's files (a shots job's previews): "analysis/<job>/"."""
+    return f"analysis/{files.safe_name(job_id)}/"
+
+
+def preview_relpath(job_id: str, number: int) -> str:
+    """Where the preview of a shots job's shot `number` is kept: "analysis/<job>/<n>.webp"."""
+    return f"{job_prefix(job_id)}{number}.webp"
+
+
+def overlay_relpath(overlay_id: str) -> str:
+    """Where an uploaded watermark image (an RGBA PNG) is kept: "overlays/<overlay>.png"."""
+    return f"overlays/{files.safe_name(overlay_id)}.png"
 
 
 class Reads:
@@ -104,15 +125,19 @@ class Media(Protocol):
         """Start-up: remove stored media no index row names; returns what went."""
         ...
 
-    async def reconcile_clips(self, exists: ClipExists, now_s: float) -> list[str]:
-        """Start-up: remove the outputs of clips that no longer exist; returns what went."""
+    async def reconcile_folders(self, top: str, exists: OwnerExists, now_s: float) -> list[str]:
+        """Start-up: remove the folders under `top` ("clips/", "analysis/") whose owner
+        no longer exists; returns what went."""
         ...
 
-    async def keep_clip(self, clip_id: str, folder: Path) -> None:
-        """A clip's outputs in `folder` are final: make them servable from any node."""
+    async def keep_folder(self, prefix: str) -> None:
+        """The files written to the data directory's folder at `prefix` ("clips/<clip>/",
+        "analysis/<job>/") are final: make them servable from any node."""
         ...
 
-    async def remove_clip(self, clip_id: str, folder: Path) -> None: ...
+    async def remove_folder(self, prefix: str) -> None:
+        """Remove a folder's files (local, and stored for every node); never raises."""
+        ...
 
 
 class LocalMedia:
@@ -148,11 +173,11 @@ class LocalMedia:
     async def reconcile(self, known: set[str], now_s: float) -> list[str]:
         return await asyncio.to_thread(files.sweep_orphans, self.root, known)
 
-    async def reconcile_clips(self, exists: ClipExists, now_s: float) -> list[str]:
-        return []  # a deleted clip's folder went with it (rmtree, in the loop's thread)
+    async def reconcile_folders(self, top: str, exists: OwnerExists, now_s: float) -> list[str]:
+        return []  # a deleted clip's or job's folder went with it
 
-    async def keep_clip(self, clip_id: str, folder: Path) -> None:
+    async def keep_folder(self, prefix: str) -> None:
         pass  # served from the folder it was written to
 
-    async def remove_clip(self, clip_id: str, folder: Path) -> None:
-        await asyncio.to_thread(shutil.rmtree, folder, True)
+    async def remove_folder(self, prefix: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.root / prefix, True)

@@ -6,8 +6,9 @@ use is pinned and never evicted; the least recently used unpinned copies go when
 cache is over its budget. Copies outlive a restart: start() finds them again.
 
 Objects are written once and never changed under the same relpath (the store names
-every segment, init section and clip file anew), so a copy never goes stale: it is
-either the object's bytes or absent.
+every segment, init section, clip file and uploaded watermark anew; shot previews are
+served, never read through here), so a copy never goes stale: it is either the object's
+bytes or absent.
 """
 
 from __future__ import annotations

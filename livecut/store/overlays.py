@@ -1,4 +1,5 @@
-"""SQL of watermark images uploaded for renders (the images live beside the index)."""
+"""SQL of watermark images uploaded for renders (each image is stored with the media, at
+overlays/<id>.png: under the data directory, or in the bucket)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from livecut import metrics
 from livecut.config import S3Config, S3Credentials
 from livecut.store import files
-from livecut.store.media import CACHE_DIR, ORPHAN_AGE_S, ClipExists, clip_prefix, clip_relpath
+from livecut.store.media import CACHE_DIR, ORPHAN_AGE_S, OwnerExists
 from livecut.store.objcache import ReadCache
 from livecut.store.objects import TEMP_SUFFIX, ObjectStore
 
@@ -117,12 +117,12 @@ class S3Media:
             await self.objects.delete(orphans)
         return removed + orphans
 
-    async def reconcile_clips(self, exists: ClipExists, now_s: float) -> list[str]:
-        # A clip deleted while its objects could not be (the bucket unreachable) left
-        # them behind; one being cut on another node has no objects until it is ready,
-        # but the hour's grace covers a long upload all the same.
+    async def reconcile_folders(self, top: str, exists: OwnerExists, now_s: float) -> list[str]:
+        # A clip or job deleted while its objects could not be (the bucket unreachable)
+        # left them behind; one being cut or analysed on another node has no objects until
+        # it is done, but the hour's grace covers a long upload all the same.
         folders: dict[str, list[str]] = {}
-        for o in await self.objects.list_objects("clips/"):
+        for o in await self.objects.list_objects(top):
             folder = o.relpath.split("/")[1] if o.relpath.count("/") >= 2 else ""
             if folder and now_s - o.modified_s >= ORPHAN_AGE_S:
                 folders.setdefault(folder, []).append(o.relpath)
@@ -131,30 +131,39 @@ class S3Media:
             await self.objects.delete(orphans)
         return orphans
 
-    async def keep_clip(self, clip_id: str, folder: Path) -> None:
+    async def keep_folder(self, prefix: str) -> None:
+        folder = self.root / prefix
         names = sorted(await asyncio.to_thread(_file_names, folder))
         for name in names:
             # Multipart above the store's part size, so an export of hours goes up in
             # bounded pieces.
-            await self.objects.put_file(clip_relpath(clip_id, name), folder / name)
+            await self.objects.put_file(prefix + name, folder / name)
         # Every node serves the objects; the local copies would only fill this disk.
         await asyncio.to_thread(shutil.rmtree, folder, True)
 
-    async def remove_clip(self, clip_id: str, folder: Path) -> None:
-        await asyncio.to_thread(shutil.rmtree, folder, True)
+    async def remove_folder(self, prefix: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.root / prefix, True)
         try:
-            listed = await self.objects.list_objects(clip_prefix(clip_id))
+            listed = await self.objects.list_objects(prefix)
             if listed:
-                await self.objects.delete([o.relpath for o in listed])
+                relpaths = [o.relpath for o in listed]
+                self.cache.drop(relpaths)
+                await self.objects.delete(relpaths)
         except OSError as exc:
             metrics.STORAGE_ERRORS.labels("remove").inc()
             log.warning(
-                "clip %s: could not delete its objects (start-up reconciliation removes "
+                "could not delete the objects under %s (start-up reconciliation removes "
                 "them once they are an hour old): %s",
-                clip_id,
+                prefix,
                 exc,
             )
 
 
 def _file_names(folder: Path) -> list[str]:
-    return [entry.name for entry in os.scandir(folder) if entry.is_file()]
+    """The finished files of a folder (none if it is missing): a `.part` left by a write
+    that a crash cut short is not one."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return []
+    return [e.name for e in entries if e.is_file() and not e.name.endswith(files.TMP_SUFFIX)]

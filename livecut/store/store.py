@@ -8,16 +8,24 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import aiofiles.os
 
 from livecut import metrics
 from livecut.config import S3Credentials, StorageConfig
 from livecut.store import files
 from livecut.store.index import INDEX_FILE, Index
-from livecut.store.media import LocalMedia, Media
+from livecut.store.media import (
+    LocalMedia,
+    Media,
+    clip_prefix,
+    job_prefix,
+    overlay_relpath,
+)
 from livecut.store.space import Space
 
 if TYPE_CHECKING:
@@ -156,51 +164,112 @@ class Store:
         files.remove_quietly(staged)
 
     async def write_file(self, path: Path, data: bytes) -> None:
-        """Atomically write a file outside the segment tree (clip outputs; the clip job
-        counts its failures)."""
+        """Atomically write a file outside the segment tree (clip outputs, previews; the
+        job counts its failures). One thread hop for write, fsync and rename: cheaper than
+        an aiofiles hop for each."""
         await asyncio.to_thread(files.write_atomic, path.parent, path.name, data)
 
-    async def overlay_image(self, ref: str) -> Path | None:
-        """The image of an overlay: one named in the config, or one uploaded (by id)."""
-        if ref in self.configured_overlays:
-            return self.configured_overlays[ref]
-        if await self.index.overlays.get(ref) is None:
-            return None
-        return self.overlay_path(ref)
-
-    def overlay_path(self, overlay_id: str) -> Path:
-        """Where an uploaded watermark image is kept (an RGBA PNG)."""
-        return self.root / "overlays" / f"{files.safe_name(overlay_id)}.png"
+    @contextlib.asynccontextmanager
+    async def overlay_image(self, ref: str) -> AsyncIterator[Path | None]:
+        """The image of an overlay, on this disk while the block runs: one named in the
+        config, or one uploaded (by id; with S3, its copy in the read cache, fetched from
+        the bucket and pinned). None: there is no such overlay, or its image is gone."""
+        path: Path | None
+        async with contextlib.AsyncExitStack() as stack:
+            if ref in self.configured_overlays:
+                path = self.configured_overlays[ref]
+            elif await self.index.overlays.get(ref) is None:
+                path = None
+            else:
+                relpath = overlay_relpath(ref)
+                path = self.path(relpath)
+                try:
+                    await stack.enter_async_context(self.fetched([relpath]))
+                except FileNotFoundError:
+                    path = None  # deleted (by another node) since its row was read
+            # aiofiles: a stat on the loop could stall it on a network file system.
+            if path is not None and not await aiofiles.os.path.isfile(path):
+                path = None
+            yield path
 
     def clip_dir(self, clip_id: str) -> Path:
-        return self.root / "clips" / files.safe_name(clip_id)
+        return self.root / clip_prefix(clip_id)
 
     async def reconcile(self) -> list[str]:
         """Start-up: remove media no index row names (partial or never indexed). With S3,
         objects only once an hour old: another node may not have indexed its PUT yet."""
         now_s = self.clock()
+        if self.remote is not None:
+            await self._share_local_files()
         removed = await self.media.reconcile(await self.index.all_media_paths(), now_s)
-        removed += await self.media.reconcile_clips(self._clip_exists, now_s)
+        removed += await self.media.reconcile_folders("clips/", self._clip_exists, now_s)
+        removed += await self.media.reconcile_folders("analysis/", self._job_exists, now_s)
         if removed:
             log.info("start-up reconciliation removed %d orphan file(s)", len(removed))
         return removed
 
+    async def _share_local_files(self) -> None:
+        """S3: watermark images and shot previews that an earlier version kept on this
+        node's disk go to the bucket, where every node finds them (once: they leave the
+        disk, the images for the read cache). Another node may be running a job that is
+        not completed: only this disk's folder of it goes."""
+        left = 0
+        for row in await self.index.overlays.all():
+            relpath = overlay_relpath(row.id)
+            if await aiofiles.os.path.isfile(self.root / relpath):
+                try:
+                    await self.media.publish(self.root / relpath, relpath)
+                except OSError as exc:
+                    left += 1
+                    log.warning("%s stays on this disk, not in the bucket: %s", relpath, exc)
+        if not left:  # what is left is partial writes, or images of deleted overlays
+            await asyncio.to_thread(shutil.rmtree, self.root / "overlays", True)
+        for name in await asyncio.to_thread(_folder_names, self.root / "analysis"):
+            job = await self.index.analysis.job(name)
+            prefix = job_prefix(name)
+            try:
+                if job is not None and job.state == "completed":
+                    await self.media.keep_folder(prefix)
+            except OSError as exc:
+                log.warning("%s stays on this disk, not in the bucket: %s", prefix, exc)
+            else:
+                # Its job is gone, or runs again (here or on another node) from the top.
+                await asyncio.to_thread(shutil.rmtree, self.root / prefix, True)
+
     async def _clip_exists(self, clip_id: str) -> bool:
         return await self.index.clip(clip_id) is not None
+
+    async def _job_exists(self, job_id: str) -> bool:
+        return await self.index.analysis.job(job_id) is not None
 
     async def remove_files(self, relpaths: list[str]) -> None:
         """Remove media (files and the folders they leave empty, or objects and their
         local copies) whose rows are gone. Never raises: a failure leaves an orphan."""
         await self.media.remove(relpaths)
 
+    async def keep_folder(self, prefix: str) -> None:
+        """A folder's files are final (a clip's outputs before it is told ready, a shots
+        job's previews before it completes): with S3 they are uploaded, and from any node
+        they are then served."""
+        await self.media.keep_folder(prefix)
+
+    async def remove_folder(self, prefix: str) -> None:
+        """A folder's files, on this disk and (S3) in the bucket. Never raises."""
+        await self.media.remove_folder(prefix)
+
     async def keep_clip_files(self, clip_id: str) -> None:
-        """A clip's outputs are final: with S3 they are uploaded (from any node they are
-        then served), before the clip is told ready."""
-        await self.media.keep_clip(clip_id, self.clip_dir(clip_id))
+        await self.keep_folder(clip_prefix(clip_id))
 
     async def remove_clip_files(self, clip_id: str) -> None:
-        await self.media.remove_clip(clip_id, self.clip_dir(clip_id))
+        await self.remove_folder(clip_prefix(clip_id))
 
     async def drop_local_clip_files(self, clip_id: str) -> None:
         """This node's working copy of a clip's outputs, not what is stored for all nodes."""
         await asyncio.to_thread(shutil.rmtree, self.clip_dir(clip_id), ignore_errors=True)
+
+
+def _folder_names(parent: Path) -> list[str]:
+    try:
+        return sorted(entry.name for entry in os.scandir(parent) if entry.is_dir())
+    except FileNotFoundError:
+        return []
