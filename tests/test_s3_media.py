@@ -650,17 +650,26 @@ async def test_reconciliation_deletes_only_old_unindexed_objects(
     known = "streams/cam/ses_a/v/0-1.ts"
     orphan = "streams/cam/ses_a/v/0-2.ts"
     clip_orphan = "clips/clp_gone/clip.mp4"
-    # A shots job's previews stay while the job does; uploaded watermarks are never
-    # reconciled (only their rows name them).
+    # A shots job's previews stay while the job does, an uploaded watermark while its
+    # row does (a crash between the PUT and the row, or a DELETE the bucket missed).
     previews = "analysis/shots_kept/0.webp"
     previews_orphan = "analysis/shots_gone/0.webp"
     overlay = "overlays/ovl_0123456789abcdef.png"
+    overlay_orphan = "overlays/ovl_gone.png"
     clock = [time.time()]
     store = await engine_store(data_dir, StorageConfig(backend="s3", s3=s3), clock=lambda: clock[0])
     await store.open()
     try:
         assert isinstance(store.media, S3Media)
-        for relpath in (known, orphan, clip_orphan, previews, previews_orphan, overlay):
+        for relpath in (
+            known,
+            orphan,
+            clip_orphan,
+            previews,
+            previews_orphan,
+            overlay,
+            overlay_orphan,
+        ):
             await store.media.objects.put_bytes(relpath, relpath.encode())
         staged = store.incoming_path(".ts")
         staged.parent.mkdir(parents=True, exist_ok=True)
@@ -670,7 +679,11 @@ async def test_reconciliation_deletes_only_old_unindexed_objects(
         async def reconcile() -> list[str]:
             removed = await media.reconcile({known}, clock[0])
             removed += await media.reconcile_folders("clips/", no_clip, clock[0])
+            removed += await media.reconcile_folders("overlays/", one_overlay, clock[0])
             return removed + await media.reconcile_folders("analysis/", one_job, clock[0])
+
+        async def one_overlay(overlay_id: str) -> bool:
+            return overlay_id == "ovl_0123456789abcdef"
 
         async def no_clip(clip_id: str) -> bool:
             return False
@@ -678,14 +691,24 @@ async def test_reconciliation_deletes_only_old_unindexed_objects(
         async def one_job(job_id: str) -> bool:
             return job_id == "shots_kept"
 
-        everything = {known, orphan, clip_orphan, previews, previews_orphan, overlay}
+        everything = {
+            known,
+            orphan,
+            clip_orphan,
+            previews,
+            previews_orphan,
+            overlay,
+            overlay_orphan,
+        }
         # Young objects may be another node's, not yet indexed: kept.
         removed = await reconcile()
         assert removed == [staged.relative_to(data_dir).as_posix()]
         assert not staged.exists()
         assert set(object_sizes(s3_server, s3_bucket)) == everything
         clock[0] += ORPHAN_AGE_S + 60
-        assert sorted(await reconcile()) == [previews_orphan, clip_orphan, orphan]
+        assert sorted(await reconcile()) == sorted(
+            [previews_orphan, clip_orphan, orphan, overlay_orphan]
+        )
         assert set(object_sizes(s3_server, s3_bucket)) == {known, previews, overlay}
     finally:
         await store.close()

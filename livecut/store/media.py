@@ -126,8 +126,9 @@ class Media(Protocol):
         ...
 
     async def reconcile_folders(self, top: str, exists: OwnerExists, now_s: float) -> list[str]:
-        """Start-up: remove the folders under `top` ("clips/", "analysis/") whose owner
-        no longer exists; returns what went."""
+        """Start-up: remove the folders under `top` ("clips/", "analysis/"), or the files
+        ("overlays/": by name less its suffix), whose owner no longer exists; returns what
+        went."""
         ...
 
     async def keep_folder(self, prefix: str) -> None:

@@ -121,9 +121,11 @@ class S3Media:
         # A clip or job deleted while its objects could not be (the bucket unreachable)
         # left them behind; one being cut or analysed on another node has no objects until
         # it is done, but the hour's grace covers a long upload all the same.
+        # An owner's folder ("clips/<clip>/...") or its one file ("overlays/<id>.png").
         folders: dict[str, list[str]] = {}
         for o in await self.objects.list_objects(top):
-            folder = o.relpath.split("/")[1] if o.relpath.count("/") >= 2 else ""
+            name, slash, _ = o.relpath.removeprefix(top).partition("/")
+            folder = name if slash else name.rpartition(".")[0]
             if folder and now_s - o.modified_s >= ORPHAN_AGE_S:
                 folders.setdefault(folder, []).append(o.relpath)
         orphans = [r for f, relpaths in folders.items() if not await exists(f) for r in relpaths]

@@ -204,6 +204,7 @@ class Store:
         removed = await self.media.reconcile(await self.index.all_media_paths(), now_s)
         removed += await self.media.reconcile_folders("clips/", self._clip_exists, now_s)
         removed += await self.media.reconcile_folders("analysis/", self._job_exists, now_s)
+        removed += await self.media.reconcile_folders("overlays/", self._overlay_exists, now_s)
         if removed:
             log.info("start-up reconciliation removed %d orphan file(s)", len(removed))
         return removed
@@ -241,6 +242,9 @@ class Store:
 
     async def _job_exists(self, job_id: str) -> bool:
         return await self.index.analysis.job(job_id) is not None
+
+    async def _overlay_exists(self, overlay_id: str) -> bool:
+        return await self.index.overlays.get(overlay_id) is not None
 
     async def remove_files(self, relpaths: list[str]) -> None:
         """Remove media (files and the folders they leave empty, or objects and their
