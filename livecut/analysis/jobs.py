@@ -317,10 +317,7 @@ class AnalysisJobs:
         from_ms, to_ms = clip.delivered_span()
         now = self._now_ms()
         await self.index.set_job_span(job.id, from_ms=from_ms, to_ms=to_ms, now_ms=now)
-        if self.lease_ms is not None:
-            await self.index.hold_job(job.id, self.store.index.node_id, now + self.lease_ms)
-        self._mine.add(job.id)
-        self._enqueue(job.id)
+        await self._take(job.id, now)
 
     # states --------------------------------------------------------------------
     async def _add(self, *, admitted: bool = False, **fields: Any) -> AnalysisJobRow:
@@ -330,13 +327,16 @@ class AnalysisJobs:
                 " retry shortly"
             )
         job = self._row(**fields)
-        now = job.created_ms
         await self.index.add_job(job)
-        if self.lease_ms is not None:
-            await self.index.hold_job(job.id, self.store.index.node_id, now + self.lease_ms)
-        self._mine.add(job.id)
-        self._enqueue(job.id)
+        await self._take(job.id, job.created_ms)
         return job
+
+    async def _take(self, job_id: str, now_ms: int) -> None:
+        """Run a job here: held by this node (many nodes) and queued."""
+        if self.lease_ms is not None:
+            await self.index.hold_job(job_id, self.store.index.node_id, now_ms + self.lease_ms)
+        self._mine.add(job_id)
+        self._enqueue(job_id)
 
     def _row(self, **fields: Any) -> AnalysisJobRow:
         now = self._now_ms()

@@ -223,9 +223,12 @@ class ClipJobs:
         return not lost
 
     async def _let_go(self, clip_id: str) -> None:
-        """Another node took the clip over after this one stalled: its work stands, this
-        node's copy goes (the local folder only: the shared objects are the holder's)."""
-        log.warning("clip %s: another node holds it now; dropping this node's cut", clip_id)
+        """Another node took the clip over after this one stalled (or it was deleted): the
+        holder's work stands, this node's copy goes (the local folder only: the shared
+        objects are the holder's)."""
+        log.warning(
+            "clip %s: no longer this node's (taken over or deleted); dropping its cut", clip_id
+        )
         self._forget(clip_id)
         self._progress.pop(clip_id, None)
         await self.store.drop_local_clip_files(clip_id)
