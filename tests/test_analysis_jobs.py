@@ -27,6 +27,7 @@ from livecut.config import Config, WebhookEndpoint, WebhooksConfig
 from livecut.daemon import Daemon
 from livecut.media.scenes import REEL, write_reel_hls
 from livecut.media.synth import read_frame_number
+from livecut.store.analysis import AnalysisJobRow
 from livecut.store.index import INDEX_FILE
 from livecut.webhooks.signing import HEADER, verify
 from tests.browser import serve
@@ -294,6 +295,50 @@ async def test_a_clips_shots_are_written_with_it_and_survive_a_crash_after_it_is
             shots = finished.result["shots"]
             assert [s["kind"] for s in shots] == ["start", "cut", "cut"]
             assert shots[0]["start_ms"] == finished.zero_ms == delivered_from
+
+
+async def test_a_node_that_lost_a_shots_job_mid_run_leaves_it_to_the_new_holder(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with (
+        reel_origin(tmp_path / "reel") as url,
+        hook_receiver() as (hook_url, hooks),
+        running(reel_config(data_dir, url, hook_url)) as daemon,
+    ):
+        await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
+        analysis = daemon.analysis
+        monkeypatch.setattr(analysis, "lease_ms", 60_000)  # as on many nodes
+        shots = analysis._shots
+        ran = asyncio.Event()
+
+        async def stalled_then_run(job: AnalysisJobRow) -> None:
+            # While this node stalls, another node claims the job (its lease ran out).
+            await daemon.store.index._sql.execute(
+                "UPDATE analysis_jobs SET node_id = 'node-b' WHERE id = ?", (job.id,)
+            )
+            try:
+                await shots(job)
+            finally:
+                ran.set()
+
+        monkeypatch.setattr(analysis, "_shots", stalled_then_run)
+        session = (await daemon.store.index.sessions("cam"))[0]
+        job = await analysis.submit_shots(
+            stream_id="cam",
+            session_id=session.id,
+            clip_id=None,
+            from_ms=PDT0 + 4000,
+            to_ms=PDT0 + 10_000,
+            zero_ms=session.started_ms,
+        )
+        await asyncio.wait_for(ran.wait(), 60)
+        await asyncio.wait_for(analysis._queue.join(), 10)
+        # Neither completed nor failed by this node, and its previews are gone: the
+        # job is node-b's to finish.
+        row = await daemon.store.index.analysis.job(job.id)
+        assert row is not None and row.state == "processing" and row.result is None
+        assert not analysis.job_dir(job.id).exists()
+        assert not [body for body, _ in hooks.received if body["type"] == "shots.ready"]
 
 
 async def test_highlights_are_cut_as_one_clip_with_explained_scores(

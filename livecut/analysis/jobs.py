@@ -33,6 +33,7 @@ from livecut.clips.jobs import (
     ClipJobs,
     ClipRequest,
     QueueFull,
+    TakenOver,
     Window,
 )
 from livecut.clips.planner import NothingRecorded, PlannedRun
@@ -369,9 +370,14 @@ class AnalysisJobs:
         error: str | None = None,
         clip_id: str | None = None,
         event: str | None = None,
-    ) -> None:
+        worker: bool = False,
+    ) -> bool:
+        """`worker`: set by the worker running the job, so only while this node holds it
+        (many nodes: one that stalled and was taken over leaves the job to the new
+        holder); False, and the job let go, if it does not."""
         body = highlights_body if event == "highlights.ready" else shots_job_body
-        await self.index.update_job(
+        held_by = self.store.index.node_id if worker and self.lease_ms is not None else None
+        written = await self.index.update_job(
             job_id,
             state=state,
             now_ms=self._now_ms(),
@@ -383,13 +389,33 @@ class AnalysisJobs:
                 if event is None
                 else (event, lambda j: as_json(body(j, base_url=self.base_url(), progress=1.0)))
             ),
+            held_by=held_by,
         )
+        if held_by is not None and written is None:
+            await self._let_go(job_id)
+            return False
         if state in ("completed", "failed"):
             self._progress.pop(job_id, None)
             self._signal(job_id)
             job = await self.index.job(job_id)
             if job is not None:
                 metrics.ANALYSIS_JOBS.labels(job.kind, state).inc()
+        return True
+
+    async def _holds(self, job_id: str) -> bool:
+        """Whether this node still holds the job (always, on one node); renewed if so."""
+        if self.lease_ms is None:
+            return True
+        until = self._now_ms() + self.lease_ms
+        return await self.index.renew_job(job_id, self.store.index.node_id, until)
+
+    async def _let_go(self, job_id: str) -> None:
+        """Another node took the job over after this one stalled (or it was deleted): this
+        node's files of it go (the local folder only: the stored objects are the holder's)."""
+        log.warning("analysis job %s: no longer this node's; dropping its work", job_id)
+        self._mine.discard(job_id)
+        self._progress.pop(job_id, None)
+        await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), True)
 
     def _signal(self, job_id: str) -> None:
         event = self._finished.pop(job_id, None)
@@ -409,7 +435,8 @@ class AnalysisJobs:
         job = await self.index.job(job_id)
         if job is None:
             return  # deleted while it waited
-        await self._set(job.id, "processing")
+        if not await self._set(job.id, "processing", worker=True):
+            return
         self._progress[job.id] = 0.0
         began = time.monotonic()
         try:
@@ -420,6 +447,8 @@ class AnalysisJobs:
             metrics.ANALYSIS_SECONDS.labels(job.kind).observe(time.monotonic() - began)
         except Stopped:
             return  # left processing: the next start runs it again
+        except TakenOver:
+            await self._let_go(job.id)
         except (NothingRecorded, OSError, ValueError, QueueFull) as exc:
             await self._fail(job.id, str(exc))
         except Exception as exc:  # a worker must outlive any one job's bug
@@ -427,13 +456,16 @@ class AnalysisJobs:
             await self._fail(job.id, f"internal error ({type(exc).__name__}); see the daemon's log")
 
     async def _fail(self, job_id: str, error: str) -> None:
+        if not await self._holds(job_id):
+            await self._let_go(job_id)
+            return
         log.warning("analysis job %s failed: %s", job_id, error)
         # Nothing of a failed job is served: this disk's previews go. What it uploaded stays
         # until the job is deleted or asked for again (a node that took the job over may
         # be uploading the same objects now).
         await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), True)
         if await self.index.job(job_id) is not None:
-            await self._set(job_id, "failed", error=error)
+            await self._set(job_id, "failed", error=error, worker=True)
 
     async def _segments(self, job: AnalysisJobRow, kind: str | None = None) -> list[SegmentRow]:
         segments: list[SegmentRow] = await self.store.index.stream_segments(
@@ -493,12 +525,16 @@ class AnalysisJobs:
                     "score": {} if shot.cut is None else shot.cut.explain(),
                 }
             )
+        if not await self._holds(job.id):
+            raise TakenOver(job.id)  # the new holder's previews are the ones kept
         # Servable from any node (S3: uploaded) before the job says it completed.
         await self.store.keep_folder(job_prefix(job.id))
         if await self.index.job(job.id) is None:
             await self.store.remove_folder(job_prefix(job.id))  # deleted while it ran
             return
-        await self._set(job.id, "completed", result={"shots": shots}, event="shots.ready")
+        await self._set(
+            job.id, "completed", result={"shots": shots}, event="shots.ready", worker=True
+        )
 
     async def _highlights(self, job: AnalysisJobRow) -> None:
         options = job.options
@@ -526,7 +562,12 @@ class AnalysisJobs:
                 for h in found
             ]
         if not chosen:
-            await self._set(job.id, "failed", error="no moment in the range is long enough to cut")
+            await self._set(
+                job.id,
+                "failed",
+                error="no moment in the range is long enough to cut",
+                worker=True,
+            )
             return
         clip_options = dict(options.get("clip") or {})
         meta = clip_options.pop("meta", None)
@@ -550,7 +591,9 @@ class AnalysisJobs:
             return
         sessions = (job.session_id,) if job.session_id else ()
         clip = await self.clips.submit(request, sessions=sessions)
-        await self._set(job.id, "processing", result={"highlights": chosen}, clip_id=clip.id)
+        await self._set(
+            job.id, "processing", result={"highlights": chosen}, clip_id=clip.id, worker=True
+        )
 
     async def _score(self, job: AnalysisJobRow) -> list[Highlight]:
         options = job.options

@@ -7,14 +7,26 @@ import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from livecut.store.sql import Row, Sql, skip_locked
 
 JobKind = Literal["shots", "highlights"]
 JobState = Literal["pending", "processing", "completed", "failed"]
-# The index's writer of a change and the outbox rows reporting it, in one transaction.
-EventWrite = Callable[[Sequence[tuple[str, tuple[object, ...]]], str, object], Awaitable[object]]
+
+
+class EventWrite(Protocol):
+    """The index's writer of a change and the outbox rows reporting it, in one transaction
+    (`guarded`: nothing is written if the first statement changes no row; False then)."""
+
+    def __call__(
+        self,
+        statements: Sequence[tuple[str, tuple[object, ...]]],
+        event: str,
+        subject: object,
+        *,
+        guarded: bool = False,
+    ) -> Awaitable[bool]: ...
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -144,9 +156,11 @@ class AnalysisIndex:
         error: str | None = None,
         clip_id: str | None = None,
         event: tuple[str, Callable[[AnalysisJobRow], object]] | None = None,
+        held_by: str | None = None,
     ) -> AnalysisJobRow | None:
         """A state change; with `event` (its type, and the body it reports made from the job
-        as it will be), the outbox rows are written in the same transaction."""
+        as it will be), the outbox rows are written in the same transaction. `held_by`:
+        only while that node holds the job (None, and nothing written, if it does not)."""
         before = await self.job(job_id)
         if before is None:
             return None
@@ -158,9 +172,10 @@ class AnalysisIndex:
             error=error,
             clip_id=clip_id if clip_id is not None else before.clip_id,
         )
+        held = "" if held_by is None else " AND node_id = ?"
         statement = (
             "UPDATE analysis_jobs SET state = ?, updated_ms = ?, result = ?, error = ?,"
-            " clip_id = ? WHERE id = ?",
+            f" clip_id = ? WHERE id = ?{held}",
             (
                 state,
                 now_ms,
@@ -168,13 +183,15 @@ class AnalysisIndex:
                 error,
                 after.clip_id,
                 job_id,
+                *(() if held_by is None else (held_by,)),
             ),
         )
+        guarded = held_by is not None
         if event is not None and self._write is not None:
-            await self._write([statement], event[0], event[1](after))
+            written = await self._write([statement], event[0], event[1](after), guarded=guarded)
         else:
-            await self._sql.execute(*statement)
-        return after
+            written = bool(await self._sql.execute(*statement)) or not guarded
+        return after if written else None
 
     async def set_job_span(self, job_id: str, *, from_ms: int, to_ms: int, now_ms: int) -> None:
         """The range a clip's shots job reads, once the clip is cut (start_time counts from
@@ -226,6 +243,14 @@ class AnalysisIndex:
             (node_id, until_ms, now_ms, *((node_id,) if own else ()), limit),
         )
         return sorted((_job(r) for r in rows), key=lambda j: (j.created_ms, j.id))
+
+    async def renew_job(self, job_id: str, node_id: str, until_ms: int) -> bool:
+        """Extend this node's hold on one job; False if another node holds it now."""
+        changed = await self._sql.execute(
+            "UPDATE analysis_jobs SET lease_ms = ? WHERE id = ? AND node_id = ?",
+            (until_ms, job_id, node_id),
+        )
+        return changed > 0
 
     async def renew_jobs(self, node_id: str, until_ms: int) -> None:
         await self._sql.execute(
