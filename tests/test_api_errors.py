@@ -12,6 +12,7 @@ import pytest
 
 from livecut.api.app import OPENAPI, routes
 from livecut.origin import LiveOrigin
+from tests.encoders.runners import free_port
 from tests.harness import daemon_config, running, session_ended, until
 
 NOW = int(time.time() * 1000)
@@ -88,6 +89,21 @@ async def test_range_with_no_media_lists_recorded_ranges(daemon_url: str) -> Non
             await expect_error(response, 422, "nothing of stream 'cam' is recorded")
             ranges = (await response.json())["recorded_ranges"]
             assert len(ranges) == 1 and ranges[0]["end_ms"] > ranges[0]["start_ms"]
+
+
+async def test_a_clip_of_a_stream_that_has_recorded_nothing_yet_says_what_to_wait_for(
+    data_dir: Path,
+) -> None:
+    # An origin that is not up yet: nothing listens on its port.
+    config = daemon_config(data_dir, f"http://127.0.0.1:{free_port()}/live.m3u8")
+    async with running(config) as daemon, aiohttp.ClientSession() as http:
+        async with http.post(f"{daemon.base_url}/v1/clips", json=clip()) as response:
+            await expect_error(response, 422, "stream 'cam' has recorded nothing yet")
+            body = await response.json()
+        said = re.search(r"its recorder is (\w+)", body["errors"][0])
+        assert said is not None and said[1] in ("connecting", "failing"), body
+        assert "session.started" in body["errors"][0]
+        assert body["recorded_ranges"] == []
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from aiohttp import web
 from livecut.api.context import API_KEY, ApiContext, ctx_of, error, json_body, now_ms
 from livecut.api.signed import SIGNED_QUERY
 from livecut.api.stored import read_stored_text, stored_media
+from livecut.api.streams import recordings
 from livecut.api.validate import (
     ClipLimits,
     Extras,
@@ -110,9 +111,18 @@ async def create_clip(request: web.Request) -> web.Response:
 async def nothing_recorded(ctx: ApiContext, req: ClipRequest) -> web.Response | None:
     if await _may_have_media(ctx, req.stream_id, req.session_id, req.start_ms, req.end_ms):
         return None
-    spans = nearest_spans(
-        await ctx.store.index.recorded_spans(req.stream_id), req.start_ms, req.end_ms
-    )
+    recorded = await ctx.store.index.recorded_spans(req.stream_id)
+    if not recorded and req.session_id is None:
+        # Asked in the moment between an encoder starting and its first segment landing
+        # (or of a stream that never came up): say so, and what to wait for.
+        state = (await recordings(ctx))[req.stream_id].status.get("state")
+        return error(
+            422,
+            f"stream {req.stream_id!r} has recorded nothing yet (its recorder is {state}):"
+            " ask again once its first segment is in (the session.started webhook says when)",
+            recorded_ranges=[],
+        )
+    spans = nearest_spans(recorded, req.start_ms, req.end_ms)
     return error(
         422,
         f"nothing of stream {req.stream_id!r} is recorded between {req.start_ms} and {req.end_ms}",
