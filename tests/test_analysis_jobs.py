@@ -209,6 +209,19 @@ async def test_session_shots_job_previews_webhook_delete_and_errors(
             assert r.status == 404
 
 
+async def shots_of_the_middle(daemon: Daemon) -> AnalysisJobRow:
+    """A shots job of a slice of the recorded reel: its middle, from 4 s to 10 s."""
+    session = (await daemon.store.index.sessions("cam"))[0]
+    return await daemon.analysis.submit_shots(
+        stream_id="cam",
+        session_id=session.id,
+        clip_id=None,
+        from_ms=PDT0 + 4000,
+        to_ms=PDT0 + 10_000,
+        zero_ms=session.started_ms,
+    )
+
+
 async def test_a_shots_job_interrupted_by_a_restart_is_run_again(
     data_dir: Path, tmp_path: Path
 ) -> None:
@@ -216,16 +229,7 @@ async def test_a_shots_job_interrupted_by_a_restart_is_run_again(
         config = reel_config(data_dir, url, hook_url)
         async with running(config) as daemon:
             await until(daemon, "cam", lambda: session_ended(daemon), timeout_s=30)
-            session = (await daemon.store.index.sessions("cam"))[0]
-            # A slice: the middle of the reel, from 4 s to 10 s.
-            job = await daemon.analysis.submit_shots(
-                stream_id="cam",
-                session_id=session.id,
-                clip_id=None,
-                from_ms=PDT0 + 4000,
-                to_ms=PDT0 + 10_000,
-                zero_ms=session.started_ms,
-            )
+            job = await shots_of_the_middle(daemon)
         # As a crash would leave it: processing, nothing delivered.
         index = await open_index(data_dir / INDEX_FILE)
         try:
@@ -322,15 +326,7 @@ async def test_a_node_that_lost_a_shots_job_mid_run_leaves_it_to_the_new_holder(
                 ran.set()
 
         monkeypatch.setattr(analysis, "_shots", stalled_then_run)
-        session = (await daemon.store.index.sessions("cam"))[0]
-        job = await analysis.submit_shots(
-            stream_id="cam",
-            session_id=session.id,
-            clip_id=None,
-            from_ms=PDT0 + 4000,
-            to_ms=PDT0 + 10_000,
-            zero_ms=session.started_ms,
-        )
+        job = await shots_of_the_middle(daemon)
         await asyncio.wait_for(ran.wait(), 60)
         await asyncio.wait_for(analysis._queue.join(), 10)
         # Neither completed nor failed by this node, and its previews are gone: the

@@ -661,7 +661,7 @@ async def test_reconciliation_deletes_only_old_unindexed_objects(
     await store.open()
     try:
         assert isinstance(store.media, S3Media)
-        for relpath in (
+        everything = {
             known,
             orphan,
             clip_orphan,
@@ -669,7 +669,8 @@ async def test_reconciliation_deletes_only_old_unindexed_objects(
             previews_orphan,
             overlay,
             overlay_orphan,
-        ):
+        }
+        for relpath in everything:
             await store.media.objects.put_bytes(relpath, relpath.encode())
         staged = store.incoming_path(".ts")
         staged.parent.mkdir(parents=True, exist_ok=True)
@@ -691,15 +692,6 @@ async def test_reconciliation_deletes_only_old_unindexed_objects(
         async def one_job(job_id: str) -> bool:
             return job_id == "shots_kept"
 
-        everything = {
-            known,
-            orphan,
-            clip_orphan,
-            previews,
-            previews_orphan,
-            overlay,
-            overlay_orphan,
-        }
         # Young objects may be another node's, not yet indexed: kept.
         removed = await reconcile()
         assert removed == [staged.relative_to(data_dir).as_posix()]
